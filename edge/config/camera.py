@@ -1,0 +1,21 @@
+"""``camera:`` section: the exit camera and the cross-modal calibration that maps X-ray pixels onto it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+
+from edge.config.base import EdgeBaseConfig
+
+
+class CameraConfig(EdgeBaseConfig):
+    """Exit camera capture. ``device`` is a V4L2 index, an RTSP/HTTP URL or a video file."""
+
+    device: int | str = Field(description="camera index (0), RTSP/HTTP URL or video file path")
+    fps: float = Field(10.0, gt=0, le=120, description="frames per second requested")
+    ring_seconds: float = Field(20.0, gt=0, le=600, description="seconds of frames kept in the ring buffer")
+    calibration_file: Path = Field(
+        Path("/var/lib/edge/calibration/camera.yaml"), description="intrinsics + homography YAML (edge calibrate)"
+    )
+    reconnect_s: float = Field(2.0, gt=0, le=60, description="seconds between reopen attempts after loss")

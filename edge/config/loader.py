@@ -1,0 +1,202 @@
+"""Load one YAML config file and report every problem as ``file:line: key.path: what; what is valid``.
+
+YAML is composed once into nodes so that every key keeps its line; the plain data is validated by pydantic;
+each pydantic error's ``loc`` is mapped back to the line of that key (or of its parent mapping when the key is
+missing). All problems are reported at once, sorted by line, so an engineer fixes a file in one pass.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from pydantic import BaseModel, ValidationError
+from pydantic.fields import FieldInfo
+
+from edge.errors import ConfigError
+
+M = TypeVar("M", bound=BaseModel)
+Loc = tuple[str | int, ...]
+Check = Callable[[Any], list[tuple[Loc, str]]]
+"""A cross-section rule: takes the validated model, returns (key path, message) for each violation."""
+
+
+def _line_map(node: yaml.Node, prefix: Loc, lines: dict[Loc, int]) -> None:
+    """Record the 1-based line of every key (and list item) under ``node``."""
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            key = key_node.value
+            loc = (*prefix, key)
+            lines[loc] = key_node.start_mark.line + 1
+            _line_map(value_node, loc, lines)
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            loc = (*prefix, index)
+            lines[loc] = item.start_mark.line + 1
+            _line_map(item, loc, lines)
+
+
+def _line_for(loc: Loc, lines: Mapping[Loc, int]) -> int:
+    """The line of ``loc`` or of its nearest ancestor that the file actually has (line 1 for the root)."""
+    for cut in range(len(loc), 0, -1):
+        if loc[:cut] in lines:
+            return lines[loc[:cut]]
+    return 1
+
+
+def _field_at(model: type[BaseModel], loc: Loc) -> tuple[type[BaseModel] | None, FieldInfo | None]:
+    """Walk ``loc`` through nested models; return the owning model and field info of the last key."""
+    current: Any = model
+    owner: type[BaseModel] | None = None
+    info: FieldInfo | None = None
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        if not (isinstance(current, type) and issubclass(current, BaseModel)):
+            # Discriminated unions and containers: look through the annotation's arguments for a model.
+            candidates = [a for a in getattr(current, "__args__", ()) if isinstance(a, type)]
+            models = [a for a in candidates if issubclass(a, BaseModel) and part in a.model_fields]
+            if not models:
+                return owner, None
+            current = models[0]
+        if part not in current.model_fields:
+            return current, None
+        owner = current
+        info = current.model_fields[part]
+        current = info.annotation
+    return owner, info
+
+
+def _bounds(info: FieldInfo | None) -> tuple[Any, Any]:
+    lo: Any = None
+    hi: Any = None
+    if info is not None:
+        for meta in info.metadata:
+            lo = getattr(meta, "ge", None) if getattr(meta, "ge", None) is not None else lo
+            lo = getattr(meta, "gt", None) if lo is None and getattr(meta, "gt", None) is not None else lo
+            hi = getattr(meta, "le", None) if getattr(meta, "le", None) is not None else hi
+            hi = getattr(meta, "lt", None) if hi is None and getattr(meta, "lt", None) is not None else hi
+    return lo, hi
+
+
+_TYPE_WORDS = {
+    "int": "an integer",
+    "float": "a number",
+    "bool": "true or false",
+    "string": "a string",
+    "str": "a string",
+    "path": "a path (string)",
+    "dict": "a mapping of keys",
+    "model": "a mapping of keys",
+    "list": "a list",
+    "tuple": "a list",
+    "none": "nothing (leave the key out)",
+}
+
+
+def _describe(error: Mapping[str, Any], root: type[BaseModel]) -> str:
+    """Turn one pydantic error into 'what was found; what is valid'."""
+    kind = error["type"]
+    loc: Loc = tuple(error["loc"])
+    got = error.get("input")
+    ctx = error.get("ctx") or {}
+    owner, info = _field_at(root, loc)
+    if kind == "extra_forbidden":
+        name = str(loc[-1])
+        valid = sorted(owner.model_fields) if owner is not None else []
+        parent_owner, _ = _field_at(root, loc[:-1])
+        if loc[:-1] and parent_owner is not None:
+            _, parent_info = _field_at(root, loc[:-1])
+            annotation = parent_info.annotation if parent_info is not None else None
+            if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+                valid = sorted(annotation.model_fields)
+        elif not loc[:-1]:
+            valid = sorted(root.model_fields)
+        hint = difflib.get_close_matches(name, valid, n=1)
+        suggestion = f" (did you mean '{hint[0]}'?)" if hint else ""
+        return f"unknown key '{name}'{suggestion}; valid keys: {', '.join(valid)}"
+    if kind == "missing":
+        expected = info.description if info is not None and info.description else "a value"
+        return f"required key is missing; expected {expected}"
+    if kind in {"greater_than_equal", "less_than_equal", "greater_than", "less_than"}:
+        lo, hi = _bounds(info)
+        if lo is not None and hi is not None:
+            return f"must be {lo}..{hi}, got {got!r}"
+        return f"{error['msg'].lower()}, got {got!r}"
+    if kind in {"literal_error", "enum"}:
+        expected = str(ctx.get("expected", ""))
+        options = [o.strip().strip("'") for o in expected.replace(" or ", ",").split(",") if o.strip()]
+        hint = difflib.get_close_matches(str(got), options, n=1)
+        suggestion = f" (did you mean '{hint[0]}'?)" if hint else ""
+        return f"{got!r} is not valid; expected {expected}{suggestion}"
+    if kind == "union_tag_invalid":
+        tags = [t.strip().strip("'") for t in str(ctx.get("expected_tags", "")).split(",")]
+        hint = difflib.get_close_matches(str(ctx.get("tag")), tags, n=1)
+        suggestion = f" (did you mean '{hint[0]}'?)" if hint else ""
+        return f"{ctx.get('tag')!r} is not valid; expected one of {ctx.get('expected_tags')}{suggestion}"
+    if kind == "union_tag_not_found":
+        return f"key '{ctx.get('discriminator')}' is missing; it selects the kind of this section"
+    if kind.endswith("_parsing") or kind.endswith("_type"):
+        base = kind.removesuffix("_parsing").removesuffix("_type")
+        expected = _TYPE_WORDS.get(base, base.replace("_", " "))
+        return f"expected {expected}, got {got!r}"
+    if kind == "value_error":
+        return str(ctx.get("error", error["msg"]))
+    return f"{error['msg']}, got {got!r}"
+
+
+def _format_loc(loc: Loc) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "<root>"
+
+
+def load_yaml_model(path: Path, model: type[M], checks: Sequence[Check] = ()) -> M:
+    """Read ``path`` and validate it as ``model``; raise :class:`ConfigError` listing every problem.
+
+    Raises:
+        ConfigError: the file is missing, is not YAML, is not a mapping, or fails validation. Each problem is
+            one line ``<file>:<line>: <key.path>: <what is wrong>; <what is valid>``.
+    """
+    name = str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([f"{path}:1: <file>: cannot read ({exc.strerror})"]) from exc
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else 1
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError([f"{name}:{line}: <yaml>: {problem}"]) from exc
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError([f"{name}:1: <root>: expected a mapping of sections, got {type(data).__name__}"])
+    lines: dict[Loc, int] = {}
+    if node is not None:
+        _line_map(node, (), lines)
+    try:
+        result = model.model_validate(data)
+    except ValidationError as exc:
+        problems: list[tuple[int, str]] = []
+        for error in exc.errors():
+            loc = tuple(p for p in error["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+            if error["type"] in {"union_tag_invalid", "union_tag_not_found"}:
+                loc = (*loc, str((error.get("ctx") or {}).get("discriminator", "type")).strip("'"))
+            line = _line_for(loc, lines)
+            problems.append((line, f"{name}:{line}: {_format_loc(loc)}: {_describe(error, model)}"))
+        problems.sort(key=lambda p: p[0])
+        raise ConfigError([p for _, p in problems]) from exc
+    found = [(_line_for(loc, lines), f"{name}:{_line_for(loc, lines)}: {_format_loc(loc)}: {message}")
+             for check in checks for loc, message in check(result)]
+    if found:
+        found.sort(key=lambda p: p[0])
+        raise ConfigError([p for _, p in found])
+    return result

@@ -1,0 +1,23 @@
+"""``models:`` section: which bundles screen items and on which backend."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+
+from edge.config.base import EdgeBaseConfig
+
+
+class ModelsConfig(EdgeBaseConfig):
+    """Bundles and inference backend. Thresholds and normalisation live in the bundles, not here."""
+
+    detector: Path = Field(description="detector bundle directory (contains bundle.yaml)")
+    scorer: Path | None = Field(None, description="anomaly scorer or classifier bundle directory")
+    backend: Literal["openvino", "onnxruntime"] = Field("openvino", description="inference runtime")
+    precision: Literal["fp32", "int8"] = Field("fp32", description="which model file of the bundle to run")
+    threads: int = Field(2, ge=1, le=256, description="inference threads per model")
+    device: Literal["CPU", "GPU", "NPU"] = Field("CPU", description="OpenVINO device; falls back to CPU")
+    cache_dir: Path | None = Field(None, description="compiled-model cache directory; absent = no cache")
+    max_objects: int = Field(32, ge=1, le=1000, description="most objects scored per item")

@@ -1,0 +1,84 @@
+"""The whole config file: one field per YAML section, plus the cross-section ``check_*`` rules.
+
+Each section is validated by its own module; rules that involve two sections (or two keys whose relation a
+single field cannot express) are the named ``check_*`` functions below, run after per-section validation and
+reported in the same ``file:line: key: message`` form, naming both keys.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+
+from edge.config.audit import AuditConfig
+from edge.config.base import EdgeBaseConfig
+from edge.config.camera import CameraConfig
+from edge.config.condition import ConditionConfig
+from edge.config.decide import DecideConfig
+from edge.config.firmware import FirmwareConfig
+from edge.config.loader import Check, Loc, load_yaml_model
+from edge.config.logs import LoggingConfig
+from edge.config.models import ModelsConfig
+from edge.config.mqtt import MqttConfig
+from edge.config.site import SiteConfig
+from edge.config.source import SimSourceConfig, SourceConfig
+
+DEFAULT_CONFIG_PATH = Path("/etc/edge/edge.yaml")
+
+
+class EdgeConfig(EdgeBaseConfig):
+    """Root of ``edge.yaml``."""
+
+    site: SiteConfig = Field(description="identity of site and scanner")
+    source: SourceConfig = Field(default_factory=SimSourceConfig, description="where X-ray items come from")
+    firmware: FirmwareConfig | None = Field(None, description="serial link to the scanner; absent = none")
+    condition: ConditionConfig = Field(default_factory=ConditionConfig, description="calibrations and palette")
+    models: ModelsConfig = Field(description="detector and scorer bundles, backend")
+    decide: DecideConfig = Field(default_factory=DecideConfig, description="deadlines and queue bounds")
+    camera: CameraConfig | None = Field(None, description="exit camera; absent = no overlays on camera frames")
+    mqtt: MqttConfig = Field(default_factory=MqttConfig, description="publishing to the control room")
+    audit: AuditConfig = Field(default_factory=AuditConfig, description="audit store and retention")
+    logging: LoggingConfig = Field(default_factory=LoggingConfig, description="log level and format")
+
+
+def check_reconnect_order(cfg: EdgeConfig) -> list[tuple[Loc, str]]:
+    """Backoff bounds must be ordered, for the broker and the serial link alike."""
+    out: list[tuple[Loc, str]] = []
+    if cfg.mqtt.reconnect_min_s > cfg.mqtt.reconnect_max_s:
+        out.append((("mqtt", "reconnect_min_s"),
+                    f"{cfg.mqtt.reconnect_min_s} exceeds mqtt.reconnect_max_s ({cfg.mqtt.reconnect_max_s}); "
+                    "expected min <= max"))
+    if cfg.firmware is not None and cfg.firmware.reconnect_min_s > cfg.firmware.reconnect_max_s:
+        out.append((("firmware", "reconnect_min_s"),
+                    f"{cfg.firmware.reconnect_min_s} exceeds firmware.reconnect_max_s "
+                    f"({cfg.firmware.reconnect_max_s}); expected min <= max"))
+    return out
+
+
+def check_palette_order(cfg: EdgeConfig) -> list[tuple[Loc, str]]:
+    """Organic must end before metal begins, or the mixed class is empty and colours lie."""
+    palette = cfg.condition.palette
+    if palette.organic_max_z >= palette.metal_min_z:
+        return [(("condition", "palette", "organic_max_z"),
+                 f"{palette.organic_max_z} is not below condition.palette.metal_min_z ({palette.metal_min_z}); "
+                 "expected organic_max_z < metal_min_z")]
+    return []
+
+
+def check_link_timeout(cfg: EdgeConfig) -> list[tuple[Loc, str]]:
+    """A link timeout shorter than two heartbeats declares a healthy link dead."""
+    fw = cfg.firmware
+    if fw is not None and fw.link_timeout_s < 2 * fw.heartbeat_s:
+        return [(("firmware", "link_timeout_s"),
+                 f"{fw.link_timeout_s} is shorter than two firmware.heartbeat_s ({fw.heartbeat_s}); "
+                 f"expected at least {2 * fw.heartbeat_s}")]
+    return []
+
+
+CHECKS: tuple[Check, ...] = (check_reconnect_order, check_palette_order, check_link_timeout)
+
+
+def load_config(path: Path) -> EdgeConfig:
+    """Load and validate ``path``; raises :class:`edge.errors.ConfigError` listing every problem with lines."""
+    return load_yaml_model(path, EdgeConfig, CHECKS)

@@ -1,0 +1,51 @@
+"""``source:`` section: where X-ray items come from. ``type`` selects both the schema and the class."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field
+
+from edge.config.base import EdgeBaseConfig
+
+
+class SimSourceConfig(EdgeBaseConfig):
+    """The virtual scanner (demo, tests)."""
+
+    type: Literal["sim"] = "sim"
+    seed: int = Field(0, ge=0, description="random seed of the generated item stream")
+    preset: Literal["parcels", "baggage", "electronics"] = Field("parcels", description="kind of items")
+    threat_rate: float = Field(0.2, ge=0.0, le=1.0, description="fraction of items carrying a threat")
+    items_per_minute: float = Field(30.0, gt=0, le=6000, description="how fast items arrive")
+    max_items: int | None = Field(None, ge=1, description="stop after this many items; absent = run forever")
+
+
+class SpoolSourceConfig(EdgeBaseConfig):
+    """A directory into which vendor software drops finished items (see docs/frame-sources.md)."""
+
+    type: Literal["spool"] = "spool"
+    directory: Path = Field(description="spool directory watched for completed items")
+    poll_s: float = Field(0.2, gt=0, le=10, description="poll interval in seconds")
+    done_directory: Path | None = Field(None, description="where processed items are moved; absent = deleted")
+
+
+class VotiSourceConfig(EdgeBaseConfig):
+    """Durham VOTI raw line files (uint16, 640 channels, [low | high] per line, 30-line header)."""
+
+    type: Literal["voti"] = "voti"
+    directory: Path = Field(description="directory of .raw files, one item per file")
+    channels: int = Field(640, ge=16, le=8192, description="detector channels per energy")
+    header_lines: int = Field(30, ge=0, le=10_000, description="lines to skip at the start of each file")
+
+
+class DicosSourceConfig(EdgeBaseConfig):
+    """DICOS DX files: a low- and a high-energy DX image per item."""
+
+    type: Literal["dicos"] = "dicos"
+    directory: Path = Field(description="directory of DICOS DX files")
+
+
+SourceConfig = Annotated[
+    SimSourceConfig | SpoolSourceConfig | VotiSourceConfig | DicosSourceConfig, Field(discriminator="type")
+]

@@ -1,0 +1,109 @@
+"""Records that cross stage boundaries and leave the box: frozen, typed, no dicts.
+
+The pipeline's order is known only to ``edge.pipeline``; these are the shapes it passes. Records that leave
+the box (``Decision`` and its ``ObjectResult``s) are what the MQTT payloads, the audit store and the DICOS TDR
+are built from. Times: ``*_wall`` is UNIX time in seconds (for people and other systems), ``*_mono`` is
+``time.monotonic()`` seconds (for deadlines and latencies on this box only).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+
+class Verdict(StrEnum):
+    """Per-item decision. UNSCREENED is an alarm for manual inspection: the box never clears what it did not see."""
+
+    ALARM = "alarm"
+    CLEAR = "clear"
+    UNSCREENED = "unscreened"
+
+    @property
+    def needs_operator(self) -> bool:
+        """ALARM and UNSCREENED both go to the alarms topic."""
+        return self is not Verdict.CLEAR
+
+
+class UnscreenedReason(StrEnum):
+    """Why an item could not be screened. Stable strings: subscribers switch on them."""
+
+    CORRUPT_FRAME = "corrupt_frame"
+    MODEL_ERROR = "model_error"
+    MISSING_CALIBRATION = "missing_calibration"
+    LINK_DOWN = "link_down"
+    DEADLINE_MISSED = "deadline_missed"
+    OVERLOAD = "overload"
+    SOURCE_STALLED = "source_stalled"
+    SHUTDOWN = "shutdown"
+    INTERNAL_ERROR = "internal_error"
+
+
+@dataclass(frozen=True, slots=True)
+class BoxXyxy:
+    """Axis-aligned box in X-ray pixels: columns x (detector channels), rows y (belt lines); x2/y2 exclusive."""
+
+    x1: float
+    y1: float
+    x2: float
+    y2: float
+
+    def __post_init__(self) -> None:
+        if not (self.x2 >= self.x1 and self.y2 >= self.y1):
+            raise ValueError(f"box corners out of order: {self}")
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectResult:
+    """One detected object and how it was judged.
+
+    ``anomaly_score`` is the bundle-normalised score (threshold applied by the scorer bundle); ``anomalous`` is
+    ``anomaly_score >= threshold``. ``polygon_xray`` outlines the anomalous region (or the object when no map),
+    as (x, y) X-ray pixels; ``polygon_camera`` is the same mapped onto the exit-camera frame when available.
+    """
+
+    object_id: int
+    box: BoxXyxy
+    label: str | None
+    detector_score: float
+    anomaly_score: float | None
+    threshold: float | None
+    anomalous: bool
+    polygon_xray: tuple[tuple[float, float], ...] = ()
+    polygon_camera: tuple[tuple[float, float], ...] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ModelRef:
+    """Which bundle produced a result: enough to reproduce it."""
+
+    role: str
+    name: str
+    version: str
+    sha256: str
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """Exactly one per item. ``reason`` is set iff the verdict is UNSCREENED; ``detail`` says more for people."""
+
+    item_id: str
+    scanner_id: str
+    verdict: Verdict
+    reason: UnscreenedReason | None
+    detail: str
+    objects: tuple[ObjectResult, ...]
+    item_score: float | None
+    scan_start_wall: float
+    scan_end_wall: float
+    decided_wall: float
+    latency_ms: float
+    encoder_start: int | None = None
+    encoder_end: int | None = None
+    models: tuple[ModelRef, ...] = ()
+    overlay_jpeg: bytes | None = field(default=None, repr=False)
+    overlay_note: str | None = None
+
+    def __post_init__(self) -> None:
+        if (self.verdict is Verdict.UNSCREENED) != (self.reason is not None):
+            raise ValueError(f"{self.item_id}: reason must be set iff verdict is UNSCREENED")

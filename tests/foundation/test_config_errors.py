@@ -1,0 +1,124 @@
+"""Config errors name file, line and key path, and say what is valid."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from edge.config import load_config
+from edge.config.secrets import read_secret
+from edge.errors import ConfigError
+
+REPO = Path(__file__).resolve().parents[2]
+
+MINIMAL = """\
+site:
+  site_id: hub
+  scanner_id: lane-1
+models:
+  detector: /opt/edge/models/det
+"""
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "edge.yaml"
+    path.write_text(textwrap.dedent(text), encoding="utf-8")
+    return path
+
+
+def _problems(path: Path) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    return info.value.problems
+
+
+def test_example_config_is_valid_and_documents_every_section() -> None:
+    cfg = load_config(REPO / "systemd" / "edge.example.yaml")
+    assert cfg.site.scanner_id == "lane-3"
+    text = (REPO / "systemd" / "edge.example.yaml").read_text()
+    for section in ("site", "source", "firmware", "condition", "models", "decide", "camera", "mqtt", "audit",
+                    "logging"):
+        assert f"{section}:" in text
+
+
+def test_minimal_config_takes_defaults(tmp_path: Path) -> None:
+    cfg = load_config(_write(tmp_path, MINIMAL))
+    assert cfg.mqtt.port == 1883
+    assert cfg.source.type == "sim"
+    assert cfg.firmware is None
+
+
+def test_out_of_range_port_names_line_key_and_range(tmp_path: Path) -> None:
+    path = _write(tmp_path, MINIMAL + "mqtt:\n  host: broker\n  port: 0\n")
+    assert _problems(path) == [f"{path}:8: mqtt.port: must be 1..65535, got 0"]
+
+
+def test_wrong_type_names_line_and_expected_type(tmp_path: Path) -> None:
+    path = _write(tmp_path, MINIMAL + "  threads: many\n")
+    assert _problems(path) == [f"{path}:6: models.threads: expected an integer, got 'many'"]
+
+
+def test_unknown_key_is_rejected_with_suggestion(tmp_path: Path) -> None:
+    path = _write(tmp_path, MINIMAL + "mqtt:\n  prot: 1883\n")
+    (problem,) = _problems(path)
+    assert problem.startswith(f"{path}:7: mqtt.prot: unknown key 'prot' (did you mean 'port'?); valid keys: ")
+    assert "host" in problem
+
+
+def test_missing_required_key_names_parent_line(tmp_path: Path) -> None:
+    path = _write(tmp_path, "site:\n  site_id: hub\nmodels:\n  detector: /x\n")
+    (problem,) = _problems(path)
+    assert problem.startswith(f"{path}:1: site.scanner_id: required key is missing; expected ")
+
+
+def test_missing_section_is_reported(tmp_path: Path) -> None:
+    path = _write(tmp_path, "site:\n  site_id: hub\n  scanner_id: l1\n")
+    assert _problems(path) == [f"{path}:1: models: required key is missing; expected detector and scorer "
+                               "bundles, backend"]
+
+
+def test_enum_and_discriminator_suggest_the_close_value(tmp_path: Path) -> None:
+    path = _write(tmp_path, MINIMAL + "  device: GPU0\nsource:\n  type: spol\n  directory: /s\n")
+    problems = _problems(path)
+    assert problems[0] == f"{path}:6: models.device: 'GPU0' is not valid; expected 'CPU', 'GPU' or 'NPU' " \
+                          "(did you mean 'GPU'?)"
+    assert problems[1].startswith(f"{path}:8: source.type: 'spol' is not valid;")
+    assert problems[1].endswith("(did you mean 'spool'?)")
+
+
+def test_all_problems_reported_at_once_sorted_by_line(tmp_path: Path) -> None:
+    path = _write(tmp_path, MINIMAL + "logging:\n  level: loud\nmqtt:\n  port: 99999\n")
+    problems = _problems(path)
+    assert [p.split(":")[1] for p in problems] == ["7", "9"]
+
+
+def test_inline_password_is_refused(tmp_path: Path) -> None:
+    path = _write(tmp_path, MINIMAL + "mqtt:\n  password: hunter2\n")
+    (problem,) = _problems(path)
+    assert problem.startswith(f"{path}:7: mqtt.password: inline passwords are not allowed")
+    assert "hunter2" not in problem.split("allowed", 1)[1]
+
+
+def test_cross_section_rule_names_both_keys(tmp_path: Path) -> None:
+    path = _write(tmp_path, MINIMAL + "condition:\n  palette:\n    organic_max_z: 20\n    metal_min_z: 18\n")
+    assert _problems(path) == [f"{path}:8: condition.palette.organic_max_z: 20.0 is not below "
+                               "condition.palette.metal_min_z (18.0); expected organic_max_z < metal_min_z"]
+
+
+def test_yaml_syntax_error_has_line(tmp_path: Path) -> None:
+    path = _write(tmp_path, MINIMAL + "mqtt: [\n")
+    (problem,) = _problems(path)
+    assert problem.startswith(f"{path}:7: <yaml>:")
+
+
+def test_secret_from_credentials_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "mqtt-password").write_text("s3cret\n")
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path))
+    assert read_secret("mqtt.password_credential", None, "mqtt-password") == "s3cret"
+    monkeypatch.delenv("CREDENTIALS_DIRECTORY")
+    with pytest.raises(ConfigError, match=r"mqtt.password_credential: .*CREDENTIALS_DIRECTORY is not set"):
+        read_secret("mqtt.password_credential", None, "mqtt-password")
+    with pytest.raises(ConfigError, match=r"mqtt.password_file: cannot read secret file"):
+        read_secret("mqtt.password_file", tmp_path / "absent", None)
