@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+import numpy as np
+
 
 class Verdict(StrEnum):
     """Per-item decision. UNSCREENED is an alarm for manual inspection: the box never clears what it did not see."""
@@ -107,3 +109,54 @@ class Decision:
     def __post_init__(self) -> None:
         if (self.verdict is Verdict.UNSCREENED) != (self.reason is not None):
             raise ValueError(f"{self.item_id}: reason must be set iff verdict is UNSCREENED")
+
+
+@dataclass(frozen=True, slots=True)
+class ItemMeta:
+    """Identity and timing of one scanned item, fixed when the source hands it over.
+
+    ``item_id`` is stable and unique per scanner (``<scanner_id>-<scan start ms>-<seq>``) so subscribers can drop
+    redeliveries. ``deadline_mono`` is when the item reaches the diverter: past it, only UNSCREENED is useful.
+    """
+
+    item_id: str
+    scanner_id: str
+    seq: int
+    scan_start_wall: float
+    scan_end_wall: float
+    scan_start_mono: float
+    scan_end_mono: float
+    deadline_mono: float
+    encoder_start: int | None = None
+    encoder_end: int | None = None
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class RawItem:
+    """What a frame source delivers: the raw images of one item, or why they are unusable.
+
+    Dual-energy sources fill ``high``/``low``: (H, W) uint16 raw counts, rows = belt lines, columns = detector
+    channels. Degraded sources fill ``image`` instead: (H, W, 3) uint8 RGB pseudo-colour or (H, W) uint8 grey.
+    ``problem`` is set when the source saw the item but could not read it (truncated file, bad shape): the item
+    still flows so that it gets its UNSCREENED decision.
+    """
+
+    meta: ItemMeta
+    high: np.ndarray | None = None
+    low: np.ndarray | None = None
+    image: np.ndarray | None = None
+    problem: str | None = None
+    truth: object | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("high", "low", "image"):
+            array = getattr(self, name)
+            if array is not None:
+                array.setflags(write=False)
+        if self.problem is None:
+            if self.high is None and self.image is None:
+                raise ValueError(f"{self.meta.item_id}: an item needs high/low or an image, or a problem")
+            if (self.high is None) != (self.low is None):
+                raise ValueError(f"{self.meta.item_id}: high and low come together")
+            if self.high is not None and self.low is not None and self.high.shape != self.low.shape:
+                raise ValueError(f"{self.meta.item_id}: high {self.high.shape} and low {self.low.shape} differ")

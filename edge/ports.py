@@ -1,0 +1,44 @@
+"""The places where hardware, runtimes and subscribers plug into the pipeline.
+
+Implementations do not inherit from these protocols; a conformance test runs each through the same cases.
+Each protocol is one to three methods so that a new scanner or sink is a small, obvious piece of code.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from edge.records import Decision, RawItem
+
+
+class FrameSource(Protocol):
+    """Delivers whole items (a real scanner's spool, raw line files, DICOS, the virtual scanner)."""
+
+    def next_item(self, timeout_s: float) -> RawItem | None:
+        """Block up to ``timeout_s`` for the next item; None if none arrived. Never raises for bad data:
+        an unreadable item comes back with ``problem`` set. Raises ``SourceError`` only when the source is gone."""
+        ...
+
+    def close(self) -> None:
+        """Release files, threads and devices."""
+        ...
+
+
+class ResultSink(Protocol):
+    """Takes every decision exactly once (MQTT outbox, audit store, memory, JSON lines)."""
+
+    def publish(self, decision: Decision) -> None:
+        """Persist or forward ``decision``; must not block for long (disk-backed queues, not network waits)."""
+        ...
+
+    def close(self, timeout_s: float) -> None:
+        """Flush what can be flushed within ``timeout_s`` and release resources."""
+        ...
+
+
+class LinkMonitor(Protocol):
+    """What the pipeline needs from the scanner link: was it down while an item was being scanned?"""
+
+    def down_between(self, t0_mono: float, t1_mono: float) -> bool:
+        """True if the link was down at any time in ``[t0_mono, t1_mono]`` (``time.monotonic()`` seconds)."""
+        ...

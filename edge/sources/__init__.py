@@ -1,0 +1,1 @@
+"""Frame sources (``edge.ports.FrameSource``): spool directory, VOTI raw files, the virtual scanner."""
