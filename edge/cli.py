@@ -11,6 +11,7 @@ from pathlib import Path
 import typer
 
 from edge.config import DEFAULT_CONFIG_PATH, load_config
+from edge.dicos.cli import dicos_app
 from edge.errors import ConfigError
 
 app = typer.Typer(
@@ -20,6 +21,8 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+app.add_typer(dicos_app, name="dicos")
 
 
 @app.command()

@@ -1,0 +1,287 @@
+"""DICOS Threat Detection Report (TDR) writer: one ``Decision`` in, one TDR file (and its bytes) out.
+
+Where it sits: the publish stage calls ``write_tdr`` after a decision is final, to put a standard report in
+the audit store and optionally hand its bytes to a publisher. It reads only ``edge.records``.
+What it must not do: change or drop the decision. An UNSCREENED item is reported as ALARM with the abort
+flag set, so a workstation that reads only Alarm Decision (4010,1031) still sends the item to a person.
+
+Layout written (DICOS v03, tag numbers as the Stratovan toolkit writes them; see ``docs/dicos.md``):
+
+* TDR Type (4010,1027) ``MACHINE``; Alarm Decision (4010,1031) ``ALARM``/``CLEAR``; Alarm Decision Time
+  (4010,102B) from ``decided_wall`` (UTC); Abort Flag (4010,1024) ``SUCCESS``/``ABORT`` and, when aborted,
+  Abort Reason (4010,1021); Total Processing Time (4010,1069) = ``latency_ms``; Threat Detection Algorithm
+  and Version (4010,1029) = ``["xray-edge", <version>, "<role>=<name>@<version>#<sha256[:12]>", ...]``.
+* Threat Sequence (4010,1011): one Potential Threat Object per anomalous object (all objects with
+  ``include_benign``). Each holds its ID (4010,1010) = ``object_id``, a PTO Representation item (4010,1037)
+  with the referenced DX images (0008,114A), the 2-D box as Threat ROI Base (x1, y1, 0) and Extents
+  (w, h, 1) in X-ray pixels (snapped outward to whole pixels), the outline as Bounding Polygon (4010,101D)
+  (x, y, 0 triplets) and, rasterised from that outline, a Threat ROI Bitmap (4010,1006) packed 1 bit per
+  pixel, x fastest, least significant bit first; and one ATD Assessment (4010,1038): flag ``THREAT`` /
+  ``NO_THREAT``, category ``ANOMALY`` or the detector's class, probability = the anomaly score clipped to
+  [0, 1] (the detector score when there is no anomaly score).
+* Number of Total Objects (4010,1033) = PTOs written; Number of Alarm Objects (4010,1034) = PTOs flagged THREAT.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from functools import lru_cache
+from pathlib import Path
+from typing import Final
+
+import numpy as np
+from numpy.typing import NDArray
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.sequence import Sequence as DicomSequence
+from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, UID, ExplicitVRLittleEndian, generate_uid
+
+from edge.dicos._io import encode, write_atomic
+from edge.dicos.tags import DICOS_VERSION, SOP_CLASS_DX_PROCESSING, SOP_CLASS_TDR, abort_reason_codes
+from edge.records import Decision, ObjectResult, Verdict
+
+ALGORITHM_NAME: Final = "xray-edge"
+_CS_BAD = re.compile(r"[^A-Z0-9 _]")
+_LO_MAX: Final = 64
+_SH_MAX: Final = 16
+
+
+@lru_cache(maxsize=1)
+def edge_version() -> str:
+    """The installed xray-edge version, or ``0+unknown`` when run from a source tree that is not installed."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("xray-edge")
+    except PackageNotFoundError:
+        return "0+unknown"
+
+
+def _cs(text: str, default: str) -> str:
+    """A Code String: upper case, A-Z 0-9 space underscore, at most 16 characters (DICOM PS3.5 6.2)."""
+    value = _CS_BAD.sub("_", text.strip().upper())[:_SH_MAX].strip()
+    return value or default
+
+
+def _lo(text: str) -> str:
+    """A Long String value: no backslash (the value separator), no control characters, at most 64 chars."""
+    return "".join(c for c in text.replace("\\", "/") if c.isprintable())[:_LO_MAX]
+
+
+def _dt(wall_s: float) -> str:
+    """UNIX seconds → DICOM DT in UTC with an explicit offset, as the real TDRs write it."""
+    return datetime.fromtimestamp(wall_s, tz=UTC).strftime("%Y%m%d%H%M%S.%f+0000")
+
+
+def _da_tm(wall_s: float) -> tuple[str, str]:
+    moment = datetime.fromtimestamp(wall_s, tz=UTC)
+    return moment.strftime("%Y%m%d"), moment.strftime("%H%M%S.%f")
+
+
+def algorithm_values(decision: Decision) -> list[str]:
+    """Threat Detection Algorithm and Version (4010,1029): name, version, then one value per model bundle.
+
+    The toolkit's layout is ``[manufacturer-or-name, version, parameters...]``; the parameters carry every
+    ``ModelRef`` so that a report names exactly which bundles judged the item.
+    """
+    values = [ALGORITHM_NAME, _lo(edge_version())]
+    for model in decision.models:
+        values.append(_lo(f"{model.role}={model.name}@{model.version}#{model.sha256[:12]}"))
+    return values
+
+
+def _snapped_box(obj: ObjectResult) -> tuple[int, int, int, int]:
+    """The box snapped outward to whole pixels, so base, extents and bitmap agree on one pixel grid."""
+    x1 = math.floor(obj.box.x1)
+    y1 = math.floor(obj.box.y1)
+    x2 = max(math.ceil(obj.box.x2), x1 + 1)
+    y2 = max(math.ceil(obj.box.y2), y1 + 1)
+    return x1, y1, x2, y2
+
+
+def polygon_bitmap(
+    polygon: Sequence[tuple[float, float]], x1: int, y1: int, width: int, height: int
+) -> NDArray[np.bool_]:
+    """Rasterise an X-ray-pixel polygon into a (height, width) mask anchored at (x1, y1)."""
+    import cv2
+
+    mask = np.zeros((height, width), dtype=np.uint8)
+    pts = np.round(np.asarray(polygon, dtype=np.float64) - (x1, y1)).astype(np.int32)
+    cv2.fillPoly(mask, [pts.reshape(-1, 1, 2)], 1)
+    return mask.astype(bool)
+
+
+def pack_bitmap(mask: NDArray[np.bool_]) -> bytes:
+    """Pack a (depth, height, width) or (height, width) mask: x fastest, least significant bit first."""
+    return np.packbits(mask.astype(np.uint8).ravel(), bitorder="little").tobytes()
+
+
+def _probability(obj: ObjectResult) -> float | None:
+    score = obj.anomaly_score if obj.anomaly_score is not None else obj.detector_score
+    if score is None or not math.isfinite(score):
+        return None
+    return float(min(1.0, max(0.0, score)))
+
+
+def _description(obj: ObjectResult) -> str:
+    if obj.label:
+        return obj.label
+    if obj.anomaly_score is not None and obj.threshold is not None:
+        relation = ">=" if obj.anomalous else "<"
+        return f"anomaly score {obj.anomaly_score:.4f} {relation} threshold {obj.threshold:.4f}"
+    return "anomaly"
+
+
+def _pto_item(obj: ObjectResult, pto_id: int, dx_uids: Sequence[str], bitmaps: bool) -> Dataset:
+    x1, y1, x2, y2 = _snapped_box(obj)
+    width, height = x2 - x1, y2 - y1
+
+    roi = Dataset()
+    roi.ThreatROIBase = [float(x1), float(y1), 0.0]
+    roi.ThreatROIExtents = [float(width), float(height), 1.0]
+    bitmap = b""
+    if bitmaps and len(obj.polygon_xray) >= 3:
+        bitmap = pack_bitmap(polygon_bitmap(obj.polygon_xray, x1, y1, width, height))
+    roi.ThreatROIBitmap = bitmap
+
+    representation = Dataset()
+    if dx_uids:
+        refs = []
+        for uid in dx_uids:
+            ref = Dataset()
+            ref.ReferencedSOPClassUID = SOP_CLASS_DX_PROCESSING
+            ref.ReferencedSOPInstanceUID = uid
+            refs.append(ref)
+        representation.ReferencedInstanceSequence = DicomSequence(refs)
+    representation.ThreatROIVoxelSequence = DicomSequence([roi])
+    if len(obj.polygon_xray) >= 2:
+        representation.BoundingPolygon = [float(v) for x, y in obj.polygon_xray for v in (x, y, 0.0)]
+
+    assessment = Dataset()
+    assessment.ThreatCategory = _cs(obj.label, "ANOMALY") if obj.label else "ANOMALY"
+    assessment.ThreatCategoryDescription = _description(obj)
+    assessment.ATDAbilityAssessment = "NO_INTERFERENCE"
+    assessment.ATDAssessmentFlag = "THREAT" if obj.anomalous else "NO_THREAT"
+    probability = _probability(obj)
+    if probability is not None:
+        assessment.ATDAssessmentProbability = probability
+
+    pto = Dataset()
+    pto.PotentialThreatObjectID = pto_id
+    pto.PTORepresentationSequence = DicomSequence([representation])
+    pto.ATDAssessmentSequence = DicomSequence([assessment])
+    return pto
+
+
+def _uid(*parts: str) -> str:
+    """A UID derived from the parts: the same item always gets the same UIDs, so a rewrite is idempotent."""
+    return str(generate_uid(entropy_srcs=list(parts)))
+
+
+def build_tdr(
+    decision: Decision,
+    *,
+    dx_uids: Sequence[str] = (),
+    study_uid: str | None = None,
+    ooi_type: str = "BAGGAGE",
+    include_benign: bool = False,
+    bitmaps: bool = True,
+) -> Dataset:
+    """The TDR dataset for one decision (with file meta), not yet encoded.
+
+    Args:
+        decision: the item's final decision.
+        dx_uids: SOP Instance UIDs of the DX images the boxes refer to (high, low), when known.
+        study_uid: the DX images' Study Instance UID, so the report files into the same study; derived
+            from scanner and item id when absent.
+        ooi_type: OOI Type (4010,1042) defined term, e.g. BAGGAGE or CARGO.
+        include_benign: also write objects judged benign (flag NO_THREAT), not just anomalous ones.
+        bitmaps: rasterise each object's outline into a Threat ROI Bitmap.
+    """
+    key = (decision.scanner_id, decision.item_id, repr(decision.decided_wall))
+    sop_uid = _uid("tdr", *key)
+    chosen = [o for o in decision.objects if o.anomalous or include_benign]
+    ptos = [
+        _pto_item(obj, obj.object_id if 0 <= obj.object_id <= 0xFFFF else index, dx_uids, bitmaps)
+        for index, obj in enumerate(chosen)
+    ]
+    aborted = decision.verdict is Verdict.UNSCREENED
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = UID(SOP_CLASS_TDR)
+    meta.MediaStorageSOPInstanceUID = UID(sop_uid)
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
+    meta.ImplementationVersionName = _lo(f"XRAYEDGE_{edge_version()}")[:_SH_MAX]
+
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SpecificCharacterSet = "ISO_IR 192"
+    created_da, created_tm = _da_tm(decision.decided_wall)
+    start_da, start_tm = _da_tm(decision.scan_start_wall)
+    ds.InstanceCreationDate, ds.InstanceCreationTime = created_da, created_tm
+    ds.SOPClassUID = SOP_CLASS_TDR
+    ds.SOPInstanceUID = sop_uid
+    ds.StudyDate, ds.StudyTime = start_da, start_tm
+    ds.SeriesDate, ds.SeriesTime = start_da, start_tm
+    ds.ContentDate, ds.ContentTime = created_da, created_tm
+    ds.Modality = "TDR"
+    ds.Manufacturer = ALGORITHM_NAME
+    ds.StationName = _lo(decision.scanner_id)[:_SH_MAX]
+    ds.SoftwareVersions = _lo(edge_version())
+    ds.PatientID = _lo(decision.item_id)
+    ds.IssuerOfPatientID = _lo(decision.scanner_id)
+    ds.TypeOfPatientID = "TEXT"
+    ds.StudyInstanceUID = study_uid or _uid("study", decision.scanner_id, decision.item_id)
+    ds.SeriesInstanceUID = _uid("tdr-series", *key)
+    ds.InstanceNumber = 1
+    ds.DICOSVersion = DICOS_VERSION
+    ds.OOIType = _cs(ooi_type, "BAGGAGE")
+    ds.ScanType = "OPERATIONAL"
+    ds.TDRType = "MACHINE"
+    ds.AbortFlag = "ABORT" if aborted else "SUCCESS"
+    if aborted and decision.reason is not None:
+        ds.AbortReason = abort_reason_codes()[str(decision.reason.value)]
+    ds.ThreatDetectionAlgorithmAndVersion = algorithm_values(decision)
+    # UNSCREENED is reported as ALARM: the box never clears what it did not see (see module docstring).
+    ds.AlarmDecision = "CLEAR" if decision.verdict is Verdict.CLEAR else "ALARM"
+    ds.AlarmDecisionTime = _dt(decision.decided_wall)
+    ds.NumberOfTotalObjects = len(ptos)
+    ds.NumberOfAlarmObjects = sum(1 for o in chosen if o.anomalous)
+    ds.TotalProcessingTime = float(decision.latency_ms)
+    ds.AdditionalScreeningPerformed = "NO"
+    ds.ThreatSequence = DicomSequence(ptos)
+    return ds
+
+
+def write_tdr(
+    decision: Decision,
+    path: Path,
+    *,
+    dx_uids: Sequence[str] = (),
+    study_uid: str | None = None,
+    ooi_type: str = "BAGGAGE",
+    include_benign: bool = False,
+    bitmaps: bool = True,
+) -> bytes:
+    """Write the item's TDR to ``path`` atomically and return the same bytes (for optional publishing).
+
+    Writing the same decision twice gives identical bytes (UIDs and times come from the decision).
+
+    Raises:
+        OSError: the directory is missing or not writable; nothing is left behind.
+    """
+    data = encode(
+        build_tdr(
+            decision,
+            dx_uids=dx_uids,
+            study_uid=study_uid,
+            ooi_type=ooi_type,
+            include_benign=include_benign,
+            bitmaps=bitmaps,
+        )
+    )
+    write_atomic(Path(path), data)
+    return data
