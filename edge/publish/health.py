@@ -1,0 +1,117 @@
+"""Typed health and status records the pipeline hands to the publisher.
+
+The pipeline fills a ``HealthSnapshot`` (queue depths, stage latencies, link states, decision counts, disk)
+every ``mqtt.health_interval_s`` and passes it to ``MqttSink.publish_health``; the sink adds its own outbox and
+broker figures before encoding. ``StatusState`` is what the retained ``status`` topic says about the box.
+
+This module only defines records: it does no I/O and imports nothing from paho or SQLite.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+
+class StatusState(StrEnum):
+    """Availability of the box as the control room sees it on the retained ``status`` topic."""
+
+    ONLINE = "online"
+    DEGRADED = "degraded"
+    OFFLINE = "offline"
+
+
+class LinkState(StrEnum):
+    """State of one link (broker, firmware serial link, camera, frame source)."""
+
+    UP = "up"
+    DOWN = "down"
+    DEGRADED = "degraded"
+    ERROR = "error"
+    """Down for a reason that retrying alone will not fix (wrong CA, refused credentials, missing cert)."""
+    DISABLED = "disabled"
+
+
+@dataclass(frozen=True, slots=True)
+class LinkHealth:
+    """One link's state; ``reason`` is a sentence for people (empty when up)."""
+
+    name: str
+    state: LinkState
+    reason: str = ""
+    since_wall: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class QueueDepth:
+    """Depth of one bounded queue between stages; ``capacity`` 0 means unbounded."""
+
+    name: str
+    depth: int
+    capacity: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class StageLatency:
+    """Latency of one stage over the last interval, in milliseconds; ``count`` items measured."""
+
+    stage: str
+    p50_ms: float
+    p99_ms: float
+    max_ms: float
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class DecisionCounts:
+    """Decisions since the service started, by verdict."""
+
+    alarm: int = 0
+    clear: int = 0
+    unscreened: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class DiskUsage:
+    """Free space of one filesystem the box writes to (outbox, audit store)."""
+
+    path: str
+    free_bytes: int
+    total_bytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class HealthSnapshot:
+    """What the pipeline knows about itself at one moment.
+
+    The sink adds the broker link, the outbox backlog and the current status (set with ``set_status``), so
+    those have one source of truth.
+    """
+
+    taken_wall: float = field(default_factory=time.time)
+    uptime_s: float = 0.0
+    queues: tuple[QueueDepth, ...] = ()
+    latencies: tuple[StageLatency, ...] = ()
+    links: tuple[LinkHealth, ...] = ()
+    decisions: DecisionCounts = field(default_factory=DecisionCounts)
+    disks: tuple[DiskUsage, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxBacklog:
+    """Records waiting in the outbox, by kind, and how old the oldest is (seconds; 0 when empty)."""
+
+    alarm: int
+    item: int
+    image: int
+    health: int
+    oldest_age_s: float
+    evicted_item: int = 0
+    evicted_image: int = 0
+    evicted_health: int = 0
+
+    @property
+    def total(self) -> int:
+        """All records waiting."""
+        return self.alarm + self.item + self.image + self.health

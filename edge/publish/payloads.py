@@ -1,0 +1,166 @@
+"""JSON payloads for the items, alarms, status and health topics, and their stable record ids.
+
+Every payload carries ``schema`` (e.g. ``xray-edge/item@1``), ``schema_version`` and ``record_id``. The JSON
+Schema of each lives in ``edge/schemas/`` and is checked in the tests; a field is added only with a new
+``schema_version`` if a subscriber could misread it. ``record_id`` is a UUIDv5 of site, scanner, item id and
+record kind, so a redelivered or re-published record carries the same id and subscribers can drop it.
+
+Built once, when the record enters the outbox: the stored bytes are what every (re)delivery sends. Non-finite
+floats become ``null`` (JSON has no NaN). No I/O here.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import uuid
+from collections.abc import Mapping, Sequence
+
+from edge.publish.health import HealthSnapshot, LinkHealth, OutboxBacklog, StatusState
+from edge.publish.topics import RecordKind
+from edge.records import Decision, ObjectResult
+
+SCHEMA_VERSION = 1
+ITEM_SCHEMA = "xray-edge/item@1"
+ALARM_SCHEMA = "xray-edge/alarm@1"
+STATUS_SCHEMA = "xray-edge/status@1"
+HEALTH_SCHEMA = "xray-edge/health@1"
+
+_NAMESPACE = uuid.UUID("6f3c2a55-7d0e-5b7e-9a51-8c1d0e2f4b10")
+
+JsonValue = None | bool | int | float | str | Sequence["JsonValue"] | Mapping[str, "JsonValue"]
+
+
+def record_id(site_id: str, scanner_id: str, item_id: str, kind: RecordKind | str) -> str:
+    """Stable id of one record: the same item and kind always give the same id (UUIDv5)."""
+    return str(uuid.uuid5(_NAMESPACE, f"{site_id}/{scanner_id}/{item_id}/{kind}"))
+
+
+def encode(payload: Mapping[str, JsonValue]) -> bytes:
+    """Compact UTF-8 JSON; raises ValueError on NaN/inf (callers pass values through ``_num`` first)."""
+    return json.dumps(payload, separators=(",", ":"), allow_nan=False, ensure_ascii=False).encode("utf-8")
+
+
+def _num(value: float | None) -> float | None:
+    if value is None or not math.isfinite(value):
+        return None
+    return float(value)
+
+
+def _points(points: Sequence[tuple[float, float]] | None) -> list[list[float | None]] | None:
+    if points is None:
+        return None
+    return [[_num(x), _num(y)] for x, y in points]
+
+
+def _object(obj: ObjectResult) -> dict[str, JsonValue]:
+    return {
+        "object_id": obj.object_id,
+        "box": {"x1": _num(obj.box.x1), "y1": _num(obj.box.y1), "x2": _num(obj.box.x2), "y2": _num(obj.box.y2)},
+        "label": obj.label,
+        "detector_score": _num(obj.detector_score),
+        "anomaly_score": _num(obj.anomaly_score),
+        "threshold": _num(obj.threshold),
+        "anomalous": obj.anomalous,
+        "polygon_xray": _points(obj.polygon_xray),
+        "polygon_camera": _points(obj.polygon_camera),
+    }
+
+
+def decision_payload(
+    decision: Decision,
+    site_id: str,
+    kind: RecordKind,
+    image_topic: str | None,
+    image_bytes: int | None,
+    image_note: str | None,
+) -> dict[str, JsonValue]:
+    """Payload for the items topic (``kind`` ITEM) or the alarms topic (``kind`` ALARM).
+
+    The alarm record has the same body as the item record plus ``item_record_id`` so a subscriber on both
+    topics can tie them together.
+    """
+    if kind not in (RecordKind.ITEM, RecordKind.ALARM):
+        raise ValueError(f"decision payloads are items or alarms, not {kind}")
+    body: dict[str, JsonValue] = {
+        "schema": ITEM_SCHEMA if kind is RecordKind.ITEM else ALARM_SCHEMA,
+        "schema_version": SCHEMA_VERSION,
+        "record_id": record_id(site_id, decision.scanner_id, decision.item_id, kind),
+        "site_id": site_id,
+        "scanner_id": decision.scanner_id,
+        "item_id": decision.item_id,
+        "verdict": decision.verdict.value,
+        "reason": decision.reason.value if decision.reason is not None else None,
+        "detail": decision.detail,
+        "item_score": _num(decision.item_score),
+        "scan_start_wall": _num(decision.scan_start_wall),
+        "scan_end_wall": _num(decision.scan_end_wall),
+        "decided_wall": _num(decision.decided_wall),
+        "latency_ms": _num(decision.latency_ms),
+        "encoder_start": decision.encoder_start,
+        "encoder_end": decision.encoder_end,
+        "objects": [_object(o) for o in decision.objects],
+        "models": [{"role": m.role, "name": m.name, "version": m.version, "sha256": m.sha256}
+                   for m in decision.models],
+        "image": None if image_topic is None else {"topic": image_topic, "bytes": image_bytes},
+        "image_note": image_note,
+    }
+    if kind is RecordKind.ALARM:
+        body["item_record_id"] = record_id(site_id, decision.scanner_id, decision.item_id, RecordKind.ITEM)
+    return body
+
+
+def status_payload(
+    site_id: str, scanner_id: str, state: StatusState, reason: str, since_wall: float, client_id: str
+) -> dict[str, JsonValue]:
+    """Payload of the retained status topic (also the last will, with state OFFLINE)."""
+    return {
+        "schema": STATUS_SCHEMA,
+        "schema_version": SCHEMA_VERSION,
+        "record_id": record_id(site_id, scanner_id, f"status-{since_wall!r}", f"status-{state}"),
+        "site_id": site_id,
+        "scanner_id": scanner_id,
+        "state": state.value,
+        "reason": reason,
+        "since_wall": since_wall,
+        "client_id": client_id,
+    }
+
+
+def _link(link: LinkHealth) -> dict[str, JsonValue]:
+    return {"name": link.name, "state": link.state.value, "reason": link.reason,
+            "since_wall": _num(link.since_wall)}
+
+
+def health_payload(
+    site_id: str,
+    scanner_id: str,
+    snapshot: HealthSnapshot,
+    status: tuple[StatusState, str],
+    broker: LinkHealth,
+    backlog: OutboxBacklog,
+) -> dict[str, JsonValue]:
+    """Payload of the health topic: the pipeline's snapshot plus the publisher's own link and backlog."""
+    return {
+        "schema": HEALTH_SCHEMA,
+        "schema_version": SCHEMA_VERSION,
+        "record_id": record_id(site_id, scanner_id, f"health-{snapshot.taken_wall!r}", RecordKind.HEALTH),
+        "site_id": site_id,
+        "scanner_id": scanner_id,
+        "taken_wall": _num(snapshot.taken_wall),
+        "uptime_s": _num(snapshot.uptime_s),
+        "status": status[0].value,
+        "status_reason": status[1],
+        "queues": [{"name": q.name, "depth": q.depth, "capacity": q.capacity} for q in snapshot.queues],
+        "latencies": [{"stage": s.stage, "p50_ms": _num(s.p50_ms), "p99_ms": _num(s.p99_ms),
+                       "max_ms": _num(s.max_ms), "count": s.count} for s in snapshot.latencies],
+        "links": [_link(link) for link in (*snapshot.links, broker)],
+        "decisions": {"alarm": snapshot.decisions.alarm, "clear": snapshot.decisions.clear,
+                      "unscreened": snapshot.decisions.unscreened},
+        "disks": [{"path": d.path, "free_bytes": d.free_bytes, "total_bytes": d.total_bytes}
+                  for d in snapshot.disks],
+        "outbox": {"alarm": backlog.alarm, "item": backlog.item, "image": backlog.image, "health": backlog.health,
+                   "oldest_age_s": _num(backlog.oldest_age_s),
+                   "evicted": {"item": backlog.evicted_item, "image": backlog.evicted_image,
+                               "health": backlog.evicted_health}},
+    }
