@@ -10,9 +10,11 @@ from pathlib import Path
 
 import typer
 
+from calib.cli import calibrate_app
 from edge.config import DEFAULT_CONFIG_PATH, load_config
 from edge.dicos.cli import dicos_app
 from edge.errors import ConfigError
+from edge.watch import watch
 
 app = typer.Typer(
     name="edge",
@@ -23,6 +25,8 @@ app = typer.Typer(
 )
 
 app.add_typer(dicos_app, name="dicos")
+app.add_typer(calibrate_app, name="calibrate")
+app.command(name="watch")(watch)
 
 
 @app.command()
@@ -40,6 +44,62 @@ def check(
             typer.echo(problem, err=True)
         raise typer.Exit(code=1) from None
     typer.echo(f"{config}: ok (site {cfg.site.site_id}, scanner {cfg.site.scanner_id}, source {cfg.source.type})")
+
+
+@app.command()
+def run(
+    config: Path = typer.Option(DEFAULT_CONFIG_PATH, "--config", "-c", help="config file"),
+    log_level: str | None = typer.Option(None, "--log-level", help="override logging.level (debug|info|...)"),
+) -> None:
+    """Run the screening service (systemd runs this; SIGHUP reloads, SIGTERM stops cleanly).
+
+    Example: edge run --config /etc/edge/edge.yaml --log-level debug
+    """
+    from edge.errors import EdgeError
+    from edge.service import run_service
+
+    try:
+        code = run_service(config, log_level)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            typer.echo(problem, err=True)
+        raise typer.Exit(code=1) from None
+    except EdgeError as exc:
+        typer.echo(f"edge run: cannot start: {exc}", err=True)
+        raise typer.Exit(code=1) from None
+    raise typer.Exit(code=code)
+
+
+@app.command()
+def status(
+    config: Path = typer.Option(DEFAULT_CONFIG_PATH, "--config", "-c", help="config file of the running service"),
+    as_json: bool = typer.Option(False, "--json", help="print the raw status JSON"),
+    stale_s: float = typer.Option(5.0, help="a status older than this means the service is not running"),
+) -> None:
+    """Show the running service's state: links, queues, recent decisions, versions. Exit 1 if it is not running.
+
+    Example: edge status --config /etc/edge/edge.yaml
+    """
+    import json
+    import time
+
+    from edge.status import format_status, read_status
+
+    try:
+        path = load_config(config).service.status_file
+        data = read_status(path)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            typer.echo(problem, err=True)
+        raise typer.Exit(code=1) from None
+    except (OSError, ValueError) as exc:
+        typer.echo(f"edge status: no status from the service ({exc}); is it running?", err=True)
+        raise typer.Exit(code=1) from None
+    typer.echo(json.dumps(data, indent=2) if as_json else format_status(data))
+    age = time.time() - float(data["written_wall"])
+    if age > stale_s or data["state"] == "offline":
+        typer.echo(f"edge status: status is {age:.0f} s old or offline: the service is not running", err=True)
+        raise typer.Exit(code=1)
 
 
 @app.command()

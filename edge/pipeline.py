@@ -25,7 +25,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from edge.ledger import DecisionLedger
@@ -171,6 +171,12 @@ class Pipeline:
         with self._announced_lock:
             self._announced.setdefault(meta.item_id, (meta, self._mono() + self._stall_s))
 
+    def making_progress(self, stall_s: float) -> bool:
+        """True when idle or when some stage finished an item within ``stall_s`` (the watchdog's test)."""
+        if self.ledger.in_flight() == 0:
+            return True
+        return self._mono() - self.last_progress_mono < stall_s
+
     def queue_depths(self) -> dict[str, int]:
         """Items waiting in front of each stage (for health)."""
         return {stage.name: q.qsize() for stage, q in zip(self._stages, self._queues, strict=True)}
@@ -191,9 +197,12 @@ class Pipeline:
             self._accept(item)
 
     def _accept(self, item: RawItem) -> None:
-        meta = item.meta
         with self._announced_lock:
-            self._announced.pop(meta.item_id, None)
+            announced = self._announced.pop(item.meta.item_id, None)
+        if announced is not None:
+            # The scanner's own times and encoder range are the truth about when the item was scanned.
+            item = replace(item, meta=announced[0])
+        meta = item.meta
         now = self._mono()
         if not self.ledger.register(meta, now):
             log.warning("duplicate item from source ignored", extra={"item_id": meta.item_id})

@@ -1,37 +1,345 @@
-"""The ``edge-export`` command: the PyTorch → ONNX → OpenVINO toolchain (torch is imported only here)."""
+"""The ``edge-export`` command: PyTorch → ONNX → OpenVINO (FP32/FP16) → INT8 → parity → bundle.
+
+Thin typer wiring over :mod:`export.torch_to_onnx`, :mod:`export.onnx_to_openvino`, :mod:`export.quantize`,
+:mod:`export.parity`, :mod:`export.bundle` and :mod:`export.anomalib_import`. Progress goes to stderr; an
+:class:`~export.errors.ExportError` prints its message and exits 1 (no traceback for a user mistake).
+A whole run::
+
+    edge-export onnx --factory export.tiny_models:tiny_scorer --role scorer --channels hlz --size 64x64 -o m.onnx
+    edge-export openvino m.onnx -o m.xml
+    edge-export quantize m.xml --data calib/ -o m_int8.xml
+    edge-export verify --model m.onnx --model m.xml --model m_int8.xml \
+        --factory export.tiny_models:tiny_scorer -o parity.json
+    edge-export bundle --model m.onnx --model m.xml --model m_int8.xml --parity parity.json \
+        --name scorer --version 1 -o bundles/scorer
+"""
 
 from __future__ import annotations
 
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
 import typer
+
+from edge.bundles.manifest import NormalisationKind, ParityReport, Precision, ScoreNormalisation, parity_from_dict
+from edge.bundles.manifest import parity_to_dict as _parity_to_dict
+from edge.bundles.outputs import DECISION_THRESHOLD_KEY, Role
+from edge.contracts import Channel, InputContract, ResizePolicy
+from export.errors import ExportError
 
 app = typer.Typer(
     name="edge-export",
-    help="Export PyTorch models to ONNX/OpenVINO bundles with proven parity.",
+    help="Export PyTorch models to ONNX/OpenVINO, quantise to INT8, prove parity and pack xray-edge bundles.",
     no_args_is_help=True,
     add_completion=False,
+    pretty_exceptions_enable=False,
 )
 
 
-@app.command()
-def versions() -> None:
-    """Print the toolchain's library versions (recorded in every bundle).
+def _say(msg: str) -> None:
+    typer.echo(f"edge-export: {msg}", err=True)
 
-    Example: edge-export versions
-    """
-    from importlib.metadata import PackageNotFoundError, version
 
-    for name in ("torch", "onnx", "onnxscript", "onnxruntime", "openvino", "nncf"):
+def _fail(exc: Exception) -> typer.Exit:
+    typer.echo(f"edge-export: error: {exc}", err=True)
+    return typer.Exit(1)
+
+
+def _floats(text: str | None, what: str) -> tuple[float, ...]:
+    if not text:
+        return ()
+    try:
+        return tuple(float(v) for v in text.split(","))
+    except ValueError as exc:
+        raise ExportError(f"{what}: expected comma-separated numbers, got {text!r}") from exc
+
+
+def _size(text: str) -> tuple[int, int]:
+    h, sep, w = text.lower().partition("x")
+    if not sep or not h.isdigit() or not w.isdigit():
+        raise ExportError(f"--size: expected HEIGHTxWIDTH such as 256x256, got {text!r}")
+    return int(h), int(w)
+
+
+def _kwargs(items: list[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ExportError(f"--arg {item!r}: expected key=value")
         try:
-            typer.echo(f"{name} {version(name)}")
-        except PackageNotFoundError:
-            typer.echo(f"{name} not installed")
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
 
 
-@app.callback()
-def _root() -> None:
-    """Export PyTorch models to ONNX/OpenVINO bundles with proven parity."""
+def _torch_model(factory: str | None, weights: Path | None, program: Path | None, args: list[str]) -> Any:
+    from export.torch_to_onnx import load_module, load_program
+
+    if program is not None:
+        return load_program(program)
+    if factory is None:
+        return None
+    return load_module(factory, weights, _kwargs(args))
+
+
+@app.command()
+def onnx(
+    out: Path = typer.Option(..., "--out", "-o", help="ONNX file to write"),
+    role: Role = typer.Option(..., help="what the model does: detector, scorer, classifier or segmenter"),
+    factory: str | None = typer.Option(None, help="pkg.module:callable returning the nn.Module"),
+    weights: Path | None = typer.Option(None, help="state dict for the factory's module (torch.load weights_only)"),
+    program: Path | None = typer.Option(None, help="a torch.export.save()d program instead of --factory"),
+    arg: list[str] = typer.Option([], help="factory keyword argument key=value (JSON value), repeatable"),
+    channels: str = typer.Option("hlz", help="input channel groups in order, comma-separated: pc,h,l,z,hlz"),
+    size: str = typer.Option(..., help="model input HEIGHTxWIDTH, e.g. 256x256"),
+    resize: ResizePolicy = typer.Option(ResizePolicy.STRETCH, help="how crops reach the input size"),
+    mean: str | None = typer.Option(None, help="per tensor channel mean, comma-separated (default: none)"),
+    std: str | None = typer.Option(None, help="per tensor channel std, comma-separated (default: none)"),
+    input_name: str = typer.Option("input", help="graph input name"),
+    optional: list[str] = typer.Option([], help="optional role output to include, e.g. labels (detector)"),
+    threshold: float | None = typer.Option(None, help="decision threshold on the (normalised) score"),
+    norm: NormalisationKind = typer.Option(NormalisationKind.NONE, help="score normalisation"),
+    norm_low: float = typer.Option(0.0, help="normalisation low (raw score that maps to 0)"),
+    norm_high: float = typer.Option(1.0, help="normalisation high"),
+    norm_centre: float = typer.Option(0.0, help="raw threshold mapped to 0.5 by 'centred' normalisation"),
+    classes: str | None = typer.Option(None, help="class names, comma-separated (classifier/segmenter/detector)"),
+    exporter: str = typer.Option("dynamo", help="dynamo (default) or legacy"),
+    max_batch: int = typer.Option(64, help="largest batch the dynamic axis allows"),
+    opset: int | None = typer.Option(None, help="ONNX opset (dynamo default 20)"),
+) -> None:
+    """Export a PyTorch module to ONNX with named outputs, a dynamic batch axis and xray-edge metadata.
+
+    Example: edge-export onnx --factory export.tiny_models:tiny_scorer --arg in_channels=3 --role scorer
+    --channels hlz --size 64x64 --threshold 0.5 -o build/scorer.onnx
+    """
+    from export.meta import ExportMeta, default_outputs
+    from export.torch_to_onnx import Exporter, export_onnx
+
+    try:
+        h, w = _size(size)
+        contract = InputContract(channels=tuple(Channel(c) for c in channels.split(",")), height=h, width=w,
+                                 resize=resize, mean=_floats(mean, "--mean"), std=_floats(std, "--std"),
+                                 input_name=input_name)
+        model = _torch_model(factory, weights, program, arg)
+        if model is None:
+            raise ExportError("give --factory (with optional --weights) or --program")
+        meta = ExportMeta(role=role, contract=contract, outputs=default_outputs(role, with_optional=tuple(optional)),
+                          thresholds={} if threshold is None else {DECISION_THRESHOLD_KEY: threshold},
+                          normalisation=ScoreNormalisation(norm, norm_low, norm_high, norm_centre),
+                          classes=tuple(classes.split(",")) if classes else ())
+        _say(f"exporting {factory or program} to {out} ({exporter}) …")
+        meta = export_onnx(model, meta, out, Exporter(exporter), max_batch, opset)
+    except (ExportError, ValueError) as exc:
+        raise _fail(exc) from exc
+    _say(f"wrote {out}: input {input_name} (N, {contract.tensor_channels}, {h}, {w}); outputs "
+         + ", ".join(f"{o.name}{list(o.shape)}" for o in meta.outputs))
+
+
+@app.command()
+def openvino(
+    model: Path = typer.Argument(..., help="ONNX file written by `edge-export onnx`"),
+    out: Path = typer.Option(..., "--out", "-o", help="IR .xml to write (.bin next to it)"),
+    precision: Precision = typer.Option(Precision.FP32, help="fp32 (weights kept FP32) or fp16"),
+) -> None:
+    """Convert ONNX to OpenVINO IR, FP32 (compress_to_fp16=False, explicitly) or FP16.
+
+    Example: edge-export openvino build/scorer.onnx --precision fp32 -o build/scorer_fp32.xml
+    """
+    from export.onnx_to_openvino import convert_to_openvino
+
+    try:
+        _say(f"converting {model} to OpenVINO {precision} …")
+        convert_to_openvino(model, out, precision)
+    except ExportError as exc:
+        raise _fail(exc) from exc
+    _say(f"wrote {out} and {out.with_suffix('.bin').name}")
+
+
+@app.command()
+def quantize(
+    model: Path = typer.Argument(..., help="FP32 OpenVINO .xml (or .onnx for an ONNX Runtime INT8 model)"),
+    data: Path = typer.Option(..., help="folder of conditioned .npz items or composed .npy tensors"),
+    out: Path = typer.Option(..., "--out", "-o", help="INT8 model to write (same suffix as MODEL)"),
+    validation: Path | None = typer.Option(None, help="validation folder (default: every 4th item of --data)"),
+    metric: str = typer.Option("agreement", help="agreement (decisions vs FP32), accuracy or auroc (need labels)"),
+    max_drop: float = typer.Option(0.01, help="largest allowed metric drop INT8 vs FP32"),
+    subset_size: int = typer.Option(300, help="calibration items NNCF uses at most"),
+    threads: int = typer.Option(2, help="inference threads for validation"),
+) -> None:
+    """NNCF post-training INT8, refused when the validation metric drops more than --max-drop against FP32.
+
+    Example: edge-export quantize build/scorer_fp32.xml --data calib/ --metric auroc --max-drop 0.01
+    -o build/scorer_int8.xml
+    """
+    from export.calibration import load_inputs
+    from export.meta import read_meta
+    from export.quantize import Metric
+    from export.quantize import quantize as run_quantize
+
+    try:
+        meta = read_meta(model)
+        _say(f"composing calibration data from {data} …")
+        items = load_inputs(data, meta.contract, progress=_progress("composing"))
+        if validation is None:
+            calib, val = items.split(4)
+        else:
+            calib, val = items, load_inputs(validation, meta.contract, progress=_progress("validation"))
+        result = run_quantize(model, calib, val, out, Metric(metric), max_drop, subset_size, threads, _say)
+    except (ExportError, ValueError) as exc:
+        raise _fail(exc) from exc
+    _say(f"wrote {result.path}: {result.metric} {result.fp32_value:.4f} (FP32) → {result.int8_value:.4f} (INT8) "
+         f"in {result.seconds:.1f} s")
+
+
+def _progress(what: str) -> Any:
+    def report(done: int, total: int) -> None:
+        if done == total or done % 50 == 0:
+            _say(f"{what} {done}/{total}")
+    return report
+
+
+@app.command()
+def verify(
+    model: list[Path] = typer.Option(..., help="model to check (.onnx: onnxruntime, .xml: openvino); repeat"),
+    out: Path = typer.Option(..., "--out", "-o", help="parity report JSON to write"),
+    factory: str | None = typer.Option(None, help="PyTorch reference: pkg.module:callable"),
+    weights: Path | None = typer.Option(None, help="state dict for --factory"),
+    program: Path | None = typer.Option(None, help="PyTorch reference: a torch.export program"),
+    arg: list[str] = typer.Option([], help="factory keyword argument key=value, repeatable"),
+    data: Path | None = typer.Option(None, help="input folder (.npz conditioned / .npy composed)"),
+    samples: int = typer.Option(16, help="synthetic inputs when no --data"),
+    rtol_fp32: float = typer.Option(1e-4, help="max relative error for FP32 models"),
+    rtol_fp16: float = typer.Option(1e-2, help="max relative error for FP16 models"),
+    min_agreement: float = typer.Option(0.99, help="min decision agreement (all precisions)"),
+    threads: int = typer.Option(2, help="inference threads"),
+) -> None:
+    """Run the same inputs through PyTorch (or the first FP32 model), ONNX Runtime and OpenVINO; report parity.
+
+    Exits 1 when parity fails (the report is written either way).
+    Example: edge-export verify --model build/m.onnx --model build/m.xml --model build/m_int8.xml
+    --factory export.tiny_models:tiny_scorer --data val/ -o build/parity.json
+    """
+    from export.calibration import load_inputs, synthetic_inputs
+    from export.meta import read_meta
+    from export.parity import Candidate, Tolerance, format_report, run_batched, run_candidate
+    from export.parity import verify as run_verify
+    from export.torch_to_onnx import run_torch
+
+    try:
+        metas = [read_meta(m) for m in model]
+        meta = metas[0]
+        inputs = (load_inputs(data, meta.contract, progress=_progress("composing")) if data is not None
+                  else synthetic_inputs(meta.contract, samples)).inputs
+        candidates = [Candidate("onnxruntime" if p.suffix == ".onnx" else "openvino", m.precision, p)
+                      for p, m in zip(model, metas, strict=True)]
+        torch_model = _torch_model(factory, weights, program, arg)
+        if torch_model is not None:
+            _say(f"reference: PyTorch on {len(inputs)} inputs")
+            ref_name = f"pytorch ({factory or program})"
+            reference = run_batched(lambda b: run_torch(torch_model, b, meta.output_names), inputs)
+        else:
+            first = next((c for c in candidates if c.precision is Precision.FP32), None)
+            if first is None:
+                raise ExportError("no PyTorch reference (--factory/--program) and no FP32 model to compare with")
+            _say(f"reference: {first.label} (no PyTorch module given)")
+            ref_name = f"{first.label} ({first.path.name})"
+            reference = run_candidate(first, inputs, threads)
+        tolerances = {Precision.FP32: Tolerance(rtol_fp32, min_agreement),
+                      Precision.FP16: Tolerance(rtol_fp16, min_agreement),
+                      Precision.INT8: Tolerance(None, min_agreement)}
+        report = run_verify(meta, inputs, reference, ref_name, candidates, tolerances, threads, _say)
+    except (ExportError, ValueError) as exc:
+        raise _fail(exc) from exc
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(_parity_to_dict(report), indent=2))
+    typer.echo(format_report(report))
+    if not report.passed:
+        raise typer.Exit(1)
+
+
+def _read_parity(path: Path | None) -> ParityReport | None:
+    if path is None:
+        return None
+    try:
+        return parity_from_dict(json.loads(path.read_text()))
+    except (OSError, KeyError, ValueError, TypeError) as exc:
+        raise ExportError(f"{path}: not a parity report from `edge-export verify`: {exc}") from exc
+
+
+@app.command()
+def bundle(
+    model: list[Path] = typer.Option(..., help="model file to include (.onnx/.xml from this toolchain); repeat"),
+    out: Path = typer.Option(..., "--out", "-o", help="bundle folder to create"),
+    name: str = typer.Option(..., help="bundle name (letters, digits, . _ -)"),
+    version: str = typer.Option(..., help="bundle version, e.g. 2026.11.1"),
+    parity: Path | None = typer.Option(None, help="parity report JSON from `edge-export verify`"),
+    training_data: str = typer.Option("", help="a note on what the model was trained on"),
+    notes: str = typer.Option("", help="free-text notes"),
+    threshold: float | None = typer.Option(None, help="override the decision threshold stored at export"),
+    force: bool = typer.Option(False, help="bundle despite failing/missing parity (recorded as forced: true)"),
+    overwrite: bool = typer.Option(False, help="replace an existing bundle folder"),
+) -> None:
+    """Pack models, input contract, thresholds, provenance and the parity report into a verified bundle.
+
+    Example: edge-export bundle --model build/m.onnx --model build/m.xml --model build/m_int8.xml
+    --parity build/parity.json --name scorer-stfpm --version 1.0 -o models/scorer
+    """
+    from export.bundle import bundle_models_from_files, make_bundle
+
+    try:
+        meta, models = bundle_models_from_files(model)
+        thresholds = None if threshold is None else {**meta.thresholds, DECISION_THRESHOLD_KEY: threshold}
+        _say(f"bundling {len(models)} model(s) into {out} …")
+        result = make_bundle(out, name, version, meta, models, _read_parity(parity), force=force,
+                             training_data=training_data, notes=notes, thresholds=thresholds, overwrite=overwrite)
+    except ExportError as exc:
+        raise _fail(exc) from exc
+    forced = " (FORCED: parity not proven)" if result.forced else ""
+    _say(f"wrote {out}/bundle.yaml{forced}; sha256 {result.model_ref.sha256}")
+
+
+@app.command("import-anomalib")
+def import_anomalib(
+    model_dir: Path = typer.Argument(..., help="anomalib export root (holds weights/onnx, weights/openvino)"),
+    out: Path = typer.Option(..., "--out", "-o", help="bundle folder to create"),
+    name: str = typer.Option(..., help="bundle name"),
+    version: str = typer.Option("1", help="bundle version"),
+    size: str = typer.Option(..., help="image HEIGHTxWIDTH fed to the graph (anomalib resizes inside)"),
+    images: Path | None = typer.Option(None, help="parity images: *.input.npy tensors or RGB *.png"),
+    training_data: str = typer.Option("", help="a note on what the model was trained on"),
+    force: bool = typer.Option(False, help="bundle despite failing parity (recorded as forced: true)"),
+    overwrite: bool = typer.Option(False, help="replace an existing bundle folder"),
+) -> None:
+    """Turn an anomalib ONNX/OpenVINO export into a scorer bundle that reproduces anomalib's scores.
+
+    Example: edge-export import-anomalib ../shared/realdata/anomalib/padim --size 128x128
+    --images ../shared/realdata/anomalib/images --name padim -o models/padim
+    """
+    from export.anomalib_import import import_anomalib as run_import
+
+    try:
+        h, w = _size(size)
+        result = run_import(model_dir, out, name, version, h, w, images, force, overwrite, training_data, _say)
+    except ExportError as exc:
+        raise _fail(exc) from exc
+    _say(f"wrote {out}/bundle.yaml; sha256 {result.model_ref.sha256}")
+    if result.manifest.parity is not None:
+        from export.parity import format_report
+
+        typer.echo(format_report(result.manifest.parity))
 
 
 def main() -> None:
-    """Console-script entry point."""
+    """Console-script entry point ``edge-export``."""
+    import logging
+
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="edge-export: %(levelname)s: %(message)s")
     app()
+
+
+if __name__ == "__main__":
+    main()

@@ -19,3 +19,17 @@ class CameraConfig(EdgeBaseConfig):
         Path("/var/lib/edge/calibration/camera.yaml"), description="intrinsics + homography YAML (edge calibrate)"
     )
     reconnect_s: float = Field(2.0, gt=0, le=60, description="seconds between reopen attempts after loss")
+    encoder_mm_per_count: float = Field(
+        0.8, gt=0, le=100, description="belt travel per encoder count in mm (frame selection from belt travel)"
+    )
+    select_tolerance_mm: float = Field(
+        120.0, gt=0, le=2000, description="farthest in mm the item centre may be from the view centre in a frame"
+    )
+    overlay_height_mm: float | None = Field(
+        None, ge=0, le=1000,
+        description="height in mm above the belt of the surface overlays are mapped onto (parcel tops); "
+        "absent = the calibration target's plane",
+    )
+    overlay_max_bytes: int = Field(
+        250_000, ge=2000, le=10_000_000, description="largest overlay JPEG in bytes (quality, then size drop)"
+    )

@@ -17,6 +17,9 @@ class PaletteConfig(EdgeBaseConfig):
     impenetrable_t_high: float = Field(
         0.015, ge=0.0, le=0.5, description="high-energy transmission under which a pixel is impenetrable"
     )
+    blend_z: float = Field(
+        1.0, ge=0.0, le=10.0, description="half-width in Z of the smooth hue blend at each class boundary"
+    )
 
 
 class ConditionConfig(EdgeBaseConfig):

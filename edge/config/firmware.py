@@ -17,3 +17,7 @@ class FirmwareConfig(EdgeBaseConfig):
     reconnect_min_s: float = Field(0.2, gt=0, le=60, description="first reopen delay in seconds")
     reconnect_max_s: float = Field(5.0, gt=0, le=600, description="longest reopen delay in seconds")
     command_timeout_s: float = Field(1.0, gt=0, le=30, description="give up on an unacknowledged command after this")
+    command_retry_s: float = Field(0.25, gt=0, le=30,
+                                   description="resend an unacknowledged command after this many seconds")
+    encoder_counts_per_mm: float = Field(10.0, gt=0, le=100_000,
+                                         description="belt encoder counts per millimetre of belt travel")

@@ -21,6 +21,7 @@ from edge.config.loader import Check, Loc, load_yaml_model
 from edge.config.logs import LoggingConfig
 from edge.config.models import ModelsConfig
 from edge.config.mqtt import MqttConfig
+from edge.config.service import ServiceConfig
 from edge.config.site import SiteConfig
 from edge.config.source import SimSourceConfig, SourceConfig
 
@@ -40,6 +41,7 @@ class EdgeConfig(EdgeBaseConfig):
     mqtt: MqttConfig = Field(default_factory=MqttConfig, description="publishing to the control room")
     audit: AuditConfig = Field(default_factory=AuditConfig, description="audit store and retention")
     logging: LoggingConfig = Field(default_factory=LoggingConfig, description="log level and format")
+    service: ServiceConfig = Field(default_factory=ServiceConfig, description="status file, metrics, stop times")
 
 
 def check_reconnect_order(cfg: EdgeConfig) -> list[tuple[Loc, str]]:

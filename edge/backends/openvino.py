@@ -1,0 +1,95 @@
+"""OpenVINO inference session (IR ``.xml`` or ``.onnx``), the box's default backend.
+
+Imports ``openvino`` here and only here, so the registry can name this backend without loading it.
+Sets ``INFERENCE_PRECISION_HINT=f32`` explicitly: on CPUs with BF16 support OpenVINO otherwise silently runs
+FP32 models in bfloat16, which breaks the parity the bundle was verified with. Translates OpenVINO exceptions
+into :class:`~edge.errors.BackendError`.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+
+from edge.backends.base import DEFAULT_OPTIONS, PerformanceHint, SessionOptions, check_batch
+from edge.errors import BackendError
+
+try:
+    import openvino as ov
+except ImportError as _exc:  # pragma: no cover - exercised only on a box without openvino
+    ov = None
+    _IMPORT_ERROR: ImportError | None = _exc
+else:
+    _IMPORT_ERROR = None
+
+
+def _require_openvino() -> None:
+    if ov is None:
+        raise BackendError(f"the openvino backend needs the 'openvino' package ({_IMPORT_ERROR}); "
+                           "install it with `pip install 'openvino>=2025.0'` or choose backend onnxruntime")
+
+
+class OpenVinoSession:
+    """One compiled model and one infer request; ``run`` is serialised by an instance lock."""
+
+    def __init__(self, model_path: Path, options: SessionOptions = DEFAULT_OPTIONS) -> None:
+        _require_openvino()
+        assert ov is not None
+        self._where = f"openvino:{model_path.name}"
+        try:
+            core = ov.Core()
+            if options.cache_dir is not None:
+                options.cache_dir.mkdir(parents=True, exist_ok=True)
+                core.set_property({"CACHE_DIR": str(options.cache_dir)})
+            config: dict[str, object] = {
+                "PERFORMANCE_HINT": "LATENCY" if options.hint is PerformanceHint.LATENCY else "THROUGHPUT",
+                "INFERENCE_PRECISION_HINT": "f32",
+            }
+            if options.threads > 0:
+                config["INFERENCE_NUM_THREADS"] = options.threads
+            model = core.read_model(str(model_path))
+            if len(model.inputs) != 1:
+                raise BackendError(f"{self._where}: expected one input, the model has {len(model.inputs)}")
+            self._compiled = core.compile_model(model, options.device, config)
+        except BackendError:
+            raise
+        except Exception as exc:  # OpenVINO raises RuntimeError subclasses with C++ messages
+            raise BackendError(f"{self._where}: cannot load model: {exc}") from exc
+        self._input_name = self._compiled.inputs[0].get_any_name()
+        self._output_names = tuple(o.get_any_name() for o in self._compiled.outputs)
+        self._request = self._compiled.create_infer_request()
+        self._lock = threading.Lock()
+        self._closed = False
+
+    @property
+    def input_name(self) -> str:
+        return self._input_name
+
+    @property
+    def output_names(self) -> tuple[str, ...]:
+        return self._output_names
+
+    def run(self, batch: npt.NDArray[np.float32]) -> Mapping[str, np.ndarray]:
+        batch = check_batch(batch, self._where)
+        with self._lock:
+            if self._closed:
+                raise BackendError(f"{self._where}: session is closed")
+            try:
+                self._request.infer({self._input_name: batch})
+                # Copy: the request reuses its output memory on the next call.
+                return {
+                    name: np.array(self._request.get_tensor(port).data, copy=True)
+                    for name, port in zip(self._output_names, self._compiled.outputs, strict=True)
+                }
+            except Exception as exc:
+                raise BackendError(f"{self._where}: inference failed for batch {batch.shape}: {exc}") from exc
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            del self._request
+            del self._compiled

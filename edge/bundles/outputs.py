@@ -1,0 +1,131 @@
+"""Typed model outputs per bundle role: the one place that names what a model of each role returns.
+
+Sits between the inference backends (which return raw arrays by graph output name) and the pipeline stages
+(which read these records). ``export/`` names ONNX outputs after these records' fields, so a bundle's graph
+outputs and the runtime's expectations cannot drift apart. Shapes are documented here and in
+``docs/bundles.md``; this module does no inference and never imports torch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from enum import StrEnum
+
+import numpy as np
+import numpy.typing as npt
+
+FloatArray = npt.NDArray[np.float32]
+IntArray = npt.NDArray[np.int64]
+
+
+class Role(StrEnum):
+    """What a bundle's model does in the pipeline."""
+
+    DETECTOR = "detector"
+    SCORER = "scorer"
+    CLASSIFIER = "classifier"
+    SEGMENTER = "segmenter"
+
+
+def _freeze(*arrays: np.ndarray | None) -> None:
+    for a in arrays:
+        if a is not None:
+            a.setflags(write=False)
+
+
+@dataclass(frozen=True, slots=True)
+class DetectorOutputs:
+    """Dense candidate boxes; the pipeline thresholds with the bundle's ``score`` threshold and runs NMS.
+
+    Attributes:
+        boxes: (N, K, 4) float32, ``x1, y1, x2, y2`` in pixels of the model input (contract height x width).
+        scores: (N, K) float32 in [0, 1], objectness or class confidence per candidate.
+        labels: (N, K) int64 index into the bundle's ``classes``; None for a class-agnostic detector.
+    """
+
+    boxes: FloatArray
+    scores: FloatArray
+    labels: IntArray | None = None
+
+    def __post_init__(self) -> None:
+        n, k = self.scores.shape
+        if self.boxes.shape != (n, k, 4):
+            raise ValueError(f"boxes shape {self.boxes.shape} does not match scores {self.scores.shape}")
+        if self.labels is not None and self.labels.shape != (n, k):
+            raise ValueError(f"labels shape {self.labels.shape} does not match scores {self.scores.shape}")
+        _freeze(self.boxes, self.scores, self.labels)
+
+
+@dataclass(frozen=True, slots=True)
+class ScorerOutputs:
+    """Anomaly evidence for each input crop, already normalised by the bundle's score normalisation.
+
+    Attributes:
+        anomaly_map: (N, 1, h, w) float32; h, w may be smaller than the input (resize it to the crop).
+        score: (N,) float32; anomalous iff ``score >= threshold`` (the bundle's ``score`` threshold).
+    """
+
+    anomaly_map: FloatArray
+    score: FloatArray
+
+    def __post_init__(self) -> None:
+        n = self.score.shape[0]
+        if self.score.ndim != 1 or self.anomaly_map.ndim != 4 or self.anomaly_map.shape[:2] != (n, 1):
+            raise ValueError(f"anomaly_map {self.anomaly_map.shape} / score {self.score.shape} are not (N,1,h,w)/(N,)")
+        _freeze(self.anomaly_map, self.score)
+
+
+@dataclass(frozen=True, slots=True)
+class ClassifierOutputs:
+    """Class probabilities per input.
+
+    Attributes:
+        probs: (N, C) float32, rows sum to 1, C = len(classes). The decision is the argmax.
+    """
+
+    probs: FloatArray
+
+    def __post_init__(self) -> None:
+        if self.probs.ndim != 2:
+            raise ValueError(f"probs must be (N, C), got {self.probs.shape}")
+        _freeze(self.probs)
+
+
+@dataclass(frozen=True, slots=True)
+class SegmenterOutputs:
+    """Per-pixel class probabilities.
+
+    Attributes:
+        masks: (N, C, h, w) float32 in [0, 1]; the per-pixel decision is the argmax over C.
+    """
+
+    masks: FloatArray
+
+    def __post_init__(self) -> None:
+        if self.masks.ndim != 4:
+            raise ValueError(f"masks must be (N, C, h, w), got {self.masks.shape}")
+        _freeze(self.masks)
+
+
+RoleOutputs = DetectorOutputs | ScorerOutputs | ClassifierOutputs | SegmenterOutputs
+
+OUTPUT_RECORDS: dict[Role, type[DetectorOutputs | ScorerOutputs | ClassifierOutputs | SegmenterOutputs]] = {
+    Role.DETECTOR: DetectorOutputs,
+    Role.SCORER: ScorerOutputs,
+    Role.CLASSIFIER: ClassifierOutputs,
+    Role.SEGMENTER: SegmenterOutputs,
+}
+
+
+def required_fields(role: Role) -> tuple[str, ...]:
+    """Output fields a model of ``role`` must provide, in graph output order."""
+    return tuple(f.name for f in fields(OUTPUT_RECORDS[role]) if f.default is not None)
+
+
+def optional_fields(role: Role) -> tuple[str, ...]:
+    """Output fields a model of ``role`` may provide."""
+    return tuple(f.name for f in fields(OUTPUT_RECORDS[role]) if f.default is None)
+
+
+DECISION_THRESHOLD_KEY = "score"
+"""Key in a manifest's ``thresholds`` for the decision threshold of detectors and scorers."""

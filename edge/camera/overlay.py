@@ -1,0 +1,209 @@
+"""Overlay of screening results on an exit-camera frame, as a size-capped JPEG.
+
+Where it sits: the end of the *map* stage; its bytes go to MQTT (``images/<item_id>``) and the audit store.
+Inputs are plain frozen dataclasses in X-ray pixels, so this module does not depend on the pipeline's records.
+Anomalous objects are drawn red, benign ones green, the item outline white-on-black; lens distortion bends
+straight X-ray edges the way the lens does. ``overlay_for_item`` never raises on camera trouble and never waits:
+it returns an ``Overlay`` whose ``jpeg`` is ``None`` with a ``reason``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+
+from edge.camera.mapping import CameraMapper, densify
+from edge.camera.ring import FrameRing
+from edge.camera.select import FrameChoice, ItemTravel, NoFrame, select_frame
+
+FloatArray = npt.NDArray[np.float64]
+RED = (40, 40, 235)
+GREEN = (60, 200, 60)
+WHITE = (245, 245, 245)
+
+
+def _poly(a: npt.ArrayLike) -> FloatArray:
+    arr = np.array(a, dtype=np.float64).reshape(-1, 2)
+    if arr.shape[0] < 3 or not np.all(np.isfinite(arr)):
+        raise ValueError(f"a polygon needs >= 3 finite (x, y) points, got {arr.shape[0]}")
+    arr.setflags(write=False)
+    return arr
+
+
+@dataclass(frozen=True, slots=True)
+class OverlayObject:
+    """One screened object.
+
+    Attributes:
+        polygon_px: (N, 2) outline in X-ray px (column, row), N >= 3.
+        anomalous: red when true, green otherwise.
+        label: short text drawn beside it (kind, score).
+    """
+
+    polygon_px: FloatArray
+    anomalous: bool
+    label: str = ""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "polygon_px", _poly(self.polygon_px))
+
+
+@dataclass(frozen=True, slots=True)
+class ItemOverlayInput:
+    """What to draw for one item.
+
+    Attributes:
+        item_id: for the caption.
+        outline_px: (N, 2) item outline in X-ray px; ``None`` = whole scanned area (all rows, all channels).
+        objects: screened objects.
+        verdict: caption text, e.g. ``ALARM``.
+        height_mm: height above the belt of the surface to map onto (parcel top); ``None`` = calibration plane.
+    """
+
+    item_id: str
+    objects: tuple[OverlayObject, ...]
+    outline_px: FloatArray | None = None
+    verdict: str = ""
+    height_mm: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.outline_px is not None:
+            object.__setattr__(self, "outline_px", _poly(self.outline_px))
+
+
+@dataclass(frozen=True, slots=True)
+class Overlay:
+    """Result of an overlay attempt: ``jpeg`` or a ``reason`` why there is none."""
+
+    jpeg: bytes | None
+    reason: str | None = None
+    frame_t_mono_s: float | None = None
+    travel_mm: float | None = None
+    quality: int | None = None
+
+
+def box_polygon(x0: float, y0: float, x1: float, y1: float) -> FloatArray:
+    """Axis-aligned box (X-ray px, inclusive pixel bounds) as a 4-point polygon on the pixel edges."""
+    return np.array([[x0 - 0.5, y0 - 0.5], [x1 + 0.5, y0 - 0.5], [x1 + 0.5, y1 + 0.5], [x0 - 0.5, y1 + 0.5]])
+
+
+def mask_polygons(mask: npt.NDArray[np.bool_] | npt.NDArray[np.uint8], offset_px: tuple[float, float] = (0.0, 0.0),
+                  min_area_px: float = 4.0) -> list[FloatArray]:
+    """Outer contours of a binary mask as polygons in X-ray px (``offset_px`` = mask's top-left pixel)."""
+    m = (np.asarray(mask, dtype=np.float64) > 0).astype(np.uint8)
+    contours, _ = cv2.findContours(m, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    out = []
+    for c in contours:
+        if float(cv2.contourArea(c)) < min_area_px or len(c) < 3:
+            continue
+        out.append(c.reshape(-1, 2).astype(np.float64) + np.asarray(offset_px, dtype=np.float64))
+    return out
+
+
+def draw_overlay(
+    frame: npt.NDArray[np.uint8],
+    mapper: CameraMapper,
+    travel_mm: float,
+    item: ItemOverlayInput,
+    xray_shape: tuple[int, int] | None = None,
+) -> npt.NDArray[np.uint8]:
+    """Draw on a copy of ``frame``; ``xray_shape`` (rows, channels) gives the default outline."""
+    img = np.array(frame, dtype=np.uint8, copy=True)
+    h, w = img.shape[:2]
+    thick = max(2, round(min(h, w) / 300))
+    outline = item.outline_px
+    if outline is None and xray_shape is not None:
+        outline = box_polygon(0, 0, xray_shape[1] - 1, xray_shape[0] - 1)
+    if outline is not None:
+        pts = _to_int(mapper.xray_to_camera(densify(outline), travel_mm, item.height_mm))
+        cv2.polylines(img, [pts], True, (0, 0, 0), thick + 2, cv2.LINE_AA)
+        cv2.polylines(img, [pts], True, WHITE, thick, cv2.LINE_AA)
+    shade = img.copy()
+    ordered = sorted(item.objects, key=lambda o: o.anomalous)  # red on top
+    mapped = [(o, _to_int(mapper.xray_to_camera(densify(o.polygon_px), travel_mm, item.height_mm)))
+              for o in ordered]
+    for o, pts in mapped:
+        if o.anomalous:
+            cv2.fillPoly(shade, [pts], RED, cv2.LINE_AA)
+    img = np.asarray(cv2.addWeighted(shade, 0.35, img, 0.65, 0), dtype=np.uint8)
+    for o, pts in mapped:
+        colour = RED if o.anomalous else GREEN
+        cv2.polylines(img, [pts], True, colour, thick, cv2.LINE_AA)
+        if o.label:
+            x, y = pts[:, 0, 0].min(), pts[:, 0, 1].min()
+            _text(img, o.label, (int(x), int(max(y - 6, 14))), colour)
+    caption = " ".join(s for s in (item.verdict, item.item_id) if s)
+    if caption:
+        _text(img, caption, (10, 30), RED if item.verdict.upper() == "ALARM" else WHITE, scale=0.9)
+    return np.asarray(img, dtype=np.uint8)
+
+
+def encode_jpeg(img: npt.NDArray[np.uint8], max_bytes: int, quality: int = 90) -> tuple[bytes, int]:
+    """JPEG no larger than ``max_bytes``: lower the quality first, then halve the size. Returns (bytes, quality)."""
+    if max_bytes < 2000:
+        raise ValueError(f"max_bytes {max_bytes} is too small for any useful JPEG (>= 2000)")
+    cur = img
+    while True:
+        for q in (quality, 80, 70, 60, 50, 40, 30):
+            if q > quality:
+                continue
+            ok, buf = cv2.imencode(".jpg", cur, [cv2.IMWRITE_JPEG_QUALITY, q])
+            if ok and buf.size <= max_bytes:
+                return buf.tobytes(), q
+        if min(cur.shape[:2]) < 64:
+            raise ValueError(f"cannot fit the overlay into {max_bytes} bytes")
+        cur = np.asarray(cv2.resize(cur, (cur.shape[1] // 2, cur.shape[0] // 2), interpolation=cv2.INTER_AREA),
+                         dtype=np.uint8)
+
+
+def overlay_for_item(
+    ring: FrameRing,
+    mapper: CameraMapper | None,
+    item: ItemOverlayInput,
+    travel: ItemTravel,
+    mm_per_count: float,
+    *,
+    xray_shape: tuple[int, int] | None = None,
+    max_bytes: int = 250_000,
+    tolerance_mm: float = 120.0,
+) -> Overlay:
+    """Select a frame, draw, encode; every failure becomes ``Overlay(None, reason)``, never an exception."""
+    if mapper is None:
+        return Overlay(None, "camera not calibrated: no homography (run `edge calibrate homography`)")
+    choice = select_frame(ring, travel, mapper.view_centre_travel_mm(item.height_mm), mm_per_count, tolerance_mm)
+    if isinstance(choice, NoFrame):
+        return Overlay(None, choice.reason)
+    return _render_choice(choice, mapper, item, xray_shape, max_bytes)
+
+
+def _render_choice(choice: FrameChoice, mapper: CameraMapper, item: ItemOverlayInput,
+                   xray_shape: tuple[int, int] | None, max_bytes: int) -> Overlay:
+    try:
+        img = draw_overlay(choice.frame.image, mapper, choice.travel_mm, item, xray_shape)
+        jpeg, q = encode_jpeg(img, max_bytes)
+    except (cv2.error, ValueError) as exc:
+        return Overlay(None, f"overlay rendering failed: {exc}", choice.frame.t_mono_s, choice.travel_mm)
+    return Overlay(jpeg, None, choice.frame.t_mono_s, choice.travel_mm, q)
+
+
+def _to_int(pts: FloatArray) -> npt.NDArray[np.int32]:
+    # cv2 drawing with shift=0 wants integers; clip so that wild points far outside the frame stay drawable
+    return np.clip(np.rint(pts), -10_000, 10_000).astype(np.int32).reshape(-1, 1, 2)
+
+
+def _text(img: npt.NDArray[np.uint8], text: str, org: tuple[int, int], colour: tuple[int, int, int],
+          scale: float = 0.6) -> None:
+    cv2.putText(img, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 5, cv2.LINE_AA)
+    cv2.putText(img, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, colour, 2, cv2.LINE_AA)
+
+
+def objects_from_boxes(boxes: Sequence[tuple[float, float, float, float]], anomalous: Sequence[bool],
+                       labels: Sequence[str] | None = None) -> tuple[OverlayObject, ...]:
+    """Convenience: (x0, y0, x1, y1) X-ray px boxes to overlay objects."""
+    labels = labels if labels is not None else [""] * len(boxes)
+    return tuple(OverlayObject(box_polygon(*b), bool(a), lab) for b, a, lab in zip(boxes, anomalous, labels,
+                                                                                       strict=True))

@@ -1,0 +1,26 @@
+"""``service:`` section: the process's own housekeeping (status file, metrics endpoint, stop and stall times)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+
+from edge.config.base import EdgeBaseConfig
+
+
+class ServiceConfig(EdgeBaseConfig):
+    """How the running service reports on itself and stops."""
+
+    status_file: Path = Field(
+        Path("/run/edge/status.json"), description="JSON snapshot rewritten every second; read by `edge status`"
+    )
+    metrics_port: int | None = Field(
+        None, ge=1, le=65535, description="serve Prometheus /metrics on 127.0.0.1:PORT; absent = off"
+    )
+    stop_timeout_s: float = Field(
+        20.0, gt=0, le=600, description="seconds to finish in-flight items on SIGTERM (keep < TimeoutStopSec)"
+    )
+    stall_s: float = Field(
+        30.0, gt=0, le=3600, description="no stage progress for this long with items in flight = stalled (no watchdog)"
+    )

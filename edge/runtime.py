@@ -1,0 +1,194 @@
+"""Build the running service from a validated config: source, conditioner, models, stages, sinks, link.
+
+This is where objects are constructed and wired (``cli.py`` stays thin). Anything that cannot be built is a
+clear error at start-up, except what the service can run without in a fail-safe way: missing calibrations make
+every item UNSCREENED (status degraded, reason given) instead of stopping the box.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edge.condition.conditioner import Conditioner
+from edge.config import EdgeConfig
+from edge.errors import CalibrationError, ConfigError
+from edge.pipeline import Pipeline, Stage
+from edge.ports import FrameSource, LinkMonitor, ResultSink
+from edge.publish.health import (
+    DecisionCounts,
+    DiskUsage,
+    HealthSnapshot,
+    LinkHealth,
+    LinkState,
+    QueueDepth,
+    StageLatency,
+)
+from edge.publish.mqtt import MqttSink
+from edge.records import Decision
+from edge.screening import ModelHolder, load_models
+from edge.sinks.audit import AuditStore
+from edge.stages.condition import ConditionStage
+from edge.stages.detect import DetectStage
+from edge.stages.finish import CameraOverlay, FinishStage
+from edge.stages.localise import LocaliseStage
+from edge.stages.score import ScoreStage
+
+log = logging.getLogger(__name__)
+
+
+class MqttResultSink:
+    """Adapts ``MqttSink`` to the ``ResultSink`` port."""
+
+    def __init__(self, sink: MqttSink) -> None:
+        self.sink = sink
+
+    def publish(self, decision: Decision) -> None:
+        self.sink.publish_decision(decision)
+
+    def close(self, timeout_s: float) -> None:
+        self.sink.close(timeout_s)
+
+
+def build_source(cfg: EdgeConfig) -> FrameSource:
+    """The configured frame source."""
+    src = cfg.source
+    deadline = cfg.decide.deadline_s
+    scanner = cfg.site.scanner_id
+    if src.type == "voti":
+        from edge.sources.voti import VotiSource
+
+        return VotiSource(src.directory, scanner, deadline, src.channels, src.header_lines)
+    if src.type == "spool":
+        from edge.sources.spool import SpoolSource
+
+        return SpoolSource(src.directory, scanner, deadline, src.poll_s, src.done_directory)
+    if src.type == "dicos":
+        from edge.sources.dicos import DicosFrameSource
+
+        return DicosFrameSource(src.directory, scanner, deadline)
+    # The virtual scanner plugs in through the same FrameSource port a real scanner uses (demo, tests).
+    from sim.source import SimFrameSource
+
+    return SimFrameSource(src, scanner, deadline)
+
+
+def load_conditioner(cfg: EdgeConfig) -> tuple[Conditioner | None, str | None]:
+    """The conditioner, or None and why (missing calibration makes items UNSCREENED, not the service die)."""
+    try:
+        return Conditioner.from_config(cfg.condition), None
+    except CalibrationError as exc:
+        log.error("calibration unusable; dual-energy items will be UNSCREENED", extra={"error": str(exc)})
+        return None, str(exc)
+
+
+def build_stages(cfg: EdgeConfig, models: ModelHolder, conditioner: Conditioner | None, missing: str | None,
+                 camera_overlay: CameraOverlay | None = None) -> list[Stage]:
+    """The stage list in pipeline order; inference stages get two workers so both cores stay busy."""
+    return [
+        Stage("condition", ConditionStage(conditioner, missing or "")),
+        Stage("detect", DetectStage(models, cfg.models.max_objects), workers=2),
+        Stage("score", ScoreStage(models), workers=2),
+        Stage("localise", LocaliseStage()),
+        Stage("finish", FinishStage(camera_overlay)),
+    ]
+
+
+@dataclass
+class Runtime:
+    """Everything the service runs, built and wired."""
+
+    cfg: EdgeConfig
+    pipeline: Pipeline
+    models: ModelHolder
+    mqtt: MqttSink | None
+    audit: AuditStore
+    link: Any | None = None
+    problems: list[str] = field(default_factory=list)
+    started_mono: float = 0.0
+
+    def health(self, now_mono: float) -> HealthSnapshot:
+        """What the pipeline knows about itself now (the MQTT sink adds broker and outbox)."""
+        queues = tuple(QueueDepth(name, depth) for name, depth in self.pipeline.queue_depths().items())
+        latencies = []
+        for name, stats in self.pipeline.stats.items():
+            values = sorted(stats.latencies_ms[-500:])
+            if values:
+                latencies.append(StageLatency(name, values[len(values) // 2], values[int(len(values) * 0.99)],
+                                              values[-1], stats.processed))
+        links: list[LinkHealth] = []
+        if self.link is not None:
+            up = bool(self.link.is_up)
+            links.append(LinkHealth("firmware", LinkState.UP if up else LinkState.DOWN))
+        counts = self.pipeline.ledger.counts
+        disks = []
+        for path in {self.cfg.audit.directory}:
+            usage = shutil.disk_usage(path)
+            disks.append(DiskUsage(str(path), usage.free, usage.total))
+        return HealthSnapshot(
+            uptime_s=now_mono - self.started_mono,
+            queues=queues,
+            latencies=tuple(latencies),
+            links=tuple(links),
+            decisions=DecisionCounts(counts["alarm"], counts["clear"], counts["unscreened"]),
+            disks=tuple(disks),
+        )
+
+
+def build_runtime(cfg: EdgeConfig, source: FrameSource | None = None, extra_sinks: Sequence[ResultSink] = (),
+                  link: LinkMonitor | None = None, camera_overlay: CameraOverlay | None = None) -> Runtime:
+    """Construct (but do not start) the pipeline and its sinks from ``cfg``.
+
+    Raises:
+        BundleError, BackendError: the models cannot be loaded on any backend (the service cannot screen).
+        ConfigError: the source cannot be built.
+    """
+    models = ModelHolder(load_models(cfg.models))
+    conditioner, missing = load_conditioner(cfg)
+    problems = [p for p in (missing, models.current.degraded) if p]
+    audit = AuditStore(cfg.audit, cfg.site.site_id)
+    sinks: list[ResultSink] = [audit]
+    mqtt = None
+    if cfg.mqtt.enabled:
+        mqtt = MqttSink(cfg.mqtt, cfg.site)
+        sinks.append(MqttResultSink(mqtt))
+    sinks.extend(extra_sinks)
+    firmware = None
+    tracker = None
+    if cfg.firmware is not None and link is None:
+        from edge.acquire import ItemTracker
+        from firmware_bridge.link import FirmwareLink, LinkSettings
+        from firmware_bridge.transport import serial_opener
+
+        tracker = ItemTracker(cfg.site.scanner_id, cfg.decide.deadline_s, lambda meta: None)
+        firmware = FirmwareLink(serial_opener(cfg.firmware.port, cfg.firmware.baudrate),
+                                LinkSettings.from_config(cfg.firmware),
+                                on_event=tracker.on_event, on_state=tracker.on_state)
+        link = firmware.history
+    try:
+        frame_source = source if source is not None else build_source(cfg)
+    except (OSError, ValueError) as exc:
+        raise ConfigError([f"source: cannot open {cfg.source.type} source ({exc})"]) from exc
+    pipeline = Pipeline(
+        frame_source,
+        build_stages(cfg, models, conditioner, missing, camera_overlay),
+        sinks,
+        queue_depth=cfg.decide.queue_depth,
+        source_stall_s=cfg.decide.source_stall_s,
+        link=link,
+        backpressure=cfg.source.type in ("voti", "dicos"),
+        models=models.current.refs,
+    )
+    if tracker is not None:
+        tracker.announce_to(pipeline.announce)
+    return Runtime(cfg, pipeline, models, mqtt, audit, firmware, problems)
+
+
+def ensure_dirs(paths: Sequence[Path]) -> None:
+    """Create state directories the service writes to (systemd's StateDirectory= does this in production)."""
+    for path in paths:
+        path.mkdir(parents=True, exist_ok=True)

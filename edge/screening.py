@@ -1,0 +1,117 @@
+"""The models that screen items: loaded from verified bundles, warmed, and swapped atomically on reload.
+
+Stages read ``ModelHolder.current`` once per item, so a SIGHUP reload that swaps the holder's ``ModelSet``
+never mixes an old detector with a new scorer inside one item. A new set is loaded and warmed completely
+before the swap; if that fails the old set stays in service.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from edge.backends import BundleSession, open_backend
+from edge.bundles.loader import Bundle, load_bundle
+from edge.bundles.outputs import Role
+from edge.config.models import ModelsConfig
+from edge.errors import BackendError, BundleError
+from edge.records import ModelRef
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class LoadedModel:
+    """A bundle and the compiled session that runs it."""
+
+    bundle: Bundle
+    session: BundleSession
+    backend: str
+
+    @property
+    def threshold(self) -> float:
+        """The bundle's decision threshold (``thresholds.score``), set on benign validation data."""
+        try:
+            return float(self.bundle.manifest.thresholds["score"])
+        except KeyError as exc:
+            raise BundleError(f"bundle {self.bundle.manifest.name} has no 'score' threshold") from exc
+
+
+@dataclass(frozen=True, slots=True)
+class ModelSet:
+    """The detector and (optionally) the scorer in service, with the refs every decision cites."""
+
+    detector: LoadedModel
+    scorer: LoadedModel | None
+    degraded: str | None = None
+
+    @property
+    def refs(self) -> tuple[ModelRef, ...]:
+        models = [self.detector] + ([self.scorer] if self.scorer is not None else [])
+        return tuple(m.bundle.model_ref for m in models)
+
+    def close(self) -> None:
+        self.detector.session.close()
+        if self.scorer is not None:
+            self.scorer.session.close()
+
+
+def _open(path: str, role: set[Role], cfg: ModelsConfig) -> tuple[LoadedModel, str | None]:
+    bundle = load_bundle(path)
+    if bundle.role not in role:
+        raise BundleError(f"{path}: bundle role is {bundle.role}, expected {' or '.join(sorted(role))}")
+    try:
+        session = open_backend(bundle, cfg.backend, cfg.precision, cfg.threads, cfg.cache_dir)
+        return LoadedModel(bundle, session, cfg.backend), None
+    except BackendError as exc:
+        # An accelerator or one runtime failing must not crash-loop the service: fall back and say so.
+        fallback = "onnxruntime" if cfg.backend == "openvino" else "openvino"
+        log.error("backend failed, falling back", extra={"bundle": path, "backend": cfg.backend,
+                                                        "fallback": fallback, "error": str(exc)})
+        session = open_backend(bundle, fallback, cfg.precision, cfg.threads, cfg.cache_dir)
+        return LoadedModel(bundle, session, fallback), f"{cfg.backend} failed for {bundle.manifest.name} ({exc}); " \
+                                                        f"running on {fallback}"
+
+
+def warm(model: LoadedModel) -> float:
+    """Run one zero batch so that the first item does not pay for lazy compilation; returns seconds taken."""
+    contract = model.bundle.contract
+    started = time.monotonic()
+    model.session.run(np.zeros((1, contract.tensor_channels, contract.height, contract.width), np.float32))
+    return time.monotonic() - started
+
+
+def load_models(cfg: ModelsConfig) -> ModelSet:
+    """Load, verify, compile and warm the configured bundles.
+
+    Raises:
+        BundleError: a bundle is missing, tampered or of the wrong role.
+        BackendError: no backend could run a bundle.
+    """
+    detector, note_d = _open(str(cfg.detector), {Role.DETECTOR}, cfg)
+    scorer = None
+    note_s = None
+    if cfg.scorer is not None:
+        scorer, note_s = _open(str(cfg.scorer), {Role.SCORER, Role.CLASSIFIER}, cfg)
+    for model in (detector, scorer):
+        if model is not None:
+            seconds = warm(model)
+            log.info("model warmed", extra={"bundle": model.bundle.manifest.name, "backend": model.backend,
+                                            "seconds": round(seconds, 3)})
+    notes = "; ".join(n for n in (note_d, note_s) if n)
+    return ModelSet(detector, scorer, notes or None)
+
+
+class ModelHolder:
+    """The current ``ModelSet``; replaced as a whole (attribute assignment is atomic in CPython)."""
+
+    def __init__(self, models: ModelSet) -> None:
+        self.current = models
+
+    def swap(self, models: ModelSet) -> ModelSet:
+        """Put ``models`` in service and return the previous set (close it once in-flight items are done)."""
+        old, self.current = self.current, models
+        return old

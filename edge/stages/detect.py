@@ -1,0 +1,116 @@
+"""Detect: the whole conditioned item through the detector bundle → object boxes in item pixels.
+
+The detector returns dense candidates in model-input pixels; here they are thresholded with the bundle's
+``score`` threshold, mapped back through the composer's resize geometry, suppressed with NMS (class-agnostic,
+or per class when the bundle has classes) and capped at ``max_objects`` highest-scoring boxes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+from edge.bundles.outputs import DetectorOutputs
+from edge.condition.composer import compose, geometry, region_of
+from edge.condition.image import ConditionedImage
+from edge.errors import BackendError
+from edge.records import BoxXyxy, ItemMeta, RawItem
+from edge.screening import ModelHolder, ModelSet
+from edge.stages.condition import ConditionedItem
+
+
+@dataclass(frozen=True, slots=True)
+class Detection:
+    """One object found by the detector, in item pixels."""
+
+    box: BoxXyxy
+    score: float
+    label: str | None
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class DetectedItem:
+    """An item with its detections; ``models`` is the set used, so later stages use the same one."""
+
+    meta: ItemMeta
+    image: ConditionedImage
+    raw: RawItem
+    detections: tuple[Detection, ...]
+    models: ModelSet
+
+
+def nms(boxes: NDArray[np.float32], scores: NDArray[np.float32], iou_threshold: float) -> list[int]:
+    """Greedy non-maximum suppression; returns kept indices by descending score."""
+    order = np.argsort(-scores, kind="stable")
+    x1, y1, x2, y2 = boxes[:, 0], boxes[:, 1], boxes[:, 2], boxes[:, 3]
+    areas = np.maximum(x2 - x1, 0) * np.maximum(y2 - y1, 0)
+    keep: list[int] = []
+    while order.size:
+        i = int(order[0])
+        keep.append(i)
+        rest = order[1:]
+        w = np.maximum(0.0, np.minimum(x2[i], x2[rest]) - np.maximum(x1[i], x1[rest]))
+        h = np.maximum(0.0, np.minimum(y2[i], y2[rest]) - np.maximum(y1[i], y1[rest]))
+        inter = w * h
+        iou = inter / np.maximum(areas[i] + areas[rest] - inter, 1e-9)
+        order = rest[iou <= iou_threshold]
+    return keep
+
+
+class DetectStage:
+    """Runs the detector of the current model set on each item."""
+
+    def __init__(self, models: ModelHolder, max_objects: int = 32) -> None:
+        self._models = models
+        self._max_objects = max_objects
+
+    def __call__(self, item: ConditionedItem) -> DetectedItem:
+        models = self._models.current
+        detector = models.detector
+        manifest = detector.bundle.manifest
+        contract = detector.bundle.contract
+        height, width = item.image.shape
+        batch = compose(item.image, contract)
+        out = detector.session.predict(batch)
+        if not isinstance(out, DetectorOutputs):
+            raise BackendError(f"bundle {manifest.name} did not return detector outputs")
+        threshold = float(manifest.thresholds.get("score", 0.3))
+        iou = float(manifest.thresholds.get("nms_iou", 0.5))
+        boxes, scores = out.boxes[0], out.scores[0]
+        labels = out.labels[0] if out.labels is not None else None
+        if not (np.all(np.isfinite(boxes)) and np.all(np.isfinite(scores))):
+            raise BackendError(f"bundle {manifest.name} returned non-finite boxes or scores")
+        g = geometry(region_of((0, 0, width, height), height, width), contract)
+        mask = scores >= threshold
+        boxes, scores = boxes[mask], scores[mask]
+        labels = labels[mask] if labels is not None else None
+        # Model-input pixels back to item pixels, clipped to the item.
+        x1 = np.clip((boxes[:, 0] - g.pad_x) / g.scale_x, 0, width)
+        y1 = np.clip((boxes[:, 1] - g.pad_y) / g.scale_y, 0, height)
+        x2 = np.clip((boxes[:, 2] - g.pad_x) / g.scale_x, 0, width)
+        y2 = np.clip((boxes[:, 3] - g.pad_y) / g.scale_y, 0, height)
+        item_boxes = np.stack([x1, y1, x2, y2], axis=1).astype(np.float32)
+        valid = (item_boxes[:, 2] - item_boxes[:, 0] >= 1) & (item_boxes[:, 3] - item_boxes[:, 1] >= 1)
+        item_boxes, scores = item_boxes[valid], scores[valid]
+        labels = labels[valid] if labels is not None else None
+        keep: list[int] = []
+        if labels is None:
+            keep = nms(item_boxes, scores, iou)
+        else:
+            for cls in np.unique(labels):
+                idx = np.flatnonzero(labels == cls)
+                keep.extend(int(idx[k]) for k in nms(item_boxes[idx], scores[idx], iou))
+            keep.sort(key=lambda k: -float(scores[k]))
+        keep = keep[: self._max_objects]
+        classes = manifest.classes
+        detections = tuple(
+            Detection(
+                box=BoxXyxy(*(float(v) for v in item_boxes[k])),
+                score=float(scores[k]),
+                label=(classes[int(labels[k])] if labels is not None and int(labels[k]) < len(classes) else None),
+            )
+            for k in keep
+        )
+        return DetectedItem(item.meta, item.image, item.raw, detections, models)

@@ -1,0 +1,77 @@
+"""Finish: decide the item (max rule) and attach its overlay picture.
+
+The overlay is drawn on the exit-camera frame when a camera and its calibration are available (``edge.camera``,
+through the ``overlay`` callable given at construction); otherwise on the item's own pseudo-colour X-ray image,
+and ``overlay_note`` says why. A missing or failing camera never delays or blocks the decision.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+import cv2
+import numpy as np
+from numpy.typing import NDArray
+
+from edge.condition.image import ConditionedImage
+from edge.records import Decision, ObjectResult
+from edge.stages.decide import decide
+from edge.stages.localise import LocalisedItem
+
+log = logging.getLogger(__name__)
+
+RED = (0, 0, 255)
+GREEN = (0, 200, 0)
+
+CameraOverlay = Callable[[LocalisedItem], tuple[bytes | None, str | None]]
+"""Renders the item's objects on its exit-camera frame: (JPEG, None) or (None, why not)."""
+
+
+def xray_canvas(image: ConditionedImage) -> NDArray[np.uint8]:
+    """A BGR picture of the item for overlays: its pseudo-colour, else its grey transmission."""
+    if image.pc is not None:
+        return np.ascontiguousarray(cv2.cvtColor(image.pc, cv2.COLOR_RGB2BGR))
+    grey = np.clip((image.t_high if image.t_high is not None else np.ones(image.shape, np.float32)) * 255, 0, 255)
+    return np.ascontiguousarray(cv2.cvtColor(grey.astype(np.uint8), cv2.COLOR_GRAY2BGR))
+
+
+def draw_xray_overlay(image: ConditionedImage, objects: tuple[ObjectResult, ...], quality: int = 85) -> bytes:
+    """JPEG of the X-ray with anomalous regions red and benign objects green."""
+    canvas = xray_canvas(image)
+    for obj in sorted(objects, key=lambda o: o.anomalous):
+        colour = RED if obj.anomalous else GREEN
+        points = np.round(np.asarray(obj.polygon_xray, dtype=np.float64)).astype(np.int32).reshape(-1, 1, 2)
+        if len(points) >= 2:
+            cv2.polylines(canvas, [points], True, colour, 3 if obj.anomalous else 2, cv2.LINE_AA)
+    ok, jpeg = cv2.imencode(".jpg", canvas, [cv2.IMWRITE_JPEG_QUALITY, quality])
+    if not ok:
+        raise ValueError("JPEG encoding failed")
+    return bytes(jpeg)
+
+
+class FinishStage:
+    """Turns a localised item into its ``Decision`` with an overlay."""
+
+    def __init__(self, camera_overlay: CameraOverlay | None = None) -> None:
+        self._camera = camera_overlay
+
+    def __call__(self, item: LocalisedItem) -> Decision:
+        jpeg: bytes | None = None
+        note: str | None = None
+        if self._camera is not None:
+            try:
+                jpeg, note = self._camera(item)
+            except Exception as exc:  # the camera path must never cost the decision
+                log.error("camera overlay failed", extra={"item_id": item.meta.item_id, "error": str(exc)})
+                jpeg, note = None, f"camera overlay failed: {exc}"
+        else:
+            note = "no exit camera configured; overlay drawn on the X-ray image"
+        if jpeg is None:
+            try:
+                jpeg = draw_xray_overlay(item.image, item.objects)
+            except Exception as exc:
+                log.error("x-ray overlay failed", extra={"item_id": item.meta.item_id, "error": str(exc)})
+                note = f"{note}; x-ray overlay failed: {exc}" if note else f"x-ray overlay failed: {exc}"
+        return decide(item.meta, item.objects, time.time(), time.monotonic(), item.models.refs, jpeg, note)

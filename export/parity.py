@@ -1,0 +1,162 @@
+"""Parity: the same inputs through the reference and every exported model, compared number by number and
+decision by decision.
+
+``edge-export verify`` writes the resulting :class:`~edge.bundles.manifest.ParityReport`; ``edge-export bundle``
+refuses a failing one unless forced. The reference is PyTorch when the module is available, otherwise the
+FP32 model named by the caller (anomalib imports use OpenVINO FP32, as anomalib's own inferencer does).
+Runs models through :mod:`edge.backends`, i.e. exactly the code the box runs.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+
+from edge.backends import SessionOptions, open_model
+from edge.bundles.loader import sha256_file
+from edge.bundles.manifest import ParityEntry, ParityReport, Precision
+from edge.bundles.outputs import DECISION_THRESHOLD_KEY, Role
+from export.meta import ExportMeta
+
+log = logging.getLogger(__name__)
+
+Outputs = Mapping[str, np.ndarray]
+
+
+@dataclass(frozen=True, slots=True)
+class Tolerance:
+    """Pass rule per precision: ``max_rel <= rtol`` (None = not checked) and agreement ``>= min_agreement``."""
+
+    rtol: float | None
+    min_agreement: float
+
+
+DEFAULT_TOLERANCES: dict[Precision, Tolerance] = {
+    Precision.FP32: Tolerance(rtol=1e-4, min_agreement=0.99),
+    Precision.FP16: Tolerance(rtol=1e-2, min_agreement=0.99),
+    # INT8 moves every number a little; only decisions are held to account.
+    Precision.INT8: Tolerance(rtol=None, min_agreement=0.99),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """One exported model to check: which backend opens it and at which precision."""
+
+    backend: str
+    precision: Precision
+    path: Path
+
+    @property
+    def label(self) -> str:
+        return f"{self.backend}/{self.precision}"
+
+
+def decisions(meta: ExportMeta, outputs: Outputs) -> npt.NDArray[np.int64] | None:
+    """The role's decisions, flattened: detector/scorer ``score >= threshold``; classifier/segmenter argmax."""
+    role = meta.role
+    thr = float(meta.thresholds.get(DECISION_THRESHOLD_KEY, 0.5))
+    if role in (Role.DETECTOR, Role.SCORER):
+        name = meta.name_of("scores" if role is Role.DETECTOR else "score")
+        if name is None or name not in outputs:
+            return None
+        s = meta.normalisation.apply(np.asarray(outputs[name], dtype=np.float32))
+        return (s >= thr).astype(np.int64).reshape(-1)
+    name = meta.name_of("probs" if role is Role.CLASSIFIER else "masks")
+    if name is None or name not in outputs:
+        return None
+    return np.asarray(outputs[name]).argmax(axis=1).astype(np.int64).reshape(-1)
+
+
+def agreement(meta: ExportMeta, ref: Outputs, got: Outputs) -> float | None:
+    """Fraction of equal decisions between two output sets of the same inputs."""
+    a, b = decisions(meta, ref), decisions(meta, got)
+    if a is None or b is None or a.size == 0:
+        return None
+    return float(np.mean(a == b))
+
+
+def errors(ref: Outputs, got: Outputs) -> tuple[float, float]:
+    """(max abs error, max abs error / largest reference magnitude) over every floating-point output."""
+    max_abs, max_rel = 0.0, 0.0
+    for name, r in ref.items():
+        r = np.asarray(r)
+        if not np.issubdtype(r.dtype, np.floating):
+            continue
+        g = np.asarray(got[name], dtype=np.float64)
+        if g.shape != r.shape:
+            return float("inf"), float("inf")
+        diff = float(np.max(np.abs(g - r))) if r.size else 0.0
+        scale = float(np.max(np.abs(r))) if r.size else 0.0
+        max_abs = max(max_abs, diff)
+        max_rel = max(max_rel, diff / max(scale, 1e-12))
+    return max_abs, max_rel
+
+
+def run_batched(fn: Callable[[npt.NDArray[np.float32]], Outputs], inputs: npt.NDArray[np.float32],
+                batch: int = 16) -> dict[str, np.ndarray]:
+    """Run ``fn`` over ``inputs`` in chunks and concatenate outputs along the batch axis."""
+    parts: dict[str, list[np.ndarray]] = {}
+    for i in range(0, len(inputs), batch):
+        for name, value in fn(inputs[i:i + batch]).items():
+            parts.setdefault(name, []).append(np.asarray(value))
+    return {k: np.concatenate(v, axis=0) for k, v in parts.items()}
+
+
+def run_candidate(candidate: Candidate, inputs: npt.NDArray[np.float32], threads: int = 2) -> dict[str, np.ndarray]:
+    session = open_model(candidate.path, candidate.backend, SessionOptions(threads=threads))
+    try:
+        return run_batched(session.run, inputs)
+    finally:
+        session.close()
+
+
+def compare(meta: ExportMeta, ref: Outputs, got: Outputs, candidate: Candidate,
+            tolerances: Mapping[Precision, Tolerance] = DEFAULT_TOLERANCES) -> ParityEntry:
+    """One report line; ``passed`` applies the tolerance of the candidate's precision."""
+    missing = set(ref) - set(got)
+    tol = tolerances[candidate.precision]
+    if missing:
+        log.error("%s lacks outputs %s", candidate.label, sorted(missing))
+        return ParityEntry(backend=candidate.backend, precision=candidate.precision, max_abs=float("inf"),
+                           max_rel=float("inf"), decision_agreement=0.0, rtol=tol.rtol,
+                           min_agreement=tol.min_agreement, passed=False, sha256=sha256_file(candidate.path))
+    max_abs, max_rel = errors(ref, got)
+    agree = agreement(meta, ref, got)
+    passed = (tol.rtol is None or max_rel <= tol.rtol) and (agree is None or agree >= tol.min_agreement)
+    if tol.rtol is None and agree is None:
+        passed = False  # nothing was checked: do not call that a pass
+    return ParityEntry(backend=candidate.backend, precision=candidate.precision, max_abs=max_abs,
+                       max_rel=max_rel, decision_agreement=agree, rtol=tol.rtol,
+                       min_agreement=tol.min_agreement, passed=passed, sha256=sha256_file(candidate.path))
+
+
+def verify(meta: ExportMeta, inputs: npt.NDArray[np.float32], reference: Outputs, reference_name: str,
+           candidates: Sequence[Candidate], tolerances: Mapping[Precision, Tolerance] = DEFAULT_TOLERANCES,
+           threads: int = 2, progress: Callable[[str], None] | None = None) -> ParityReport:
+    """Run every candidate on ``inputs`` and compare with ``reference`` (outputs of the same inputs)."""
+    entries = []
+    for cand in candidates:
+        if progress is not None:
+            progress(f"running {cand.label} on {len(inputs)} inputs ({cand.path.name})")
+        got = run_candidate(cand, inputs, threads)
+        entries.append(compare(meta, reference, got, cand, tolerances))
+    return ParityReport(passed=bool(entries) and all(e.passed for e in entries), reference=reference_name,
+                        samples=len(inputs), entries=tuple(entries))
+
+
+def format_report(report: ParityReport) -> str:
+    """A fixed-width table for people."""
+    lines = [f"reference: {report.reference}   samples: {report.samples}",
+             f"{'backend/precision':<22}{'max_abs':>12}{'max_rel':>12}{'agreement':>11}  result"]
+    for e in report.entries:
+        agree = "-" if e.decision_agreement is None else f"{e.decision_agreement:.4f}"
+        lines.append(f"{e.backend + '/' + e.precision:<22}{e.max_abs:>12.3g}{e.max_rel:>12.3g}{agree:>11}  "
+                     f"{'pass' if e.passed else 'FAIL'}")
+    lines.append("PARITY PASSED" if report.passed else "PARITY FAILED")
+    return "\n".join(lines)
