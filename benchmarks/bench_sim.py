@@ -4,9 +4,9 @@ Run on demand (not part of the test suite)::
 
     .venv/bin/python benchmarks/bench_sim.py --n 60 --workers 2 --preset parcels
 
-Writes ``benchmarks/results/sim.json`` (items/s end to end, including raw PNGs, preview, camera JPEG, truth files,
-COCO and events; CPU seconds per item and the items/s they allow on free cores; per-stage medians; the
-machine's load average, because other work on the cores slows the wall-clock figure).
+Writes ``benchmarks/results/sim_<preset>[_nocamera].json``: items/s end to end (raw PNGs, preview, camera JPEG,
+truth files, COCO and events); CPU seconds per item and the items/s they allow on free cores; per-stage medians;
+the machine's load average, because other work on the cores slows the wall-clock figure.
 """
 
 from __future__ import annotations
@@ -101,7 +101,7 @@ def main() -> None:
         "python": platform.python_version(),
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / f"sim_{preset}.json"
+    out = RESULTS / f"sim_{preset}{'_nocamera' if args.no_camera else ''}.json"
     out.write_text(json.dumps(result, indent=2))
     print(json.dumps(result, indent=2))
 

@@ -15,6 +15,8 @@ from edge.config import DEFAULT_CONFIG_PATH, load_config
 from edge.dicos.cli import dicos_app
 from edge.errors import ConfigError
 from edge.watch import watch
+from firmware_bridge.cli import firmware as sim_firmware
+from sim.cli import sim_app
 
 app = typer.Typer(
     name="edge",
@@ -27,6 +29,8 @@ app = typer.Typer(
 app.add_typer(dicos_app, name="dicos")
 app.add_typer(calibrate_app, name="calibrate")
 app.command(name="watch")(watch)
+sim_app.command("firmware")(sim_firmware)
+app.add_typer(sim_app, name="sim")
 
 
 @app.command()

@@ -11,8 +11,10 @@ Public entry points:
   xraydb's reference attenuation data).
 - :class:`ScannerSpec`: geometry, tube, detector and electronics of one scanner (frozen, all configurable).
 - :class:`DualEnergyScanner`: ``transmission(path_mm)`` → noise-free ``(t_low, t_high)``;
-  ``render(path_mm, rng)`` → :class:`RawScan` (Poisson quanta, dark level, per-channel gain/offset with module
-  steps, read noise, 16-bit clipping); ``dark_lines(n, rng)`` and ``air_lines(n, rng)`` for flat-field references.
+  ``render(path_mm, rng)`` → :class:`RawScan` (detector blur, Poisson quanta, dark level, per-channel
+  gain/offset with module steps, read noise, 16-bit clipping); ``counts(t_low, t_high, rng)`` (the noise and
+  electronics half alone); ``dark_lines(n, rng)`` and ``air_lines(n, rng)`` for flat-field references;
+  ``spectrum`` (bin energies and per-layer weights) and ``mu_mm(name)`` for consumers that model the physics.
 - :func:`effective_z_map`: true per-pixel effective Z of overlapping materials (ground truth).
 
 Conventions: arrays are ``(H, W)`` with columns = detector channels and rows = belt lines (row 0 = first line
@@ -25,6 +27,10 @@ Model (PHYSICS.md): ``T(E) = exp(-Σ μ_m(E) t_m)``; a dual-layer detector with 
 condensed to 7 keV bins (20 bins from 10 to 150 keV at 150 kVp), each bin evaluated at its signal-weighted mean
 energy. Quantum noise is Poisson in a per-layer quanta budget (Swank factor ignored: documented approximation;
 above 64 quanta drawn as the equal-variance Gaussian for speed).
+
+Speed: ``transmission`` is two small matrix products per 65k-pixel chunk. Run it with one BLAS thread per
+process when parallelising over processes (``sim/dataset.py`` does): BLAS threads fighting over two cores made
+it 4x slower in measurement.
 
 Must not: import torch or anything from ``edge/`` internals; do I/O at import time (xraydb and spekpy are
 imported and queried only when a scanner is built or ``mu_cm`` is called).
