@@ -18,6 +18,8 @@ from edge.watch import watch
 from firmware_bridge.cli import firmware as sim_firmware
 from sim.cli import sim_app
 
+REFERENCE_MODELS = Path(__file__).resolve().parents[1] / "models"
+
 app = typer.Typer(
     name="edge",
     help="xray-edge: screen every item of a dual-energy X-ray scanner and publish decisions over MQTT.",
@@ -104,6 +106,27 @@ def status(
     if age > stale_s or data["state"] == "offline":
         typer.echo(f"edge status: status is {age:.0f} s old or offline: the service is not running", err=True)
         raise typer.Exit(code=1)
+
+
+@app.command()
+def demo(
+    out: Path = typer.Option(Path("/tmp/xray-edge-demo"), "--out", help="working folder (config, overlays, audit)"),
+    items: int = typer.Option(0, "--items", help="stop after this many items (0 = run until Ctrl-C)"),
+    per_minute: float = typer.Option(30.0, "--per-minute", help="items per minute from the virtual scanner"),
+    seed: int = typer.Option(0, "--seed", help="virtual scanner seed"),
+    models: Path = typer.Option(REFERENCE_MODELS, "--models",
+                                help="folder holding detector-agnostic/ and scorer-stfpm/ bundles"),
+) -> None:
+    """Run everything on this machine: virtual scanner and firmware, calibrations, the service with the
+    reference bundles, a private MQTT broker, and a subscriber printing each decision.
+
+    Example: edge demo --items 20 --out /tmp/xray-edge-demo
+    """
+    from edge.demo import run_demo
+    from edge.logs import setup_logging
+
+    setup_logging("warning", "logfmt")
+    raise typer.Exit(code=run_demo(out, items or None, per_minute, seed, models, typer.echo))
 
 
 @app.command()

@@ -159,9 +159,12 @@ class Service:
             self._metrics = MetricsServer(runtime.cfg.service.metrics_port)
         if runtime.mqtt is not None:
             runtime.mqtt.start()
-        runtime.pipeline.start()
         if runtime.link is not None:
+            # Give the scanner link a moment before screening: items scanned before it is up are UNSCREENED.
             runtime.link.start()
+            if not runtime.link.wait_until_up(5.0):
+                log.error("scanner link not up after 5 s; items will be UNSCREENED until it is")
+        runtime.pipeline.start()
         state, text = self._current_state()
         self._notify.ready(f"{state.value}: {text}")
         self._set_status(state, text)

@@ -1,0 +1,219 @@
+"""``edge demo``: the whole product on one machine — virtual scanner, virtual firmware over a real pty, the
+commissioning calibrations, the screening service with the reference bundles, a private MQTT broker and a
+subscriber that prints every decision and saves the overlays.
+
+The virtual scanner plugs in through the same ports a real one uses: frames through a ``FrameSource``, item
+events through the serial protocol on a pty that the service's ``FirmwareLink`` opens like a USB adapter. The
+broker is a private Mosquitto on a free loopback port (the README's setup command installs it when missing);
+without one the demo still screens and prints decisions from inside the process, and says so.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import socket
+import subprocess
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion
+
+from edge.config import load_config
+from edge.config.source import SimSourceConfig
+from edge.records import Decision, RawItem
+from edge.runtime import build_runtime
+from edge.service import Service
+from edge.watch import Watcher
+from firmware_bridge.messages import ItemEnd, ItemStart, XrayState
+from firmware_bridge.virtual import VirtualFirmware
+from sim.source import SimFrameSource
+
+log = logging.getLogger(__name__)
+
+COUNTS_PER_MM = 10
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_broker(workdir: Path) -> tuple[subprocess.Popen[bytes] | None, int | None]:
+    """A private Mosquitto on a free loopback port, or (None, None) when the binary is missing."""
+    binary = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None)
+    if binary is None:
+        return None, None
+    port = free_port()
+    conf = workdir / "mosquitto.conf"
+    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
+                    f"log_dest file {workdir / 'mosquitto.log'}\n")
+    proc = subprocess.Popen([binary, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return proc, port
+        except OSError:
+            time.sleep(0.05)
+    proc.kill()
+    return None, None
+
+
+class DemoScanner:
+    """The virtual scanner: delivers items from ``SimFrameSource`` and reports their photo-eye events through the
+    virtual firmware, as a real scanner's controller would."""
+
+    def __init__(self, source: SimFrameSource, firmware: VirtualFirmware) -> None:
+        self._source = source
+        self._firmware = firmware
+        self._encoder = 0
+
+    @property
+    def exhausted(self) -> bool:
+        return self._source.exhausted
+
+    def next_item(self, timeout_s: float) -> RawItem | None:
+        item = self._source.next_item(timeout_s)
+        if item is None or item.high is None:
+            return item
+        start = self._encoder
+        self._encoder += int(item.high.shape[0] * 0.8 * COUNTS_PER_MM)
+        self._firmware.send(ItemStart(item.meta.seq, start, 0))
+        self._firmware.send(ItemEnd(item.meta.seq, self._encoder, 0))
+        self._encoder += 300 * COUNTS_PER_MM  # gap to the next parcel
+        time.sleep(0.05)  # let the item events reach the service before the frames do, as on a real line
+        return item
+
+    def close(self) -> None:
+        self._source.close()
+
+
+def write_demo_config(workdir: Path, port: int | None, items: int | None, per_minute: float, seed: int,
+                      models: Path, fw_port: Path) -> Path:
+    mqtt = (f"host: 127.0.0.1\n  port: {port}\n  topic_prefix: xray/demo/lane1\n  health_interval_s: 10"
+            if port else "enabled: false")
+    max_items = f"\n  max_items: {items}" if items else ""
+    path = workdir / "edge.yaml"
+    path.write_text(f"""# Written by `edge demo`: a complete, valid service config (see systemd/edge.example.yaml).
+site:
+  site_id: demo
+  scanner_id: lane1
+source:
+  type: sim
+  seed: {seed}
+  threat_rate: 0.3
+  items_per_minute: {per_minute}{max_items}
+firmware:
+  port: {fw_port}
+condition:
+  flatfield_file: {workdir / "calibration" / "flatfield.npz"}
+  energy_file: {workdir / "calibration" / "energy.yaml"}
+models:
+  detector: {models / "detector-agnostic"}
+  scorer: {models / "scorer-stfpm"}
+  backend: openvino
+  threads: 2
+decide:
+  deadline_s: 20
+audit:
+  directory: {workdir / "audit"}
+mqtt:
+  {mqtt}
+  outbox:
+    path: {workdir / "outbox.sqlite3"}
+service:
+  status_file: {workdir / "status.json"}
+  stop_timeout_s: 10
+""", encoding="utf-8")
+    return path
+
+
+def calibrate(workdir: Path, seed: int, echo: Any) -> None:
+    """Commission the virtual scanner: flat-field and effective-Z calibration, as an engineer would."""
+    from calib.energy import calibrate_from_sim, save_energy_calibration
+    from calib.flatfield import capture_from_sim, compute_flatfield, save_flatfield
+
+    cal = workdir / "calibration"
+    dark, air = capture_from_sim(seed, 256)
+    save_flatfield(compute_flatfield(dark, air, source=f"demo sim seed={seed}"), cal / "flatfield.npz")
+    energy, report = calibrate_from_sim(seed, ("pom", "water", "aluminium", "steel"), None)
+    save_energy_calibration(energy, cal / "energy.yaml", report)
+    echo(f"commissioned the virtual scanner: calibrations in {cal}")
+
+
+def run_demo(workdir: Path, items: int | None, per_minute: float, seed: int, models: Path,
+             echo: Any = print) -> int:
+    """Run the demo until ``items`` are decided (or forever) or Ctrl-C; returns the exit code."""
+    for name in ("detector-agnostic", "scorer-stfpm"):
+        if not (models / name / "bundle.yaml").exists():
+            echo(f"edge demo: reference bundle {models / name} is missing (see docs/models.md to train it)")
+            return 2
+    workdir.mkdir(parents=True, exist_ok=True)
+    calibrate(workdir, seed, echo)
+    broker, port = start_broker(workdir)
+    if broker is None:
+        echo("edge demo: no mosquitto binary found; screening without MQTT (install mosquitto for the full demo)")
+    overlays = workdir / "overlays"
+    fw = VirtualFirmware(workdir / "ttyVFW0").start()
+    fw.send(XrayState(True, 0))
+    client = None
+    try:
+        cfg_path = write_demo_config(workdir, port, items, per_minute, seed, models, fw.port)
+        cfg = load_config(cfg_path)
+        assert isinstance(cfg.source, SimSourceConfig)
+        scanner = DemoScanner(SimFrameSource(cfg.source, cfg.site.scanner_id, cfg.decide.deadline_s), fw)
+        runtime = build_runtime(cfg, source=scanner)
+        service = Service(cfg_path, runtime)
+        service.install_signal_handlers()
+        if port is not None:
+            client = _subscriber(port, overlays, echo)
+        else:
+            runtime.pipeline.on_decision = lambda d: _print_local(d, overlays, echo)
+        echo(f"edge demo: screening virtual parcels; config {cfg_path}; overlays in {overlays}; Ctrl-C stops")
+        if items:
+            threading.Thread(target=_stop_when_done, args=(service,), daemon=True).start()
+        code = service.run()
+        echo(f"edge demo: stopped; decisions {dict(runtime.pipeline.ledger.counts)}; overlays in {overlays}")
+        return code
+    finally:
+        if client is not None:
+            time.sleep(0.5)
+            client.loop_stop()
+            client.disconnect()
+        fw.stop()
+        if broker is not None:
+            broker.terminate()
+            broker.wait(timeout=10)
+
+
+def _stop_when_done(service: Service) -> None:
+    while not service.runtime.pipeline.wait_idle(1.0):
+        pass
+    time.sleep(1.0)  # let the subscriber print the last records
+    service.request_stop()
+
+
+def _subscriber(port: int, overlays: Path, echo: Any) -> paho.Client:
+    overlays.mkdir(parents=True, exist_ok=True)
+    watcher = Watcher(echo, save_dir=overlays)
+    client = paho.Client(CallbackAPIVersion.VERSION2, protocol=paho.MQTTv5)
+    client.on_connect = lambda c, u, f, rc, p: c.subscribe("xray/demo/lane1/#", qos=1)
+    client.on_message = lambda c, u, m: watcher.handle(m.topic, bytes(m.payload), {})
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    return client
+
+
+def _print_local(decision: Decision, overlays: Path, echo: Any) -> None:
+    overlays.mkdir(parents=True, exist_ok=True)
+    if decision.overlay_jpeg is not None:
+        (overlays / f"{decision.item_id}.jpg").write_bytes(decision.overlay_jpeg)
+    reason = f" ({decision.reason.value})" if decision.reason else ""
+    echo(f"{time.strftime('%H:%M:%S')} {decision.item_id} {decision.verdict.value.upper()}{reason} "
+         f"{json.dumps(decision.detail)}")
