@@ -60,20 +60,36 @@ class ModelSet:
 
 
 def _open(path: str, role: set[Role], cfg: ModelsConfig) -> tuple[LoadedModel, str | None]:
+    """Open a bundle on the configured backend and device; fall back to CPU rather than crash-loop.
+
+    Order tried: (backend, device) as configured; the same backend on CPU; the other backend on CPU. Any
+    fallback is returned as a note that makes the service report ``degraded``.
+    """
     bundle = load_bundle(path)
     if bundle.role not in role:
         raise BundleError(f"{path}: bundle role is {bundle.role}, expected {' or '.join(sorted(role))}")
-    try:
-        session = open_backend(bundle, cfg.backend, cfg.precision, cfg.threads, cfg.cache_dir)
-        return LoadedModel(bundle, session, cfg.backend), None
-    except BackendError as exc:
-        # An accelerator or one runtime failing must not crash-loop the service: fall back and say so.
-        fallback = "onnxruntime" if cfg.backend == "openvino" else "openvino"
-        log.error("backend failed, falling back", extra={"bundle": path, "backend": cfg.backend,
-                                                        "fallback": fallback, "error": str(exc)})
-        session = open_backend(bundle, fallback, cfg.precision, cfg.threads, cfg.cache_dir)
-        return LoadedModel(bundle, session, fallback), f"{cfg.backend} failed for {bundle.manifest.name} ({exc}); " \
-                                                        f"running on {fallback}"
+    if bundle.forced:
+        log.warning("bundle was built despite failing parity (forced)", extra={"bundle": path})
+    other = "onnxruntime" if cfg.backend == "openvino" else "openvino"
+    attempts: list[tuple[str, str]] = [(cfg.backend, cfg.device)]
+    if cfg.device != "CPU":
+        attempts.append((cfg.backend, "CPU"))
+    attempts.append((other, "CPU"))
+    failures: list[str] = []
+    for backend, device in attempts:
+        try:
+            session = open_backend(bundle, backend, cfg.precision, cfg.threads, cfg.cache_dir, device=device)
+        except BackendError as exc:
+            failures.append(f"{backend}/{device}: {exc}")
+            log.error("backend failed to load", extra={"bundle": path, "backend": backend, "device": device,
+                                                       "error": str(exc)})
+            continue
+        note = None
+        if failures:
+            note = (f"{bundle.manifest.name} runs on {backend}/{device} because "
+                    f"{'; '.join(failures)}")
+        return LoadedModel(bundle, session, backend), note
+    raise BackendError(f"{path}: no backend could load the model: {'; '.join(failures)}")
 
 
 def warm(model: LoadedModel) -> float:

@@ -139,7 +139,8 @@ class Service:
         else:
             old = self.runtime.models.swap(models)
             self.reload_error = None
-            self.runtime.problems = [p for p in self.runtime.problems if "failed for" not in p]
+            if old.degraded:
+                self.runtime.problems = [p for p in self.runtime.problems if p != old.degraded]
             if models.degraded:
                 self.runtime.problems.append(models.degraded)
             # In-flight items hold a reference to the old set; give them time before closing it.

@@ -118,3 +118,19 @@ def test_broken_bundle_refuses_to_start(tmp_path: Path, assets: Assets) -> None:
                             energy=assets.energy, state=tmp_path)
     with pytest.raises(BundleError, match="sha256"):
         build_runtime(load_config(cfg_path))
+
+
+def test_unavailable_accelerator_falls_back_to_cpu_and_degrades(tmp_path: Path, assets: Assets) -> None:
+    cfg_path = write_config(tmp_path / "edge.yaml", detector=assets.detector, scorer=assets.scorer,
+                            flat=assets.flat, energy=assets.energy, state=tmp_path, items=1)
+    text = cfg_path.read_text().replace("  backend: openvino\n", "  backend: openvino\n  device: NPU\n")
+    cfg_path.write_text(text)
+    memory = MemorySink()
+    runtime = build_runtime(load_config(cfg_path), extra_sinks=[memory])
+    assert runtime.models.current.detector.backend == "openvino"
+    assert any("runs on openvino/CPU because openvino/NPU" in p for p in runtime.problems), runtime.problems
+    service = Service(cfg_path, runtime)
+    _run_until_idle(service)
+    assert [d.verdict for d in memory.decisions] != [Verdict.UNSCREENED]
+    status = json.loads((tmp_path / "status.json").read_text())
+    assert status["state"] == "degraded" and "NPU" in status["reason"]
