@@ -87,3 +87,36 @@ class ItemTracker:
             encoder_end=end_count,
         )
         self._announce(meta)
+
+
+class BeltClock:
+    """Belt position at any monotonic instant, from the encoder counts the firmware reports.
+
+    Every firmware event carries an encoder count; between (and shortly after) events the position is
+    interpolated (extrapolated) at the belt speed those counts imply. The exit camera stamps each frame with
+    ``count_at(t)`` so that an item's frame can be chosen by belt travel.
+    """
+
+    def __init__(self, max_extrapolate_s: float = 2.0) -> None:
+        self._lock = threading.Lock()
+        self._points: list[tuple[float, int]] = []
+        self._max_extrapolate_s = max_extrapolate_s
+
+    def on_event(self, received: ReceivedEvent) -> None:
+        with self._lock:
+            self._points.append((received.received_at, received.encoder_count))
+            if len(self._points) > 64:
+                del self._points[:32]
+
+    def count_at(self, t_mono_s: float) -> float | None:
+        with self._lock:
+            points = list(self._points)
+        if not points:
+            return None
+        if len(points) == 1:
+            return float(points[0][1]) if abs(t_mono_s - points[0][0]) < self._max_extrapolate_s else None
+        (t0, c0), (t1, c1) = points[0], points[-1]
+        if t_mono_s > t1 + self._max_extrapolate_s:
+            return None  # the link went quiet: do not guess where the belt is
+        rate = (c1 - c0) / (t1 - t0) if t1 > t0 else 0.0
+        return c1 + rate * (t_mono_s - t1)

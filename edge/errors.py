@@ -10,7 +10,8 @@ boundary, so the pipeline decides fail-safe behaviour on our types only::
     ├── BackendError         inference backend failed to load or to run
     ├── FrameError           a frame or item is corrupt, truncated or of the wrong shape
     ├── SourceError          a frame source stalled or vanished
-    └── PublishError         the outbox or broker connection failed in a way the caller must see
+    ├── PublishError         the outbox or broker connection failed in a way the caller must see
+    └── FirmwareError        (``firmware_bridge.errors``) transport, codec, link and command errors of the serial link
 """
 
 from __future__ import annotations

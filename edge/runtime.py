@@ -77,6 +77,29 @@ def build_source(cfg: EdgeConfig) -> FrameSource:
     return SimFrameSource(src, scanner, deadline)
 
 
+def build_camera(cfg: EdgeConfig, belt: Any | None) -> tuple[Any, CameraOverlay, str | None]:
+    """Exit-camera capture into a ring buffer and the overlay renderer; a missing calibration is a note, not
+    a failure (overlays then fall back to the X-ray image and say why)."""
+    from edge.camera import calibration
+    from edge.camera.capture import CameraCapture
+    from edge.camera.mapping import CameraMapper
+    from edge.camera.ring import FrameRing
+    from edge.stages.camera_overlay import CameraOverlayRenderer
+
+    assert cfg.camera is not None
+    ring = FrameRing(max(1, int(cfg.camera.fps * cfg.camera.ring_seconds)))
+    capture = CameraCapture(cfg.camera.device, ring, belt, reconnect_s=cfg.camera.reconnect_s)
+    note = None
+    mapper = None
+    try:
+        mapper = CameraMapper(calibration.load(cfg.camera.calibration_file))
+    except CalibrationError as exc:
+        note = f"exit camera not calibrated ({exc}); overlays drawn on the X-ray image"
+    if belt is None:
+        note = (note + "; " if note else "") + "no firmware link: camera frames have no belt position"
+    return capture, CameraOverlayRenderer(ring, mapper, cfg.camera), note
+
+
 def load_conditioner(cfg: EdgeConfig) -> tuple[Conditioner | None, str | None]:
     """The conditioner, or None and why (missing calibration makes items UNSCREENED, not the service die)."""
     try:
@@ -110,6 +133,7 @@ class Runtime:
     link: Any | None = None
     problems: list[str] = field(default_factory=list)
     started_mono: float = 0.0
+    camera: Any | None = None
 
     def health(self, now_mono: float) -> HealthSnapshot:
         """What the pipeline knows about itself now (the MQTT sink adds broker and outbox)."""
@@ -159,16 +183,27 @@ def build_runtime(cfg: EdgeConfig, source: FrameSource | None = None, extra_sink
     sinks.extend(extra_sinks)
     firmware = None
     tracker = None
+    belt = None
     if cfg.firmware is not None and link is None:
-        from edge.acquire import ItemTracker
-        from firmware_bridge.link import FirmwareLink, LinkSettings
+        from edge.acquire import BeltClock, ItemTracker
+        from firmware_bridge.link import FirmwareLink, LinkSettings, ReceivedEvent
         from firmware_bridge.transport import serial_opener
 
         tracker = ItemTracker(cfg.site.scanner_id, cfg.decide.deadline_s, lambda meta: None)
+        belt = BeltClock()
+
+        def on_event(event: ReceivedEvent) -> None:
+            belt.on_event(event)
+            tracker.on_event(event)
+
         firmware = FirmwareLink(serial_opener(cfg.firmware.port, cfg.firmware.baudrate),
-                                LinkSettings.from_config(cfg.firmware),
-                                on_event=tracker.on_event, on_state=tracker.on_state)
+                                LinkSettings.from_config(cfg.firmware), on_event=on_event, on_state=tracker.on_state)
         link = firmware.history
+    camera = None
+    if cfg.camera is not None and camera_overlay is None:
+        camera, camera_overlay, note = build_camera(cfg, belt)
+        if note:
+            problems.append(note)
     try:
         frame_source = source if source is not None else build_source(cfg)
     except (OSError, ValueError) as exc:
@@ -185,7 +220,7 @@ def build_runtime(cfg: EdgeConfig, source: FrameSource | None = None, extra_sink
     )
     if tracker is not None:
         tracker.announce_to(pipeline.announce)
-    return Runtime(cfg, pipeline, models, mqtt, audit, firmware, problems)
+    return Runtime(cfg, pipeline, models, mqtt, audit, firmware, problems, camera=camera)
 
 
 def ensure_dirs(paths: Sequence[Path]) -> None:

@@ -165,6 +165,8 @@ class Service:
             runtime.link.start()
             if not runtime.link.wait_until_up(5.0):
                 log.error("scanner link not up after 5 s; items will be UNSCREENED until it is")
+        if runtime.camera is not None:
+            runtime.camera.start()
         runtime.pipeline.start()
         state, text = self._current_state()
         self._notify.ready(f"{state.value}: {text}")
@@ -199,6 +201,8 @@ class Service:
         runtime.pipeline.stop(self._stop_timeout_s)
         if runtime.link is not None:
             runtime.link.close()
+        if runtime.camera is not None:
+            runtime.camera.stop()
         runtime.models.current.close()
         self._publish_report()
         if self._metrics is not None:

@@ -78,7 +78,17 @@ def check_link_timeout(cfg: EdgeConfig) -> list[tuple[Loc, str]]:
     return []
 
 
-CHECKS: tuple[Check, ...] = (check_reconnect_order, check_palette_order, check_link_timeout)
+def check_command_retry(cfg: EdgeConfig) -> list[tuple[Loc, str]]:
+    """A command retried no sooner than it times out is never retried."""
+    fw = cfg.firmware
+    if fw is not None and fw.command_retry_s >= fw.command_timeout_s:
+        return [(("firmware", "command_retry_s"),
+                 f"{fw.command_retry_s} is not below firmware.command_timeout_s ({fw.command_timeout_s}); "
+                 "expected command_retry_s < command_timeout_s")]
+    return []
+
+
+CHECKS: tuple[Check, ...] = (check_reconnect_order, check_palette_order, check_link_timeout, check_command_retry)
 
 
 def load_config(path: Path) -> EdgeConfig:

@@ -122,3 +122,9 @@ def test_secret_from_credentials_directory(tmp_path: Path, monkeypatch: pytest.M
         read_secret("mqtt.password_credential", None, "mqtt-password")
     with pytest.raises(ConfigError, match=r"mqtt.password_file: cannot read secret file"):
         read_secret("mqtt.password_file", tmp_path / "absent", None)
+
+
+def test_firmware_retry_must_be_below_timeout(tmp_path: Path) -> None:
+    path = _write(tmp_path, MINIMAL + "firmware:\n  port: /dev/ttyUSB0\n  command_retry_s: 2\n  command_timeout_s: 1\n")
+    assert _problems(path) == [f"{path}:8: firmware.command_retry_s: 2.0 is not below firmware.command_timeout_s "
+                               "(1.0); expected command_retry_s < command_timeout_s"]

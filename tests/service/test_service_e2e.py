@@ -134,3 +134,20 @@ def test_unavailable_accelerator_falls_back_to_cpu_and_degrades(tmp_path: Path, 
     assert [d.verdict for d in memory.decisions] != [Verdict.UNSCREENED]
     status = json.loads((tmp_path / "status.json").read_text())
     assert status["state"] == "degraded" and "NPU" in status["reason"]
+
+
+def test_missing_camera_never_blocks_decisions(tmp_path: Path, assets: Assets) -> None:
+    extra = (f"camera:\n  device: {tmp_path / 'no-such-camera.mp4'}\n"
+             f"  calibration_file: {tmp_path / 'no-camera-calibration.yaml'}\n")
+    cfg_path = write_config(tmp_path / "edge.yaml", detector=assets.detector, scorer=assets.scorer,
+                            flat=assets.flat, energy=assets.energy, state=tmp_path, items=2, extra=extra)
+    memory = MemorySink()
+    runtime = build_runtime(load_config(cfg_path), extra_sinks=[memory])
+    _run_until_idle(Service(cfg_path, runtime))
+    decisions = memory.decisions
+    assert len(decisions) == 2 and all(d.verdict is not Verdict.UNSCREENED for d in decisions)
+    for d in decisions:
+        assert d.overlay_jpeg is not None, "the X-ray overlay stands in for the camera's"
+        assert d.overlay_note is not None and "no belt position" in d.overlay_note
+    status = json.loads((tmp_path / "status.json").read_text())
+    assert status["state"] == "degraded" and "not calibrated" in status["reason"]
