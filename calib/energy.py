@@ -26,6 +26,7 @@ import numpy as np
 import typer
 from numpy.typing import NDArray
 
+from calib.paths import condition_path
 from edge.condition.calfile import atomic_write_yaml, read_yaml_mapping
 from edge.condition.zeff import (
     POWER_LAW_EXPONENT,
@@ -280,24 +281,8 @@ def validate_from_sim(seed: int, cal: EnergyCalibration, materials: Sequence[str
 
 
 def default_out(config: Path | None) -> Path:
-    """The energy-calibration path from the edge config (or the built-in default).
-
-    An invalid ``config`` prints every problem and exits with code 2.
-    """
-    from edge.config.condition import ConditionConfig
-
-    if config is None:
-        return ConditionConfig().energy_file
-    from edge.config import load_config
-    from edge.errors import ConfigError
-
-    try:
-        cfg = load_config(config)
-    except ConfigError as exc:
-        for problem in exc.problems:
-            typer.echo(problem, err=True)
-        raise typer.Exit(code=2) from None
-    return cfg.condition.energy_file
+    """The energy calibration path of ``config`` (see ``calib.paths.condition_path``)."""
+    return condition_path(config, "energy_file")
 
 
 def energy_command(

@@ -25,6 +25,7 @@ import numpy as np
 import typer
 from numpy.typing import NDArray
 
+from calib.paths import condition_path
 from edge.condition.calfile import atomic_write_bytes, atomic_write_yaml
 from edge.condition.flatfield import (
     FORMAT_VERSION,
@@ -98,7 +99,7 @@ def compute_flatfield(dark: ReferenceLines, air: ReferenceLines, source: str = "
 def save_flatfield(ff: FlatField, path: Path, lines: tuple[int, int] = (0, 0)) -> Path | None:
     """Write ``path`` (npz) and its YAML sidecar atomically; return where the previous npz was archived."""
     data = flatfield_npz_bytes(ff)
-    archived = atomic_write_bytes(path, data)
+    archived = atomic_write_bytes(path, data, keep_history=True)
     span = ff.air - ff.dark
     meta = {
         "format_version": FORMAT_VERSION,
@@ -174,24 +175,8 @@ def capture_from_sim(seed: int, lines: int) -> tuple[ReferenceLines, ReferenceLi
 
 
 def default_out(config: Path | None) -> Path:
-    """The flat-field path from the edge config (or the built-in default when no config is given).
-
-    An invalid ``config`` prints every problem and exits with code 2.
-    """
-    from edge.config.condition import ConditionConfig
-
-    if config is None:
-        return ConditionConfig().flatfield_file
-    from edge.config import load_config
-    from edge.errors import ConfigError
-
-    try:
-        cfg = load_config(config)
-    except ConfigError as exc:
-        for problem in exc.problems:
-            typer.echo(problem, err=True)
-        raise typer.Exit(code=2) from None
-    return cfg.condition.flatfield_file
+    """The flatfield calibration path of ``config`` (see ``calib.paths.condition_path``)."""
+    return condition_path(config, "flatfield_file")
 
 
 def flatfield_command(

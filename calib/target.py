@@ -9,9 +9,7 @@ renamed).
 
 from __future__ import annotations
 
-import os
 import struct
-import tempfile
 import zlib
 from dataclasses import asdict
 from pathlib import Path
@@ -23,6 +21,7 @@ import numpy.typing as npt
 import yaml
 
 from calib.detect import BoardSpec
+from edge.files import atomic_write_bytes
 from sim.target import TargetGeometry
 
 MM_PER_INCH = 25.4
@@ -50,19 +49,6 @@ def load_geometry(path: Path) -> TargetGeometry:
     if not isinstance(data, dict):
         raise ValueError(f"{path}: expected a mapping of target geometry")
     return geometry_from_dict(data)
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def print_layer(geometry: TargetGeometry, dpi: float, margin_mm: float = 15.0) -> npt.NDArray[np.uint8]:
@@ -166,6 +152,6 @@ def write_target(out_dir: Path, geometry: TargetGeometry, dpi: float = 300.0) ->
     }
     written = []
     for name, data in files.items():
-        _atomic_write(out / name, data)
+        atomic_write_bytes(out / name, data)
         written.append(out / name)
     return written

@@ -31,36 +31,32 @@ def _timestamp(record: logging.LogRecord) -> str:
     return f"{base}.{int(record.msecs):03d}Z"
 
 
+def _fields(formatter: logging.Formatter, record: logging.LogRecord) -> dict[str, Any]:
+    """The keys of one line: time, level, logger, message, the record's extras, and the exception if any."""
+    fields: dict[str, Any] = {
+        "ts": _timestamp(record),
+        "level": record.levelname.lower(),
+        "logger": record.name,
+        "msg": record.getMessage(),
+    }
+    fields.update(_extras(record))
+    if record.exc_info:
+        fields["exc"] = formatter.formatException(record.exc_info)
+    return fields
+
+
 class LogfmtFormatter(logging.Formatter):
     """``ts=… level=… logger=… msg="…" key=value …`` (extras appended; exceptions as one escaped field)."""
 
     def format(self, record: logging.LogRecord) -> str:
-        fields: dict[str, Any] = {
-            "ts": _timestamp(record),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "msg": record.getMessage(),
-        }
-        fields.update(_extras(record))
-        if record.exc_info:
-            fields["exc"] = self.formatException(record.exc_info)
-        return " ".join(f"{k}={_logfmt_value(v)}" for k, v in fields.items())
+        return " ".join(f"{k}={_logfmt_value(v)}" for k, v in _fields(self, record).items())
 
 
 class JsonFormatter(logging.Formatter):
     """One JSON object per line with the same keys as the logfmt form."""
 
     def format(self, record: logging.LogRecord) -> str:
-        fields: dict[str, Any] = {
-            "ts": _timestamp(record),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "msg": record.getMessage(),
-        }
-        fields.update(_extras(record))
-        if record.exc_info:
-            fields["exc"] = self.formatException(record.exc_info)
-        return json.dumps(fields, default=str)
+        return json.dumps(_fields(self, record), default=str)
 
 
 def setup_logging(level: str = "info", fmt: str = "logfmt", stream: TextIO | None = None) -> None:

@@ -15,9 +15,6 @@ This module must not touch cameras or compute calibrations.
 from __future__ import annotations
 
 import datetime as dt
-import os
-import shutil
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +24,7 @@ import numpy.typing as npt
 import yaml
 
 from edge.errors import CalibrationError
+from edge.files import atomic_write_bytes
 
 SCHEMA = "xray-edge/camera-calibration/1"
 FloatArray = npt.NDArray[np.float64]
@@ -220,25 +218,6 @@ def load(path: Path) -> CameraCalibration:
 
 def save(cal: CameraCalibration, path: Path) -> Path | None:
     """Write atomically; the file it replaces goes to ``history/``. Returns the history copy, if any."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    kept: Path | None = None
-    if path.exists():
-        hist = path.parent / "history"
-        hist.mkdir(exist_ok=True)
-        stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%fZ")
-        kept = hist / f"{path.stem}-{stamp}{path.suffix}"
-        shutil.copy2(path, kept)
     text = "# exit-camera calibration, written by `edge calibrate`; do not edit by hand\n"
     text += yaml.safe_dump(to_dict(cal), sort_keys=False, default_flow_style=None, width=120)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return kept
+    return atomic_write_bytes(Path(path), text.encode("utf-8"), keep_history=True)

@@ -10,49 +10,15 @@ Must not: be called on the hot path, or write anywhere but the given path and it
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from edge.errors import CalibrationError
+from edge.files import atomic_write_bytes, history_dir
 
-
-def history_dir(path: Path) -> Path:
-    """Where superseded versions of ``path`` are kept."""
-    return path.parent / "history"
-
-
-def atomic_write_bytes(path: Path, data: bytes, *, keep_history: bool = True) -> Path | None:
-    """Replace ``path`` by ``data`` atomically; return where the previous version was archived (if any)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    archived: Path | None = None
-    if keep_history and path.exists():
-        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
-        hist = history_dir(path)
-        hist.mkdir(parents=True, exist_ok=True)
-        archived = hist / f"{path.stem}.{stamp}{path.suffix}"
-        shutil.copy2(path, archived)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-    return archived
+__all__ = ["atomic_write_bytes", "atomic_write_yaml", "history_dir", "read_yaml_mapping", "require"]
 
 
 def atomic_write_yaml(path: Path, document: dict[str, Any], *, keep_history: bool = True) -> Path | None:

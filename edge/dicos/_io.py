@@ -7,11 +7,12 @@ it was not asked to write into.
 from __future__ import annotations
 
 import io
-import os
 from pathlib import Path
 
 from pydicom.dataset import Dataset
 from pydicom.filewriter import dcmwrite
+
+from edge.files import atomic_write_bytes
 
 
 def encode(ds: Dataset) -> bytes:
@@ -22,23 +23,11 @@ def encode(ds: Dataset) -> bytes:
 
 
 def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to a temporary file beside ``path``, fsync it, then rename over ``path``.
+    """Replace ``path`` by ``data`` atomically (temporary file, fsync, rename, directory fsync).
 
-    The rename is atomic on POSIX within one filesystem, so an audit store or a spool watcher sees either
-    the old file or the whole new one. The directory must exist (``FileNotFoundError`` otherwise).
+    The directory must exist (``FileNotFoundError`` otherwise): DICOS output never creates folders it was not
+    asked to write into.
     """
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    if not path.parent.is_dir():
+        raise FileNotFoundError(f"directory {path.parent} does not exist")
+    atomic_write_bytes(path, data)

@@ -20,20 +20,12 @@ from pathlib import Path
 import numpy as np
 
 from edge.config.audit import AuditConfig
+from edge.files import atomic_write_bytes
 from edge.publish.payloads import decision_payload
 from edge.publish.topics import RecordKind
 from edge.records import Decision, RawItem
 
 log = logging.getLogger(__name__)
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
 
 
 class AuditStore:
@@ -59,8 +51,8 @@ class AuditStore:
         day = self._day_dir(decision.decided_wall)
         body = decision_payload(decision, self._site_id, RecordKind.ITEM, None, None, decision.overlay_note)
         if decision.overlay_jpeg is not None:
-            _atomic_write(day / f"{decision.item_id}.jpg", decision.overlay_jpeg)
-        _atomic_write(day / f"{decision.item_id}.json", json.dumps(body, sort_keys=True).encode())
+            atomic_write_bytes(day / f"{decision.item_id}.jpg", decision.overlay_jpeg)
+        atomic_write_bytes(day / f"{decision.item_id}.json", json.dumps(body, sort_keys=True).encode())
         with self._lock:
             self._since_prune += 1
             due = self._since_prune >= self._prune_every
