@@ -117,8 +117,10 @@ def demo(
     models: Path = typer.Option(REFERENCE_MODELS, "--models",
                                 help="folder holding detector-agnostic/ and scorer-stfpm/ bundles"),
 ) -> None:
-    """Run everything on this machine: virtual scanner and firmware, calibrations, the service with the
-    reference bundles, a private MQTT broker, and a subscriber printing each decision.
+    """Run everything here: virtual scanner and firmware, calibrations, the service, a broker, a subscriber.
+
+    The service screens with the reference bundles in models/ and the subscriber prints each decision and saves
+    the overlay pictures.
 
     Example: edge demo --items 20 --out /tmp/xray-edge-demo
     """
