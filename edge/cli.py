@@ -14,6 +14,7 @@ from calib.cli import calibrate_app
 from edge.config import DEFAULT_CONFIG_PATH, load_config
 from edge.dicos.cli import dicos_app
 from edge.errors import ConfigError
+from edge.eval.cli import eval_command
 from edge.watch import watch
 from firmware_bridge.cli import firmware as sim_firmware
 from sim.cli import sim_app
@@ -33,6 +34,7 @@ app.add_typer(calibrate_app, name="calibrate")
 app.command(name="watch")(watch)
 sim_app.command("firmware")(sim_firmware)
 app.add_typer(sim_app, name="sim")
+app.command(name="eval")(eval_command)
 
 
 @app.command()
