@@ -33,11 +33,16 @@ class LoadedModel:
 
     @property
     def threshold(self) -> float:
-        """The bundle's decision threshold (``thresholds.score``), set on benign validation data."""
-        try:
-            return float(self.bundle.manifest.thresholds["score"])
-        except KeyError as exc:
-            raise BundleError(f"bundle {self.bundle.manifest.name} has no 'score' threshold") from exc
+        """The bundle's decision threshold (``thresholds.score``), set on benign validation data.
+
+        A benign/anomaly classifier without one decides by its argmax, i.e. anomaly probability >= 0.5.
+        """
+        thresholds = self.bundle.manifest.thresholds
+        if "score" in thresholds:
+            return float(thresholds["score"])
+        if self.bundle.role is Role.CLASSIFIER:
+            return 0.5
+        raise BundleError(f"bundle {self.bundle.manifest.name} has no 'score' threshold")
 
 
 @dataclass(frozen=True, slots=True)

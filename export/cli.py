@@ -333,6 +333,15 @@ def import_anomalib(
         typer.echo(format_report(result.manifest.parity))
 
 
+def _mount_training() -> None:
+    from export.recipes.cli import app as train_app
+
+    app.add_typer(train_app, name="train", help="Train the reference models on the virtual scanner (docs/models.md).")
+
+
+_mount_training()
+
+
 def main() -> None:
     """Console-script entry point ``edge-export``."""
     import logging

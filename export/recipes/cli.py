@@ -1,0 +1,376 @@
+"""``edge-export train …``: simulate the training cache, train the reference models, evaluate, pack bundles.
+
+Thin typer wiring over :mod:`export.recipes.simdata`, :mod:`export.recipes.detector`,
+:mod:`export.recipes.scorer`, :mod:`export.recipes.evaluate` and :mod:`export.recipes.pack`. Long work prints
+progress to stderr; checkpoints make training resumable (run the same command again). A whole retrain::
+
+    edge-export train simulate --out /tmp/xray-recipes/sim-train --items 1000 --first 0
+    edge-export train detector --data /tmp/xray-recipes/sim-train --ckpt /tmp/xray-recipes/det.pt --steps 1500
+    edge-export train pack-detector --ckpt /tmp/xray-recipes/det.pt --calib /tmp/xray-recipes/sim-val \
+        -o models/detector-agnostic
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+app = typer.Typer(name="train", help="Train the reference detector and scorers on the virtual scanner and pack them.",
+                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+
+
+def _say(msg: str) -> None:
+    typer.echo(f"train: {msg}", err=True)
+
+
+@app.command()
+def simulate(
+    out: Path = typer.Option(..., "--out", "-o", help="cache folder for det_*.npz / crops_*.npz shards"),
+    items: int = typer.Option(..., help="number of items to simulate"),
+    first: int = typer.Option(0, help="global index of the first item (item i always uses seed (7, i))"),
+    threat_rate: float = typer.Option(0.3, help="probability that an item carries a threat"),
+    shard_size: int = typer.Option(50, help="items per shard (a shard is the unit of resumption)"),
+    workers: int = typer.Option(2, help="parallel simulation processes"),
+) -> None:
+    """Simulate, condition and compose items into a resumable cache (existing shards are kept).
+
+    Example: edge-export train simulate --out /tmp/xray-recipes/sim-train --items 1000 --first 0
+    """
+    from export.recipes.simdata import generate
+
+    generate(out, items, first, threat_rate, shard_size, workers, progress=_say)
+
+
+@app.command()
+def detector(
+    data: Path = typer.Option(..., help="training cache folder (from `train simulate`)"),
+    ckpt: Path = typer.Option(..., help="checkpoint file; training resumes from it when it exists"),
+    steps: int = typer.Option(1500, help="optimiser steps"),
+    batch: int = typer.Option(8, help="images per step"),
+    lr: float = typer.Option(2e-3, help="peak learning rate (one-cycle)"),
+    size: int = typer.Option(320, help="model input size (square, letterboxed)"),
+    channels: str = typer.Option("pc", help="input channels: pc (pseudo-colour) or h (high-energy grey)"),
+    seed: int = typer.Option(0, help="random seed"),
+    init: str = typer.Option("", help="checkpoint to start from (fine-tuning), used only without --ckpt file"),
+    threads: int = typer.Option(1, help="torch threads"),
+) -> None:
+    """Train the class-agnostic (OLN-style) detector.
+
+    Example: edge-export train detector --data /tmp/xray-recipes/sim-train --ckpt /tmp/xray-recipes/det.pt
+    --steps 1500
+    """
+    from export.recipes.detector import TrainConfig, train
+    from export.recipes.simdata import load_det
+
+    _say(f"loading {data} …")
+    ds = load_det(data)
+    _say(f"{len(ds.images)} items, {sum(len(b) for b in ds.boxes)} boxes")
+    train(ds, ckpt, TrainConfig(steps=steps, batch=batch, lr=lr, seed=seed, channels=channels, size=size,
+                                init=init, threads=threads), progress=_say)
+
+
+def _detector_fn(model: object) -> object:
+    import numpy as np
+    import torch
+
+    def run(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        with torch.inference_mode():
+            b, s = model(torch.from_numpy(x))  # type: ignore[operator]
+        return b.numpy(), s.numpy()
+    return run
+
+
+@app.command("eval-detector")
+def eval_detector(
+    ckpt: Path = typer.Option(..., help="detector checkpoint"),
+    data: Path = typer.Option(..., help="held-out cache folder (e.g. sim-val)"),
+    threshold: float = typer.Option(0.05, help="score threshold before NMS (low for AR/mAP)"),
+    nms_iou: float = typer.Option(0.5, help="NMS IoU"),
+    real_threshold: float = typer.Option(0.05, help="score threshold for the real-image recall (top 20 kept)"),
+) -> None:
+    """AR@100 / mAP (pycocotools) on a held-out sim cache and recall@IoU0.5 (≤20 proposals) on real images.
+
+    Example: edge-export train eval-detector --ckpt /tmp/xray-recipes/det.pt --data /tmp/xray-recipes/sim-val
+    """
+    import json
+
+    import numpy as np
+    import torch
+
+    from export.recipes import detector as det
+    from export.recipes.evaluate import (
+        coco_metrics,
+        iou_matrix,
+        postprocess,
+        real_images,
+        real_recall,
+        realdata_root,
+        recall_at,
+    )
+    from export.recipes.simdata import load_det
+
+    state = torch.load(ckpt, weights_only=False)
+    cfg: det.TrainConfig = state["config"]
+    model = det.build(ckpt, 3 if cfg.channels == "pc" else 1, cfg.width, cfg.fpn)
+    run = _detector_fn(model)
+    ds = load_det(data)
+    scale = cfg.size / ds.images.shape[-1]
+    dets: list[tuple[np.ndarray, np.ndarray]] = []
+    for i in range(0, len(ds.images), 16):
+        x = np.stack([det.plain(im, cfg.channels, cfg.size) for im in ds.images[i:i + 16]])
+        b, s = run(x)  # type: ignore[operator]
+        dets.extend(postprocess(b[k], s[k], threshold, nms_iou, 100) for k in range(len(x)))
+    gts = [g * scale for g in ds.boxes]
+    m = coco_metrics(gts, dets)
+    m["recall50@20"] = recall_at(gts, [d[0][:20] for d in dets])
+    out: dict[str, object] = {"sim": m, "items": len(gts), "boxes": int(sum(len(g) for g in gts))}
+    sweep = {}
+    for t in (0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5):
+        kept = [postprocess(b, s, t, nms_iou, 32)[0] for b, s in dets]
+        rec = recall_at(gts, kept)
+        n = sum(len(k) for k in kept)
+        prec = sum(int((iou_matrix(k, g).max(axis=1) >= 0.5).sum()) for k, g in zip(kept, gts, strict=True)
+                   if len(k) and len(g)) / max(n, 1)
+        sweep[t] = {"recall50": round(rec, 3), "precision50": round(prec, 3), "dets_per_gt": round(n / max(
+            sum(len(g) for g in gts), 1), 2)}
+    out["threshold_sweep"] = sweep
+    root = realdata_root()
+    if root.is_dir():
+        contract = det.contract(cfg.channels, cfg.size)
+        real = real_images(root, as_pseudo_colour=cfg.channels == "pc")
+        out["real"] = real_recall(run, contract, real, real_threshold, nms_iou, 20)  # type: ignore[arg-type]
+    typer.echo(json.dumps(out, indent=1))
+
+
+@app.command("pack-detector")
+def pack_detector(
+    ckpt: Path = typer.Option(..., help="detector checkpoint"),
+    calib: Path = typer.Option(..., help="cache folder whose items calibrate INT8 and check parity"),
+    out: Path = typer.Option(..., "--out", "-o", help="bundle folder (replaced)"),
+    threshold: float = typer.Option(0.3, help="bundle score threshold (runtime drops candidates below it)"),
+    nms_iou: float = typer.Option(0.5, help="bundle NMS IoU"),
+    name: str = typer.Option("detector-agnostic", help="bundle name"),
+    version: str = typer.Option("1.0", help="bundle version"),
+    notes: str = typer.Option("", help="notes for the manifest (e.g. measured figures)"),
+    fp32_rtol: float = typer.Option(1e-3, help="FP32 parity tolerance (ONNX Runtime's convolutions differ by ~3e-4 "
+                                              "on the scores)"),
+    int8_max_drop: float = typer.Option(0.02, help="INT8 accepted when at most this fraction of the candidates' "
+                                                   "threshold decisions differ from FP32"),
+) -> None:
+    """Export the detector (ONNX FP32, OpenVINO FP32 + INT8), verify parity and write the bundle.
+
+    Example: edge-export train pack-detector --ckpt /tmp/xray-recipes/det.pt --calib /tmp/xray-recipes/sim-val
+    -o models/detector-agnostic
+    """
+    import numpy as np
+    import torch
+
+    from edge.bundles.manifest import ScoreNormalisation
+    from edge.bundles.outputs import Role
+    from export.recipes import detector as det
+    from export.recipes.pack import pack
+    from export.recipes.simdata import load_det
+
+    state = torch.load(ckpt, weights_only=False)
+    cfg: det.TrainConfig = state["config"]
+    model = det.build(ckpt, 3 if cfg.channels == "pc" else 1, cfg.width, cfg.fpn)
+    ds = load_det(calib, limit=150)
+    x = np.stack([det.plain(im, cfg.channels, cfg.size) for im in ds.images[:150]])
+    bundle = pack(model, Role.DETECTOR, det.contract(cfg.channels, cfg.size), {"score": threshold, "nms_iou": nms_iou},
+                  ScoreNormalisation(), x[:110], x[110:150], out, name, version,
+                  training_data=f"virtual scanner (sim/), scanner seed 7, {cfg.steps} steps x {cfg.batch} items "
+                                f"from the sim-train cache (items 0..999, threat rate 0.3), seed {cfg.seed}; "
+                                "palette/contrast/noise/scale/flip augmentation; no real images",
+                  notes=notes or "class-agnostic OLN-style detector (centerness x IoU quality, no classes); "
+                                 "see docs/models.md", progress=_say, fp32_rtol=fp32_rtol,
+                  int8_max_drop=int8_max_drop)
+    _say(f"wrote {out} ({bundle.manifest.name} {bundle.manifest.version})")
+
+
+@app.command()
+def scorer(
+    data: Path = typer.Option(..., help="training cache folder (benign crops are taken from it)"),
+    val: Path = typer.Option(..., help="validation cache: benign crops set the threshold"),
+    ckpt_dir: Path = typer.Option(..., help="folder for teacher/student checkpoints (resumable)"),
+    out: Path | None = typer.Option(None, "--out", "-o", help="bundle folder to write (replaced)"),
+    test: Path | None = typer.Option(None, help="threat test cache for the seed-000 table"),
+    teacher_steps: int = typer.Option(1500, help="backbone (kind classifier) steps"),
+    student_steps: int = typer.Option(2000, help="STFPM student steps"),
+    batch: int = typer.Option(64, help="crops per step"),
+    seed: int = typer.Option(0, help="random seed"),
+    threads: int = typer.Option(1, help="torch threads"),
+    version: str = typer.Option("1.0", help="bundle version"),
+    int8_max_drop: float = typer.Option(0.01, help="INT8 accepted when at most this fraction of validation "
+                                                   "decisions differ from FP32"),
+) -> None:
+    """Train the from-scratch backbone and the STFPM scorer on benign crops; threshold, evaluate and pack.
+
+    Example: edge-export train scorer --data /tmp/xray-recipes/sim-train --val /tmp/xray-recipes/sim-val
+    --test /tmp/xray-recipes/sim-test --ckpt-dir /tmp/xray-recipes/scorer -o models/scorer-stfpm
+    """
+    from export.recipes import scorer as sc
+    from export.recipes.simdata import load_crops
+
+    cfg = sc.ScorerConfig(teacher_steps=teacher_steps, student_steps=student_steps, batch=batch, seed=seed,
+                          threads=threads)
+    tr = load_crops(data)
+    tr = tr.select(sc.benign_training_mask(tr))
+    _say(f"{len(tr.crops)} benign training crops, {len(set(tr.kind.tolist()))} kinds")
+    x = sc.crop_inputs(tr)
+    teacher, names = sc.train_teacher(x, tr.kind, ckpt_dir / "teacher.pt", cfg, _say)
+    model = sc.train_student(teacher, x, ckpt_dir / "student.pt", cfg, _say)
+    _finish_scorer(model, "scorer-stfpm", val, test, out, version,
+                   training_data=f"{len(x)} benign object crops (hlz 64x64) from the sim-train cache (virtual "
+                                 f"scanner, items 0..999), teacher = {len(names)}-kind classifier trained from "
+                                 f"scratch ({teacher_steps} steps), student {student_steps} steps, seed {seed}; "
+                                 "threshold = 95th percentile of benign validation objects (sim items "
+                                 "1000000..1000149)",
+                   notes="STFPM student-teacher; raw map/score normalised 'centred' so the threshold maps to 0.5; "
+                         f"INT8 accepted at >= {1 - int8_max_drop:.2f} decision agreement; see docs/models.md",
+                   int8_max_drop=int8_max_drop)
+
+
+@app.command()
+def padim(
+    val: Path = typer.Option(..., help="validation cache: benign crops set the threshold"),
+    ckpt_dir: Path = typer.Option(..., help="folder holding teacher.pt from `train scorer`"),
+    data: Path = typer.Option(..., help="training cache folder (benign crops fit the Gaussian)"),
+    out: Path | None = typer.Option(None, "--out", "-o", help="bundle folder to write (replaced)"),
+    test: Path | None = typer.Option(None, help="threat test cache for the seed-000 table"),
+    max_crops: int = typer.Option(4000, help="benign crops used for the fit at most"),
+    version: str = typer.Option("1.0", help="bundle version"),
+) -> None:
+    """Fit the PaDiM-style Gaussian scorer (plain numpy) on the STFPM teacher's features; threshold, pack.
+
+    Example: edge-export train padim --data /tmp/xray-recipes/sim-train --val /tmp/xray-recipes/sim-val
+    --ckpt-dir /tmp/xray-recipes/scorer --test /tmp/xray-recipes/sim-test -o models/scorer-padim
+    """
+    import numpy as np
+
+    from export.recipes import padim as pd
+    from export.recipes import scorer as sc
+    from export.recipes.simdata import load_crops
+
+    teacher, _ = sc.train_teacher(np.zeros((0, 3, 64, 64), np.float32), np.zeros(0, str), ckpt_dir / "teacher.pt",
+                                  sc.ScorerConfig(), _say)
+    embedder = pd.Embedder(sc.Backbone(3, 0), pd.channel_subset())
+    embedder.backbone.load_state_dict(teacher.state_dict(), strict=False)
+    embedder.eval()
+    tr = load_crops(data)
+    tr = tr.select(sc.benign_training_mask(tr))
+    x = sc.crop_inputs(tr)[:max_crops]
+    _say(f"embedding {len(x)} benign crops …")
+    mean, inv_cov = pd.fit_gaussian(pd.embeddings(embedder, x))
+    model = pd.PadimScorer(embedder, mean, inv_cov).eval()
+    _finish_scorer(model, "scorer-padim", val, test, out, version,
+                   training_data=f"Gaussian fitted (numpy) on {len(x)} benign object crops (hlz 64x64) from the "
+                                 "sim-train cache; features = STFPM teacher stages 2+3, "
+                                 f"{pd.EMBED_DIM} random channels (seed {pd.EMBED_SEED}); threshold = 95th percentile "
+                                 "of benign validation objects (sim items 1000000..1000149)",
+                   notes="PaDiM-style; Gaussian kept in initialisers padim_mean / padim_inv_cov so a site can refit "
+                         "it in numpy (export.recipes.padim.replace_gaussian); see docs/models.md")
+
+
+def _finish_scorer(model: object, name: str, val: Path, test: Path | None, out: Path | None, version: str,
+                   training_data: str, notes: str, int8_max_drop: float = 0.01) -> None:
+    """Threshold on benign validation objects, seed-000 table on the test cache, pack the bundle."""
+    import json
+
+    import numpy as np
+
+    from edge.bundles.manifest import NormalisationKind, ScoreNormalisation
+    from edge.bundles.outputs import Role
+    from export.recipes import scorer as sc
+    from export.recipes.evaluate import item_table, object_table
+    from export.recipes.pack import pack
+    from export.recipes.simdata import load_crops
+
+    va = load_crops(val)
+    vb = va.select(sc.benign_training_mask(va))
+    vs = sc.raw_scores(model, sc.crop_inputs(vb))  # type: ignore[arg-type]
+    thr = float(np.quantile(vs, 0.95))
+    low = float(vs.min())
+    norm = ScoreNormalisation(NormalisationKind.CENTRED, low, low + 2 * (thr - low), thr)
+    report: dict[str, object] = {"bundle": name, "raw_threshold": thr, "benign_val_objects": len(vs),
+                                 "normalisation": {"low": norm.low, "high": norm.high, "centre": norm.centre}}
+    if test is not None:
+        te = load_crops(test)
+        ts = norm.apply(sc.raw_scores(model, sc.crop_inputs(te)))  # type: ignore[arg-type]
+        labels = {int(i): bool(t) for i, t in zip(te.item, te.item_threat, strict=True)}
+        report["item"] = item_table(ts, te.item, labels, 0.5)
+        report["object"] = object_table(ts, te.threat, 0.5)
+        # item-level threshold that tags 95% of benign items benign (seed 000's operating point)
+        vi = {int(i): bool(t) for i, t in zip(va.item, va.item_threat, strict=True)}
+        vall = norm.apply(sc.raw_scores(model, sc.crop_inputs(va)))  # type: ignore[arg-type]
+        item_max = np.array([vall[va.item == i].max() for i, t in vi.items() if not t])
+        t95 = float(np.quantile(item_max, 0.95))
+        report["item_threshold_95"] = t95
+        report["item_at_item_threshold"] = item_table(ts, te.item, labels, t95)
+    typer.echo(json.dumps(report, indent=1))
+    if out is not None:
+        calib = sc.crop_inputs(vb)
+        sel = np.random.default_rng(0).permutation(len(calib))
+        pack(model, Role.SCORER, sc.contract(), {"score": 0.5}, norm, calib[sel[:256]],  # type: ignore[arg-type]
+             calib[sel[256:384]], out, name, version, training_data=training_data, notes=notes, progress=_say,
+             int8_max_drop=int8_max_drop)
+
+
+@app.command()
+def classifier(
+    data: Path = typer.Option(..., help="training cache folder (benign and threat crops, labelled)"),
+    ckpt_dir: Path = typer.Option(..., help="folder for classifier.pt (and teacher.pt to start from, if present)"),
+    test: Path | None = typer.Option(None, help="threat test cache for the seed-000 table"),
+    out: Path | None = typer.Option(None, "--out", "-o", help="bundle folder to write (replaced)"),
+    calib: Path | None = typer.Option(None, help="cache whose crops calibrate INT8 and check parity (e.g. sim-val)"),
+    steps: int = typer.Option(600, help="optimiser steps"),
+    batch: int = typer.Option(64, help="crops per step (half threats)"),
+    version: str = typer.Option("1.0", help="bundle version"),
+) -> None:
+    """Supervised benign/anomaly object classifier (for comparison with the benign-only scorers).
+
+    Example: edge-export train classifier --data /tmp/xray-recipes/sim-train --ckpt-dir /tmp/xray-recipes/scorer
+    --test /tmp/xray-recipes/sim-test --calib /tmp/xray-recipes/sim-val -o models/classifier-threat
+    """
+    import json
+
+    import numpy as np
+    import torch
+
+    from edge.bundles.manifest import ScoreNormalisation
+    from edge.bundles.outputs import Role
+    from export.recipes import scorer as sc
+    from export.recipes.evaluate import item_table, object_table
+    from export.recipes.pack import pack
+    from export.recipes.simdata import load_crops
+
+    tr = load_crops(data)
+    keep = tr.threat | ~tr.tainted
+    tr = tr.select(keep)
+    init = None
+    if (ckpt_dir / "teacher.pt").is_file():
+        state = torch.load(ckpt_dir / "teacher.pt", weights_only=False)
+        init = sc.Backbone(3, len(state["names"]))
+        init.load_state_dict(state["model"])
+    cfg = sc.ScorerConfig(teacher_steps=steps, batch=batch)
+    _say(f"{int(tr.threat.sum())} threat and {int((~tr.threat).sum())} benign training crops")
+    model = sc.train_classifier(sc.crop_inputs(tr), tr.threat, ckpt_dir / "classifier.pt", cfg, init, _say)
+    report: dict[str, object] = {"bundle": "classifier-threat"}
+    if test is not None:
+        te = load_crops(test)
+        with torch.inference_mode():
+            p = np.concatenate([model(torch.from_numpy(b)).numpy()[:, 1]
+                                for b in np.array_split(sc.crop_inputs(te), max(1, len(te.crops) // 256))])
+        labels = {int(i): bool(t) for i, t in zip(te.item, te.item_threat, strict=True)}
+        report["item"] = item_table(p, te.item, labels, 0.5)
+        report["object"] = object_table(p, te.threat, 0.5)
+    typer.echo(json.dumps(report, indent=1))
+    if out is not None and calib is not None:
+        cx = sc.crop_inputs(load_crops(calib))
+        sel = np.random.default_rng(0).permutation(len(cx))
+        pack(model, Role.CLASSIFIER, sc.contract(), {}, ScoreNormalisation(), cx[sel[:256]], cx[sel[256:384]], out,
+             "classifier-threat", version, classes=("benign", "anomaly"),
+             training_data=f"{len(tr.crops)} labelled object crops (hlz 64x64; {int(tr.threat.sum())} threats) from "
+                           f"the sim-train cache, class-balanced batches, {steps} steps from the STFPM teacher",
+             notes="supervised benign/anomaly classifier for comparison (seed 001 second stage); threats of the "
+                   "kinds in sim/threats.py only; see docs/models.md", progress=_say)

@@ -1,0 +1,353 @@
+"""Class-agnostic object detector (OLN-style, seed 000 §3.1): small CNN + FPN + FCOS-like head, no classes.
+
+Where it sits: trained here on the virtual-scanner cache (:mod:`export.recipes.simdata`), exported with the
+toolchain into a ``detector`` bundle. Objectness is learned purely as localisation quality, as in OLN: a
+centerness branch and an IoU branch, both regressed with L1 losses, so that kinds never seen in training
+are still found; the score is ``sqrt(centerness * iou)``. Background locations regress centerness to 0
+(a quality target, not a class). Box regression uses a GIoU loss on positives (FCOS assignment: centre
+sampling, one FPN level per size range, smallest box wins).
+
+forward(input (N, C, S, S)) → boxes (N, K, 4) xyxy in input pixels, scores (N, K) in [0, 1], as the
+runtime's detect stage expects (it thresholds, maps back through the composer geometry and runs NMS).
+
+Must not: classify, or be imported by the runtime.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from numpy.typing import NDArray
+from torch import nn
+
+from edge.contracts import Channel, InputContract, ResizePolicy
+from export.recipes.simdata import DET_SIZE, DetSet
+
+STRIDES = (8, 16, 32)
+PC_MEAN, PC_STD = 0.5, 0.25
+
+
+def contract(channels: str = "pc", size: int = DET_SIZE) -> InputContract:
+    """The detector's input: whole item letterboxed to ``size`` (air padding), normalised (x - 0.5) / 0.25."""
+    ch = tuple(Channel(c) for c in channels.split(","))
+    n = sum(c.width for c in ch)
+    return InputContract(channels=ch, height=size, width=size, resize=ResizePolicy.LETTERBOX,
+                         mean=(PC_MEAN,) * n, std=(PC_STD,) * n)
+
+
+def _cbr(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+
+
+class AgnosticDetector(nn.Module):
+    """Backbone (strides 2..32) → FPN P3–P5 → shared head: ltrb distances, centerness, IoU quality."""
+
+    def __init__(self, in_channels: int = 3, width: int = 32, fpn: int = 64) -> None:
+        super().__init__()
+        w = width
+        self.stem = nn.Sequential(_cbr(in_channels, w // 2, 2), _cbr(w // 2, w, 2), _cbr(w, w))  # /4
+        self.c3 = nn.Sequential(_cbr(w, 2 * w, 2), _cbr(2 * w, 2 * w))  # /8
+        self.c4 = nn.Sequential(_cbr(2 * w, 3 * w, 2), _cbr(3 * w, 3 * w))  # /16
+        self.c5 = nn.Sequential(_cbr(3 * w, 4 * w, 2), _cbr(4 * w, 4 * w))  # /32
+        self.lat = nn.ModuleList([nn.Conv2d(c, fpn, 1) for c in (2 * w, 3 * w, 4 * w)])
+        self.smooth = nn.ModuleList([_cbr(fpn, fpn) for _ in STRIDES])
+        self.tower = nn.Sequential(_cbr(fpn, fpn), _cbr(fpn, fpn))
+        self.reg = nn.Conv2d(fpn, 4, 3, 1, 1)
+        self.ctr = nn.Conv2d(fpn, 1, 3, 1, 1)
+        self.iou = nn.Conv2d(fpn, 1, 3, 1, 1)
+        self.scales = nn.Parameter(torch.ones(len(STRIDES)))
+        nn.init.constant_(self.ctr.bias, -2.0)  # type: ignore[arg-type]
+        nn.init.constant_(self.iou.bias, 0.0)  # type: ignore[arg-type]
+
+    def raw(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(ltrb distances (N, K, 4) px, centerness logits (N, K), IoU logits (N, K), centres (K, 2))."""
+        c3 = self.c3(self.stem(x))
+        c4 = self.c4(c3)
+        c5 = self.c5(c4)
+        p5 = self.lat[2](c5)
+        p4 = self.lat[1](c4) + F.interpolate(p5, size=c4.shape[-2:], mode="nearest")
+        p3 = self.lat[0](c3) + F.interpolate(p4, size=c3.shape[-2:], mode="nearest")
+        regs, ctrs, ious, centres = [], [], [], []
+        for k, (p, s) in enumerate(zip((p3, p4, p5), STRIDES, strict=True)):
+            f = self.tower(self.smooth[k](p))
+            _, _, gh, gw = f.shape
+            d = torch.exp((self.reg(f) * self.scales[k]).clamp(-6.0, 6.0)) * s
+            regs.append(d.flatten(2).transpose(1, 2))
+            ctrs.append(self.ctr(f).flatten(1))
+            ious.append(self.iou(f).flatten(1))
+            ys = (torch.arange(gh, dtype=f.dtype) + 0.5) * s
+            xs = (torch.arange(gw, dtype=f.dtype) + 0.5) * s
+            cy = ys.view(gh, 1).expand(gh, gw).reshape(-1)
+            cx = xs.view(1, gw).expand(gh, gw).reshape(-1)
+            centres.append(torch.stack([cx, cy], dim=1))
+        return torch.cat(regs, 1), torch.cat(ctrs, 1), torch.cat(ious, 1), torch.cat(centres, 0)
+
+    def forward(self, input: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        d, ctr, iou, c = self.raw(input)
+        boxes = torch.cat([c[None], c[None]], dim=-1) + d * torch.tensor([-1.0, -1.0, 1.0, 1.0])
+        scores = torch.sqrt(torch.sigmoid(ctr) * torch.sigmoid(iou))
+        return boxes, scores
+
+
+def level_of_locations(size: int) -> torch.Tensor:
+    """Stride of each location in output order."""
+    return torch.cat([torch.full(((size // s) * (size // s),), float(s)) for s in STRIDES])
+
+
+def size_ranges(size: int) -> list[tuple[float, float]]:
+    """Max-ltrb range each level regresses, scaled to the input size (FCOS: 64/128 at ~800 px → 48/96 at 384)."""
+    a = size / 8.0
+    return [(0.0, a), (a, 2 * a), (2 * a, math.inf)]
+
+
+def assign(centres: torch.Tensor, strides: torch.Tensor, gt: torch.Tensor, size: int,
+           radius: float = 1.5) -> tuple[torch.Tensor, torch.Tensor]:
+    """FCOS targets for one image: (matched GT index per location or -1, ltrb targets (K, 4))."""
+    k = centres.shape[0]
+    if gt.numel() == 0:
+        return torch.full((k,), -1, dtype=torch.long), torch.zeros(k, 4)
+    x, y = centres[:, 0:1], centres[:, 1:2]
+    ltrb = torch.stack([x - gt[:, 0], y - gt[:, 1], gt[:, 2] - x, gt[:, 3] - y], dim=2)  # (K, G, 4)
+    inside = ltrb.min(dim=2).values > 0
+    gcx, gcy = (gt[:, 0] + gt[:, 2]) / 2, (gt[:, 1] + gt[:, 3]) / 2
+    r = strides[:, None] * radius
+    near = ((x - gcx).abs() < r) & ((y - gcy).abs() < r)
+    maxd = ltrb.max(dim=2).values
+    lo = torch.zeros(k)
+    hi = torch.zeros(k)
+    ranges = size_ranges(size)
+    for s, (a, b) in zip(STRIDES, ranges, strict=True):
+        sel = strides == s
+        lo[sel], hi[sel] = a, b
+    in_range = (maxd >= lo[:, None]) & (maxd <= hi[:, None])
+    area = ((gt[:, 2] - gt[:, 0]) * (gt[:, 3] - gt[:, 1]))[None, :].expand(k, -1)
+    ok = inside & near & in_range
+    area = torch.where(ok, area, torch.full_like(area, math.inf))
+    best_area, idx = area.min(dim=1)
+    idx = torch.where(torch.isfinite(best_area), idx, torch.full_like(idx, -1))
+    target = ltrb[torch.arange(k), idx.clamp(min=0)]
+    return idx, target
+
+
+def _iou_giou(pred: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """IoU and GIoU of ltrb distance pairs around the same location."""
+    pa = (pred[:, 0] + pred[:, 2]) * (pred[:, 1] + pred[:, 3])
+    ta = (target[:, 0] + target[:, 2]) * (target[:, 1] + target[:, 3])
+    iw = torch.minimum(pred[:, 0], target[:, 0]) + torch.minimum(pred[:, 2], target[:, 2])
+    ih = torch.minimum(pred[:, 1], target[:, 1]) + torch.minimum(pred[:, 3], target[:, 3])
+    inter = iw.clamp(min=0) * ih.clamp(min=0)
+    union = pa + ta - inter
+    iou = inter / union.clamp(min=1e-6)
+    ew = torch.maximum(pred[:, 0], target[:, 0]) + torch.maximum(pred[:, 2], target[:, 2])
+    eh = torch.maximum(pred[:, 1], target[:, 1]) + torch.maximum(pred[:, 3], target[:, 3])
+    enclose = (ew * eh).clamp(min=1e-6)
+    return iou, iou - (enclose - union) / enclose
+
+
+def loss(model: AgnosticDetector, x: torch.Tensor, gts: list[torch.Tensor], neg_weight: float = 1.0) -> tuple[
+        torch.Tensor, dict[str, float]]:
+    """OLN-style loss: GIoU box loss, L1 centerness (positives, and 0 on background), L1 IoU quality (positives)."""
+    d, ctr, iou_logit, centres = model.raw(x)
+    size = x.shape[-1]
+    strides = level_of_locations(size)
+    idx_all, tgt_all = zip(*[assign(centres, strides, g, size) for g in gts], strict=True)
+    idx = torch.stack(idx_all)
+    tgt = torch.stack(tgt_all)
+    pos = idx >= 0
+    n_pos = max(int(pos.sum()), 1)
+    lr, tb = tgt[..., [0, 2]], tgt[..., [1, 3]]
+    centerness = torch.sqrt((lr.min(-1).values / lr.max(-1).values.clamp(min=1e-6)).clamp(min=0)
+                            * (tb.min(-1).values / tb.max(-1).values.clamp(min=1e-6)).clamp(min=0))
+    ctr_p = torch.sigmoid(ctr)
+    iou_p = torch.sigmoid(iou_logit)
+    if pos.any():
+        iou, giou = _iou_giou(d[pos], tgt[pos])
+        l_box = (1 - giou).mean()
+        l_ctr_pos = (ctr_p[pos] - centerness[pos]).abs().mean()
+        l_iou = (iou_p[pos] - iou.detach()).abs().mean()
+    else:
+        l_box = l_ctr_pos = l_iou = d.sum() * 0
+    l_ctr_neg = ctr_p[~pos].mean() if (~pos).any() else ctr_p.sum() * 0
+    total = l_box + l_ctr_pos + l_iou + neg_weight * l_ctr_neg
+    return total, {"box": l_box.item(), "ctr": l_ctr_pos.item(), "neg": l_ctr_neg.item(), "iou": l_iou.item(),
+                   "pos": float(n_pos)}
+
+
+# -- augmentation --------------------------------------------------------------------------------------------
+def augment(img: NDArray[np.uint8], boxes: NDArray[np.float32], rng: np.random.Generator, channels: str,
+            out_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """One training sample from the cache: scale/flip/transpose, palette, contrast, blur and noise.
+
+    ``img`` is the cached (4, S, S) uint8 (pc RGB, h); the result is ``out_size`` square (the cache may be
+    stored larger than the model input). Returns the normalised (C, out, out) tensor and its boxes.
+    Palette changes (hue rotation, channel swaps, grey rendering) stand in for other vendors' colour tables;
+    contrast/gamma, blur and noise for other detectors and JPEG; scale for other pixel pitches.
+    """
+    import cv2
+
+    size = out_size
+    src = img[:3] if channels == "pc" else img[3:4]
+    x: NDArray[np.float32] = src.transpose(1, 2, 0).astype(np.float32) / np.float32(255.0)
+    b = boxes.copy()
+    # scale about a random point, air padding
+    s = float(np.exp(rng.uniform(np.log(0.6), np.log(1.35))))
+    ns = max(16, round(size * s))
+    s = ns / img.shape[-1]
+    xs = np.asarray(cv2.resize(x, (ns, ns), interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR),
+                    np.float32)
+    if xs.ndim == 2:
+        xs = xs[:, :, None]
+    canvas = np.ones((size, size, x.shape[2]), np.float32)
+    ox = int(rng.integers(min(0, size - ns), max(0, size - ns) + 1))
+    oy = int(rng.integers(min(0, size - ns), max(0, size - ns) + 1))
+    sx0, sy0 = max(0, -ox), max(0, -oy)
+    dx0, dy0 = max(0, ox), max(0, oy)
+    w = min(ns - sx0, size - dx0)
+    h = min(ns - sy0, size - dy0)
+    canvas[dy0:dy0 + h, dx0:dx0 + w] = xs[sy0:sy0 + h, sx0:sx0 + w]
+    b = b * s
+    b[:, [0, 2]] += ox
+    b[:, [1, 3]] += oy
+    clipped = np.clip(b, 0, size)
+    area0 = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    area1 = (clipped[:, 2] - clipped[:, 0]) * (clipped[:, 3] - clipped[:, 1])
+    keep = (area1 > 0.5 * area0) & (clipped[:, 2] - clipped[:, 0] >= 3) & (clipped[:, 3] - clipped[:, 1] >= 3)
+    b = clipped[keep]
+    x = canvas
+    if rng.random() < 0.5:
+        x = x[:, ::-1]
+        b = np.stack([size - b[:, 2], b[:, 1], size - b[:, 0], b[:, 3]], 1)
+    if rng.random() < 0.5:
+        x = x[::-1]
+        b = np.stack([b[:, 0], size - b[:, 3], b[:, 2], size - b[:, 1]], 1)
+    if rng.random() < 0.5:
+        x = x.transpose(1, 0, 2)
+        b = b[:, [1, 0, 3, 2]]
+    x = np.ascontiguousarray(x)
+    if channels == "pc":
+        r = rng.random()
+        if r < 0.25:  # grey display
+            g = x @ np.array([0.299, 0.587, 0.114], np.float32)
+            x = np.repeat(g[:, :, None], 3, axis=2)
+        elif r < 0.6:  # another vendor's palette: rotate hue, swap channels
+            hsv = cv2.cvtColor(x, cv2.COLOR_RGB2HSV)
+            hsv[:, :, 0] = (hsv[:, :, 0] + rng.uniform(-40, 40)) % 360
+            hsv[:, :, 1] = np.clip(hsv[:, :, 1] * rng.uniform(0.6, 1.4), 0, 1)
+            x = np.asarray(cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB), np.float32)
+            if rng.random() < 0.3:
+                x = x[:, :, rng.permutation(3)]
+    gamma = float(np.exp(rng.uniform(np.log(0.6), np.log(1.7))))
+    x = np.clip(x, 0, 1) ** gamma
+    lo, hi = rng.uniform(0, 0.1), rng.uniform(0.9, 1.0)
+    x = lo + (hi - lo) * x
+    if rng.random() < 0.3:
+        k = int(rng.choice([3, 5]))
+        x = np.asarray(cv2.GaussianBlur(np.ascontiguousarray(x), (k, k), 0), np.float32)
+        if x.ndim == 2:
+            x = x[:, :, None]
+    x = x + rng.normal(0, rng.uniform(0, 0.04), x.shape).astype(np.float32)
+    x = (np.clip(x, 0, 1) - PC_MEAN) / PC_STD
+    return torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1), dtype=np.float32)), torch.from_numpy(
+        b.astype(np.float32))
+
+
+def plain(img: NDArray[np.uint8], channels: str, out_size: int) -> NDArray[np.float32]:
+    """The cached image resized to the model input, normalised (no augmentation)."""
+    import cv2
+
+    src = (img[:3] if channels == "pc" else img[3:4]).transpose(1, 2, 0)
+    if src.shape[0] != out_size:
+        src = np.asarray(cv2.resize(src, (out_size, out_size), interpolation=cv2.INTER_AREA), np.uint8)
+    x = src.reshape(out_size, out_size, -1).astype(np.float32) / np.float32(255.0)
+    return np.asarray((x.transpose(2, 0, 1) - PC_MEAN) / PC_STD, np.float32)
+
+
+# -- training ------------------------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class TrainConfig:
+    """Knobs of one detector training run."""
+
+    steps: int = 3000
+    batch: int = 8
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    seed: int = 0
+    channels: str = "pc"
+    size: int = 320
+    width: int = 16
+    fpn: int = 32
+    checkpoint_every: int = 100
+    threads: int = 1
+    init: str = ""
+
+
+def train(data: DetSet, ckpt: Path, cfg: TrainConfig, progress: Callable[[str], None] = print) -> AgnosticDetector:
+    """Train (resuming from ``ckpt`` if it exists) and return the model in eval mode; saves every N steps."""
+    torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    in_ch = 3 if cfg.channels == "pc" else 1
+    model = AgnosticDetector(in_ch, cfg.width, cfg.fpn)
+    if cfg.init and not ckpt.is_file():
+        # Tensors whose shape differs (the stem, when switching pc → h) keep their fresh initialisation.
+        own = model.state_dict()
+        init = {k: v for k, v in torch.load(cfg.init, weights_only=False)["model"].items()
+                if k in own and own[k].shape == v.shape}
+        model.load_state_dict(init, strict=False)
+        progress(f"initialised {len(init)}/{len(own)} tensors from {cfg.init}")
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.steps + 1,
+                                                pct_start=max(0.05, 2 / cfg.steps))
+    step = 0
+    if ckpt.is_file():
+        state = torch.load(ckpt, weights_only=False)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["opt"])
+        sched.load_state_dict(state["sched"])
+        step = int(state["step"])
+        progress(f"resumed {ckpt} at step {step}")
+    rng = np.random.default_rng([cfg.seed, step])
+    n = len(data.images)
+    model.train()
+    t0 = time.monotonic()
+    run: dict[str, float] = {}
+    while step < cfg.steps:
+        idx = rng.integers(0, n, cfg.batch)
+        xs, gts = zip(*[augment(data.images[i], data.boxes[i], rng, cfg.channels, cfg.size) for i in idx], strict=True)
+        total, parts = loss(model, torch.stack(xs), list(gts))
+        opt.zero_grad()
+        total.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
+        opt.step()
+        sched.step()
+        step += 1
+        for k, v in parts.items():
+            run[k] = 0.9 * run.get(k, v) + 0.1 * v
+        if step % 20 == 0 or step == cfg.steps:
+            rate = (time.monotonic() - t0) / 20
+            t0 = time.monotonic()
+            progress(f"step {step}/{cfg.steps} " + " ".join(f"{k} {v:.3f}" for k, v in run.items())
+                     + f" ({rate:.2f} s/step)")
+        if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+            ckpt.parent.mkdir(parents=True, exist_ok=True)
+            torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
+                        "step": step, "config": cfg}, ckpt.with_suffix(".tmp"))
+            ckpt.with_suffix(".tmp").replace(ckpt)
+    model.eval()
+    return model
+
+
+def build(weights: Path | None = None, in_channels: int = 3, width: int = 16, fpn: int = 32) -> AgnosticDetector:
+    """Factory for ``edge-export --factory export.recipes.detector:build --weights W``: eval-mode model."""
+    model = AgnosticDetector(in_channels, width, fpn)
+    if weights is not None:
+        state = torch.load(weights, weights_only=False)
+        model.load_state_dict(state.get("model", state))
+    model.eval()
+    return model

@@ -1,0 +1,202 @@
+"""Figures for ``docs/models.md``: detector AR/mAP (pycocotools), real-image recall, seed-000 scorer tables.
+
+Where it sits: after training, before packing. Detector outputs are post-processed exactly as the runtime's
+detect stage does (score threshold, class-agnostic NMS from ``edge.stages.detect``, top-k). Real images from
+``../shared/realdata/xray`` are used for evaluation only: GDXray grey and SIXray pseudo-colour enter through
+``edge.condition.degraded``. Must not: train on real images, or be imported by the runtime.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import xml.etree.ElementTree as ET
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from edge.condition.composer import compose, geometry
+from edge.condition.degraded import from_grey, from_pseudo_colour
+from edge.condition.image import ConditionedImage
+from edge.contracts import InputContract
+from edge.stages.detect import nms
+
+F32 = NDArray[np.float32]
+DetectFn = Callable[[F32], tuple[F32, F32]]
+"""(N, C, H, W) inputs → boxes (N, K, 4), scores (N, K) in input pixels."""
+
+
+def postprocess(boxes: F32, scores: F32, threshold: float, iou: float, top: int) -> tuple[F32, F32]:
+    """One image's candidates → kept boxes and scores (runtime detect-stage rules)."""
+    keep = scores >= threshold
+    b, s = boxes[keep], scores[keep]
+    valid = (b[:, 2] - b[:, 0] >= 1) & (b[:, 3] - b[:, 1] >= 1)
+    b, s = b[valid], s[valid]
+    k = nms(b.astype(np.float32), s.astype(np.float32), iou)[:top]
+    return b[k], s[k]
+
+
+def iou_matrix(a: NDArray[np.floating], b: NDArray[np.floating]) -> NDArray[np.float64]:
+    """(A, B) IoU of xyxy boxes."""
+    if len(a) == 0 or len(b) == 0:
+        return np.zeros((len(a), len(b)))
+    x1 = np.maximum(a[:, None, 0], b[None, :, 0])
+    y1 = np.maximum(a[:, None, 1], b[None, :, 1])
+    x2 = np.minimum(a[:, None, 2], b[None, :, 2])
+    y2 = np.minimum(a[:, None, 3], b[None, :, 3])
+    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
+    aa = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
+    ab = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    return np.asarray(inter / np.maximum(aa[:, None] + ab[None, :] - inter, 1e-9), np.float64)
+
+
+def recall_at(gts: Sequence[NDArray[np.floating]], dets: Sequence[NDArray[np.floating]], iou: float = 0.5) -> float:
+    """Fraction of ground-truth boxes covered by some detection at IoU ≥ ``iou``."""
+    hit = total = 0
+    for g, d in zip(gts, dets, strict=True):
+        total += len(g)
+        if len(g) and len(d):
+            hit += int((iou_matrix(np.asarray(g), np.asarray(d)).max(axis=1) >= iou).sum())
+    return hit / max(total, 1)
+
+
+def coco_metrics(gts: Sequence[NDArray[np.floating]], dets: Sequence[tuple[F32, F32]]) -> dict[str, float]:
+    """Class-agnostic COCO metrics (pycocotools): mAP@[.5:.95], mAP50, mAP75, AR@100."""
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    images: list[dict[str, object]] = []
+    annotations: list[dict[str, object]] = []
+    results: list[dict[str, object]] = []
+    for i, (g, (db, ds)) in enumerate(zip(gts, dets, strict=True)):
+        images.append({"id": i, "width": 10_000, "height": 10_000})
+        for b in np.asarray(g):
+            w, h = float(b[2] - b[0]), float(b[3] - b[1])
+            annotations.append({"id": len(annotations) + 1, "image_id": i, "category_id": 1, "iscrowd": 0,
+                                "bbox": [float(b[0]), float(b[1]), w, h], "area": w * h})
+        for b, s in zip(db, ds, strict=True):
+            results.append({"image_id": i, "category_id": 1, "score": float(s),
+                            "bbox": [float(b[0]), float(b[1]), float(b[2] - b[0]), float(b[3] - b[1])]})
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco = COCO()
+        coco.dataset = {"images": images, "annotations": annotations, "categories": [{"id": 1, "name": "object"}]}
+        coco.createIndex()
+        if not results:
+            return {"mAP": 0.0, "mAP50": 0.0, "mAP75": 0.0, "AR100": 0.0}
+        ev = COCOeval(coco, coco.loadRes(results), "bbox")
+        ev.params.maxDets = [1, 10, 100]
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    s = ev.stats
+    return {"mAP": float(s[0]), "mAP50": float(s[1]), "mAP75": float(s[2]), "AR100": float(s[8])}
+
+
+# -- real images ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class RealImage:
+    """One annotated real X-ray image (evaluation only)."""
+
+    source: str
+    name: str
+    image: ConditionedImage
+    boxes: NDArray[np.float64]
+
+
+def realdata_root() -> Path:
+    """``../shared/realdata`` next to the repository."""
+    return Path(__file__).resolve().parents[2].parent / "shared" / "realdata"
+
+
+def real_images(root: Path, as_pseudo_colour: bool) -> list[RealImage]:
+    """GDXray (grey; as a grey RGB picture when ``as_pseudo_colour``) and SIXray (pseudo-colour) with boxes."""
+    import cv2
+
+    out: list[RealImage] = []
+    gd = root / "xray" / "gdxray"
+    rows: dict[str, list[list[float]]] = {}
+    with (gd / "boxes_xyxy.csv").open() as f:
+        for r in csv.DictReader(f):
+            rows.setdefault(r["image"], []).append([float(r[k]) for k in ("x_min", "y_min", "x_max", "y_max")])
+    for name, boxes in sorted(rows.items()):
+        grey: Any = cv2.imread(str(gd / "images" / name), cv2.IMREAD_UNCHANGED)
+        if grey is None:
+            continue
+        if grey.ndim == 3:
+            grey = grey[:, :, 0]
+        if as_pseudo_colour:
+            g8 = grey if grey.dtype == np.uint8 else (grey / 257).astype(np.uint8)
+            img = from_pseudo_colour(np.repeat(g8[:, :, None], 3, axis=2))
+        else:
+            img = from_grey(grey)
+        out.append(RealImage("gdxray", name, img, np.asarray(boxes)))
+    sx = root / "xray" / "sixray"
+    for xml in sorted((sx / "annotations_voc").glob("*.xml")):
+        tree = ET.parse(xml).getroot()
+        fname = tree.findtext("filename") or xml.with_suffix(".jpg").name
+        bgr: Any = cv2.imread(str(sx / "images" / fname), cv2.IMREAD_COLOR)
+        if bgr is None:
+            continue
+        boxes2 = [[float(o.findtext(f"bndbox/{k}") or 0) for k in ("xmin", "ymin", "xmax", "ymax")]
+                  for o in tree.iter("object")]
+        out.append(RealImage("sixray", fname, from_pseudo_colour(bgr, "bgr"), np.asarray(boxes2)))
+    return out
+
+
+def real_recall(detect: DetectFn, contract: InputContract, images: Sequence[RealImage], threshold: float,
+                iou: float, top: int = 20) -> dict[str, tuple[float, int, int]]:
+    """Per source: (recall at IoU 0.5 with ≤ ``top`` proposals, images, boxes).
+
+    Images that cannot provide the contract's channels (e.g. ``h`` from a pseudo-colour picture) are left out.
+    """
+    per: dict[str, tuple[list[NDArray[np.float64]], list[NDArray[np.float64]]]] = {}
+    for r in images:
+        if not set(contract.channels) <= r.image.available:
+            continue
+        h, w = r.image.shape
+        x = compose(r.image, contract)
+        b, s = detect(x)
+        kb, _ = postprocess(b[0], s[0], threshold, iou, top)
+        g = geometry((0, 0, w, h), contract)
+        item = np.stack([(kb[:, 0] - g.pad_x) / g.scale_x, (kb[:, 1] - g.pad_y) / g.scale_y,
+                         (kb[:, 2] - g.pad_x) / g.scale_x, (kb[:, 3] - g.pad_y) / g.scale_y], 1) if len(kb) \
+            else np.zeros((0, 4))
+        gts, dets = per.setdefault(r.source, ([], []))
+        gts.append(r.boxes)
+        dets.append(item)
+    return {src: (recall_at(g, d), len(g), sum(len(x) for x in g)) for src, (g, d) in per.items()}
+
+
+# -- scorer tables (seed 000) ----------------------------------------------------------------------------------
+def auroc(scores: NDArray[np.floating], labels: NDArray[np.bool_]) -> float:
+    """Area under the ROC curve (rank statistic; ties count half)."""
+    from sklearn.metrics import roc_auc_score
+
+    if labels.all() or not labels.any():
+        return float("nan")
+    return float(roc_auc_score(labels.astype(int), scores))
+
+
+def item_table(obj_scores: NDArray[np.floating], obj_item: NDArray[np.int64], item_label: dict[int, bool],
+               threshold: float) -> dict[str, float]:
+    """Seed-000 item-level figures: recall, FPR, accuracy at ``threshold`` (max rule), AUROC_M, AUROC_A."""
+    items = sorted(item_label)
+    mx = np.array([obj_scores[obj_item == i].max() for i in items])
+    mean = np.array([obj_scores[obj_item == i].mean() for i in items])
+    y = np.array([item_label[i] for i in items])
+    pred = mx >= threshold
+    return {"recall": float(pred[y].mean()), "fpr": float(pred[~y].mean()), "accuracy": float((pred == y).mean()),
+            "auroc_m": auroc(mx, y), "auroc_a": auroc(mean, y), "items": float(len(items)),
+            "threat_items": float(y.sum())}
+
+
+def object_table(obj_scores: NDArray[np.floating], threat: NDArray[np.bool_], threshold: float) -> dict[str, float]:
+    """Object-level recall/FPR at ``threshold`` and AUROC (threat objects vs every benign object)."""
+    pred = obj_scores >= threshold
+    return {"recall": float(pred[threat].mean()), "fpr": float(pred[~threat].mean()),
+            "auroc": auroc(obj_scores, threat)}

@@ -1,0 +1,140 @@
+"""Fast smoke tests of the recipes: cache shards, target assignment, augmentation, a few training steps, export."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from edge.bundles import load_bundle
+from edge.bundles.manifest import NormalisationKind, ScoreNormalisation
+from edge.bundles.outputs import Role
+from export.recipes import detector as det
+from export.recipes import scorer as sc
+from export.recipes.cli import app
+from export.recipes.simdata import generate, load_crops, load_det
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("cache")
+    generate(out, 3, first_item=6_000_000, threat_rate=1.0, shard_size=3, workers=1, progress=lambda _m: None)
+    return out
+
+
+def test_cache_boxes_cover_material(cache: Path) -> None:
+    ds = load_det(cache)
+    assert len(ds.images) == 3
+    assert all(len(b) > 0 for b in ds.boxes)
+    for img, boxes in zip(ds.images, ds.boxes, strict=True):
+        h = img[3].astype(np.float32) / 255.0  # T_high: 1 = air
+        for x1, y1, x2, y2 in boxes.astype(int):
+            inside = h[max(y1, 0):y2 + 1, max(x1, 0):x2 + 1]
+            assert inside.min() < 0.97, "a ground-truth box over nothing but air"
+    crops = load_crops(cache)
+    assert crops.crops.shape[1:] == (6, 64, 64)
+    assert crops.threat.any() and (~crops.threat).any()
+    assert len(crops.crops) == sum(len(b) for b in ds.boxes)
+
+
+def test_resumable_cache_keeps_shards(cache: Path) -> None:
+    before = {p: p.stat().st_mtime_ns for p in cache.glob("*.npz")}
+    generate(cache, 3, first_item=6_000_000, shard_size=3, workers=1, progress=lambda _m: None)
+    assert {p: p.stat().st_mtime_ns for p in cache.glob("*.npz")} == before
+
+
+def test_assignment_puts_positives_inside_their_box() -> None:
+    size = 128
+    model = det.AgnosticDetector(3, 8, 16)
+    _, _, _, centres = model.raw(torch.zeros(1, 3, size, size))
+    gt = torch.tensor([[10.0, 20.0, 50.0, 60.0], [60.0, 60.0, 120.0, 124.0]])
+    idx, target = det.assign(centres, det.level_of_locations(size), gt, size)
+    pos = idx >= 0
+    assert pos.sum() > 0
+    assert set(idx[pos].tolist()) == {0, 1}
+    c = centres[pos]
+    g = gt[idx[pos]]
+    assert torch.all((c[:, 0] > g[:, 0]) & (c[:, 0] < g[:, 2]) & (c[:, 1] > g[:, 1]) & (c[:, 1] < g[:, 3]))
+    assert torch.allclose(c[:, 0] - target[pos][:, 0], g[:, 0])
+
+
+def test_augment_keeps_boxes_on_the_image(cache: Path) -> None:
+    ds = load_det(cache)
+    rng = np.random.default_rng(0)
+    for _ in range(10):
+        x, b = det.augment(ds.images[0], ds.boxes[0], rng, "pc", 96)
+        assert x.shape == (3, 96, 96)
+        assert torch.isfinite(x).all()
+        if len(b):
+            assert float(b.min()) >= 0 and float(b.max()) <= 96
+            assert torch.all(b[:, 2] > b[:, 0]) and torch.all(b[:, 3] > b[:, 1])
+
+
+def test_detector_trains_and_checkpoint_resumes(cache: Path, tmp_path: Path) -> None:
+    ds = load_det(cache)
+    ckpt = tmp_path / "d.pt"
+    cfg = det.TrainConfig(steps=3, batch=2, size=96, width=8, fpn=16, checkpoint_every=2)
+    model = det.train(ds, ckpt, cfg, progress=lambda _m: None)
+    assert ckpt.is_file()
+    assert torch.load(ckpt, weights_only=False)["step"] == 3
+    boxes, scores = model(torch.from_numpy(det.plain(ds.images[0], "pc", 96)[None]))
+    assert boxes.shape[-1] == 4 and scores.shape == boxes.shape[:2]
+    assert float(scores.detach().min()) >= 0 and float(scores.detach().max()) <= 1
+    msgs: list[str] = []
+    det.train(ds, ckpt, cfg, progress=msgs.append)  # already finished: resumes at step 3 and stops
+    assert any("resumed" in m for m in msgs)
+
+
+def test_tiny_stfpm_exports_to_a_loadable_bundle(cache: Path, tmp_path: Path) -> None:
+    from export.recipes.pack import pack
+
+    crops = load_crops(cache)
+    x = sc.crop_inputs(crops)
+    cfg = sc.ScorerConfig(teacher_steps=2, student_steps=2, batch=4)
+    teacher, names = sc.train_teacher(x, crops.kind, tmp_path / "t.pt", cfg, progress=lambda _m: None)
+    assert set(names) == set(crops.kind.tolist())
+    model = sc.train_student(teacher, x, tmp_path / "s.pt", cfg, progress=lambda _m: None)
+    raw = sc.raw_scores(model, x)
+    assert raw.shape == (len(x),) and np.isfinite(raw).all() and (raw >= 0).all()
+    thr, low = float(np.quantile(raw, 0.5)), float(raw.min())
+    norm = ScoreNormalisation(NormalisationKind.CENTRED, low, low + 2 * (thr - low) + 1e-6, thr)
+    calib = np.repeat(x, 3, axis=0)
+    pack(model, Role.SCORER, sc.contract(), {"score": 0.5}, norm, calib[:16], calib[16:24],
+                  tmp_path / "bundle", "tiny-stfpm", "0", "smoke", "smoke", progress=lambda _m: None, int8=False)
+    loaded = load_bundle(tmp_path / "bundle")
+    assert loaded.manifest.role is Role.SCORER
+    assert loaded.manifest.parity is not None and loaded.manifest.parity.passed
+    assert not loaded.forced
+
+
+def test_cli_help_has_examples() -> None:
+    runner = CliRunner()
+    for cmd in ("simulate", "detector", "eval-detector", "pack-detector", "scorer", "padim", "classifier"):
+        res = runner.invoke(app, [cmd, "--help"])
+        assert res.exit_code == 0, res.output
+        assert "Example: edge-export train" in res.output
+
+
+def test_padim_refit_in_numpy_changes_the_onnx_scores(tmp_path: Path) -> None:
+    import onnxruntime as ort
+
+    from export.recipes import padim as pd
+
+    rng = np.random.default_rng(0)
+    emb = rng.normal(size=(200, 256, pd.EMBED_DIM)).astype(np.float32)
+    mean, inv_cov = pd.fit_gaussian(emb, eps=0.0)
+    np.testing.assert_allclose(mean[3], emb[:, 3].mean(axis=0), atol=1e-5)
+    np.testing.assert_allclose(np.linalg.inv(inv_cov[3]), np.cov(emb[:, 3].T), rtol=1e-3, atol=1e-4)
+    src = Path(__file__).resolve().parents[2] / "models" / "scorer-padim" / "onnx_fp32" / "scorer-padim.onnx"
+    dst = tmp_path / "refit.onnx"
+    pd.replace_gaussian(src, dst, mean, inv_cov)
+    x = np.random.default_rng(1).normal(size=(2, 3, 64, 64)).astype(np.float32)
+    before = ort.InferenceSession(str(src)).run(None, {"input": x})[1]
+    after = ort.InferenceSession(str(dst)).run(None, {"input": x})[1]
+    assert after.shape == before.shape == (2,)
+    assert not np.allclose(before, after)
+    with pytest.raises(ValueError, match="shape"):
+        pd.replace_gaussian(src, tmp_path / "bad.onnx", mean[:10], inv_cov)
