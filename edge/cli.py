@@ -11,6 +11,7 @@ from pathlib import Path
 import typer
 
 from calib.cli import calibrate_app
+from edge.bench.cli import bench_command
 from edge.config import DEFAULT_CONFIG_PATH, load_config
 from edge.dicos.cli import dicos_app
 from edge.errors import ConfigError
@@ -35,6 +36,7 @@ app.command(name="watch")(watch)
 sim_app.command("firmware")(sim_firmware)
 app.add_typer(sim_app, name="sim")
 app.command(name="eval")(eval_command)
+app.command(name="bench")(bench_command)
 
 
 @app.command()
