@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import cv2
+
 from edge.condition.conditioner import Conditioner
 from edge.config import EdgeConfig
 from edge.errors import CalibrationError, ConfigError
@@ -111,7 +113,12 @@ def load_conditioner(cfg: EdgeConfig) -> tuple[Conditioner | None, str | None]:
 
 def build_stages(cfg: EdgeConfig, models: ModelHolder, conditioner: Conditioner | None, missing: str | None,
                  camera_overlay: CameraOverlay | None = None) -> list[Stage]:
-    """The stage list in pipeline order; inference stages get two workers so both cores stay busy."""
+    """The stage list in pipeline order; inference stages get two workers so both cores stay busy.
+
+    Stages run concurrently, so OpenCV's own thread pool would only oversubscribe the cores (its idle workers
+    spin): the pipeline's threads are the parallelism, OpenCV gets one thread.
+    """
+    cv2.setNumThreads(1)
     return [
         Stage("condition", ConditionStage(conditioner, missing or "")),
         Stage("detect", DetectStage(models, cfg.models.max_objects), workers=2),
