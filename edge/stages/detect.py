@@ -59,6 +59,25 @@ def nms(boxes: NDArray[np.float32], scores: NDArray[np.float32], iou_threshold: 
     return keep
 
 
+def suppress(boxes: NDArray[np.float32], scores: NDArray[np.float32], labels: NDArray[np.int64] | None,
+             iou_threshold: float, top: int) -> list[int]:
+    """Indices of the boxes kept, best first: boxes under one pixel wide or high are dropped, then NMS
+    (class-agnostic, or per class when ``labels`` are given), then the ``top`` highest scores.
+
+    The detect stage runs this in item pixels; training evaluation (``export/recipes``) in model-input pixels.
+    """
+    valid = np.flatnonzero((boxes[:, 2] - boxes[:, 0] >= 1) & (boxes[:, 3] - boxes[:, 1] >= 1))
+    if labels is None:
+        keep = [int(valid[k]) for k in nms(boxes[valid], scores[valid], iou_threshold)]
+    else:
+        keep = []
+        for cls in np.unique(labels[valid]):
+            idx = valid[labels[valid] == cls]
+            keep.extend(int(idx[k]) for k in nms(boxes[idx], scores[idx], iou_threshold))
+        keep.sort(key=lambda k: -float(scores[k]))
+    return keep[:top]
+
+
 class DetectStage:
     """Runs the detector of the current model set on each item."""
 
@@ -92,18 +111,7 @@ class DetectStage:
         x2 = np.clip((boxes[:, 2] - g.pad_x) / g.scale_x, 0, width)
         y2 = np.clip((boxes[:, 3] - g.pad_y) / g.scale_y, 0, height)
         item_boxes = np.stack([x1, y1, x2, y2], axis=1).astype(np.float32)
-        valid = (item_boxes[:, 2] - item_boxes[:, 0] >= 1) & (item_boxes[:, 3] - item_boxes[:, 1] >= 1)
-        item_boxes, scores = item_boxes[valid], scores[valid]
-        labels = labels[valid] if labels is not None else None
-        keep: list[int] = []
-        if labels is None:
-            keep = nms(item_boxes, scores, iou)
-        else:
-            for cls in np.unique(labels):
-                idx = np.flatnonzero(labels == cls)
-                keep.extend(int(idx[k]) for k in nms(item_boxes[idx], scores[idx], iou))
-            keep.sort(key=lambda k: -float(scores[k]))
-        keep = keep[: self._max_objects]
+        keep = suppress(item_boxes, scores.astype(np.float32), labels, iou, self._max_objects)
         classes = manifest.classes
         detections = tuple(
             Detection(

@@ -24,7 +24,7 @@ from edge.condition.composer import compose, geometry
 from edge.condition.degraded import from_grey, from_pseudo_colour
 from edge.condition.image import ConditionedImage
 from edge.contracts import InputContract
-from edge.stages.detect import nms
+from edge.stages.detect import suppress
 
 F32 = NDArray[np.float32]
 DetectFn = Callable[[F32], tuple[F32, F32]]
@@ -34,10 +34,8 @@ DetectFn = Callable[[F32], tuple[F32, F32]]
 def postprocess(boxes: F32, scores: F32, threshold: float, iou: float, top: int) -> tuple[F32, F32]:
     """One image's candidates → kept boxes and scores (runtime detect-stage rules)."""
     keep = scores >= threshold
-    b, s = boxes[keep], scores[keep]
-    valid = (b[:, 2] - b[:, 0] >= 1) & (b[:, 3] - b[:, 1] >= 1)
-    b, s = b[valid], s[valid]
-    k = nms(b.astype(np.float32), s.astype(np.float32), iou)[:top]
+    b, s = boxes[keep].astype(np.float32), scores[keep].astype(np.float32)
+    k = suppress(b, s, None, iou, top)
     return b[k], s[k]
 
 
