@@ -113,16 +113,16 @@ def load_conditioner(cfg: EdgeConfig) -> tuple[Conditioner | None, str | None]:
 
 def build_stages(cfg: EdgeConfig, models: ModelHolder, conditioner: Conditioner | None, missing: str | None,
                  camera_overlay: CameraOverlay | None = None) -> list[Stage]:
-    """The stage list in pipeline order; inference stages get two workers so both cores stay busy.
+    """The stage list in pipeline order (the pipeline's item workers run it, one item per worker).
 
-    Stages run concurrently, so OpenCV's own thread pool would only oversubscribe the cores (its idle workers
-    spin): the pipeline's threads are the parallelism, OpenCV gets one thread.
+    The workers are the parallelism (``decide.workers`` items at once), so OpenCV's own thread pool would only
+    oversubscribe the cores (its idle threads spin): OpenCV gets one thread.
     """
     cv2.setNumThreads(1)
     return [
         Stage("condition", ConditionStage(conditioner, missing or "")),
-        Stage("detect", DetectStage(models, cfg.models.max_objects), workers=2),
-        Stage("score", ScoreStage(models), workers=2),
+        Stage("detect", DetectStage(models, cfg.models.max_objects)),
+        Stage("score", ScoreStage(models)),
         Stage("localise", LocaliseStage()),
         Stage("finish", FinishStage(camera_overlay)),
     ]
@@ -219,6 +219,7 @@ def build_runtime(cfg: EdgeConfig, source: FrameSource | None = None, extra_sink
         frame_source,
         build_stages(cfg, models, conditioner, missing, camera_overlay),
         sinks,
+        workers=cfg.decide.workers,
         queue_depth=cfg.decide.queue_depth,
         source_stall_s=cfg.decide.source_stall_s,
         link=link,

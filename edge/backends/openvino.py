@@ -34,7 +34,8 @@ def _require_openvino() -> None:
 
 
 class OpenVinoSession:
-    """One compiled model and one infer request; ``run`` is serialised by an instance lock."""
+    """One compiled model; each calling thread gets its own infer request, so the pipeline's item workers can
+    run the same model at once (one shared request would serialise them). ``close`` waits for running calls."""
 
     def __init__(self, model_path: Path, options: SessionOptions = DEFAULT_OPTIONS) -> None:
         _require_openvino()
@@ -61,8 +62,10 @@ class OpenVinoSession:
             raise BackendError(f"{self._where}: cannot load model: {exc}") from exc
         self._input_name = self._compiled.inputs[0].get_any_name()
         self._output_names = tuple(o.get_any_name() for o in self._compiled.outputs)
-        self._request = self._compiled.create_infer_request()
-        self._lock = threading.Lock()
+        self._local = threading.local()
+        self._requests: list[object] = []
+        self._idle = threading.Condition()
+        self._running = 0
         self._closed = False
 
     @property
@@ -73,23 +76,39 @@ class OpenVinoSession:
     def output_names(self) -> tuple[str, ...]:
         return self._output_names
 
+    def _thread_request(self) -> ov.InferRequest:
+        request = getattr(self._local, "request", None)
+        if request is None:
+            request = self._compiled.create_infer_request()
+            self._local.request = request
+            self._requests.append(request)
+        return request
+
     def run(self, batch: npt.NDArray[np.float32]) -> Mapping[str, np.ndarray]:
         batch = check_batch(batch, self._where)
-        with self._lock:
+        with self._idle:
             if self._closed:
                 raise BackendError(f"{self._where}: session is closed")
-            try:
-                self._request.infer({self._input_name: batch})
-                # Copy: the request reuses its output memory on the next call.
-                return {
-                    name: np.array(self._request.get_tensor(port).data, copy=True)
-                    for name, port in zip(self._output_names, self._compiled.outputs, strict=True)
-                }
-            except Exception as exc:
-                raise BackendError(f"{self._where}: inference failed for batch {batch.shape}: {exc}") from exc
+            self._running += 1
+            request = self._thread_request()
+        try:
+            request.infer({self._input_name: batch})
+            # Copy: the request reuses its output memory on the next call.
+            return {
+                name: np.array(request.get_tensor(port).data, copy=True)
+                for name, port in zip(self._output_names, self._compiled.outputs, strict=True)
+            }
+        except Exception as exc:
+            raise BackendError(f"{self._where}: inference failed for batch {batch.shape}: {exc}") from exc
+        finally:
+            with self._idle:
+                self._running -= 1
+                self._idle.notify_all()
 
     def close(self) -> None:
-        with self._lock:
+        with self._idle:
             self._closed = True
-            del self._request
+            self._idle.wait_for(lambda: self._running == 0, timeout=30.0)
+            self._requests.clear()
+            self._local = threading.local()
             del self._compiled

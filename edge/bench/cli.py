@@ -30,6 +30,7 @@ def bench_command(
     precisions: str = typer.Option("fp32,int8", help="comma-separated precisions"),
     batches: str = typer.Option("1,8,32", help="comma-separated scorer batch sizes (crops per call)"),
     threads: str = typer.Option("2", help="comma-separated inference threads per model (models.threads)"),
+    workers: str = typer.Option("2", help="comma-separated pipeline item workers (decide.workers)"),
     latency_load: float = typer.Option(0.5, min=0.05, max=1.0, help="arrival rate of the latency pass, as a "
                                        "fraction of the measured throughput"),
     throughput_runs: int = typer.Option(3, min=1, help="throughput passes per configuration (best is reported)"),
@@ -39,7 +40,8 @@ def bench_command(
     markdown: Path | None = typer.Option(None, "--markdown", help="also write the Markdown tables here"),
 ) -> None:
     """Per-stage and end-to-end latency (p50/p95/p99), items/s, RSS, load/warm-up time, cold start to READY
-    and a roofline column per model, for each backend x precision x scorer batch size x threads per model.
+    and a roofline column per model, for each backend x precision x scorer batch size x threads per model x
+    pipeline workers.
 
     Each configuration runs in its own process on the same rendered items: pipelined at full speed, paced at
     half of that, and as a plain sequential loop over the same stages. Figures are printed as Markdown; the
@@ -55,7 +57,8 @@ def bench_command(
             backends=parse_list(backends, ("openvino", "onnxruntime")),
             precisions=parse_list(precisions, ("fp32", "int8")),
             batches=tuple(int(b) for b in parse_list(batches)),
-            threads=tuple(int(t) for t in parse_list(threads)), latency_load=latency_load,
+            threads=tuple(int(t) for t in parse_list(threads)),
+            workers=tuple(int(w) for w in parse_list(workers)), latency_load=latency_load,
             cold_start_runs=cold_start_runs, items_dir=items_dir, throughput_runs=throughput_runs,
         )
     except ValueError as exc:

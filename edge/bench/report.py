@@ -110,14 +110,14 @@ def _sequential(config: Record) -> list[str]:
 
 def _pipeline_table(result: Record) -> list[str]:
     lines = [
-        _row(["pipeline", "precision det/scorer", "scorer batch", "threads", "items/s", "CPU ms/item",
+        _row(["pipeline", "precision det/scorer", "scorer batch", "threads", "workers", "items/s", "CPU ms/item",
               "sequential items/s", "sequential CPU ms/item", "item p50 ms", "item p95 ms", "item p99 ms",
               "RSS steady MiB", "models load+warm s", "load avg"]),
-        _row(["---"] * 14),
+        _row(["---"] * 15),
     ]
     for e in eager_runs(result):
         lat = e["item_latency"]
-        lines.append(_row(["**PyTorch eager** (sequential)", "fp32/fp32", e["scorer_batch"], e["threads"],
+        lines.append(_row(["**PyTorch eager** (sequential)", "fp32/fp32", e["scorer_batch"], e["threads"], 1,
                            _f(e["throughput"]["items_per_s"], 2), _f(e["throughput"]["cpu_ms_per_item"], 0),
                            _f(e["throughput"]["items_per_s"], 2), _f(e["throughput"]["cpu_ms_per_item"], 0),
                            _f(lat["p50_ms"], 0), _f(lat["p95_ms"], 0), _f(lat["p99_ms"], 0),
@@ -125,7 +125,7 @@ def _pipeline_table(result: Record) -> list[str]:
     for c in result["configs"]:
         lat = c["latency"]["item_latency"]
         load_warm = sum(m["load_s"] + m["warm_s"] for m in c["models"])
-        lines.append(_row([c["backend"], _precisions(c), c["scorer_batch"], c["threads"],
+        lines.append(_row([c["backend"], _precisions(c), c["scorer_batch"], c["threads"], c.get("workers", 2),
                            _f(c["throughput"]["items_per_s"], 2), _f(c["throughput"]["cpu_ms_per_item"], 0),
                            *_sequential(c), _f(lat["p50_ms"], 0), _f(lat["p95_ms"], 0), _f(lat["p99_ms"], 0),
                            _f(c["rss_steady_max_mb"], 0), _f(load_warm, 2), c["throughput"]["load_avg"][0]]))

@@ -73,10 +73,11 @@ class RunSpec:
     max_objects: int = 32
     micro_repeats: int = 20
     throughput_runs: int = 3
+    workers: int = 2
 
     @property
     def label(self) -> str:
-        return f"{self.backend}/{self.precision}/b{self.scorer_batch}/t{self.threads}"
+        return f"{self.backend}/{self.precision}/b{self.scorer_batch}/t{self.threads}/w{self.workers}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +125,7 @@ class RunReport:
     precision: str
     scorer_batch: int
     threads: int
+    workers: int
     models: tuple[ModelReport, ...]
     models_load_s: float
     throughput: PassReport
@@ -169,6 +171,7 @@ def bench_config(spec: RunSpec, workdir: Path) -> EdgeConfig:
         "source": {"type": "spool", "directory": str(workdir / "spool")},
         "condition": {"flatfield_file": spec.flatfield, "energy_file": spec.energy},
         "models": models,
+        "decide": {"workers": spec.workers},
         "audit": {"directory": str(workdir / "audit")},
         "mqtt": {"enabled": False},
     })
@@ -186,7 +189,8 @@ def run_pass(cfg: EdgeConfig, holder: ModelHolder, spec: RunSpec, period_s: floa
     # arrival keeps the service's own deadline, as on a belt.
     deadline = cfg.decide.deadline_s if period_s is not None else OFFLINE_DEADLINE_S
     source = ReplaySource([Path(p) for p in spec.items], "bench", deadline, period_s)
-    pipeline = Pipeline(source, stages, [audit, memory], queue_depth=cfg.decide.queue_depth,
+    pipeline = Pipeline(source, stages, [audit, memory], workers=cfg.decide.workers,
+                        queue_depth=cfg.decide.queue_depth,
                         source_stall_s=cfg.decide.source_stall_s, backpressure=period_s is None,
                         models=holder.current.refs)
     cpu0, wall0 = time.process_time(), time.monotonic()
@@ -332,7 +336,8 @@ def run(spec: RunSpec) -> RunReport:
         if scorer is not None and sc_in is not None:
             reports.append(micro(scorer, "scorer", sc_in, sc_load, sc_warm, spec))
         holder.current.close()
-    return RunReport(spec.label, spec.backend, spec.precision, spec.scorer_batch, spec.threads, tuple(reports),
+    return RunReport(spec.label, spec.backend, spec.precision, spec.scorer_batch, spec.threads, spec.workers,
+                     tuple(reports),
                      round(models_load_s, 3), throughput, tuple(p.items_per_s for p in passes),
                      latency, sequential, round(rss_before, 1), sampler.max_mb,
                      sampler.median_mb, round(peak_rss_mb(), 1), load_start, spec.peak_gflops)

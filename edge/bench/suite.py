@@ -37,7 +37,8 @@ REPO_MODELS = Path(__file__).resolve().parents[2] / "models"
 @dataclass(frozen=True, slots=True)
 class BenchOptions:
     """What to measure. ``batches`` are scorer batch sizes (crops per inference call); ``threads`` are
-    inference threads per model (``models.threads``; the pipeline adds two workers on detect and score)."""
+    inference threads per model (``models.threads``); ``workers`` are the pipeline's item workers
+    (``decide.workers``: items screened at once, each worker running every stage)."""
 
     detector: Path
     scorer: Path | None
@@ -49,6 +50,7 @@ class BenchOptions:
     precisions: tuple[str, ...] = ("fp32", "int8")
     batches: tuple[int, ...] = (1, 8, 32)
     threads: tuple[int, ...] = (2,)
+    workers: tuple[int, ...] = (2,)
     latency_load: float = 0.5
     max_objects: int = 32
     cold_start_runs: int = 3
@@ -78,9 +80,9 @@ def has_precision(bundle_dir: Path, backend: str, precision: str) -> bool:
     return any(m.precision == want and m.format in FORMATS[backend] for m in bundle.manifest.models)
 
 
-def plan(opts: BenchOptions) -> tuple[list[tuple[str, str, int, int]], list[dict[str, str]]]:
+def plan(opts: BenchOptions) -> tuple[list[tuple[str, str, int, int, int]], list[dict[str, str]]]:
     """Configurations to run, and those skipped with why (no model at that precision for that backend)."""
-    runs: list[tuple[str, str, int, int]] = []
+    runs: list[tuple[str, str, int, int, int]] = []
     skipped: list[dict[str, str]] = []
     bundles = [b for b in (opts.detector, opts.scorer) if b is not None]
     for backend in opts.backends:
@@ -89,7 +91,8 @@ def plan(opts: BenchOptions) -> tuple[list[tuple[str, str, int, int]], list[dict
                 skipped.append({"backend": backend, "precision": precision,
                                 "why": f"no bundle has a {precision} model that {backend} can open"})
                 continue
-            runs.extend((backend, precision, batch, t) for t in opts.threads for batch in opts.batches)
+            runs.extend((backend, precision, batch, t, w) for w in opts.workers for t in opts.threads
+                        for batch in opts.batches)
     return runs, skipped
 
 
@@ -152,11 +155,11 @@ def run_bench(opts: BenchOptions, progress: Callable[[str], None] = print,
         peak = measure_peak(2)
         runs, skipped = plan(opts)
         configs: list[dict[str, Any]] = []
-        for backend, precision, batch, threads in runs:
+        for backend, precision, batch, threads, workers in runs:
             spec = RunSpec(backend, precision, batch, threads, str(opts.detector),
                            None if opts.scorer is None else str(opts.scorer), tuple(str(f) for f in items.files),
                            str(items.flatfield), str(items.energy), peak.gflops, opts.latency_load,
-                           opts.max_objects, opts.micro_repeats, opts.throughput_runs)
+                           opts.max_objects, opts.micro_repeats, opts.throughput_runs, workers)
             progress(f"running {spec.label} (load avg {load_average()[0]})")
             configs.append(run_in_process(spec))
             if specs_out is not None:

@@ -13,7 +13,10 @@ class DecideConfig(EdgeBaseConfig):
     deadline_s: float = Field(
         10.0, gt=0, le=600, description="seconds from item end until the diverter; later items are UNSCREENED"
     )
-    queue_depth: int = Field(8, ge=1, le=1000, description="items waiting per stage before intake refuses")
+    workers: int = Field(
+        2, ge=1, le=64, description="items screened at once, each by one worker running every stage; one per core"
+    )
+    queue_depth: int = Field(8, ge=1, le=1000, description="items waiting for a worker before intake refuses")
     source_stall_s: float = Field(
         5.0, gt=0, le=600, description="seconds an open item may wait for frames before it is UNSCREENED"
     )
