@@ -56,12 +56,29 @@ class BoxXyxy:
 
 
 @dataclass(frozen=True, slots=True)
+class ObjectPart:
+    """One sub-component of an anomalous object (a SLIC superpixel of its material), judged by the anomaly map.
+
+    ``score`` is on the bundle's normalised scale, so ``anomalous`` is ``score >= `` the object's threshold (or the
+    part holds the map's maximum when no part reaches it: an anomalous object always shows where it alarmed).
+    ``polygon_xray`` is the part's outline in (x, y) X-ray pixels; ``polygon_camera`` the same on the exit-camera
+    frame when mapped, else None.
+    """
+
+    polygon_xray: tuple[tuple[float, float], ...]
+    score: float
+    anomalous: bool
+    polygon_camera: tuple[tuple[float, float], ...] | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class ObjectResult:
     """One detected object and how it was judged.
 
     ``anomaly_score`` is the bundle-normalised score (threshold applied by the scorer bundle); ``anomalous`` is
     ``anomaly_score >= threshold``. ``polygon_xray`` outlines the anomalous region (or the object when no map),
     as (x, y) X-ray pixels; ``polygon_camera`` is the same mapped onto the exit-camera frame when available.
+    ``parts`` splits an anomalous object with an anomaly map into scored sub-components (empty otherwise).
     """
 
     object_id: int
@@ -73,6 +90,7 @@ class ObjectResult:
     anomalous: bool
     polygon_xray: tuple[tuple[float, float], ...] = ()
     polygon_camera: tuple[tuple[float, float], ...] | None = None
+    parts: tuple[ObjectPart, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

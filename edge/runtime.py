@@ -123,7 +123,7 @@ def build_stages(cfg: EdgeConfig, models: ModelHolder, conditioner: Conditioner 
         Stage("condition", ConditionStage(conditioner, missing or "")),
         Stage("detect", DetectStage(models, cfg.models.max_objects)),
         Stage("score", ScoreStage(models)),
-        Stage("localise", LocaliseStage()),
+        Stage("localise", LocaliseStage(cfg.localise)),
         Stage("finish", FinishStage(camera_overlay)),
     ]
 

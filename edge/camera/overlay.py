@@ -42,11 +42,13 @@ class OverlayObject:
         polygon_px: (N, 2) outline in X-ray px (column, row), N >= 3.
         anomalous: red when true, green otherwise.
         label: short text drawn beside it (kind, score).
+        thin: a sub-component part of an object: drawn with a thinner line.
     """
 
     polygon_px: FloatArray
     anomalous: bool
     label: str = ""
+    thin: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "polygon_px", _poly(self.polygon_px))
@@ -132,7 +134,7 @@ def draw_overlay(
     img = np.asarray(cv2.addWeighted(shade, 0.35, img, 0.65, 0), dtype=np.uint8)
     for o, pts in mapped:
         colour = RED if o.anomalous else GREEN
-        cv2.polylines(img, [pts], True, colour, thick, cv2.LINE_AA)
+        cv2.polylines(img, [pts], True, colour, max(1, thick // 2) if o.thin else thick, cv2.LINE_AA)
         if o.label:
             x, y = pts[:, 0, 0].min(), pts[:, 0, 1].min()
             _text(img, o.label, (int(x), int(max(y - 6, 14))), colour)

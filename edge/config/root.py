@@ -18,6 +18,7 @@ from edge.config.condition import ConditionConfig
 from edge.config.decide import DecideConfig
 from edge.config.firmware import FirmwareConfig
 from edge.config.loader import Check, Loc, load_yaml_model
+from edge.config.localise import LocaliseConfig
 from edge.config.logs import LoggingConfig
 from edge.config.models import ModelsConfig
 from edge.config.mqtt import MqttConfig
@@ -37,6 +38,7 @@ class EdgeConfig(EdgeBaseConfig):
     condition: ConditionConfig = Field(default_factory=ConditionConfig, description="calibrations and palette")
     models: ModelsConfig = Field(description="detector and scorer bundles, backend")
     decide: DecideConfig = Field(default_factory=DecideConfig, description="deadlines and queue bounds")
+    localise: LocaliseConfig = Field(default_factory=LocaliseConfig, description="anomalous-part outlines")
     camera: CameraConfig | None = Field(None, description="exit camera; absent = no overlays on camera frames")
     mqtt: MqttConfig = Field(default_factory=MqttConfig, description="publishing to the control room")
     audit: AuditConfig = Field(default_factory=AuditConfig, description="audit store and retention")
@@ -88,7 +90,18 @@ def check_command_retry(cfg: EdgeConfig) -> list[tuple[Loc, str]]:
     return []
 
 
-CHECKS: tuple[Check, ...] = (check_reconnect_order, check_palette_order, check_link_timeout, check_command_retry)
+def check_segment_order(cfg: EdgeConfig) -> list[tuple[Loc, str]]:
+    """SLIC's part count is clamped to [min_segments, max_segments]; a reversed range has no answer."""
+    loc = cfg.localise
+    if loc.min_segments > loc.max_segments:
+        return [(("localise", "min_segments"),
+                 f"{loc.min_segments} exceeds localise.max_segments ({loc.max_segments}); "
+                 "expected min_segments <= max_segments")]
+    return []
+
+
+CHECKS: tuple[Check, ...] = (check_reconnect_order, check_palette_order, check_link_timeout, check_command_retry,
+                             check_segment_order)
 
 
 def load_config(path: Path) -> EdgeConfig:

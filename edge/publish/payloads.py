@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 
 from edge.publish.health import HealthSnapshot, LinkHealth, OutboxBacklog, StatusState
 from edge.publish.topics import RecordKind
-from edge.records import Decision, ObjectResult
+from edge.records import Decision, ObjectPart, ObjectResult
 
 SCHEMA_VERSION = 1
 ITEM_SCHEMA = "xray-edge/item@1"
@@ -53,8 +53,17 @@ def _points(points: Sequence[tuple[float, float]] | None) -> list[list[float | N
     return [[_num(x), _num(y)] for x, y in points]
 
 
-def _object(obj: ObjectResult) -> dict[str, JsonValue]:
+def _part(part: ObjectPart) -> dict[str, JsonValue]:
     return {
+        "score": _num(part.score),
+        "anomalous": part.anomalous,
+        "polygon_xray": _points(part.polygon_xray),
+        "polygon_camera": _points(part.polygon_camera),
+    }
+
+
+def _object(obj: ObjectResult) -> dict[str, JsonValue]:
+    body: dict[str, JsonValue] = {
         "object_id": obj.object_id,
         "box": {"x1": _num(obj.box.x1), "y1": _num(obj.box.y1), "x2": _num(obj.box.x2), "y2": _num(obj.box.y2)},
         "label": obj.label,
@@ -65,6 +74,9 @@ def _object(obj: ObjectResult) -> dict[str, JsonValue]:
         "polygon_xray": _points(obj.polygon_xray),
         "polygon_camera": _points(obj.polygon_camera),
     }
+    if obj.parts:  # optional: only anomalous objects with an anomaly map have parts (bounded by the schema)
+        body["parts"] = [_part(p) for p in obj.parts]
+    return body
 
 
 def decision_payload(

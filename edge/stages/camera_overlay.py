@@ -2,8 +2,9 @@
 
 Adapts the pipeline's records to ``edge.camera``: the frame is chosen by belt travel since the item's first
 X-ray line (the firmware's encoder count at item start), the polygons are mapped through the stored
-homography and lens model. Every problem (no camera, no calibration, no encoder position, no frame) is a reason
-string, never an exception or a wait: the decision goes out regardless.
+homography and lens model. Sub-component parts of anomalous objects go along as thin outlines (anomalous parts
+red, benign parts green) under the objects' own outlines. Every problem (no camera, no calibration, no encoder
+position, no frame) is a reason string, never an exception or a wait: the decision goes out regardless.
 """
 
 from __future__ import annotations
@@ -32,13 +33,16 @@ class CameraOverlayRenderer:
         height, width = item.image.shape
         pitch = self._mapper.pitch_mm if self._mapper is not None else 0.8
         anomalous = any(o.anomalous for o in item.objects)
+        parts = tuple(OverlayObject(np.asarray(p.polygon_xray, dtype=np.float64), p.anomalous, thin=True)
+                      for o in item.objects for p in o.parts if len(p.polygon_xray) >= 3)
+        objects = tuple(
+            OverlayObject(np.asarray(o.polygon_xray, dtype=np.float64), o.anomalous,
+                          f"{o.label or 'object'} {o.anomaly_score:.2f}" if o.anomaly_score is not None else "")
+            for o in item.objects if len(o.polygon_xray) >= 3
+        )
         overlay_input = ItemOverlayInput(
             item_id=item.meta.item_id,
-            objects=tuple(
-                OverlayObject(np.asarray(o.polygon_xray, dtype=np.float64), o.anomalous,
-                              f"{o.label or 'object'} {o.anomaly_score:.2f}" if o.anomaly_score is not None else "")
-                for o in item.objects if len(o.polygon_xray) >= 3
-            ),
+            objects=parts + objects,
             verdict="ALARM" if anomalous else "CLEAR",
             height_mm=self._config.overlay_height_mm,
         )

@@ -37,14 +37,25 @@ def xray_canvas(image: ConditionedImage) -> NDArray[np.uint8]:
     return np.ascontiguousarray(cv2.cvtColor(grey.astype(np.uint8), cv2.COLOR_GRAY2BGR))
 
 
+def _outline(canvas: NDArray[np.uint8], polygon: tuple[tuple[float, float], ...], colour: tuple[int, int, int],
+             thickness: int) -> None:
+    points = np.round(np.asarray(polygon, dtype=np.float64)).astype(np.int32).reshape(-1, 1, 2)
+    if len(points) >= 2:
+        cv2.polylines(canvas, [points], True, colour, thickness, cv2.LINE_AA)
+
+
 def draw_xray_overlay(image: ConditionedImage, objects: tuple[ObjectResult, ...], quality: int = 85) -> bytes:
-    """JPEG of the X-ray with anomalous regions red and benign objects green."""
+    """JPEG of the X-ray with anomalous regions red and benign objects green.
+
+    Sub-component parts of anomalous objects are drawn first as thin outlines (benign parts green, anomalous
+    parts red on top, so a shared edge reads red); the objects' own outlines go over them as before.
+    """
     canvas = xray_canvas(image)
+    parts = [p for o in objects for p in o.parts]
+    for part in sorted(parts, key=lambda p: p.anomalous):
+        _outline(canvas, part.polygon_xray, RED if part.anomalous else GREEN, 1)
     for obj in sorted(objects, key=lambda o: o.anomalous):
-        colour = RED if obj.anomalous else GREEN
-        points = np.round(np.asarray(obj.polygon_xray, dtype=np.float64)).astype(np.int32).reshape(-1, 1, 2)
-        if len(points) >= 2:
-            cv2.polylines(canvas, [points], True, colour, 3 if obj.anomalous else 2, cv2.LINE_AA)
+        _outline(canvas, obj.polygon_xray, RED if obj.anomalous else GREEN, 3 if obj.anomalous else 2)
     ok, jpeg = cv2.imencode(".jpg", canvas, [cv2.IMWRITE_JPEG_QUALITY, quality])
     if not ok:
         raise ValueError("JPEG encoding failed")

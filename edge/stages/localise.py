@@ -1,26 +1,37 @@
-"""Localise: where inside each object the anomaly is, as a polygon in item pixels.
+"""Localise: where inside each object the anomaly is, as a polygon in item pixels, and which parts are wrong.
 
-The scorer's anomaly map (over the crop) is resized to the crop's size in the item, thresholded at the
-object's threshold (maps and scores share one normalisation in our bundles and in anomalib's), and the largest
-region becomes the polygon. An anomalous object whose map has no pixel above threshold is outlined whole;
-benign objects are outlined by their box. The result records are the ``ObjectResult``s a ``Decision`` carries.
+The scorer's anomaly map covers the model input; :func:`map_over_region` takes back the part that shows the
+crop (letterboxed crops are padded, and the padding is not the object) and resizes it to the crop's size in
+the item. It is thresholded at the object's threshold (maps and scores share one normalisation in our bundles
+and in anomalib's) and the largest region becomes the polygon. An anomalous object whose map has no pixel above
+threshold is outlined whole; benign objects are outlined by their box. Anomalous objects with a map are also
+split into scored sub-component parts (``edge.stages.subparts``, seed 002) when ``localise.subparts`` is on; a
+failure there is logged and leaves the object without parts, never without its verdict. The result records
+are the ``ObjectResult``s a ``Decision`` carries.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
 from numpy.typing import NDArray
 
-from edge.condition.composer import region_of
+from edge.condition.composer import geometry, region_of
 from edge.condition.image import ConditionedImage
-from edge.records import BoxXyxy, ItemMeta, ObjectResult, RawItem
+from edge.config.localise import LocaliseConfig
+from edge.contracts import InputContract
+from edge.records import ItemMeta, ObjectPart, ObjectResult, RawItem
 from edge.screening import ModelSet
 from edge.stages.score import ScoredItem, ScoredObject
+from edge.stages.subparts import Polygon, Region, box_polygon, mask_polygon, segment_parts
 
-Polygon = tuple[tuple[float, float], ...]
+log = logging.getLogger(__name__)
+
+__all__ = ["LocaliseStage", "LocalisedItem", "Polygon", "box_polygon", "localise_object", "map_over_region",
+           "mask_polygon"]
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -34,39 +45,43 @@ class LocalisedItem:
     models: ModelSet
 
 
-def box_polygon(box: BoxXyxy) -> Polygon:
-    """The box as a closed-order polygon (clockwise in image coordinates)."""
-    return ((box.x1, box.y1), (box.x2, box.y1), (box.x2, box.y2), (box.x1, box.y2))
+def map_over_region(anomaly_map: NDArray[np.float32], region: Region,
+                    contract: InputContract | None = None) -> NDArray[np.float32]:
+    """The anomaly map as ``(y1 - y0, x1 - x0)`` float32 over the crop's item pixels.
+
+    With the scorer's ``contract`` the map is first brought to the model-input size and cut to the resized
+    content (letterbox padding dropped), so map and crop share one geometry. Without it (or for a stretched
+    input) the whole map spans the crop.
+    """
+    x0, y0, x1, y1 = region
+    size = (x1 - x0, y1 - y0)
+    if contract is not None:
+        g = geometry(region, contract)
+        if (g.pad_x, g.pad_y, g.out_width, g.out_height) != (0, 0, contract.width, contract.height):
+            full = cv2.resize(anomaly_map, (contract.width, contract.height), interpolation=cv2.INTER_LINEAR)
+            anomaly_map = np.ascontiguousarray(full[g.pad_y:g.pad_y + g.out_height, g.pad_x:g.pad_x + g.out_width])
+    return np.asarray(cv2.resize(anomaly_map, size, interpolation=cv2.INTER_LINEAR), dtype=np.float32)
 
 
-def mask_polygon(mask: NDArray[np.uint8], x0: int, y0: int, max_points: int = 64) -> Polygon | None:
-    """Outline of the largest connected region of ``mask`` (offset by x0, y0), simplified to few points."""
-    contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-    if not contours:
-        return None
-    largest = max(contours, key=cv2.contourArea)
-    epsilon = 0.5
-    approx = largest
-    while len(approx) > max_points:
-        epsilon *= 2
-        approx = cv2.approxPolyDP(largest, epsilon, True)
-    points = approx.reshape(-1, 2).astype(np.float64)
-    if len(points) < 3:
-        x, y, w, h = cv2.boundingRect(largest)
-        return box_polygon(BoxXyxy(x + x0, y + y0, x + x0 + w, y + y0 + h))
-    return tuple((float(px + x0), float(py + y0)) for px, py in points)
-
-
-def localise_object(obj: ScoredObject, object_id: int, height: int, width: int) -> ObjectResult:
-    """Turn a scored object into the published ``ObjectResult`` with its polygon."""
+def localise_object(obj: ScoredObject, object_id: int, image: ConditionedImage,
+                    contract: InputContract | None = None, config: LocaliseConfig | None = None) -> ObjectResult:
+    """Turn a scored object into the published ``ObjectResult`` with its polygon (and parts, if anomalous)."""
+    config = config if config is not None else LocaliseConfig()
     box = obj.detection.box
     polygon = box_polygon(box)
+    parts: tuple[ObjectPart, ...] = ()
     if obj.anomalous and obj.anomaly_map is not None and obj.threshold is not None:
-        x0, y0, x1, y1 = region_of(box, height, width)
-        resized = cv2.resize(obj.anomaly_map, (x1 - x0, y1 - y0), interpolation=cv2.INTER_LINEAR)
+        height, width = image.shape
+        region = region_of(box, height, width)
+        resized = map_over_region(obj.anomaly_map, region, contract)
         mask = (resized >= obj.threshold).astype(np.uint8)
-        found = mask_polygon(mask, x0, y0) if mask.any() else None
+        found = mask_polygon(mask, region[0], region[1]) if mask.any() else None
         polygon = found or polygon
+        if config.subparts:
+            try:
+                parts = segment_parts(image, region, resized, obj.threshold, config)
+            except Exception as exc:  # parts help the operator; they must never cost the object its verdict
+                log.error("sub-component parts failed", extra={"object_id": object_id, "error": str(exc)})
     return ObjectResult(
         object_id=object_id,
         box=box,
@@ -76,13 +91,18 @@ def localise_object(obj: ScoredObject, object_id: int, height: int, width: int) 
         threshold=obj.threshold,
         anomalous=obj.anomalous,
         polygon_xray=polygon,
+        parts=parts,
     )
 
 
 class LocaliseStage:
-    """Outlines the anomalous part of every object."""
+    """Outlines the anomalous part of every object, and splits anomalous objects into scored parts."""
+
+    def __init__(self, config: LocaliseConfig | None = None) -> None:
+        self._config = config if config is not None else LocaliseConfig()
 
     def __call__(self, item: ScoredItem) -> LocalisedItem:
-        height, width = item.image.shape
-        objects = tuple(localise_object(o, i, height, width) for i, o in enumerate(item.objects))
+        scorer = item.models.scorer
+        contract = scorer.bundle.contract if scorer is not None else None
+        objects = tuple(localise_object(o, i, item.image, contract, self._config) for i, o in enumerate(item.objects))
         return LocalisedItem(item.meta, item.image, item.raw, objects, item.models)
