@@ -136,6 +136,51 @@ def demo(
 
 
 @app.command()
+def fit(
+    audit: Path = typer.Option(..., "--from", help="audit store folder (the config's audit.directory)"),
+    since: str = typer.Option(..., "--since", help="first decision date, YYYY-MM-DD or ISO date-time (UTC)"),
+    out: Path = typer.Option(..., "--out", "-o", help="folder for the new bundle (must not exist)"),
+    config: Path = typer.Option(DEFAULT_CONFIG_PATH, "--config", "-c",
+                                help="the service's config: calibrations, detector, scorer bundle"),
+    until: str | None = typer.Option(None, "--until", help="decisions before this date-time only"),
+    bundle: Path | None = typer.Option(None, "--bundle", help="PaDiM bundle to refit (default: models.scorer)"),
+    holdout: float = typer.Option(0.2, help="fraction of the items held out to set the threshold"),
+    min_objects: int = typer.Option(50, help="fewest benign objects the Gaussian may be fitted on"),
+    seed: int = typer.Option(0, help="seed of the held-out item split"),
+    threads: int = typer.Option(2, help="inference threads"),
+    bundle_version: str | None = typer.Option(None, "--version", help="version of the new bundle "
+                                              "(default: <old>-site.<YYYYMMDD>)"),
+    force: bool = typer.Option(False, "--force", help="replace --out if it already holds a bundle"),
+) -> None:
+    """Refit the PaDiM scorer from benign (CLEAR) items the service saved on site; write a new verified bundle.
+
+    Needs `audit: save_inputs: true` while the items were screened. Prints a JSON summary; see docs/fit.md.
+
+    Example: edge fit --from /var/lib/edge/audit --since 2026-11-01 -o /var/lib/edge/models/padim-site
+    """
+    import json
+
+    from edge.errors import EdgeError
+    from edge.fit.records import parse_date
+    from edge.fit.refit import FitSettings, run_fit
+
+    try:
+        settings = FitSettings(audit_dir=audit, since=parse_date(since, "--since"), config=config, out=out,
+                               until=None if until is None else parse_date(until, "--until"), bundle=bundle,
+                               holdout=holdout, min_objects=min_objects, seed=seed, threads=threads,
+                               version=bundle_version, force=force)
+        result = run_fit(settings, lambda line: typer.echo(line, err=True))
+    except ConfigError as exc:
+        for problem in exc.problems:
+            typer.echo(problem, err=True)
+        raise typer.Exit(code=1) from None
+    except EdgeError as exc:
+        typer.echo(f"edge fit: {exc}", err=True)
+        raise typer.Exit(code=1) from None
+    typer.echo(json.dumps(result.summary(), indent=2))
+
+
+@app.command()
 def version() -> None:
     """Print the xray-edge version and the inference libraries it runs on.
 

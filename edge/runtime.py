@@ -33,7 +33,7 @@ from edge.publish.health import (
 from edge.publish.mqtt import MqttSink
 from edge.records import Decision
 from edge.screening import ModelHolder, load_models
-from edge.sinks.audit import AuditStore
+from edge.sinks.audit import AuditStore, InputSavingSource
 from edge.stages.condition import ConditionStage
 from edge.stages.detect import DetectStage
 from edge.stages.finish import CameraOverlay, FinishStage
@@ -215,6 +215,9 @@ def build_runtime(cfg: EdgeConfig, source: FrameSource | None = None, extra_sink
         frame_source = source if source is not None else build_source(cfg)
     except (OSError, ValueError) as exc:
         raise ConfigError([f"source: cannot open {cfg.source.type} source ({exc})"]) from exc
+    if cfg.audit.save_inputs:
+        # Raw inputs kept beside the decisions: what `edge fit` refits the scorer from on site.
+        frame_source = InputSavingSource(frame_source, audit)
     pipeline = Pipeline(
         frame_source,
         build_stages(cfg, models, conditioner, missing, camera_overlay),

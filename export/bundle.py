@@ -1,77 +1,40 @@
-"""Assemble a bundle folder: model files in sub-folders, ``bundle.yaml`` with hashes, parity and provenance.
+"""Assemble a bundle folder from exported model files, with the export toolchain's parity policy.
 
 Last step of ``edge-export``. Refuses to bundle models whose parity report failed, is missing, or does not
 cover the exact files being bundled (matched by sha256), unless forced; a forced bundle says so in its
-manifest (``forced: true``) and the runtime can see it. The folder is built under a temporary name and
-renamed into place, then re-opened with the runtime's own loader as a final check.
+manifest (``forced: true``) and the runtime can see it. Writing the folder (layout, hashes, temporary name,
+re-opening with the runtime's loader) is :func:`edge.bundles.writer.write_bundle`, which ``edge fit`` on the
+box uses too.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
-import shutil
-import tempfile
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
-import yaml
-
-from edge.bundles.loader import Bundle, load_bundle, sha256_file
-from edge.bundles.manifest import (
-    MANIFEST_FILE,
-    BundleManifest,
-    FileEntry,
-    ModelEntry,
-    ModelFormat,
-    ParityReport,
-    Precision,
-    manifest_to_dict,
-    seal,
-)
+from edge.bundles.loader import Bundle, sha256_file
+from edge.bundles.manifest import ModelFormat, ParityReport, Precision
+from edge.bundles.writer import BundleContent, BundleModel, write_bundle
+from edge.bundles.writer import model_files as _model_files
 from edge.errors import BundleError
 from export.errors import ExportError, ParityFailed
 from export.meta import ExportMeta
 from export.parity import format_report
 from export.versions import toolchain_versions
 
+__all__ = ["BundleModel", "bundle_models_from_files", "make_bundle", "model_files"]
+
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class BundleModel:
-    """A model file to include, with its format and precision."""
-
-    format: ModelFormat
-    precision: Precision
-    path: Path
 
 
 def model_files(path: Path) -> list[Path]:
     """The file itself plus what it needs: an IR's ``.bin``, an ONNX file's external-data files."""
-    if not path.is_file():
-        raise ExportError(f"{path}: no such model file")
-    if path.suffix == ".xml":
-        bin_path = path.with_suffix(".bin")
-        if not bin_path.is_file():
-            raise ExportError(f"{path}: its weights {bin_path.name} are missing")
-        return [path, bin_path]
-    import onnx
-
-    model = onnx.load(str(path), load_external_data=False)
-    extra: set[str] = set()
-    for init in model.graph.initializer:
-        for kv in init.external_data:
-            if kv.key == "location":
-                extra.add(kv.value)
-    files = [path]
-    for name in sorted(extra):
-        f = path.parent / name
-        if not f.is_file():
-            raise ExportError(f"{path}: its external data file {name} is missing")
-        files.append(f)
-    return files
+    try:
+        return _model_files(path)
+    except BundleError as exc:
+        raise ExportError(str(exc)) from exc
 
 
 def _check_parity(parity: ParityReport | None, models: list[BundleModel], force: bool) -> bool:
@@ -104,44 +67,16 @@ def make_bundle(out_dir: Path, name: str, version: str, meta: ExportMeta, models
     if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
         raise ExportError(f"{out_dir}: exists and is not empty (pass --overwrite to replace it)")
     forced = _check_parity(parity, models, force)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=f".{out_dir.name}-", dir=out_dir.parent) as tmp:
-        root = Path(tmp) / "bundle"
-        root.mkdir()
-        entries: list[ModelEntry] = []
-        files: list[FileEntry] = []
-        for m in models:
-            sub = f"{m.format}_{m.precision}"
-            (root / sub).mkdir(exist_ok=True)
-            rels = []
-            for f in model_files(m.path):
-                shutil.copy2(f, root / sub / f.name)
-                rel = f"{sub}/{f.name}"
-                rels.append(rel)
-                files.append(FileEntry(path=rel, sha256=sha256_file(root / rel), bytes=(root / rel).stat().st_size))
-            entries.append(ModelEntry(format=m.format, precision=m.precision, path=rels[0], files=tuple(rels)))
-        manifest = BundleManifest(
-            name=name, version=version, role=meta.role,
-            created_utc=dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z"),
-            input=meta.contract, outputs=meta.outputs, models=tuple(entries), files=tuple(files),
-            thresholds=dict(meta.thresholds if thresholds is None else thresholds),
-            normalisation=meta.normalisation,
-            classes=meta.classes if classes is None else classes,
-            training_data=training_data, notes=notes, toolchain=toolchain_versions(toolchain_extra),
-            parity=parity, forced=forced,
-        )
-        manifest = seal(manifest)
-        text = yaml.safe_dump(manifest_to_dict(manifest), sort_keys=False, allow_unicode=True, width=110)
-        (root / MANIFEST_FILE).write_text(text, encoding="utf-8")
-        try:
-            load_bundle(root)
-        except BundleError as exc:
-            raise ExportError(f"the bundle just built does not load: {exc}") from exc
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        root.rename(out_dir)
-    log.info("bundle written to %s", out_dir)
-    return load_bundle(out_dir)
+    content = BundleContent(name=name, version=version, role=meta.role, contract=meta.contract,
+                            outputs=meta.outputs,
+                            thresholds=dict(meta.thresholds if thresholds is None else thresholds),
+                            normalisation=meta.normalisation, classes=meta.classes if classes is None else classes,
+                            training_data=training_data, notes=notes)
+    try:
+        return write_bundle(out_dir, content, models, parity, toolchain_versions(toolchain_extra), forced=forced,
+                            overwrite=True)
+    except BundleError as exc:
+        raise ExportError(str(exc)) from exc
 
 
 def bundle_models_from_files(paths: list[Path]) -> tuple[ExportMeta, list[BundleModel]]:

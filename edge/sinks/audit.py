@@ -21,6 +21,7 @@ import numpy as np
 
 from edge.config.audit import AuditConfig
 from edge.files import atomic_write_bytes
+from edge.ports import FrameSource
 from edge.publish.payloads import decision_payload
 from edge.publish.topics import RecordKind
 from edge.records import Decision, RawItem
@@ -109,3 +110,30 @@ class AuditStore:
 
     def close(self, timeout_s: float) -> None:
         return None
+
+
+class InputSavingSource:
+    """A :class:`~edge.ports.FrameSource` that hands every item on unchanged after keeping its raw inputs in
+    ``store`` (when ``audit.save_inputs`` is on): the raw material ``edge fit`` learns from. A failed save
+    is logged and never costs the item its decision."""
+
+    def __init__(self, source: FrameSource, store: AuditStore) -> None:
+        self._source = source
+        self._store = store
+
+    def next_item(self, timeout_s: float) -> RawItem | None:
+        item = self._source.next_item(timeout_s)
+        if item is not None and item.problem is None:
+            try:
+                self._store.save_inputs(item)
+            except OSError as exc:
+                log.error("audit inputs not saved", extra={"item_id": item.meta.item_id, "error": str(exc)})
+        return item
+
+    def close(self) -> None:
+        self._source.close()
+
+    @property
+    def exhausted(self) -> bool:
+        """Passed through: the pipeline asks a finite source (sim, replay) whether it has run dry."""
+        return bool(getattr(self._source, "exhausted", False))

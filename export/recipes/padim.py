@@ -1,7 +1,8 @@
 """PaDiM-style feature-distribution scorer: backbone features + one Gaussian per map position, fitted in numpy.
 
 Where it sits: beside the STFPM recipe, on the same from-scratch backbone (the STFPM teacher). The fit is
-plain numpy (:func:`fit_gaussian`) on embeddings of benign crops, so a site can refit it from its own benign
+plain numpy (:func:`fit_gaussian`, from :mod:`edge.fit.gaussian`, the one implementation ``edge fit`` uses
+too) on embeddings of benign crops, so a site can refit it from its own benign
 items without torch: the exported graph keeps the Gaussian as two named initialisers
 (``padim_mean`` (P, D), ``padim_inv_cov`` (P, D, D)) that :func:`replace_gaussian` swaps in an ONNX file.
 
@@ -19,7 +20,10 @@ import torch.nn.functional as F
 from numpy.typing import NDArray
 from torch import nn
 
+from edge.fit.gaussian import fit_gaussian
 from export.recipes.scorer import MAP_SIZE, Backbone
+
+__all__ = ["Embedder", "PadimScorer", "channel_subset", "embeddings", "fit_gaussian", "replace_gaussian"]
 
 EMBED_DIM = 48
 EMBED_SEED = 0
@@ -55,17 +59,6 @@ def embeddings(embedder: Embedder, x: NDArray[np.float32], batch: int = 256) -> 
     return np.concatenate(out).astype(np.float32)
 
 
-def fit_gaussian(emb: NDArray[np.float32], eps: float = 0.01) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
-    """Per-position mean (P, D) and inverse covariance (P, D, D) of benign embeddings (M, P, D); plain numpy."""
-    e = emb.astype(np.float64)
-    mean = e.mean(axis=0)
-    c = e - mean[None]
-    ct = c.transpose(1, 0, 2)  # (P, M, D): one BLAS matmul per position instead of a naive einsum
-    cov = np.matmul(ct.transpose(0, 2, 1), ct) / max(len(e) - 1, 1)
-    cov += eps * np.eye(e.shape[2])[None]
-    return mean.astype(np.float32), np.linalg.inv(cov).astype(np.float32)
-
-
 class PadimScorer(nn.Module):
     """Embedder + Mahalanobis distance to the fitted Gaussian at each position."""
 
@@ -84,20 +77,16 @@ class PadimScorer(nn.Module):
 
 
 def replace_gaussian(onnx_in: Path, onnx_out: Path, mean: NDArray[np.float32], inv_cov: NDArray[np.float32]) -> None:
-    """Write a copy of an exported PaDiM ONNX file with a refitted Gaussian (no torch needed)."""
+    """Write a copy of an exported PaDiM ONNX file with a refitted Gaussian (no torch needed; ``edge fit``
+    does the same on the box with :func:`edge.fit.padim_graph.set_gaussian`)."""
     import onnx
-    from onnx import numpy_helper
+
+    from edge.fit.errors import FitError
+    from edge.fit.padim_graph import set_gaussian
 
     model = onnx.load(str(onnx_in))
-    wanted = {"padim_mean": mean, "padim_inv_cov": inv_cov}
-    found = set()
-    for init in model.graph.initializer:
-        for key, value in wanted.items():
-            if init.name.endswith(key):
-                if tuple(init.dims) != value.shape:
-                    raise ValueError(f"{init.name}: shape {tuple(init.dims)} != refit {value.shape}")
-                init.CopyFrom(numpy_helper.from_array(value.astype(np.float32), init.name))
-                found.add(key)
-    if found != set(wanted):
-        raise ValueError(f"{onnx_in}: initialisers {sorted(set(wanted) - found)} not found")
+    try:
+        set_gaussian(model, mean, inv_cov, str(onnx_in))
+    except FitError as exc:
+        raise ValueError(str(exc)) from exc
     onnx.save(model, str(onnx_out))
