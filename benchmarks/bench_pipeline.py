@@ -69,6 +69,9 @@ def main() -> None:
     parser.add_argument("--precisions", default="fp32,int8")
     parser.add_argument("--batches", default="1,8,32")
     parser.add_argument("--threads", default="2,1", help="inference threads per model (eager: torch threads)")
+    parser.add_argument("--workers", default="2", help="pipeline item workers (decide.workers)")
+    parser.add_argument("--paired-precisions", default="fp32,int8",
+                        help="precisions of the OpenVINO configurations paired with eager in each round")
     parser.add_argument("--eager-batch", type=int, default=8, help="scorer batch of the eager pipeline")
     parser.add_argument("--throughput-runs", type=int, default=3, help="runtime passes per configuration (best)")
     parser.add_argument("--paired-rounds", type=int, default=3,
@@ -87,33 +90,36 @@ def main() -> None:
                             precisions=parse_list(args.precisions),
                             batches=tuple(int(b) for b in parse_list(args.batches)),
                             cold_start_runs=args.cold_start_runs, items_dir=items_dir,
-                            throughput_runs=args.throughput_runs, threads=threads)
+                            throughput_runs=args.throughput_runs, threads=threads,
+                            workers=tuple(int(w) for w in parse_list(args.workers)))
         specs: list[RunSpec] = []
         result = run_bench(opts, progress=lambda text: print(text, flush=True), specs_out=specs, workdir=Path(tmp))
         # The eager pipeline runs the same bundle snapshots the runtime configurations ran.
         detector = Path(specs[0].detector)
         scorer_snapshot = Path(specs[0].scorer) if specs[0].scorer is not None else None
-        # Paired rounds: eager at each thread count and the service's reference configuration at each thread
-        # count, back to back, so that every member of a round sees the same machine load.
-        references = [next((sp for sp in specs if (sp.backend, sp.precision, sp.scorer_batch, sp.threads)
-                            == ("openvino", "fp32", args.eager_batch, t)), None) for t in threads]
+        # Paired rounds: eager at each thread count and the service's reference configurations (OpenVINO, scorer
+        # batch = the eager batch, each --paired-precisions) at each thread count, back to back, so that every
+        # member of a round sees the same machine load.
+        paired_precisions = parse_list(args.paired_precisions)
+        references = {t: [sp for sp in specs if sp.backend == "openvino" and sp.scorer_batch == args.eager_batch
+                          and sp.threads == t and sp.precision in paired_precisions] for t in threads}
         rounds: list[dict[str, Any]] = []
         eagers: dict[int, list[dict[str, Any]]] = {t: [] for t in threads}
         for index in range(args.paired_rounds):
             print(f"paired round {index + 1}/{args.paired_rounds}", flush=True)
             members: dict[str, Any] = {}
-            for t, reference in zip(threads, references, strict=True):
+            for t in threads:
                 eager = run_eager(items_dir, args, detector, scorer_snapshot, result["peak"]["gflops"], t,
                                   Path(tmp) / f"eager-{index}-{t}.json")
                 eagers[t].append(eager)
                 members[f"pytorch-eager/t{t}"] = eager["throughput"]
-                if reference is not None:
+                for reference in references[t]:
                     members[reference.label] = run_in_process(replace(reference, throughput_runs=1))["throughput"]
             rounds.append(members)
         result["eager_runs"] = [max(runs, key=lambda x: x["throughput"]["items_per_s"])
                                 for runs in eagers.values() if runs]
         comparisons = [paired_summary(ref.label, f"pytorch-eager/t{t}", rounds)
-                       for t, ref in zip(threads, references, strict=True) if ref is not None and rounds]
+                       for t in threads for ref in references[t] if rounds]
         result["paired"] = {"rounds": rounds, "comparisons": comparisons}
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(result, indent=1), encoding="utf-8")

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import cv2
+from threadpoolctl import threadpool_limits
 
 from edge.condition.conditioner import Conditioner
 from edge.config import EdgeConfig
@@ -115,10 +116,14 @@ def build_stages(cfg: EdgeConfig, models: ModelHolder, conditioner: Conditioner 
                  camera_overlay: CameraOverlay | None = None) -> list[Stage]:
     """The stage list in pipeline order (the pipeline's item workers run it, one item per worker).
 
-    The workers are the parallelism (``decide.workers`` items at once), so OpenCV's own thread pool would only
-    oversubscribe the cores (its idle threads spin): OpenCV gets one thread.
+    The workers are the parallelism (``decide.workers`` items at once), so OpenCV's and BLAS's own thread
+    pools would only oversubscribe the cores (their idle threads spin): each gets one thread. For OpenBLAS
+    this is also a correctness matter: with a thread pool, concurrent calls from several threads (two workers
+    and a frame source's own thread) were seen to livelock in its thread server (a demo stuck at 90% CPU in
+    one matrix product for minutes); single-threaded, each call runs in its caller.
     """
     cv2.setNumThreads(1)
+    threadpool_limits(1)
     return [
         Stage("condition", ConditionStage(conditioner, missing or "")),
         Stage("detect", DetectStage(models, cfg.models.max_objects)),
