@@ -15,6 +15,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from calib.board import TargetGeometry
 from calib.camera import calibrate_intrinsics
 from calib.detect import xray_view
 from calib.homography import CaptureFrame, CaptureSet, estimate_homography, overlay_picture
@@ -27,7 +28,7 @@ from edge.camera.select import ItemTravel
 from sim.camera import ExitCamera, PlacedFootprint, simulate_intrinsics_views, simulate_target_pass
 from sim.physics import DualEnergyScanner
 from sim.scene import build_item
-from sim.target import TargetGeometry, TargetPlacement
+from sim.target import TargetPlacement
 
 MM_PER_COUNT = 0.8
 

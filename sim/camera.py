@@ -24,7 +24,8 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from sim.target import TargetGeometry, TargetPlacement
+from calib.board import TargetGeometry
+from sim.target import TargetPlacement
 
 FloatArray = npt.NDArray[np.float64]
 U8 = npt.NDArray[np.uint8]

@@ -219,7 +219,10 @@ class ItemStream:
         self.air = self._renderer.air
 
     def item(self, index: int) -> SimItem:
-        truth, raw, _, _ = self._renderer.make(index)
+        # Single-threaded BLAS as in ``generate``'s workers: a threaded matrix product sums in another order,
+        # and the last-bit differences change the Poisson counts (the item would not be item ``index``).
+        with _single_threaded_blas():
+            truth, raw, _, _ = self._renderer.make(index)
         return SimItem(f"{index:06d}", truth, raw)
 
     def __iter__(self) -> Iterator[SimItem]:

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
+from calib.board import TargetGeometry
 from sim.camera import ExitCamera
-from sim.target import TargetGeometry
 
 
 @dataclass(frozen=True)

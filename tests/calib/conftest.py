@@ -7,9 +7,10 @@ from pathlib import Path
 import cv2
 import pytest
 
+from calib.board import TargetGeometry
 from sim.camera import CameraSpec, ExitCamera, simulate_intrinsics_views, simulate_target_pass, write_capture_set
 from sim.physics import DualEnergyScanner
-from sim.target import TargetGeometry, TargetPlacement
+from sim.target import TargetPlacement
 from tests.calib.calib_helpers import SimWorld
 
 REALDATA = Path(__file__).resolve().parents[2].parent / "shared" / "realdata"
