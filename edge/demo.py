@@ -118,7 +118,7 @@ models:
   detector: {models / "detector-agnostic"}
   scorer: {models / "scorer-stfpm"}
   backend: openvino
-  threads: 2
+  threads: 1
 decide:
   deadline_s: 20
 audit:
