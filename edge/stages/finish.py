@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -25,8 +26,18 @@ log = logging.getLogger(__name__)
 RED = (0, 0, 255)
 GREEN = (0, 200, 0)
 
-CameraOverlay = Callable[[LocalisedItem], tuple[bytes | None, str | None]]
-"""Renders the item's objects on its exit-camera frame: (JPEG, None) or (None, why not)."""
+@dataclass(frozen=True, slots=True, eq=False)
+class CameraView:
+    """What the exit camera adds to a decision: the overlay JPEG (or ``note``: why there is none) and the
+    item's objects with ``polygon_camera`` filled in (``None`` when no camera frame could be chosen)."""
+
+    jpeg: bytes | None
+    note: str | None = None
+    objects: tuple[ObjectResult, ...] | None = None
+
+
+CameraOverlay = Callable[[LocalisedItem], CameraView]
+"""Renders the item's objects on its exit-camera frame and maps their outlines onto it."""
 
 
 def xray_canvas(image: ConditionedImage) -> NDArray[np.uint8]:
@@ -71,9 +82,13 @@ class FinishStage:
     def __call__(self, item: LocalisedItem) -> Decision:
         jpeg: bytes | None = None
         note: str | None = None
+        objects = item.objects
         if self._camera is not None:
             try:
-                jpeg, note = self._camera(item)
+                view = self._camera(item)
+                jpeg, note = view.jpeg, view.note
+                if view.objects is not None and len(view.objects) == len(item.objects):
+                    objects = view.objects
             except Exception as exc:  # the camera path must never cost the decision
                 log.error("camera overlay failed", extra={"item_id": item.meta.item_id, "error": str(exc)})
                 jpeg, note = None, f"camera overlay failed: {exc}"
@@ -85,4 +100,4 @@ class FinishStage:
             except Exception as exc:
                 log.error("x-ray overlay failed", extra={"item_id": item.meta.item_id, "error": str(exc)})
                 note = f"{note}; x-ray overlay failed: {exc}" if note else f"x-ray overlay failed: {exc}"
-        return decide(item.meta, item.objects, time.time(), time.monotonic(), item.models.refs, jpeg, note)
+        return decide(item.meta, objects, time.time(), time.monotonic(), item.models.refs, jpeg, note)
