@@ -122,8 +122,50 @@ def torch_model(bundle: Bundle) -> nn.Module:
         fpn = int(init["lat.0.weight"].shape[0])
         return load_onnx_weights(AgnosticDetector(int(init["stem.0.0.weight"].shape[1]), width, fpn), path)
     if "teacher.s1.0.0.weight" in init:
-        return load_onnx_weights(StfpmScorer(Backbone(3, 0), Backbone(3, 0)), path)
+        kinds = int(init["teacher.fc.weight"].shape[0]) if "teacher.fc.weight" in init else 0
+        scorer = cast(StfpmScorer, load_onnx_weights(StfpmScorer(Backbone(3, kinds), Backbone(3, 0),
+                                                                 topk=_graph_topk(path)), path))
+        if kinds:
+            scorer.kind_weight = _fit_kind_weight(scorer, path)
+        return scorer
     raise ValueError(f"bundle {bundle.manifest.name}: no eager rebuild for this architecture")
+
+
+def _graph_topk(path: Path) -> int:
+    """The scorer's top-k (score = mean of the k largest map pixels): the K of the graph's TopK, else 1 (max)."""
+    import onnx
+    from onnx import numpy_helper
+
+    graph = onnx.load(str(path)).graph
+    constants = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+    for node in graph.node:
+        for attr in node.attribute if node.op_type == "Constant" else ():
+            if attr.name == "value":
+                constants[node.output[0]] = numpy_helper.to_array(attr.t)
+    for node in graph.node:
+        if node.op_type == "TopK" and node.input[1] in constants:
+            return int(np.asarray(constants[node.input[1]]).ravel()[0])
+    return 1
+
+
+def _fit_kind_weight(scorer: StfpmScorer, path: Path) -> float:
+    """The weight of the teacher's kind entropy on the map (v2.0 scorers), recovered from the graph's own output:
+    map_onnx = map_without_kind + w x entropy on every pixel, solved by least squares on a probe batch."""
+    import onnxruntime as ort
+
+    probe = np.random.default_rng(0).random((4, 3, 64, 64), dtype=np.float32)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    onnx_map = np.asarray(session.run(None, {session.get_inputs()[0].name: probe})[0], dtype=np.float64)
+    scorer.kind_weight = 0.0
+    x = torch.from_numpy(probe)
+    with torch.inference_mode():
+        plain, _ = scorer(x)
+        features = scorer.teacher.features(x)
+        assert scorer.teacher.fc is not None
+        logp = torch.log_softmax(scorer.teacher.fc(features[-1].mean(dim=(2, 3))), dim=1)
+        entropy = (-(logp.exp() * logp).sum(dim=1)).numpy().astype(np.float64)
+    residual = (onnx_map - plain.numpy()).reshape(len(probe), -1)
+    return float((residual * entropy[:, None]).sum() / (entropy[:, None] ** 2 * residual.shape[1]).sum())
 
 
 class TorchSession:

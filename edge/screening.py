@@ -15,6 +15,7 @@ import numpy as np
 
 from edge.backends import BundleSession, open_backend
 from edge.bundles.loader import Bundle, load_bundle
+from edge.bundles.manifest import Precision
 from edge.bundles.outputs import Role
 from edge.config.models import ModelsConfig
 from edge.errors import BackendError, BundleError
@@ -75,16 +76,22 @@ def _open(path: str, role: set[Role], cfg: ModelsConfig) -> tuple[LoadedModel, s
         raise BundleError(f"{path}: bundle role is {bundle.role}, expected {' or '.join(sorted(role))}")
     if bundle.forced:
         log.warning("bundle was built despite failing parity (forced)", extra={"bundle": path})
+    precision = Precision(cfg.precision)
+    failures: list[str] = []
+    if all(m.precision != precision for m in bundle.manifest.models):
+        # An INT8 deployment with a bundle that ships FP32 only (its INT8 failed the agreement rule) still
+        # screens, at FP32 speed, and says so, rather than refusing to start.
+        failures.append(f"the bundle has no {precision} model (runs {Precision.FP32})")
+        precision = Precision.FP32
     other = "onnxruntime" if cfg.backend == "openvino" else "openvino"
     attempts: list[tuple[str, str]] = [(cfg.backend, cfg.device)]
     if cfg.device != "CPU":
         attempts.append((cfg.backend, "CPU"))
     attempts.append((other, "CPU"))
-    failures: list[str] = []
     for backend, device in attempts:
         try:
-            session = open_backend(bundle, backend, cfg.precision, cfg.threads, cfg.cache_dir, device=device)
-        except BackendError as exc:
+            session = open_backend(bundle, backend, precision, cfg.threads, cfg.cache_dir, device=device)
+        except (BackendError, BundleError) as exc:  # BundleError: no model this backend opens (e.g. ORT + IR)
             failures.append(f"{backend}/{device}: {exc}")
             log.error("backend failed to load", extra={"bundle": path, "backend": backend, "device": device,
                                                        "error": str(exc)})

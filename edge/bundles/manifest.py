@@ -51,11 +51,14 @@ class NormalisationKind(StrEnum):
 
     ``none``: used as is. ``minmax``: ``clip((s - low) / (high - low), 0, 1)``. ``centred`` (anomalib's
     post-processor): ``clip((s - centre) / (high - low) + 0.5, 0, 1)``, so ``centre`` maps to 0.5.
+    ``logistic``: ``1 / (1 + exp(-4 (s - centre) / (high - low)))``: ``centre`` maps to 0.5 with the same slope
+    as ``centred``, but nothing saturates, so scores far above (or below) the threshold keep their order.
     """
 
     NONE = "none"
     MINMAX = "minmax"
     CENTRED = "centred"
+    LOGISTIC = "logistic"
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +82,9 @@ class ScoreNormalisation:
         span = np.float32(self.high - self.low)
         if self.kind is NormalisationKind.MINMAX:
             return np.clip((x - np.float32(self.low)) / span, 0.0, 1.0).astype(np.float32)
+        if self.kind is NormalisationKind.LOGISTIC:
+            z = np.clip(np.float32(-4.0) * (x - np.float32(self.centre)) / span, -80.0, 80.0)
+            return (np.float32(1.0) / (np.float32(1.0) + np.exp(z))).astype(np.float32)
         return np.clip((x - np.float32(self.centre)) / span + np.float32(0.5), 0.0, 1.0).astype(np.float32)
 
 

@@ -2,7 +2,9 @@
 
 The detector returns dense candidates in model-input pixels; here they are thresholded with the bundle's
 ``score`` threshold, mapped back through the composer's resize geometry, suppressed with NMS (class-agnostic,
-or per class when the bundle has classes) and capped at ``max_objects`` highest-scoring boxes.
+or per class when the bundle returns ``labels``) and capped at ``max_objects`` highest-scoring boxes. A
+class-aware bundle's labels index its manifest ``classes``; an index outside them is a bundle error, not a
+silently unlabelled box.
 """
 
 from __future__ import annotations
@@ -101,6 +103,10 @@ class DetectStage:
         labels = out.labels[0] if out.labels is not None else None
         if not (np.all(np.isfinite(boxes)) and np.all(np.isfinite(scores))):
             raise BackendError(f"bundle {manifest.name} returned non-finite boxes or scores")
+        classes = manifest.classes
+        if labels is not None and labels.size and (labels.min() < 0 or labels.max() >= len(classes)):
+            raise BackendError(f"bundle {manifest.name} returned labels {int(labels.min())}..{int(labels.max())} "
+                               f"but names {len(classes)} classes")
         g = geometry(region_of((0, 0, width, height), height, width), contract)
         mask = scores >= threshold
         boxes, scores = boxes[mask], scores[mask]
@@ -112,12 +118,11 @@ class DetectStage:
         y2 = np.clip((boxes[:, 3] - g.pad_y) / g.scale_y, 0, height)
         item_boxes = np.stack([x1, y1, x2, y2], axis=1).astype(np.float32)
         keep = suppress(item_boxes, scores.astype(np.float32), labels, iou, self._max_objects)
-        classes = manifest.classes
         detections = tuple(
             Detection(
                 box=BoxXyxy(*(float(v) for v in item_boxes[k])),
                 score=float(scores[k]),
-                label=(classes[int(labels[k])] if labels is not None and int(labels[k]) < len(classes) else None),
+                label=classes[int(labels[k])] if labels is not None else None,
             )
             for k in keep
         )

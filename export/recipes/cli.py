@@ -188,6 +188,166 @@ def pack_detector(
     _say(f"wrote {out} ({bundle.manifest.name} {bundle.manifest.version})")
 
 
+@app.command("detector-classes")
+def detector_classes(
+    data: Path = typer.Option(..., help="training cache folder (from `train simulate`; boxes carry their kind)"),
+    ckpt: Path = typer.Option(..., help="checkpoint file; training resumes from it when it exists"),
+    steps: int = typer.Option(3000, help="optimiser steps"),
+    batch: int = typer.Option(8, help="images per step"),
+    lr: float = typer.Option(2e-3, help="peak learning rate (one-cycle)"),
+    seed: int = typer.Option(0, help="random seed"),
+    init: str = typer.Option("models/detector-agnostic", help="detector bundle folder (its ONNX weights start the "
+                                                              "backbone/FPN/head) or a class-aware checkpoint; "
+                                                              "used only while --ckpt does not exist; '' = scratch"),
+    threads: int = typer.Option(1, help="torch threads"),
+    until: int = typer.Option(0, help="pause after this step (checkpoint kept; rerun to continue); 0 = run to the "
+                                      "end"),
+    repeat_thresh: float = typer.Option(0.0, help="LVIS repeat-factor sampling threshold t: items with rare classes "
+                                                  "are drawn max(1, sqrt(t / f_c)) times as often; 0 = uniform"),
+) -> None:
+    """Train the class-aware detector (8 classes: seed 001's six types, seed 004's cutters and liquid containers).
+
+    Example: edge-export train detector-classes --data /tmp/xray-recipes/sim-train
+    --ckpt /tmp/xray-recipes/detcls.pt --steps 6000 --init models/detector-agnostic
+    """
+    import numpy as np
+
+    from export.recipes import detector_classes as dc
+
+    _say(f"loading {data} …")
+    ds = dc.load_class_det(data)
+    counts = np.bincount(np.concatenate(ds.labels).clip(min=-1) + 1, minlength=len(dc.CLASSES) + 1)
+    _say(f"{len(ds.images)} items, {int(counts[1:].sum())} labelled boxes ("
+         + ", ".join(f"{c} {int(n)}" for c, n in zip(dc.CLASSES, counts[1:], strict=True))
+         + f"), {int(counts[0])} background objects")
+    dc.train(ds, ckpt, dc.ClassTrainConfig(steps=steps, batch=batch, lr=lr, seed=seed, init=init, threads=threads,
+                                           repeat_thresh=repeat_thresh),
+             progress=_say, until=until or None)
+
+
+@app.command("eval-detector-classes")
+def eval_detector_classes(
+    ckpt: Path = typer.Option(..., help="class-aware detector checkpoint"),
+    data: Path = typer.Option(..., help="held-out cache folder (e.g. sim-test)"),
+    threshold: float = typer.Option(0.01, help="score threshold before NMS (low for mAP)"),
+    nms_iou: float = typer.Option(0.5, help="per-class NMS IoU"),
+    heavy_iou: list[float] = typer.Option([0.5, 0.3], help="heavy-overlap subsets: objects whose box overlaps "
+                                                           "another object's box at IoU >= this"),
+) -> None:
+    """Per-class COCO mAP@[.5:.95] / mAP50 / mAP75 (pycocotools) overall and on heavy-overlap subsets, plus a
+    threshold sweep (class-correct recall at IoU 0.5 and precision) for the bundle's operating point.
+
+    Example: edge-export train eval-detector-classes --ckpt /tmp/xray-recipes/detcls.pt
+    --data /tmp/xray-recipes/sim-test
+    """
+    import json
+
+    import numpy as np
+    import torch
+
+    from export.recipes import detector as det
+    from export.recipes import detector_classes as dc
+    from export.recipes.evaluate import coco_class_metrics, iou_matrix, postprocess_labelled
+
+    torch.set_num_threads(1)
+    state = torch.load(ckpt, weights_only=False)
+    cfg: dc.ClassTrainConfig = state["config"]
+    model = dc.build(ckpt, 3 if cfg.channels == "pc" else 1, cfg.width, cfg.fpn)
+    ds = dc.load_class_det(data)
+    scale = cfg.size / ds.images.shape[-1]
+    raw: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    for i in range(0, len(ds.images), 16):
+        x = np.stack([det.plain(im, cfg.channels, cfg.size) for im in ds.images[i:i + 16]])
+        with torch.inference_mode():
+            b, s, lab = model(torch.from_numpy(x))
+        raw.extend((b[k].numpy(), s[k].numpy(), lab[k].numpy()) for k in range(len(x)))
+    dets = [postprocess_labelled(b, s, lab, threshold, nms_iou, 100) for b, s, lab in raw]
+    gts, gls = zip(*[ds.labelled(i) for i in range(len(ds.images))], strict=True)
+    gts_s = [g * scale for g in gts]
+    out: dict[str, object] = {"checkpoint": str(ckpt), "step": int(state["step"]), "items": len(gts),
+                              "all": coco_class_metrics(gts_s, gls, dets, dc.CLASSES)}
+    for t in heavy_iou:
+        subset = [ds.heavy(i, t)[ds.labels[i] >= 0] for i in range(len(ds.images))]
+        out[f"heavy_overlap_iou{t:g}"] = coco_class_metrics(gts_s, gls, dets, dc.CLASSES, subset)
+    sweep = {}
+    n_gt = sum(len(g) for g in gts_s)
+    for t in (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4):
+        kept = [postprocess_labelled(b, s, lab, t, nms_iou, 32) for b, s, lab in raw]
+        hit = tp = n = 0
+        for (kb, _, kl), g, gl in zip(kept, gts_s, gls, strict=True):
+            n += len(kb)
+            if len(kb) and len(g):
+                m = iou_matrix(g, kb) * (np.asarray(gl)[:, None] == kl[None, :])
+                hit += int((m.max(axis=1) >= 0.5).sum())
+                tp += int((m.max(axis=0) >= 0.5).sum())
+        sweep[t] = {"recall50": round(hit / max(n_gt, 1), 3), "precision50": round(tp / max(n, 1), 3),
+                    "dets_per_gt": round(n / max(n_gt, 1), 2)}
+    out["threshold_sweep"] = sweep
+    typer.echo(json.dumps(out, indent=1))
+
+
+@app.command("pack-detector-classes")
+def pack_detector_classes(
+    ckpt: Path = typer.Option(..., help="class-aware detector checkpoint"),
+    calib: Path = typer.Option(..., help="cache folder whose items calibrate INT8 and check parity"),
+    out: Path = typer.Option(..., "--out", "-o", help="bundle folder (replaced)"),
+    threshold: float = typer.Option(0.2, help="bundle score threshold (runtime drops candidates below it)"),
+    nms_iou: float = typer.Option(0.5, help="bundle per-class NMS IoU"),
+    name: str = typer.Option("detector-classes", help="bundle name"),
+    version: str = typer.Option("1.0", help="bundle version"),
+    notes: str = typer.Option("", help="notes for the manifest (e.g. measured figures)"),
+    int8: bool = typer.Option(True, help="try OpenVINO INT8 (kept only within --int8-max-drop)"),
+    fp32_rtol: float = typer.Option(1e-3, help="FP32 parity tolerance"),
+    int8_max_drop: float = typer.Option(0.02, help="INT8 accepted when at most this fraction of the candidates' "
+                                                   "threshold decisions differ from FP32"),
+) -> None:
+    """Export the class-aware detector (boxes, scores, labels; ONNX FP32, OpenVINO FP32 + INT8), verify parity,
+    write the bundle with its classes, and report how often each backend's labels agree with PyTorch's on the
+    candidates above the threshold (the parity report checks scores, not labels).
+
+    Example: edge-export train pack-detector-classes --ckpt /tmp/xray-recipes/detcls.pt
+    --calib /tmp/xray-recipes/sim-val -o models/detector-classes
+    """
+    import json
+
+    import numpy as np
+    import torch
+
+    from edge.bundles.manifest import ScoreNormalisation
+    from edge.bundles.outputs import Role
+    from export.parity import Candidate, run_candidate
+    from export.recipes import detector as det
+    from export.recipes import detector_classes as dc
+    from export.recipes.pack import pack
+    from export.recipes.simdata import load_det
+
+    state = torch.load(ckpt, weights_only=False)
+    cfg: dc.ClassTrainConfig = state["config"]
+    model = dc.build(ckpt, 3 if cfg.channels == "pc" else 1, cfg.width, cfg.fpn)
+    ds = load_det(calib, limit=150)
+    x = np.stack([det.plain(im, cfg.channels, cfg.size) for im in ds.images[:150]])
+    bundle = pack(model, Role.DETECTOR, det.contract(cfg.channels, cfg.size), {"score": threshold, "nms_iou": nms_iou},
+                  ScoreNormalisation(), x[:110], x[110:150], out, name, version, classes=dc.CLASSES,
+                  training_data=f"virtual scanner (sim/), scanner seed 7, {state['step']} steps x {cfg.batch} items "
+                                "from the sim-train cache (items 0..999, threat rate 0.3), seed "
+                                f"{cfg.seed}, initialised from models/detector-agnostic; classes from sim kinds "
+                                "(export.recipes.detector_classes.KIND_TO_CLASS); no real images",
+                  notes=notes or "class-aware detector (OLN-style box/quality head + 8-class focal head, score = "
+                                 "p(class) x quality, labels = argmax); per-class NMS; see docs/models.md",
+                  progress=_say, fp32_rtol=fp32_rtol, int8_max_drop=int8_max_drop, int8=int8,
+                  optional_outputs=("labels",))
+    with torch.inference_mode():
+        _, ref_s, ref_l = model(torch.from_numpy(x[110:150]))
+    sel = ref_s.numpy() >= threshold
+    agreement: dict[str, float] = {}
+    for m in bundle.manifest.models:
+        backend = "onnxruntime" if m.format == "onnx" else "openvino"
+        got = run_candidate(Candidate(backend, m.precision, bundle.root / m.path), x[110:150])
+        agreement[f"{backend}/{m.precision}"] = float((got["labels"][sel] == ref_l.numpy()[sel]).mean())
+    _say(f"wrote {out} ({bundle.manifest.name} {bundle.manifest.version})")
+    typer.echo(json.dumps({"candidates_above_threshold": int(sel.sum()), "label_agreement": agreement}, indent=1))
+
+
 @app.command()
 def scorer(
     data: Path = typer.Option(..., help="training cache folder (benign crops are taken from it)"),
@@ -203,6 +363,14 @@ def scorer(
     version: str = typer.Option("1.0", help="bundle version"),
     int8_max_drop: float = typer.Option(0.01, help="INT8 accepted when at most this fraction of validation "
                                                    "decisions differ from FP32"),
+    topk: int = typer.Option(1, help="object score = mean of the k largest anomaly-map pixels (1 = the maximum)"),
+    scales: str = typer.Option("1,1,1", help="weights of the three feature scales in the anomaly map (0 = left "
+                                             "out; the student still learns all three)"),
+    kind_share: float = typer.Option(0.0, help="add the teacher's kind-posterior entropy to every map pixel, weighted "
+                                               "so that its benign spread is this many times the student-teacher "
+                                               "score's (0 = pure STFPM)"),
+    teacher_init: str = typer.Option("", help="teacher checkpoint to continue from with a fresh schedule (used only "
+                                              "when CKPT_DIR/teacher.pt does not exist)"),
 ) -> None:
     """Train the from-scratch backbone and the STFPM scorer on benign crops; threshold, evaluate and pack.
 
@@ -213,20 +381,34 @@ def scorer(
     from export.recipes.simdata import load_crops
 
     cfg = sc.ScorerConfig(teacher_steps=teacher_steps, student_steps=student_steps, batch=batch, seed=seed,
-                          threads=threads)
+                          threads=threads, teacher_init=teacher_init)
     tr = load_crops(data)
     tr = tr.select(sc.benign_training_mask(tr))
     _say(f"{len(tr.crops)} benign training crops, {len(set(tr.kind.tolist()))} kinds")
     x = sc.crop_inputs(tr)
+    weights = tuple(float(w) for w in scales.split(","))
+    if len(weights) != 3 or not any(weights):
+        raise typer.BadParameter(f"--scales wants three comma-separated weights, not all 0; got {scales!r}")
     teacher, names = sc.train_teacher(x, tr.kind, ckpt_dir / "teacher.pt", cfg, _say)
-    model = sc.train_student(teacher, x, ckpt_dir / "student.pt", cfg, _say)
+    trained = sc.train_student(teacher, x, ckpt_dir / "student.pt", cfg, _say)
+    model = sc.StfpmScorer(trained.teacher, trained.student, topk, weights).eval()
+    kind_weight = 0.0
+    if kind_share > 0:
+        kind_weight = kind_share * sc.kind_weight_for(model, x[:2000])
+        _say(f"kind-entropy weight {kind_weight:.4f} (share {kind_share})")
+        model = sc.StfpmScorer(trained.teacher, trained.student, topk, weights, kind_weight).eval()
+    cont = f" from {teacher_init}" if teacher_init else ""
     _finish_scorer(model, "scorer-stfpm", val, test, out, version,
                    training_data=f"{len(x)} benign object crops (hlz 64x64) from the sim-train cache (virtual "
                                  f"scanner, items 0..999), teacher = {len(names)}-kind classifier trained from "
-                                 f"scratch ({teacher_steps} steps), student {student_steps} steps, seed {seed}; "
+                                 f"scratch ({teacher_steps} steps{cont}), student {student_steps} steps, seed {seed}; "
+                                 f"score = mean of the top {topk} map pixels, scale weights {scales}, kind-entropy "
+                                 f"weight {kind_weight:.4f} (share {kind_share}); "
                                  "threshold = 95th percentile of benign validation objects (sim items "
                                  "1000000..1000149)",
-                   notes="STFPM student-teacher; raw map/score normalised 'centred' so the threshold maps to 0.5; "
+                   notes="STFPM student-teacher" + (" plus the teacher's kind-posterior entropy on every map pixel"
+                                                    if kind_weight else "")
+                         + "; raw map/score normalised 'logistic' so the threshold maps to 0.5; "
                          f"INT8 accepted at >= {1 - int8_max_drop:.2f} decision agreement; see docs/models.md",
                    int8_max_drop=int8_max_drop)
 
@@ -291,7 +473,9 @@ def _finish_scorer(model: object, name: str, val: Path, test: Path | None, out: 
     vs = sc.raw_scores(model, sc.crop_inputs(vb))  # type: ignore[arg-type]
     thr = float(np.quantile(vs, 0.95))
     low = float(vs.min())
-    norm = ScoreNormalisation(NormalisationKind.CENTRED, low, low + 2 * (thr - low), thr)
+    # logistic, not clipped: scores above the threshold keep their order (a clip at 1.0 ties the most anomalous
+    # objects, which costs AUROC and hides how sure the scorer is); same slope at the threshold as 'centred'
+    norm = ScoreNormalisation(NormalisationKind.LOGISTIC, low, low + 2 * (thr - low), thr)
     report: dict[str, object] = {"bundle": name, "raw_threshold": thr, "benign_val_objects": len(vs),
                                  "normalisation": {"low": norm.low, "high": norm.high, "centre": norm.centre}}
     if test is not None:
@@ -326,8 +510,13 @@ def classifier(
     steps: int = typer.Option(600, help="optimiser steps"),
     batch: int = typer.Option(64, help="crops per step (half threats)"),
     version: str = typer.Option("1.0", help="bundle version"),
+    int8_max_drop: float = typer.Option(0.01, help="INT8 accepted when at most this fraction of validation "
+                                                   "decisions differ from FP32"),
 ) -> None:
     """Supervised benign/anomaly object classifier (for comparison with the benign-only scorers).
+
+    With ``--calib`` the bundle's ``thresholds.score`` is the anomaly probability that tags 95% of the benign
+    validation objects benign (as for the scorers); without it the runtime decides by argmax (0.5).
 
     Example: edge-export train classifier --data /tmp/xray-recipes/sim-train --ckpt-dir /tmp/xray-recipes/scorer
     --test /tmp/xray-recipes/sim-test --calib /tmp/xray-recipes/sim-val -o models/classifier-threat
@@ -347,30 +536,39 @@ def classifier(
     tr = load_crops(data)
     keep = tr.threat | ~tr.tainted
     tr = tr.select(keep)
-    init = None
-    if (ckpt_dir / "teacher.pt").is_file():
-        state = torch.load(ckpt_dir / "teacher.pt", weights_only=False)
-        init = sc.Backbone(3, len(state["names"]))
-        init.load_state_dict(state["model"])
+    init = sc.load_teacher(ckpt_dir / "teacher.pt")[0] if (ckpt_dir / "teacher.pt").is_file() else None
     cfg = sc.ScorerConfig(teacher_steps=steps, batch=batch)
     _say(f"{int(tr.threat.sum())} threat and {int((~tr.threat).sum())} benign training crops")
     model = sc.train_classifier(sc.crop_inputs(tr), tr.threat, ckpt_dir / "classifier.pt", cfg, init, _say)
+
+    def anomaly_prob(x: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return np.concatenate([model(torch.from_numpy(x[i:i + 256])).numpy()[:, 1] for i in range(0, len(x), 256)])
+
     report: dict[str, object] = {"bundle": "classifier-threat"}
+    thresholds: dict[str, float] = {}
+    if calib is not None:
+        va = load_crops(calib)
+        thresholds["score"] = float(np.quantile(anomaly_prob(sc.crop_inputs(va.select(sc.benign_training_mask(va)))),
+                                                0.95))
+        report["threshold_95_benign_val_objects"] = thresholds["score"]
     if test is not None:
         te = load_crops(test)
-        with torch.inference_mode():
-            p = np.concatenate([model(torch.from_numpy(b)).numpy()[:, 1]
-                                for b in np.array_split(sc.crop_inputs(te), max(1, len(te.crops) // 256))])
+        p = anomaly_prob(sc.crop_inputs(te))
         labels = {int(i): bool(t) for i, t in zip(te.item, te.item_threat, strict=True)}
-        report["item"] = item_table(p, te.item, labels, 0.5)
-        report["object"] = object_table(p, te.threat, 0.5)
+        thr = thresholds.get("score", 0.5)
+        report["item"] = item_table(p, te.item, labels, thr)
+        report["object"] = object_table(p, te.threat, thr)
+        report["item_argmax"] = item_table(p, te.item, labels, 0.5)
     typer.echo(json.dumps(report, indent=1))
     if out is not None and calib is not None:
         cx = sc.crop_inputs(load_crops(calib))
         sel = np.random.default_rng(0).permutation(len(cx))
-        pack(model, Role.CLASSIFIER, sc.contract(), {}, ScoreNormalisation(), cx[sel[:256]], cx[sel[256:384]], out,
+        pack(model, Role.CLASSIFIER, sc.contract(), thresholds, ScoreNormalisation(), cx[sel[:256]], cx[sel[256:384]],
+             out,
              "classifier-threat", version, classes=("benign", "anomaly"),
              training_data=f"{len(tr.crops)} labelled object crops (hlz 64x64; {int(tr.threat.sum())} threats) from "
                            f"the sim-train cache, class-balanced batches, {steps} steps from the STFPM teacher",
              notes="supervised benign/anomaly classifier for comparison (seed 001 second stage); threats of the "
-                   "kinds in sim/threats.py only; see docs/models.md", progress=_say)
+                   "kinds in sim/threats.py only; thresholds.score tags 95% of benign validation objects benign; "
+                   "see docs/models.md", progress=_say, int8_max_drop=int8_max_drop)

@@ -10,7 +10,9 @@ sampling, one FPN level per size range, smallest box wins).
 forward(input (N, C, S, S)) → boxes (N, K, 4) xyxy in input pixels, scores (N, K) in [0, 1], as the
 runtime's detect stage expects (it thresholds, maps back through the composer geometry and runs NMS).
 
-Must not: classify, or be imported by the runtime.
+The class-aware detector (:mod:`export.recipes.detector_classes`) reuses this backbone/FPN (:meth:`levels`),
+this head (:meth:`head`) and this augmentation (:func:`augment_labelled`). Must not: classify, or be imported by
+the runtime.
 """
 
 from __future__ import annotations
@@ -66,17 +68,25 @@ class AgnosticDetector(nn.Module):
         nn.init.constant_(self.ctr.bias, -2.0)  # type: ignore[arg-type]
         nn.init.constant_(self.iou.bias, 0.0)  # type: ignore[arg-type]
 
-    def raw(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(ltrb distances (N, K, 4) px, centerness logits (N, K), IoU logits (N, K), centres (K, 2))."""
+    def levels(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Smoothed FPN levels P3–P5 (strides ``STRIDES``), before the head tower; shared with the class head."""
         c3 = self.c3(self.stem(x))
         c4 = self.c4(c3)
         c5 = self.c5(c4)
         p5 = self.lat[2](c5)
         p4 = self.lat[1](c4) + F.interpolate(p5, size=c4.shape[-2:], mode="nearest")
         p3 = self.lat[0](c3) + F.interpolate(p4, size=c3.shape[-2:], mode="nearest")
+        return [self.smooth[k](p) for k, p in enumerate((p3, p4, p5))]
+
+    def raw(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(ltrb distances (N, K, 4) px, centerness logits (N, K), IoU logits (N, K), centres (K, 2))."""
+        return self.head(self.levels(x))
+
+    def head(self, levels: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The shared box/quality head over the FPN levels (see :meth:`raw`)."""
         regs, ctrs, ious, centres = [], [], [], []
-        for k, (p, s) in enumerate(zip((p3, p4, p5), STRIDES, strict=True)):
-            f = self.tower(self.smooth[k](p))
+        for k, (p, s) in enumerate(zip(levels, STRIDES, strict=True)):
+            f = self.tower(p)
             _, _, gh, gw = f.shape
             d = torch.exp((self.reg(f) * self.scales[k]).clamp(-6.0, 6.0)) * s
             regs.append(d.flatten(2).transpose(1, 2))
@@ -183,10 +193,19 @@ def loss(model: AgnosticDetector, x: torch.Tensor, gts: list[torch.Tensor], neg_
 # -- augmentation --------------------------------------------------------------------------------------------
 def augment(img: NDArray[np.uint8], boxes: NDArray[np.float32], rng: np.random.Generator, channels: str,
             out_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """One training sample from the cache (see :func:`augment_labelled`; the same random draws)."""
+    x, b, _ = augment_labelled(img, boxes, np.zeros(len(boxes), np.int64), rng, channels, out_size)
+    return x, b
+
+
+def augment_labelled(img: NDArray[np.uint8], boxes: NDArray[np.float32], labels: NDArray[np.int64],
+                     rng: np.random.Generator, channels: str, out_size: int) -> tuple[
+                         torch.Tensor, torch.Tensor, torch.Tensor]:
     """One training sample from the cache: scale/flip/transpose, palette, contrast, blur and noise.
 
     ``img`` is the cached (4, S, S) uint8 (pc RGB, h); the result is ``out_size`` square (the cache may be
-    stored larger than the model input). Returns the normalised (C, out, out) tensor and its boxes.
+    stored larger than the model input). Returns the normalised (C, out, out) tensor, its boxes and the labels
+    of the boxes kept (boxes mostly pushed off the canvas are dropped).
     Palette changes (hue rotation, channel swaps, grey rendering) stand in for other vendors' colour tables;
     contrast/gamma, blur and noise for other detectors and JPEG; scale for other pixel pitches.
     """
@@ -220,6 +239,7 @@ def augment(img: NDArray[np.uint8], boxes: NDArray[np.float32], rng: np.random.G
     area1 = (clipped[:, 2] - clipped[:, 0]) * (clipped[:, 3] - clipped[:, 1])
     keep = (area1 > 0.5 * area0) & (clipped[:, 2] - clipped[:, 0] >= 3) & (clipped[:, 3] - clipped[:, 1] >= 3)
     b = clipped[keep]
+    lab = labels[keep]
     x = canvas
     if rng.random() < 0.5:
         x = x[:, ::-1]
@@ -254,8 +274,8 @@ def augment(img: NDArray[np.uint8], boxes: NDArray[np.float32], rng: np.random.G
             x = x[:, :, None]
     x = x + rng.normal(0, rng.uniform(0, 0.04), x.shape).astype(np.float32)
     x = (np.clip(x, 0, 1) - PC_MEAN) / PC_STD
-    return torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1), dtype=np.float32)), torch.from_numpy(
-        b.astype(np.float32))
+    return (torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1), dtype=np.float32)),
+            torch.from_numpy(b.astype(np.float32)), torch.from_numpy(lab.astype(np.int64)))
 
 
 def plain(img: NDArray[np.uint8], channels: str, out_size: int) -> NDArray[np.float32]:

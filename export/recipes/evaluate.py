@@ -95,6 +95,72 @@ def coco_metrics(gts: Sequence[NDArray[np.floating]], dets: Sequence[tuple[F32, 
     return {"mAP": float(s[0]), "mAP50": float(s[1]), "mAP75": float(s[2]), "AR100": float(s[8])}
 
 
+def postprocess_labelled(boxes: F32, scores: F32, labels: NDArray[np.int64], threshold: float, iou: float,
+                         top: int) -> tuple[F32, F32, NDArray[np.int64]]:
+    """One image's labelled candidates → kept boxes, scores, labels (runtime rules with per-class NMS)."""
+    keep = scores >= threshold
+    b, s, lab = boxes[keep].astype(np.float32), scores[keep].astype(np.float32), labels[keep].astype(np.int64)
+    k = suppress(b, s, lab, iou, top)
+    return b[k], s[k], lab[k]
+
+
+def coco_class_metrics(gts: Sequence[NDArray[np.floating]], gt_labels: Sequence[NDArray[np.int64]],
+                       dets: Sequence[tuple[F32, F32, NDArray[np.int64]]], classes: Sequence[str],
+                       subset: Sequence[NDArray[np.bool_]] | None = None) -> dict[str, Any]:
+    """Per-class COCO metrics (pycocotools, 100 detections per image): mAP@[.5:.95], mAP50, mAP75 = means over
+    the classes that have ground truth, and AP per class.
+
+    ``subset`` restricts the ground truth to some objects (e.g. the heavy-overlap ones): the others are *ignored*
+    exactly as COCO ignores objects outside an area range (a detection matched to them is neither a true nor a
+    false positive; unmatched detections stay false positives).
+    """
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    ignored_area = 1e12
+    images: list[dict[str, object]] = []
+    annotations: list[dict[str, object]] = []
+    results: list[dict[str, object]] = []
+    for i, (g, gl, (db, ds, dl)) in enumerate(zip(gts, gt_labels, dets, strict=True)):
+        images.append({"id": i, "width": 10_000, "height": 10_000})
+        keep = subset[i] if subset is not None else np.ones(len(g), bool)
+        for b, c, k in zip(np.asarray(g), gl, keep, strict=True):
+            w, h = float(b[2] - b[0]), float(b[3] - b[1])
+            annotations.append({"id": len(annotations) + 1, "image_id": i, "category_id": int(c) + 1, "iscrowd": 0,
+                                "bbox": [float(b[0]), float(b[1]), w, h], "area": w * h if k else ignored_area})
+        for b, s, c in zip(db, ds, dl, strict=True):
+            results.append({"image_id": i, "category_id": int(c) + 1, "score": float(s),
+                            "bbox": [float(b[0]), float(b[1]), float(b[2] - b[0]), float(b[3] - b[1])]})
+    counted = [int(sum(int((np.asarray(gl) == c)[subset[i] if subset is not None else slice(None)].sum())
+                       for i, gl in enumerate(gt_labels))) for c in range(len(classes))]
+    out: dict[str, Any] = {"objects": int(sum(counted)), "objects_per_class": dict(zip(classes, counted, strict=True))}
+    if not results:
+        return out | {"mAP": 0.0, "mAP50": 0.0, "mAP75": 0.0, "AP_per_class": {}}
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco = COCO()
+        coco.dataset = {"images": images, "annotations": annotations,
+                        "categories": [{"id": k + 1, "name": c} for k, c in enumerate(classes)]}
+        coco.createIndex()
+        ev = COCOeval(coco, coco.loadRes(results), "bbox")
+        ev.params.maxDets = [100]
+        ev.params.areaRng = [[0.0, ignored_area / 10]]
+        ev.params.areaRngLbl = ["all"]
+        ev.evaluate()
+        ev.accumulate()
+    prec = ev.eval["precision"][:, :, :, 0, 0]  # (IoU thresholds .5:.05:.95, recall points, classes)
+
+    def ap(p: NDArray[np.float64]) -> float:
+        v = p[p > -1]
+        return float(v.mean()) if v.size else float("nan")
+
+    present = [k for k in range(len(classes)) if counted[k] > 0]
+    per = {classes[k]: ap(prec[:, :, k]) for k in present}
+    return out | {"mAP": float(np.mean([per[classes[k]] for k in present])) if present else 0.0,
+                  "mAP50": float(np.mean([ap(prec[0, :, k]) for k in present])) if present else 0.0,
+                  "mAP75": float(np.mean([ap(prec[5, :, k]) for k in present])) if present else 0.0,
+                  "AP_per_class": per}
+
+
 # -- real images ---------------------------------------------------------------------------------------------
 @dataclass(frozen=True, slots=True)
 class RealImage:

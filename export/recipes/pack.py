@@ -32,13 +32,15 @@ def pack(model: nn.Module, role: Role, contract: InputContract, thresholds: Mapp
          normalisation: ScoreNormalisation, calibration: NDArray[np.float32], validation: NDArray[np.float32],
          out: Path, name: str, version: str, training_data: str, notes: str, classes: tuple[str, ...] = (),
          progress: Callable[[str], None] = print, int8: bool = True, fp32_rtol: float = 1e-4,
-         int8_max_drop: float = 0.01) -> Bundle:
+         int8_max_drop: float = 0.01, optional_outputs: tuple[str, ...] = ()) -> Bundle:
     """Export, convert, quantise (refused → FP32 only; skipped unless ``int8``), verify and bundle ``model``.
 
     ``fp32_rtol`` is the FP32 parity tolerance and ``1 - int8_max_drop`` the INT8 decision-agreement floor (both
-    recorded per entry in the bundle's parity report).
+    recorded per entry in the bundle's parity report). ``optional_outputs`` names the role's optional outputs
+    the model also returns, in forward order after the required ones (e.g. a class-aware detector's ``labels``).
     """
-    meta = ExportMeta(role=role, contract=contract, outputs=default_outputs(role), thresholds=dict(thresholds),
+    meta = ExportMeta(role=role, contract=contract, outputs=default_outputs(role, with_optional=optional_outputs),
+                      thresholds=dict(thresholds),
                       normalisation=normalisation, classes=classes)
     model.eval()
     with tempfile.TemporaryDirectory(prefix="xray-pack-") as tmp:

@@ -6,8 +6,9 @@ kinds apart (no pretrained weights exist here); the student has the same layout,
 and learns to reproduce the teacher's channel-normalised features at three scales on benign crops only
 (STFPM, seed 000). Where the student fails, the object is unlike anything benign seen in training.
 
-forward(input (N, 3, 64, 64) hlz) → anomaly_map (N, 1, 16, 16) raw, score (N,) = max of that map. The raw
-scale is mapped by the bundle's ``centred`` normalisation (threshold → 0.5) in the runtime, so that the map
+forward(input (N, 3, 64, 64) hlz) → anomaly_map (N, 1, 16, 16) raw, score (N,) = max (or top-k mean) of that
+map; v2.0 adds the teacher's kind-posterior entropy to every map pixel (see :class:`StfpmScorer`). The raw
+scale is mapped by the bundle's ``logistic`` normalisation (threshold → 0.5) in the runtime, so that the map
 and the score share one scale and the score stage can localise at the same threshold.
 
 Must not: see threat crops in training, or be imported by the runtime.
@@ -19,6 +20,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -75,28 +77,62 @@ class Backbone(nn.Module):
         return self.fc(self.features(x)[-1].mean(dim=(2, 3)))
 
 
-def distance_maps(t: list[torch.Tensor], s: list[torch.Tensor]) -> torch.Tensor:
-    """Sum over scales of 0.5·‖t̂ − ŝ‖² (channel-normalised features), at the finest scale: (N, 1, h, w)."""
+def distance_maps(t: list[torch.Tensor], s: list[torch.Tensor],
+                  weights: tuple[float, ...] | None = None) -> torch.Tensor:
+    """Sum over scales of w·0.5·‖t̂ − ŝ‖² (channel-normalised features), at the finest scale: (N, 1, h, w).
+
+    ``weights`` (one per scale, default all 1) lets a scorer leave out a scale whose features do not separate
+    (weight 0) without changing the student's training loss.
+    """
     size = t[0].shape[-2:]
+    w = weights or (1.0,) * len(t)
     total = torch.zeros(t[0].shape[0], 1, *size)
-    for ft, fs in zip(t, s, strict=True):
+    for ft, fs, wk in zip(t, s, w, strict=True):
+        if wk == 0:
+            continue
         d = 0.5 * (F.normalize(ft, dim=1) - F.normalize(fs, dim=1)).pow(2).sum(dim=1, keepdim=True)
-        total = total + F.interpolate(d, size=size, mode="bilinear", align_corners=False)
+        total = total + wk * F.interpolate(d, size=size, mode="bilinear", align_corners=False)
     return total
 
 
 class StfpmScorer(nn.Module):
-    """Teacher and student together: the exported scorer graph (raw scale)."""
+    """Teacher and student together: the exported scorer graph (raw scale).
 
-    def __init__(self, teacher: Backbone, student: Backbone) -> None:
+    score = mean of the ``topk`` largest values of the 16x16 map (``topk`` 1 = its maximum, the v1.0 rule): one
+    pixel of a 256-pixel map is noisy, a few pixels' mean is steadier, and the map keeps the same scale.
+
+    ``kind_weight`` > 0 adds the top of the teacher's pyramid: ``kind_weight`` x the entropy of its benign-kind
+    posterior, the same for every pixel of the object's map. The student–teacher feature distances are local
+    (texture, edges) and a knife's steel looks locally like a phone's; what is unlike any benign object is its
+    shape as a whole, which the kind classifier's uncertainty measures (it never saw a threat either). Added to
+    the map (not only to the score) so that map and score keep one scale and localisation stays consistent.
+    Needs a teacher with its kind head (``Backbone(3, kinds)``).
+    """
+
+    def __init__(self, teacher: Backbone, student: Backbone, topk: int = 1,
+                 weights: tuple[float, ...] = (1.0, 1.0, 1.0), kind_weight: float = 0.0) -> None:
         super().__init__()
+        if not 1 <= topk <= MAP_SIZE * MAP_SIZE:
+            raise ValueError(f"topk must be in 1..{MAP_SIZE * MAP_SIZE}, got {topk}")
+        if kind_weight and teacher.fc is None:
+            raise ValueError("kind_weight > 0 needs a teacher with its kind classifier head")
         self.teacher = teacher
         self.student = student
+        self.topk = topk
+        self.weights = weights
+        self.kind_weight = kind_weight
 
     def forward(self, input: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        d = distance_maps(self.teacher.features(input), self.student.features(input))
+        tf = self.teacher.features(input)
+        d = distance_maps(tf, self.student.features(input), self.weights)
         m = F.avg_pool2d(F.adaptive_avg_pool2d(d, MAP_SIZE), 3, 1, 1, count_include_pad=False)
-        return m, m.flatten(1).amax(dim=1)
+        if self.kind_weight and self.teacher.fc is not None:
+            logp = F.log_softmax(self.teacher.fc(tf[-1].mean(dim=(2, 3))), dim=1)
+            entropy = -(logp.exp() * logp).sum(dim=1)
+            m = m + self.kind_weight * entropy[:, None, None, None]
+        flat = m.flatten(1)
+        score = flat.amax(dim=1) if self.topk == 1 else flat.topk(self.topk, dim=1).values.mean(dim=1)
+        return m, score
 
 
 def _augment(x: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
@@ -109,6 +145,28 @@ def _augment(x: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
     return x + torch.randn_like(x) * float(rng.uniform(0, 0.03)) / STD
 
 
+AIR = (1.0 - MEAN) / STD
+"""Normalised value of air (transmission 1, and the composer's letterbox padding) in every hlz channel."""
+
+
+def _augment_box(x: torch.Tensor, rng: np.random.Generator, scale: float = 0.15, shift: float = 0.08
+                 ) -> torch.Tensor:
+    """Per-crop zoom (1 ± ``scale``) and shift (± ``shift`` of the crop) with air padding, after :func:`_augment`.
+
+    A detector's boxes are loose or tight by this much, so the teacher should not care; intensities (and so the
+    z channel's material signal) are left alone.
+    """
+    x = _augment(x, rng)
+    n = x.shape[0]
+    s = torch.from_numpy(rng.uniform(1 - scale, 1 + scale, n).astype(np.float32))
+    t = torch.from_numpy(rng.uniform(-shift, shift, (n, 2)).astype(np.float32)) * 2
+    theta = torch.zeros(n, 2, 3)
+    theta[:, 0, 0] = theta[:, 1, 1] = 1 / s
+    theta[:, :, 2] = t
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    return F.grid_sample(x - AIR, grid, mode="bilinear", padding_mode="zeros", align_corners=False) + AIR
+
+
 @dataclass(frozen=True, slots=True)
 class ScorerConfig:
     """Knobs of a backbone + STFPM training run."""
@@ -119,44 +177,83 @@ class ScorerConfig:
     lr: float = 2e-3
     seed: int = 0
     threads: int = 1
+    checkpoint_every: int = 100
+    teacher_init: str = ""
+    """A teacher checkpoint whose weights start a new run (its own fresh schedule), used only without ``ckpt``."""
+
+
+def _save(state: dict[str, object], ckpt: Path) -> None:
+    ckpt.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(state, ckpt.with_suffix(".tmp"))
+    ckpt.with_suffix(".tmp").replace(ckpt)
+
+
+def load_teacher(ckpt: Path) -> tuple[Backbone, tuple[str, ...]]:
+    """The backbone (eval mode) and kind names of a teacher checkpoint, finished or not."""
+    state = torch.load(ckpt, weights_only=False)
+    model = Backbone(3, len(state["names"]))
+    model.load_state_dict(state["model"])
+    return model.eval(), tuple(state["names"])
 
 
 def train_teacher(x: NDArray[np.float32], kinds: NDArray[np.str_], ckpt: Path, cfg: ScorerConfig,
                   progress: Callable[[str], None] = print) -> tuple[Backbone, tuple[str, ...]]:
-    """Object-kind classifier on benign crops; returns the backbone (eval mode) and the kind names."""
-    names = tuple(sorted(set(kinds.tolist())))
+    """Object-kind classifier on benign crops; returns the backbone (eval mode) and the kind names.
+
+    Resumable: ``ckpt`` holds model, optimiser, schedule and step (saved every ``cfg.checkpoint_every`` steps);
+    a finished checkpoint (step = its own total) is loaded as it is, whatever ``cfg`` says, so that the PaDiM
+    and classifier recipes can reuse the teacher without its training data.
+    """
+    state: dict[str, Any] | None = None
     if ckpt.is_file():
         state = torch.load(ckpt, weights_only=False)
-        model = Backbone(3, len(state["names"]))
-        model.load_state_dict(state["model"])
-        progress(f"teacher loaded from {ckpt}")
-        return model.eval(), tuple(state["names"])
+        if "step" not in state or int(state["step"]) >= int(state["total"]):  # v1.0 files: finished, no step
+            progress(f"teacher loaded from {ckpt}")
+            return load_teacher(ckpt)
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
+    names = tuple(sorted(set(kinds.tolist())))
+    model = Backbone(3, len(names))
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=5e-4)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.teacher_steps + 1)
+    step = 0
+    if state is not None:
+        if tuple(state["names"]) != names:
+            raise ValueError(f"{ckpt}: the checkpoint's kinds differ from the training crops' kinds")
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["opt"])
+        sched.load_state_dict(state["sched"])
+        step = int(state["step"])
+        progress(f"teacher resumed at step {step}")
+    elif cfg.teacher_init:
+        init, init_names = load_teacher(Path(cfg.teacher_init))
+        if init_names != names:
+            raise ValueError(f"{cfg.teacher_init}: the initial teacher's kinds differ from the training crops' kinds")
+        model.load_state_dict(init.state_dict())
+        progress(f"teacher initialised from {cfg.teacher_init}")
     y = torch.as_tensor(np.searchsorted(np.asarray(names), kinds))
     xt = torch.from_numpy(x)
-    model = Backbone(3, len(names))
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=1e-4)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.teacher_steps + 1)
-    rng = np.random.default_rng(cfg.seed)
-    model.train()
+    rng = np.random.default_rng([cfg.seed, step])
+    model = model.to(memory_format=torch.channels_last).train()  # type: ignore[call-overload]
     acc = 0.0
     t0 = time.monotonic()
-    for step in range(1, cfg.teacher_steps + 1):
+    while step < cfg.teacher_steps:
         idx = torch.as_tensor(rng.integers(0, len(xt), cfg.batch))
-        logits = model(_augment(xt[idx], rng))
+        xb = _augment_box(xt[idx], rng).contiguous(memory_format=torch.channels_last)
+        logits = model(xb)
         loss = F.cross_entropy(logits, y[idx], label_smoothing=0.1)
         opt.zero_grad()
         loss.backward()
         opt.step()
         sched.step()
-        acc = 0.95 * acc + 0.05 * float((logits.argmax(1) == y[idx]).float().mean())
-        if step % 100 == 0:
+        step += 1
+        acc = 0.98 * acc + 0.02 * float((logits.argmax(1) == y[idx]).float().mean())
+        if step % cfg.checkpoint_every == 0 or step == cfg.teacher_steps:
             progress(f"teacher step {step}/{cfg.teacher_steps} loss {loss.item():.3f} acc~{acc:.3f} "
                      f"({time.monotonic() - t0:.0f} s)")
-    model.eval()
-    ckpt.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"model": model.state_dict(), "names": names}, ckpt)
+            _save({"model": model.state_dict(), "names": names, "opt": opt.state_dict(),
+                   "sched": sched.state_dict(), "step": step, "total": cfg.teacher_steps}, ckpt)
+    model = model.to(memory_format=torch.contiguous_format).eval()
     return model, names
 
 
@@ -185,7 +282,7 @@ def train_student(teacher: Backbone, x: NDArray[np.float32], ckpt: Path, cfg: Sc
     t0 = time.monotonic()
     while step < cfg.student_steps:
         idx = torch.as_tensor(rng.integers(0, len(xt), cfg.batch))
-        xb = _augment(xt[idx], rng)
+        xb = _augment(xt[idx], rng).contiguous(memory_format=torch.channels_last)
         with torch.no_grad():
             tf = teacher.features(xb)
         loss = distance_maps(tf, student.features(xb)).mean()
@@ -194,12 +291,11 @@ def train_student(teacher: Backbone, x: NDArray[np.float32], ckpt: Path, cfg: Sc
         opt.step()
         sched.step()
         step += 1
-        if step % 100 == 0 or step == cfg.student_steps:
+        if step % cfg.checkpoint_every == 0 or step == cfg.student_steps:
             progress(f"student step {step}/{cfg.student_steps} loss {loss.item():.4f} "
                      f"({time.monotonic() - t0:.0f} s)")
-            torch.save({"model": student.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
-                        "step": step}, ckpt.with_suffix(".tmp"))
-            ckpt.with_suffix(".tmp").replace(ckpt)
+            _save({"model": student.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
+                   "step": step}, ckpt)
     student.eval()
     return StfpmScorer(teacher, student).eval()
 
@@ -211,6 +307,22 @@ def raw_scores(model: nn.Module, x: NDArray[np.float32], batch: int = 256) -> ND
         for i in range(0, len(x), batch):
             out.append(model(torch.from_numpy(x[i:i + batch]))[1].numpy())
     return np.concatenate(out).astype(np.float32)
+
+
+def kind_weight_for(model: StfpmScorer, x: NDArray[np.float32]) -> float:
+    """Entropy weight that gives the kind term the same benign spread (95th percentile − median) as the
+    student–teacher score of ``model`` on benign crops ``x``; multiply by the wanted share."""
+    if model.teacher.fc is None:
+        raise ValueError("the teacher has no kind classifier head")
+    local = raw_scores(model, x)
+    with torch.inference_mode():
+        logp = torch.cat([F.log_softmax(model.teacher(torch.from_numpy(x[i:i + 256])), dim=1)
+                          for i in range(0, len(x), 256)])
+    entropy = (-(logp.exp() * logp).sum(dim=1)).numpy()
+
+    def spread(v: NDArray[np.float32]) -> float:
+        return float(np.quantile(v, 0.95) - np.median(v))
+    return spread(local) / max(spread(entropy), 1e-9)
 
 
 def build_stfpm(weights: Path | None = None) -> StfpmScorer:

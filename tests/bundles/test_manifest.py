@@ -91,6 +91,26 @@ def test_centred_and_minmax_normalisation() -> None:
         ScoreNormalisation(NormalisationKind.MINMAX, low=1.0, high=1.0)
 
 
+
+def test_logistic_normalisation_keeps_order_where_centred_clips() -> None:
+    logistic = ScoreNormalisation(NormalisationKind.LOGISTIC, low=1.0, high=3.0, centre=2.0)
+    raw = np.array([-5.0, 1.0, 2.0, 3.0, 4.0, 6.0], np.float32)
+    out = logistic.apply(raw)
+    # 1 / (1 + exp(-4 (s - 2) / 2)) by hand: s = 2 -> 0.5, s = 3 -> 1 / (1 + e^-2), s = 4 -> 1 / (1 + e^-4)
+    np.testing.assert_allclose(out[2:5], [0.5, 1 / (1 + np.exp(-2.0)), 1 / (1 + np.exp(-4.0))], rtol=1e-6)
+    assert out.dtype == np.float32 and np.all(np.diff(out) > 0) and out.min() > 0 and out.max() < 1
+    # 3, 4 and 6 all clip to 1.0 under 'centred'; 'logistic' keeps them apart, same decisions at 0.5
+    centred = ScoreNormalisation(NormalisationKind.CENTRED, low=1.0, high=3.0, centre=2.0).apply(raw)
+    assert len(set(centred[3:].tolist())) == 1
+    np.testing.assert_array_equal(out >= 0.5, centred >= 0.5)
+    # the same slope as 'centred' at the threshold (1 / (high - low))
+    eps = np.float32(1e-3)
+    slope = (logistic.apply(np.array([2.0 + eps], np.float32)) - 0.5) / eps
+    np.testing.assert_allclose(slope, 0.5, rtol=1e-2)
+    assert np.isfinite(logistic.apply(np.array([1e30, -1e30], np.float32))).all()
+    m = _manifest(normalisation=logistic)
+    assert manifest_from_dict(manifest_to_dict(m)).normalisation == logistic
+
 def test_runtime_bundle_and_backend_packages_import_no_torch() -> None:
     code = ("import sys\n"
             "import edge.bundles, edge.backends, edge.backends.openvino, edge.backends.onnxruntime\n"

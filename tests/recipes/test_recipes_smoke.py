@@ -110,6 +110,77 @@ def test_tiny_stfpm_exports_to_a_loadable_bundle(cache: Path, tmp_path: Path) ->
     assert not loaded.forced
 
 
+
+def test_teacher_checkpoint_resumes_then_loads_when_finished(cache: Path, tmp_path: Path) -> None:
+    crops = load_crops(cache)
+    x, ckpt = sc.crop_inputs(crops), tmp_path / "t.pt"
+    cfg = sc.ScorerConfig(teacher_steps=5, batch=4, checkpoint_every=2)
+
+    def stop_at_4(msg: str) -> None:
+        if "step 4/" in msg:
+            raise KeyboardInterrupt  # an interrupted run: the checkpoint holds step 2
+    with pytest.raises(KeyboardInterrupt):
+        sc.train_teacher(x, crops.kind, ckpt, cfg, progress=stop_at_4)
+    assert torch.load(ckpt, weights_only=False)["step"] == 2
+    msgs: list[str] = []
+    sc.train_teacher(x, crops.kind, ckpt, cfg, progress=msgs.append)
+    assert any("resumed at step 2" in m for m in msgs)
+    state = torch.load(ckpt, weights_only=False)
+    assert state["step"] == state["total"] == 5
+    # finished: loaded as it is, without data and whatever the new config says (the PaDiM recipe relies on it)
+    msgs.clear()
+    teacher, names = sc.train_teacher(x[:0], crops.kind[:0], ckpt, sc.ScorerConfig(teacher_steps=50),
+                                      progress=msgs.append)
+    assert msgs == [f"teacher loaded from {ckpt}"] and not teacher.training
+    assert names == tuple(sorted(set(crops.kind.tolist())))
+
+
+def test_box_augmentation_pads_with_air_and_is_identity_without_zoom() -> None:
+    x = torch.zeros(64, 3, 16, 16)  # object material everywhere (normalised value 0)
+    torch.manual_seed(0)  # the noise comes from torch's generator
+    same = sc._augment_box(x, np.random.default_rng(3), scale=0.0, shift=0.0)
+    torch.manual_seed(0)
+    torch.testing.assert_close(same, sc._augment(x, np.random.default_rng(3)), atol=1e-5, rtol=0)
+    corners = sc._augment_box(x, np.random.default_rng(4), scale=0.4, shift=0.0)[:, :, 0, 0]
+    # zoomed out → the corner shows air (the composer's letterbox padding, not 0), zoomed in → the object plus
+    # a little noise (sigma <= 0.12 normalised); between the two a bilinear blend
+    assert bool(((corners - sc.AIR).abs() < 1e-4).any()) and bool((corners.abs() < 0.7).any())
+    assert bool((corners > -0.7).all()) and bool((corners < sc.AIR + 1e-4).all())
+
+
+def test_stfpm_topk_score_is_the_mean_of_the_largest_map_pixels() -> None:
+    torch.manual_seed(0)
+    teacher, student = sc.Backbone(3, 0).eval(), sc.Backbone(3, 0).eval()
+    x = torch.randn(3, 3, 64, 64)
+    with torch.inference_mode():
+        m1, s1 = sc.StfpmScorer(teacher, student)(x)
+        m8, s8 = sc.StfpmScorer(teacher, student, topk=8)(x)
+        m3, _ = sc.StfpmScorer(teacher, student, weights=(0.0, 0.0, 1.0))(x)
+    flat = np.sort(m1.numpy().reshape(3, -1), axis=1)[:, ::-1]
+    np.testing.assert_allclose(s1.numpy(), flat[:, 0], rtol=1e-6)
+    np.testing.assert_allclose(s8.numpy(), flat[:, :8].mean(axis=1), rtol=1e-5)
+    torch.testing.assert_close(m8, m1)
+    assert m3.shape == m1.shape and bool((m3 < m1).all())  # two of three non-negative terms left out
+    with pytest.raises(ValueError, match="topk"):
+        sc.StfpmScorer(teacher, student, topk=0)
+
+
+def test_kind_entropy_term_shifts_every_map_pixel_by_the_weighted_entropy() -> None:
+    torch.manual_seed(0)
+    teacher, student = sc.Backbone(3, 5).eval(), sc.Backbone(3, 0).eval()
+    x = torch.randn(4, 3, 64, 64)
+    with torch.inference_mode():
+        m0, s0 = sc.StfpmScorer(teacher, student)(x)
+        m2, s2 = sc.StfpmScorer(teacher, student, kind_weight=2.0)(x)
+        p = torch.softmax(teacher(x), dim=1).numpy()
+    entropy = -(p * np.log(p)).sum(axis=1)
+    assert np.all(entropy > 0) and np.all(entropy <= np.log(5) + 1e-6)
+    np.testing.assert_allclose((m2 - m0).numpy(), np.broadcast_to(2 * entropy[:, None, None, None], m0.shape),
+                               rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(s2.numpy(), s0.numpy() + 2 * entropy, rtol=1e-5)
+    with pytest.raises(ValueError, match="kind classifier head"):
+        sc.StfpmScorer(sc.Backbone(3, 0), student, kind_weight=1.0)
+
 def test_cli_help_has_examples() -> None:
     runner = CliRunner()
     for cmd in ("simulate", "detector", "eval-detector", "pack-detector", "scorer", "padim", "classifier"):

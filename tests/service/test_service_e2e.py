@@ -151,3 +151,20 @@ def test_missing_camera_never_blocks_decisions(tmp_path: Path, assets: Assets) -
         assert d.overlay_note is not None and "no belt position" in d.overlay_note
     status = json.loads((tmp_path / "status.json").read_text())
     assert status["state"] == "degraded" and "not calibrated" in status["reason"]
+
+
+def test_int8_deployment_runs_a_bundle_without_int8_at_fp32_and_says_so(tmp_path: Path, assets: Assets) -> None:
+    models = Path(__file__).resolve().parents[2] / "models"
+    cfg_path = write_config(tmp_path / "edge.yaml", detector=models / "detector-agnostic",
+                            scorer=models / "scorer-padim", flat=assets.flat, energy=assets.energy,
+                            state=tmp_path, items=1)
+    cfg_path.write_text(cfg_path.read_text().replace("  backend: openvino\n",
+                                                     "  backend: openvino\n  precision: int8\n"))
+    memory = MemorySink()
+    runtime = build_runtime(load_config(cfg_path), extra_sinks=[memory])
+    current = runtime.models.current
+    assert str(current.detector.session.precision) == "int8"
+    assert current.scorer is not None and str(current.scorer.session.precision) == "fp32"
+    assert any("no int8 model" in p for p in runtime.problems), runtime.problems
+    _run_until_idle(Service(cfg_path, runtime))
+    assert [d.verdict for d in memory.decisions] != [Verdict.UNSCREENED]
