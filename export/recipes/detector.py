@@ -168,9 +168,30 @@ def loss(model: AgnosticDetector, x: torch.Tensor, gts: list[torch.Tensor], neg_
     size = x.shape[-1]
     strides = level_of_locations(size)
     idx_all, tgt_all = zip(*[assign(centres, strides, g, size) for g in gts], strict=True)
-    idx = torch.stack(idx_all)
-    tgt = torch.stack(tgt_all)
-    pos = idx >= 0
+    terms = quality_losses(d, ctr, iou_logit, torch.stack(idx_all) >= 0, torch.stack(tgt_all))
+    total = terms.box + terms.ctr_pos + terms.iou + neg_weight * terms.ctr_neg
+    return total, terms.log()
+
+
+@dataclass(frozen=True)
+class QualityLosses:
+    """The OLN terms every detector of this family trains with (the class-aware one adds its class loss)."""
+
+    box: torch.Tensor
+    ctr_pos: torch.Tensor
+    iou: torch.Tensor
+    ctr_neg: torch.Tensor
+    n_pos: int
+
+    def log(self) -> dict[str, float]:
+        return {"box": self.box.item(), "ctr": self.ctr_pos.item(), "neg": self.ctr_neg.item(),
+                "iou": self.iou.item(), "pos": float(self.n_pos)}
+
+
+def quality_losses(d: torch.Tensor, ctr: torch.Tensor, iou_logit: torch.Tensor, pos: torch.Tensor,
+                   tgt: torch.Tensor) -> QualityLosses:
+    """GIoU on positives' boxes, L1 centerness (positives, and 0 on background: a quality target, not a class),
+    L1 IoU quality against the detached IoU of the predicted box (positives)."""
     n_pos = max(int(pos.sum()), 1)
     lr, tb = tgt[..., [0, 2]], tgt[..., [1, 3]]
     centerness = torch.sqrt((lr.min(-1).values / lr.max(-1).values.clamp(min=1e-6)).clamp(min=0)
@@ -185,9 +206,7 @@ def loss(model: AgnosticDetector, x: torch.Tensor, gts: list[torch.Tensor], neg_
     else:
         l_box = l_ctr_pos = l_iou = d.sum() * 0
     l_ctr_neg = ctr_p[~pos].mean() if (~pos).any() else ctr_p.sum() * 0
-    total = l_box + l_ctr_pos + l_iou + neg_weight * l_ctr_neg
-    return total, {"box": l_box.item(), "ctr": l_ctr_pos.item(), "neg": l_ctr_neg.item(), "iou": l_iou.item(),
-                   "pos": float(n_pos)}
+    return QualityLosses(l_box, l_ctr_pos, l_iou, l_ctr_neg, n_pos)
 
 
 # -- augmentation --------------------------------------------------------------------------------------------

@@ -37,10 +37,10 @@ from torch import nn
 from export.recipes.detector import (
     STRIDES,
     AgnosticDetector,
-    _iou_giou,
     assign,
     augment_labelled,
     level_of_locations,
+    quality_losses,
 )
 
 CLASSES: tuple[str, ...] = ("bottle", "hairdryer", "iron", "toaster", "mobile", "laptop", "cutter",
@@ -219,28 +219,13 @@ def loss(model: ClassDetector, x: torch.Tensor, gts: list[torch.Tensor], labels:
     strides = level_of_locations(size)
     parts = [assign_classes(centres, strides, g, lab, size) for g, lab in zip(gts, labels, strict=True)]
     idx = torch.stack([p[0] for p in parts])
-    tgt = torch.stack([p[1] for p in parts])
     cls_t = torch.stack([p[2] for p in parts])
     pos = idx >= 0
-    n_pos = max(int(pos.sum()), 1)
-    lr, tb = tgt[..., [0, 2]], tgt[..., [1, 3]]
-    centerness = torch.sqrt((lr.min(-1).values / lr.max(-1).values.clamp(min=1e-6)).clamp(min=0)
-                            * (tb.min(-1).values / tb.max(-1).values.clamp(min=1e-6)).clamp(min=0))
-    ctr_p = torch.sigmoid(ctr)
-    iou_p = torch.sigmoid(iou_logit)
-    if pos.any():
-        iou, giou = _iou_giou(d[pos], tgt[pos])
-        l_box = (1 - giou).mean()
-        l_ctr_pos = (ctr_p[pos] - centerness[pos]).abs().mean()
-        l_iou = (iou_p[pos] - iou.detach()).abs().mean()
-    else:
-        l_box = l_ctr_pos = l_iou = d.sum() * 0
-    l_ctr_neg = ctr_p[~pos].mean() if (~pos).any() else ctr_p.sum() * 0
+    terms = quality_losses(d, ctr, iou_logit, pos, torch.stack([p[1] for p in parts]))
     onehot = F.one_hot(cls_t.clamp(min=0), cls_logit.shape[-1]).to(cls_logit.dtype) * pos[..., None]
-    l_cls = focal_loss(cls_logit, onehot) / n_pos
-    total = l_box + l_ctr_pos + l_iou + l_ctr_neg + cls_weight * l_cls
-    return total, {"cls": l_cls.item(), "box": l_box.item(), "ctr": l_ctr_pos.item(), "neg": l_ctr_neg.item(),
-                   "iou": l_iou.item(), "pos": float(n_pos)}
+    l_cls = focal_loss(cls_logit, onehot) / terms.n_pos
+    total = terms.box + terms.ctr_pos + terms.iou + terms.ctr_neg + cls_weight * l_cls
+    return total, {"cls": l_cls.item(), **terms.log()}
 
 
 # -- training ------------------------------------------------------------------------------------------------
