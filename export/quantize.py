@@ -22,6 +22,7 @@ import numpy.typing as npt
 
 from edge.bundles.manifest import Precision
 from edge.bundles.outputs import DECISION_THRESHOLD_KEY, Role
+from edge.eval.metrics import auroc as metrics_auroc
 from export.calibration import InputSet
 from export.errors import ExportError, QuantizationRefused
 from export.meta import ExportMeta, read_meta, write_onnx_meta
@@ -54,22 +55,11 @@ class QuantizeResult:
 
 
 def auroc(scores: npt.NDArray[np.floating], labels: npt.NDArray[np.int64]) -> float:
-    """Area under the ROC curve by the rank-sum formula (ties get average ranks)."""
-    pos, neg = labels != 0, labels == 0
-    if not pos.any() or not neg.any():
+    """Area under the ROC curve (``edge.eval.metrics.auroc``: rank-sum, ties get average ranks)."""
+    value = metrics_auroc(scores, np.asarray(labels) != 0)
+    if value is None:
         raise ExportError("auroc needs both positive and negative labels in the validation set")
-    order = np.argsort(scores, kind="mergesort")
-    ranks = np.empty(len(scores), dtype=np.float64)
-    s = np.asarray(scores)[order]
-    i = 0
-    while i < len(s):
-        j = i
-        while j + 1 < len(s) and s[j + 1] == s[i]:
-            j += 1
-        ranks[order[i:j + 1]] = (i + j) / 2.0 + 1.0
-        i = j + 1
-    n_pos, n_neg = int(pos.sum()), int(neg.sum())
-    return float((ranks[pos].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+    return value
 
 
 def _score_and_prediction(meta: ExportMeta, outputs: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:

@@ -98,10 +98,10 @@ def eval_detector(
     import numpy as np
     import torch
 
+    from edge.eval.metrics import box_iou
     from export.recipes import detector as det
     from export.recipes.evaluate import (
         coco_metrics,
-        iou_matrix,
         postprocess,
         real_images,
         real_recall,
@@ -130,7 +130,7 @@ def eval_detector(
         kept = [postprocess(b, s, t, nms_iou, 32)[0] for b, s in dets]
         rec = recall_at(gts, kept)
         n = sum(len(k) for k in kept)
-        prec = sum(int((iou_matrix(k, g).max(axis=1) >= 0.5).sum()) for k, g in zip(kept, gts, strict=True)
+        prec = sum(int((box_iou(k, g).max(axis=1) >= 0.5).sum()) for k, g in zip(kept, gts, strict=True)
                    if len(k) and len(g)) / max(n, 1)
         sweep[t] = {"recall50": round(rec, 3), "precision50": round(prec, 3), "dets_per_gt": round(n / max(
             sum(len(g) for g in gts), 1), 2)}
@@ -245,9 +245,10 @@ def eval_detector_classes(
     import numpy as np
     import torch
 
+    from edge.eval.metrics import box_iou
     from export.recipes import detector as det
     from export.recipes import detector_classes as dc
-    from export.recipes.evaluate import coco_class_metrics, iou_matrix, postprocess_labelled
+    from export.recipes.evaluate import coco_class_metrics, postprocess_labelled
 
     torch.set_num_threads(1)
     state = torch.load(ckpt, weights_only=False)
@@ -277,7 +278,7 @@ def eval_detector_classes(
         for (kb, _, kl), g, gl in zip(kept, gts_s, gls, strict=True):
             n += len(kb)
             if len(kb) and len(g):
-                m = iou_matrix(g, kb) * (np.asarray(gl)[:, None] == kl[None, :])
+                m = box_iou(g, kb) * (np.asarray(gl)[:, None] == kl[None, :])
                 hit += int((m.max(axis=1) >= 0.5).sum())
                 tp += int((m.max(axis=0) >= 0.5).sum())
         sweep[t] = {"recall50": round(hit / max(n_gt, 1), 3), "precision50": round(tp / max(n, 1), 3),

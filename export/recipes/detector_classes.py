@@ -85,9 +85,9 @@ class ClassDetSet:
 
     def heavy(self, i: int, iou: float = HEAVY_OVERLAP_IOU) -> NDArray[np.bool_]:
         """Per box of item ``i``: does it overlap another object's box (any kind) at IoU ≥ ``iou``?"""
-        from export.recipes.evaluate import iou_matrix
+        from edge.eval.metrics import box_iou
 
-        m = iou_matrix(self.boxes[i], self.boxes[i])
+        m = box_iou(self.boxes[i], self.boxes[i])
         np.fill_diagonal(m, 0.0)
         return np.asarray(m.max(axis=1, initial=0.0) >= iou) if len(m) else np.zeros(0, bool)
 

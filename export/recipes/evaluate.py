@@ -24,6 +24,8 @@ from edge.condition.composer import compose, geometry
 from edge.condition.degraded import from_grey, from_pseudo_colour
 from edge.condition.image import ConditionedImage
 from edge.contracts import InputContract
+from edge.eval.metrics import auroc as metrics_auroc
+from edge.eval.metrics import box_iou
 from edge.stages.detect import suppress
 
 F32 = NDArray[np.float32]
@@ -39,27 +41,13 @@ def postprocess(boxes: F32, scores: F32, threshold: float, iou: float, top: int)
     return b[k], s[k]
 
 
-def iou_matrix(a: NDArray[np.floating], b: NDArray[np.floating]) -> NDArray[np.float64]:
-    """(A, B) IoU of xyxy boxes."""
-    if len(a) == 0 or len(b) == 0:
-        return np.zeros((len(a), len(b)))
-    x1 = np.maximum(a[:, None, 0], b[None, :, 0])
-    y1 = np.maximum(a[:, None, 1], b[None, :, 1])
-    x2 = np.minimum(a[:, None, 2], b[None, :, 2])
-    y2 = np.minimum(a[:, None, 3], b[None, :, 3])
-    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
-    aa = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
-    ab = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-    return np.asarray(inter / np.maximum(aa[:, None] + ab[None, :] - inter, 1e-9), np.float64)
-
-
 def recall_at(gts: Sequence[NDArray[np.floating]], dets: Sequence[NDArray[np.floating]], iou: float = 0.5) -> float:
     """Fraction of ground-truth boxes covered by some detection at IoU ≥ ``iou``."""
     hit = total = 0
     for g, d in zip(gts, dets, strict=True):
         total += len(g)
         if len(g) and len(d):
-            hit += int((iou_matrix(np.asarray(g), np.asarray(d)).max(axis=1) >= iou).sum())
+            hit += int((box_iou(g, d).max(axis=1) >= iou).sum())
     return hit / max(total, 1)
 
 
@@ -238,12 +226,9 @@ def real_recall(detect: DetectFn, contract: InputContract, images: Sequence[Real
 
 # -- scorer tables (seed 000) ----------------------------------------------------------------------------------
 def auroc(scores: NDArray[np.floating], labels: NDArray[np.bool_]) -> float:
-    """Area under the ROC curve (rank statistic; ties count half)."""
-    from sklearn.metrics import roc_auc_score
-
-    if labels.all() or not labels.any():
-        return float("nan")
-    return float(roc_auc_score(labels.astype(int), scores))
+    """Area under the ROC curve (``edge.eval.metrics.auroc``: ranks, ties count half); NaN with one class."""
+    value = metrics_auroc(scores, labels)
+    return float("nan") if value is None else value
 
 
 def item_table(obj_scores: NDArray[np.floating], obj_item: NDArray[np.int64], item_label: dict[int, bool],

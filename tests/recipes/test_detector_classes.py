@@ -15,13 +15,14 @@ import torch
 from edge.backends import open_backend
 from edge.bundles import load_bundle
 from edge.errors import BackendError
+from edge.eval.metrics import box_iou
 from edge.records import ItemMeta, RawItem
 from edge.screening import LoadedModel, ModelHolder, ModelSet
 from edge.stages.condition import ConditionedItem, ConditionStage
 from edge.stages.detect import Detection, DetectStage
 from export.recipes import detector as det
 from export.recipes import detector_classes as dc
-from export.recipes.evaluate import coco_class_metrics, iou_matrix
+from export.recipes.evaluate import coco_class_metrics
 from export.recipes.simdata import PRESETS, RIG_SEED, SimRig, generate
 from sim.objects import BENIGN
 from sim.scene import SceneConfig, build_item
@@ -171,7 +172,7 @@ def test_shipped_bundle_labels_objects_on_fresh_items(raw_items: list[Conditione
         for c in dc.CLASSES:  # per-class NMS: no two boxes of one class overlap above the bundle's IoU
             b = np.asarray([[d.box.x1, d.box.y1, d.box.x2, d.box.y2] for d in dets if d.label == c],
                            np.float64).reshape(-1, 4)
-            m = iou_matrix(b, b)
+            m = box_iou(b, b)
             np.fill_diagonal(m, 0.0)
             assert (m <= iou + 1e-6).all()
     assert labelled > 0, "the class-aware bundle found nothing on four fresh items"
