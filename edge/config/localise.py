@@ -21,6 +21,11 @@ class LocaliseConfig(EdgeBaseConfig):
     subparts: bool = Field(
         True, description="segment every anomalous object with an anomaly map into scored parts (red/green)"
     )
+    max_objects_with_parts: int = Field(
+        4, ge=0, le=1000,
+        description="parts for at most this many anomalous objects per item, highest scores first (each costs "
+                    "~15 ms; an item whose every box alarms must not run into its deadline); 0 = none",
+    )
     segment_area_px: int = Field(
         400, ge=16, le=100_000,
         description="target area of one part in X-ray pixels; parts per object = object material area / this",

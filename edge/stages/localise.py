@@ -104,5 +104,11 @@ class LocaliseStage:
     def __call__(self, item: ScoredItem) -> LocalisedItem:
         scorer = item.models.scorer
         contract = scorer.bundle.contract if scorer is not None else None
-        objects = tuple(localise_object(o, i, item.image, contract, self._config) for i, o in enumerate(item.objects))
+        # Parts for the strongest alarms only: their cost grows with the number of anomalous objects.
+        ranked = sorted((i for i, o in enumerate(item.objects) if o.anomalous),
+                        key=lambda i: -(item.objects[i].score or 0.0))
+        with_parts = set(ranked[:self._config.max_objects_with_parts])
+        without = self._config.model_copy(update={"subparts": False})
+        objects = tuple(localise_object(o, i, item.image, contract, self._config if i in with_parts else without)
+                        for i, o in enumerate(item.objects))
         return LocalisedItem(item.meta, item.image, item.raw, objects, item.models)

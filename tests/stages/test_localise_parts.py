@@ -205,3 +205,24 @@ def test_localise_section_errors_name_file_line_and_key(tmp_path: Path) -> None:
     (problem,) = info.value.problems
     assert problem.startswith(f"{path}:7: localise.max_segments: ") and "24" in problem
     assert load_config(REPO / "systemd" / "edge.example.yaml").localise == LocaliseConfig()
+
+
+def test_only_the_strongest_anomalous_objects_get_parts() -> None:
+    from types import SimpleNamespace
+
+    from edge.records import ItemMeta, RawItem
+    from edge.stages.localise import LocaliseStage
+    from edge.stages.score import ScoredItem
+
+    scores = (0.6, 0.95, 0.7, 0.2, 0.9, 0.8)
+    meta = ItemMeta("lane-1-1", "lane-1", 1, 0.0, 1.0, 0.0, 1.0, 1e9)
+    image = _scene()
+    models = SimpleNamespace(scorer=SimpleNamespace(bundle=SimpleNamespace(contract=CONTRACT)))
+    item = ScoredItem(meta, image, RawItem(meta, image=np.zeros((2, 2), np.uint8)),
+                      tuple(_scored(s) for s in scores), models)  # type: ignore[arg-type]
+    out = LocaliseStage(LocaliseConfig(max_objects_with_parts=2))(item)
+    with_parts = {i for i, o in enumerate(out.objects) if o.parts}
+    assert with_parts == {1, 4}, "the two highest anomaly scores (0.95, 0.9)"
+    assert all(o.anomalous == (s >= THRESHOLD) for o, s in zip(out.objects, scores, strict=True))
+    none = LocaliseStage(LocaliseConfig(max_objects_with_parts=0))(item)
+    assert not any(o.parts for o in none.objects)
