@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import torch
@@ -343,14 +344,7 @@ def train(data: DetSet, ckpt: Path, cfg: TrainConfig, progress: Callable[[str], 
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.steps + 1,
                                                 pct_start=max(0.05, 2 / cfg.steps))
-    step = 0
-    if ckpt.is_file():
-        state = torch.load(ckpt, weights_only=False)
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["opt"])
-        sched.load_state_dict(state["sched"])
-        step = int(state["step"])
-        progress(f"resumed {ckpt} at step {step}")
+    step = resume(ckpt, model, opt, sched, progress)
     rng = np.random.default_rng([cfg.seed, step])
     n = len(data.images)
     model.train()
@@ -360,33 +354,62 @@ def train(data: DetSet, ckpt: Path, cfg: TrainConfig, progress: Callable[[str], 
         idx = rng.integers(0, n, cfg.batch)
         xs, gts = zip(*[augment(data.images[i], data.boxes[i], rng, cfg.channels, cfg.size) for i in idx], strict=True)
         total, parts = loss(model, torch.stack(xs), list(gts))
-        opt.zero_grad()
-        total.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
-        opt.step()
-        sched.step()
+        optimise(model, opt, sched, total, parts, run)
         step += 1
-        for k, v in parts.items():
-            run[k] = 0.9 * run.get(k, v) + 0.1 * v
         if step % 20 == 0 or step == cfg.steps:
             rate = (time.monotonic() - t0) / 20
             t0 = time.monotonic()
             progress(f"step {step}/{cfg.steps} " + " ".join(f"{k} {v:.3f}" for k, v in run.items())
                      + f" ({rate:.2f} s/step)")
         if step % cfg.checkpoint_every == 0 or step == cfg.steps:
-            ckpt.parent.mkdir(parents=True, exist_ok=True)
-            torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
-                        "step": step, "config": cfg}, ckpt.with_suffix(".tmp"))
-            ckpt.with_suffix(".tmp").replace(ckpt)
+            save_checkpoint(ckpt, model, opt, sched, step, cfg)
     model.eval()
     return model
+
+
+def resume(ckpt: Path, model: nn.Module, opt: torch.optim.Optimizer, sched: torch.optim.lr_scheduler.LRScheduler,
+           progress: Callable[[str], None]) -> int:
+    """Load model, optimiser and schedule from ``ckpt`` when it exists; the step to continue from (0 if new)."""
+    if not ckpt.is_file():
+        return 0
+    state = torch.load(ckpt, weights_only=False)
+    model.load_state_dict(state["model"])
+    opt.load_state_dict(state["opt"])
+    sched.load_state_dict(state["sched"])
+    step = int(state["step"])
+    progress(f"resumed {ckpt} at step {step}")
+    return step
+
+
+def optimise(model: nn.Module, opt: torch.optim.Optimizer, sched: torch.optim.lr_scheduler.LRScheduler,
+             total: torch.Tensor, parts: dict[str, float], run: dict[str, float]) -> None:
+    """One optimiser step (gradients clipped at norm 10) and the running means of the logged loss parts."""
+    opt.zero_grad()
+    total.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
+    opt.step()
+    sched.step()
+    for k, v in parts.items():
+        run[k] = 0.9 * run.get(k, v) + 0.1 * v
+
+
+def save_checkpoint(ckpt: Path, model: nn.Module, opt: torch.optim.Optimizer,
+                    sched: torch.optim.lr_scheduler.LRScheduler, step: int, cfg: object, **extra: object) -> None:
+    """Everything a resumed run needs, written to a temporary name and renamed (never a half checkpoint)."""
+    ckpt.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
+                "step": step, "config": cfg, **extra}, ckpt.with_suffix(".tmp"))
+    ckpt.with_suffix(".tmp").replace(ckpt)
+
+
+def load_eval(model: nn.Module, weights: Path | None) -> nn.Module:
+    """``model`` with the weights of a checkpoint (or a bare state dict) loaded, in eval mode."""
+    if weights is not None:
+        state = torch.load(weights, weights_only=False)
+        model.load_state_dict(state.get("model", state))
+    return model.eval()
 
 
 def build(weights: Path | None = None, in_channels: int = 3, width: int = 16, fpn: int = 32) -> AgnosticDetector:
     """Factory for ``edge-export --factory export.recipes.detector:build --weights W``: eval-mode model."""
-    model = AgnosticDetector(in_channels, width, fpn)
-    if weights is not None:
-        state = torch.load(weights, weights_only=False)
-        model.load_state_dict(state.get("model", state))
-    model.eval()
-    return model
+    return cast(AgnosticDetector, load_eval(AgnosticDetector(in_channels, width, fpn), weights))

@@ -27,6 +27,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import torch
@@ -40,8 +41,13 @@ from export.recipes.detector import (
     assign,
     augment_labelled,
     level_of_locations,
+    load_eval,
+    optimise,
     quality_losses,
+    resume,
+    save_checkpoint,
 )
+from export.recipes.simdata import load_det
 
 CLASSES: tuple[str, ...] = ("bottle", "hairdryer", "iron", "toaster", "mobile", "laptop", "cutter",
                             "liquid_container")
@@ -94,25 +100,8 @@ class ClassDetSet:
 
 def load_class_det(folder: Path, limit: int | None = None) -> ClassDetSet:
     """All ``det_*.npz`` shards of a cache folder with their ``box_kind`` (in shard order, as ``load_det``)."""
-    images: list[NDArray[np.uint8]] = []
-    boxes: list[NDArray[np.float32]] = []
-    kinds: list[NDArray[np.str_]] = []
-    for f in sorted(folder.glob("det_*.npz")):
-        if f.name.endswith(".tmp.npz"):
-            continue
-        with np.load(f) as d:
-            images.append(d["images"])
-            for n in range(len(d["images"])):
-                sel = d["box_item"] == n
-                boxes.append(d["boxes"][sel])
-                kinds.append(d["box_kind"][sel])
-        if limit is not None and sum(len(x) for x in images) >= limit:
-            break
-    if not images:
-        raise FileNotFoundError(f"{folder}: no det_*.npz shards (run `edge-export train simulate` first)")
-    imgs = np.concatenate(images)[:limit]
-    n = len(imgs)
-    return ClassDetSet(imgs, boxes[:n], kinds[:n], [class_index(k) for k in kinds[:n]])
+    ds = load_det(folder, limit)
+    return ClassDetSet(ds.images, ds.boxes, ds.kinds, [class_index(k) for k in ds.kinds])
 
 
 # -- model ---------------------------------------------------------------------------------------------------
@@ -300,14 +289,7 @@ def train(data: ClassDetSet, ckpt: Path, cfg: ClassTrainConfig, progress: Callab
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.steps + 1,
                                                 pct_start=min(max(cfg.pct_start, 2 / cfg.steps), 0.5))
-    step = 0
-    if ckpt.is_file():
-        state = torch.load(ckpt, weights_only=False)
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["opt"])
-        sched.load_state_dict(state["sched"])
-        step = int(state["step"])
-        progress(f"resumed {ckpt} at step {step}")
+    step = resume(ckpt, model, opt, sched, progress)
     rng = np.random.default_rng([cfg.seed, step])
     n = len(data.images)
     weights = repeat_factors(data.labels, len(CLASSES), cfg.repeat_thresh)
@@ -327,14 +309,8 @@ def train(data: ClassDetSet, ckpt: Path, cfg: ClassTrainConfig, progress: Callab
             gts.append(bb)
             labs.append(ll)
         total, parts = loss(model, torch.stack(xs), gts, labs)
-        opt.zero_grad()
-        total.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
-        opt.step()
-        sched.step()
+        optimise(model, opt, sched, total, parts, run)
         step += 1
-        for k, v in parts.items():
-            run[k] = 0.9 * run.get(k, v) + 0.1 * v
         if step % 20 == 0 or step == cfg.steps:
             rate = (time.monotonic() - t0) / 20
             t0 = time.monotonic()
@@ -342,22 +318,14 @@ def train(data: ClassDetSet, ckpt: Path, cfg: ClassTrainConfig, progress: Callab
             progress(f"{_bar(step, cfg.steps)} " + " ".join(f"{k} {v:.3f}" for k, v in run.items())
                      + f" ({rate:.2f} s/step, eta {eta / 60:.0f} min)")
         if step % cfg.checkpoint_every == 0 or step == last:
-            ckpt.parent.mkdir(parents=True, exist_ok=True)
-            torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
-                        "step": step, "config": cfg, "classes": CLASSES}, ckpt.with_suffix(".tmp"))
-            ckpt.with_suffix(".tmp").replace(ckpt)
+            save_checkpoint(ckpt, model, opt, sched, step, cfg, classes=CLASSES)
     model.eval()
     return model
 
 
 def build(weights: Path | None = None, in_channels: int = 3, width: int = 16, fpn: int = 32) -> ClassDetector:
     """Factory for ``edge-export --factory export.recipes.detector_classes:build --weights W``: eval-mode model."""
-    model = ClassDetector(in_channels, width, fpn)
-    if weights is not None:
-        state = torch.load(weights, weights_only=False)
-        model.load_state_dict(state.get("model", state))
-    model.eval()
-    return model
+    return cast(ClassDetector, load_eval(ClassDetector(in_channels, width, fpn), weights))
 
 
 __all__ = ["CLASSES", "KIND_TO_CLASS", "STRIDES", "ClassDetSet", "ClassDetector", "ClassTrainConfig", "build",

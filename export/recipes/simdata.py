@@ -231,11 +231,12 @@ class DetSet:
     boxes: list[NDArray[np.float32]]
     threat: list[NDArray[np.bool_]]
     item_threat: NDArray[np.bool_]
+    kinds: list[NDArray[np.str_]]
 
 
 def load_det(folder: Path, limit: int | None = None) -> DetSet:
     """All ``det_*.npz`` shards of a cache folder, in shard order."""
-    images, boxes, threat, item_threat = [], [], [], []
+    images, boxes, threat, item_threat, kinds = [], [], [], [], []
     for f in sorted(folder.glob("det_*.npz")):
         if f.name.endswith(".tmp.npz"):
             continue
@@ -245,13 +246,15 @@ def load_det(folder: Path, limit: int | None = None) -> DetSet:
                 sel = d["box_item"] == n
                 boxes.append(d["boxes"][sel])
                 threat.append(d["box_threat"][sel])
+                kinds.append(d["box_kind"][sel])
             item_threat.append(d["item_threat"])
         if limit is not None and sum(len(x) for x in images) >= limit:
             break
     if not images:
         raise FileNotFoundError(f"{folder}: no det_*.npz shards (run `edge-export train simulate` first)")
     imgs = np.concatenate(images)[:limit]
-    return DetSet(imgs, boxes[:len(imgs)], threat[:len(imgs)], np.concatenate(item_threat)[:len(imgs)])
+    n = len(imgs)
+    return DetSet(imgs, boxes[:n], threat[:n], np.concatenate(item_threat)[:n], kinds[:n])
 
 
 @dataclass(frozen=True, slots=True)
