@@ -32,6 +32,7 @@ from torch import nn
 
 from edge.contracts import Channel, InputContract, ResizePolicy
 from export.recipes.simdata import DET_SIZE, DetSet
+from export.recipes.training import load_eval, optimise, resume, save_checkpoint
 
 STRIDES = (8, 16, 32)
 PC_MEAN, PC_STD = 0.5, 0.25
@@ -365,49 +366,6 @@ def train(data: DetSet, ckpt: Path, cfg: TrainConfig, progress: Callable[[str], 
             save_checkpoint(ckpt, model, opt, sched, step, cfg)
     model.eval()
     return model
-
-
-def resume(ckpt: Path, model: nn.Module, opt: torch.optim.Optimizer, sched: torch.optim.lr_scheduler.LRScheduler,
-           progress: Callable[[str], None]) -> int:
-    """Load model, optimiser and schedule from ``ckpt`` when it exists; the step to continue from (0 if new)."""
-    if not ckpt.is_file():
-        return 0
-    state = torch.load(ckpt, weights_only=False)
-    model.load_state_dict(state["model"])
-    opt.load_state_dict(state["opt"])
-    sched.load_state_dict(state["sched"])
-    step = int(state["step"])
-    progress(f"resumed {ckpt} at step {step}")
-    return step
-
-
-def optimise(model: nn.Module, opt: torch.optim.Optimizer, sched: torch.optim.lr_scheduler.LRScheduler,
-             total: torch.Tensor, parts: dict[str, float], run: dict[str, float]) -> None:
-    """One optimiser step (gradients clipped at norm 10) and the running means of the logged loss parts."""
-    opt.zero_grad()
-    total.backward()
-    torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
-    opt.step()
-    sched.step()
-    for k, v in parts.items():
-        run[k] = 0.9 * run.get(k, v) + 0.1 * v
-
-
-def save_checkpoint(ckpt: Path, model: nn.Module, opt: torch.optim.Optimizer,
-                    sched: torch.optim.lr_scheduler.LRScheduler, step: int, cfg: object, **extra: object) -> None:
-    """Everything a resumed run needs, written to a temporary name and renamed (never a half checkpoint)."""
-    ckpt.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
-                "step": step, "config": cfg, **extra}, ckpt.with_suffix(".tmp"))
-    ckpt.with_suffix(".tmp").replace(ckpt)
-
-
-def load_eval(model: nn.Module, weights: Path | None) -> nn.Module:
-    """``model`` with the weights of a checkpoint (or a bare state dict) loaded, in eval mode."""
-    if weights is not None:
-        state = torch.load(weights, weights_only=False)
-        model.load_state_dict(state.get("model", state))
-    return model.eval()
 
 
 def build(weights: Path | None = None, in_channels: int = 3, width: int = 16, fpn: int = 32) -> AgnosticDetector:

@@ -38,16 +38,14 @@ from torch import nn
 from export.recipes.detector import (
     STRIDES,
     AgnosticDetector,
+    TrainConfig,
     assign,
     augment_labelled,
     level_of_locations,
-    load_eval,
-    optimise,
     quality_losses,
-    resume,
-    save_checkpoint,
 )
 from export.recipes.simdata import load_det
+from export.recipes.training import load_eval, optimise, resume, save_checkpoint
 
 CLASSES: tuple[str, ...] = ("bottle", "hairdryer", "iron", "toaster", "mobile", "laptop", "cutter",
                             "liquid_container")
@@ -219,22 +217,11 @@ def loss(model: ClassDetector, x: torch.Tensor, gts: list[torch.Tensor], labels:
 
 # -- training ------------------------------------------------------------------------------------------------
 @dataclass(frozen=True, slots=True)
-class ClassTrainConfig:
-    """Knobs of one class-aware training run. ``init``: a detector bundle folder (agnostic weights) or a
-    class-aware checkpoint; used only when the run's checkpoint does not exist yet."""
+class ClassTrainConfig(TrainConfig):
+    """Knobs of one class-aware training run: the agnostic run's, plus the schedule's warm-up share and repeat-
+    factor sampling. ``init``: a detector bundle folder (agnostic weights) or a class-aware checkpoint; used only
+    when the run's checkpoint does not exist yet."""
 
-    steps: int = 3000
-    batch: int = 8
-    lr: float = 2e-3
-    weight_decay: float = 1e-4
-    seed: int = 0
-    channels: str = "pc"
-    size: int = 320
-    width: int = 16
-    fpn: int = 32
-    checkpoint_every: int = 100
-    threads: int = 1
-    init: str = ""
     pct_start: float = 0.1
     repeat_thresh: float = 0.0
 

@@ -30,6 +30,7 @@ from torch import nn
 
 from edge.contracts import Channel, InputContract, ResizePolicy
 from export.recipes.simdata import CROP_SIZE, CropSet
+from export.recipes.training import atomic_save, resume
 
 MEAN, STD = 0.5, 0.25
 MAP_SIZE = 16
@@ -182,12 +183,6 @@ class ScorerConfig:
     """A teacher checkpoint whose weights start a new run (its own fresh schedule), used only without ``ckpt``."""
 
 
-def _save(state: dict[str, object], ckpt: Path) -> None:
-    ckpt.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(state, ckpt.with_suffix(".tmp"))
-    ckpt.with_suffix(".tmp").replace(ckpt)
-
-
 def load_teacher(ckpt: Path) -> tuple[Backbone, tuple[str, ...]]:
     """The backbone (eval mode) and kind names of a teacher checkpoint, finished or not."""
     state = torch.load(ckpt, weights_only=False)
@@ -251,7 +246,7 @@ def train_teacher(x: NDArray[np.float32], kinds: NDArray[np.str_], ckpt: Path, c
         if step % cfg.checkpoint_every == 0 or step == cfg.teacher_steps:
             progress(f"teacher step {step}/{cfg.teacher_steps} loss {loss.item():.3f} acc~{acc:.3f} "
                      f"({time.monotonic() - t0:.0f} s)")
-            _save({"model": model.state_dict(), "names": names, "opt": opt.state_dict(),
+            atomic_save({"model": model.state_dict(), "names": names, "opt": opt.state_dict(),
                    "sched": sched.state_dict(), "step": step, "total": cfg.teacher_steps}, ckpt)
     model = model.to(memory_format=torch.contiguous_format).eval()
     return model, names
@@ -265,14 +260,7 @@ def train_student(teacher: Backbone, x: NDArray[np.float32], ckpt: Path, cfg: Sc
     student = Backbone(3, 0)
     opt = torch.optim.AdamW(student.parameters(), lr=cfg.lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.student_steps + 1)
-    step = 0
-    if ckpt.is_file():
-        state = torch.load(ckpt, weights_only=False)
-        student.load_state_dict(state["model"])
-        opt.load_state_dict(state["opt"])
-        sched.load_state_dict(state["sched"])
-        step = int(state["step"])
-        progress(f"student resumed at step {step}")
+    step = resume(ckpt, student, opt, sched, progress)
     teacher.eval()
     for p in teacher.parameters():
         p.requires_grad_(False)
@@ -294,7 +282,7 @@ def train_student(teacher: Backbone, x: NDArray[np.float32], ckpt: Path, cfg: Sc
         if step % cfg.checkpoint_every == 0 or step == cfg.student_steps:
             progress(f"student step {step}/{cfg.student_steps} loss {loss.item():.4f} "
                      f"({time.monotonic() - t0:.0f} s)")
-            _save({"model": student.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
+            atomic_save({"model": student.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
                    "step": step}, ckpt)
     student.eval()
     return StfpmScorer(teacher, student).eval()
