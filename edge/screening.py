@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from edge.backends import BundleSession, open_backend
 from edge.bundles.loader import Bundle, load_bundle
 from edge.bundles.manifest import Precision
-from edge.bundles.outputs import Role
+from edge.bundles.outputs import DECISION_THRESHOLD_KEY, ITEM_THRESHOLD_KEY, Role
 from edge.config.models import ModelsConfig
 from edge.errors import BackendError, BundleError
 from edge.records import ModelRef
@@ -31,16 +31,20 @@ class LoadedModel:
     bundle: Bundle
     session: BundleSession
     backend: str
+    operating_point: str = "item"
 
     @property
     def threshold(self) -> float:
-        """The bundle's decision threshold (``thresholds.score``), set on benign validation data.
+        """The bundle's decision threshold, set on benign validation data: ``thresholds.item`` at the item
+        operating point when the bundle has one, else ``thresholds.score`` (detectors have only the latter).
 
         A benign/anomaly classifier without one decides by its argmax, i.e. anomaly probability >= 0.5.
         """
         thresholds = self.bundle.manifest.thresholds
-        if "score" in thresholds:
-            return float(thresholds["score"])
+        if self.operating_point == "item" and ITEM_THRESHOLD_KEY in thresholds:
+            return float(thresholds[ITEM_THRESHOLD_KEY])
+        if DECISION_THRESHOLD_KEY in thresholds:
+            return float(thresholds[DECISION_THRESHOLD_KEY])
         if self.bundle.role is Role.CLASSIFIER:
             return 0.5
         raise BundleError(f"bundle {self.bundle.manifest.name} has no 'score' threshold")
@@ -124,6 +128,15 @@ def load_models(cfg: ModelsConfig) -> ModelSet:
     note_s = None
     if cfg.scorer is not None:
         scorer, note_s = _open(str(cfg.scorer), {Role.SCORER, Role.CLASSIFIER}, cfg)
+        scorer = replace(scorer, operating_point=cfg.operating_point)
+        has_item = ITEM_THRESHOLD_KEY in scorer.bundle.manifest.thresholds
+        if cfg.operating_point == "item" and not has_item:
+            log.warning("the scorer bundle has no item threshold: objects decide at the object threshold, so "
+                        "items of many objects alarm more often (set thresholds.item with edge eval "
+                        "--write-item-threshold)", extra={"bundle": scorer.bundle.manifest.name})
+        log.info("scorer operating point", extra={
+            "bundle": scorer.bundle.manifest.name, "operating_point": cfg.operating_point if has_item else "object",
+            "threshold": scorer.threshold})
     for model in (detector, scorer):
         if model is not None:
             seconds = warm(model)

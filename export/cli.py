@@ -302,6 +302,42 @@ def bundle(
     _say(f"wrote {out}/bundle.yaml{forced}; sha256 {result.model_ref.sha256}")
 
 
+@app.command()
+def renormalise(
+    source: Path = typer.Argument(..., help="scorer bundle whose normalisation is 'centred'"),
+    out: Path = typer.Option(..., "--out", "-o", help="bundle folder to write (may be SOURCE itself)"),
+    version: str = typer.Option(..., help="the new bundle's version"),
+) -> None:
+    """Switch a scorer bundle from 'centred' (clipped at 0 and 1) to 'logistic' normalisation.
+
+    Same centre and span, so every decision at the bundle's threshold (0.5) stays the same, but scores above it
+    keep their order instead of tying at 1.0, which is what lets an item operating point be placed above the
+    object threshold. Model files are copied untouched; only bundle.yaml changes.
+
+    Example: edge-export renormalise models/scorer-padim -o models/scorer-padim --version 1.1
+    """
+    from dataclasses import replace
+
+    from edge.bundles.loader import load_bundle
+    from edge.bundles.manifest import NormalisationKind
+    from edge.bundles.writer import rewrite_manifest
+    from edge.errors import BundleError
+
+    try:
+        src = load_bundle(source)
+        m = src.manifest
+        if m.normalisation.kind is not NormalisationKind.CENTRED:
+            raise ExportError(f"{source}: normalisation is {m.normalisation.kind!s}, not centred: nothing to do "
+                              "(only centred -> logistic keeps every decision at the threshold)")
+        note = f"[normalisation logistic since {version} (was centred, clipped)] "
+        result = rewrite_manifest(src, out, thresholds=m.thresholds, version=version, notes=note + m.notes,
+                                  normalisation=replace(m.normalisation, kind=NormalisationKind.LOGISTIC),
+                                  overwrite=True)
+    except (ExportError, BundleError) as exc:
+        raise _fail(exc) from exc
+    _say(f"wrote {result.root}/bundle.yaml ({m.name}@{version}, logistic normalisation)")
+
+
 @app.command("import-anomalib")
 def import_anomalib(
     model_dir: Path = typer.Argument(..., help="anomalib export root (holds weights/onnx, weights/openvino)"),

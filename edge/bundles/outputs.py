@@ -129,3 +129,9 @@ def optional_fields(role: Role) -> tuple[str, ...]:
 
 DECISION_THRESHOLD_KEY = "score"
 """Key in a manifest's ``thresholds`` for the decision threshold of detectors and scorers."""
+
+ITEM_THRESHOLD_KEY = "item"
+"""Key in a scorer manifest's ``thresholds`` for the item operating point: the object score at which the max rule
+tags 95% of benign *items* benign, measured through the whole pipeline (detector boxes, not ground truth). An item
+carries several objects, so this sits above the object threshold (``score``), which tags 95% of benign *objects*
+benign; used by the service when ``models.operating_point`` is ``item`` (the default)."""

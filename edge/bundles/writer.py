@@ -17,7 +17,7 @@ import platform
 import shutil
 import tempfile
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import metadata
 from pathlib import Path
 
@@ -156,15 +156,51 @@ def write_bundle(out_dir: Path, content: BundleContent, models: list[BundleModel
             training_data=content.training_data, notes=content.notes, toolchain=dict(toolchain),
             parity=parity, forced=forced,
         )
-        manifest = seal(manifest)
-        text = yaml.safe_dump(manifest_to_dict(manifest), sort_keys=False, allow_unicode=True, width=110)
-        (root / MANIFEST_FILE).write_text(text, encoding="utf-8")
-        try:
-            load_bundle(root)
-        except BundleError as exc:
-            raise BundleError(f"the bundle just built does not load: {exc}") from exc
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        root.rename(out_dir)
+        _install(root, seal(manifest), out_dir, "the bundle just built")
     log.info("bundle written to %s", out_dir)
+    return load_bundle(out_dir)
+
+
+def _install(root: Path, manifest: BundleManifest, out_dir: Path, what: str) -> None:
+    """Write the sealed manifest into the staged folder ``root``, load it as the runtime would, then move it
+    to ``out_dir`` (replacing it), so that only a bundle that loads ever appears there."""
+    text = yaml.safe_dump(manifest_to_dict(manifest), sort_keys=False, allow_unicode=True, width=110)
+    (root / MANIFEST_FILE).write_text(text, encoding="utf-8")
+    try:
+        load_bundle(root)
+    except BundleError as exc:
+        raise BundleError(f"{what} does not load: {exc}") from exc
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    root.rename(out_dir)
+
+
+def rewrite_manifest(bundle: Bundle, out_dir: Path, *, thresholds: Mapping[str, float], version: str, notes: str,
+                     normalisation: ScoreNormalisation | None = None, overwrite: bool = False) -> Bundle:
+    """A copy of ``bundle`` whose manifest states new ``thresholds``, ``version``, ``notes`` (and normalisation).
+
+    For what is decided after the export (an operating point measured by ``edge eval --write-item-threshold``,
+    a normalisation that stops saturating): the model files, their hashes and the parity report are the
+    bundle's own, untouched; only ``bundle.yaml`` is rewritten and re-sealed. ``out_dir`` may be the bundle's
+    own folder (replaced atomically, as :func:`write_bundle` does).
+
+    Raises:
+        BundleError: ``out_dir`` exists, is not the bundle's folder and is not empty (unless ``overwrite``), or
+            the rewritten bundle does not load.
+    """
+    same = out_dir.resolve() == bundle.root.resolve()
+    if out_dir.exists() and not same and (not out_dir.is_dir() or any(out_dir.iterdir())) and not overwrite:
+        raise BundleError(f"{out_dir}: exists and is not empty (pass --overwrite to replace it)")
+    manifest = seal(replace(bundle.manifest, thresholds=dict(thresholds), version=version, notes=notes,
+                            normalisation=normalisation or bundle.manifest.normalisation, created_utc=_now_utc(),
+                            content_sha256=""))
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f".{out_dir.name}-", dir=out_dir.parent) as tmp:
+        root = Path(tmp) / "bundle"
+        root.mkdir()
+        for f in manifest.files:
+            (root / f.path).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(bundle.root / f.path, root / f.path)
+        _install(root, manifest, out_dir, "the rewritten bundle")
+    log.info("bundle manifest rewritten to %s", out_dir)
     return load_bundle(out_dir)

@@ -21,4 +21,8 @@ class ModelsConfig(EdgeBaseConfig):
                          "flight already use one core each, so keep workers x threads <= cores")
     device: Literal["CPU", "GPU", "NPU"] = Field("CPU", description="OpenVINO device; falls back to CPU")
     cache_dir: Path | None = Field(None, description="compiled-model cache directory; absent = no cache")
+    operating_point: Literal["item", "object"] = Field(
+        "item", description="which scorer threshold decides: 'item' (the bundle's thresholds.item, 95% of benign "
+        "items clear; falls back to 'object' when the bundle has none) or 'object' (thresholds.score, 95% of benign "
+        "objects clear, so an item of many objects alarms far more often)")
     max_objects: int = Field(32, ge=1, le=1000, description="most objects scored per item")

@@ -52,6 +52,26 @@ def evaluate(dataset: Dataset, settings: RunSettings, workers: int,
     return report, outcomes
 
 
+def _write_item_thresholds(reports: list[EvalReport], variants: list[RunSettings], folder: Path,
+                           version: str | None) -> None:
+    """One re-thresholded copy per evaluated scorer bundle (``edge.eval.operating_point``)."""
+    from edge.eval.operating_point import write_item_threshold
+
+    for report, settings in zip(reports, variants, strict=True):
+        scorer = effective_config(settings).models.scorer
+        if scorer is None:
+            typer.echo("--write-item-threshold: the config names no scorer", err=True)
+            raise typer.Exit(code=1)
+        try:
+            bundle = write_item_threshold(report, scorer, folder / scorer.name, version, overwrite=True)
+        except EdgeError as exc:
+            typer.echo(f"edge eval: {scorer}: {exc}", err=True)
+            raise typer.Exit(code=1) from None
+        m = bundle.manifest
+        typer.echo(f"wrote {bundle.root} ({m.name}@{m.version}): thresholds.item {m.thresholds['item']:.6g}, "
+                   f"object threshold {m.thresholds.get('score', float('nan')):.6g}")
+
+
 def eval_command(
     data: Path = typer.Argument(..., help="labelled dataset: a virtual-scanner output folder or COCO .json, a "
                                 "GDXray-style folder (boxes_xyxy.csv) or a SIXray VOC folder (annotations_voc/)"),
@@ -79,6 +99,13 @@ def eval_command(
                                 "for pc detectors) or 'grey' (h channel only)"),
     deadline_s: float = typer.Option(600.0, "--deadline-s", min=0.1, help="per-item deadline offline (s)"),
     plots: bool = typer.Option(False, "--plots", help="also write PNG plots to --out (needs matplotlib)"),
+    write_item_threshold: Path | None = typer.Option(
+        None, "--write-item-threshold", help="folder: write a copy of each evaluated scorer bundle there (as "
+        "FOLDER/<bundle name>, replaced if present) with thresholds.item = this dataset's 95%-benign item "
+        "threshold; run it on validation items, never on the test set"),
+    bundle_version: str | None = typer.Option(None, "--bundle-version", help="with --write-item-threshold: the "
+                                              "copies' version; {version} stands for each bundle's own (default "
+                                              "{version}-op.<date>)"),
 ) -> None:
     """Evaluate the service's pipeline (same config, same bundles) on a labelled dataset.
 
@@ -90,6 +117,7 @@ def eval_command(
       edge eval /data/bench -c edge.yaml --out /tmp/eval --workers 2
       edge eval /data/bench -c edge.yaml --compare models/scorer-stfpm models/scorer-padim
       edge eval ../shared/realdata/xray/gdxray -c edge.yaml --detector-only
+      edge eval /data/val -c edge.yaml --write-item-threshold /data/bundles-op
     """
     if scorers and not compare:
         typer.echo("extra arguments after DATA are scorer bundles: add --compare to compare them", err=True)
@@ -99,6 +127,9 @@ def eval_command(
         raise typer.Exit(code=2)
     if compare and detector_only:
         typer.echo("--compare and --detector-only exclude each other", err=True)
+        raise typer.Exit(code=2)
+    if write_item_threshold is not None and detector_only:
+        typer.echo("--write-item-threshold needs a scorer: drop --detector-only", err=True)
         raise typer.Exit(code=2)
     if grey_as not in ("colour", "grey"):
         typer.echo(f"--grey-as {grey_as!r} is not valid; expected colour or grey", err=True)
@@ -155,6 +186,8 @@ def eval_command(
                 typer.echo(f"plots skipped: {exc}", err=True)
     elif plots:
         typer.echo("--plots needs --out", err=True)
+    if write_item_threshold is not None:
+        _write_item_thresholds(reports, variants, write_item_threshold, bundle_version)
     for r in reports:
         if r.unscreened:
             typer.echo(f"{r.scorer or 'detector only'}: {r.unscreened} of {r.items} items UNSCREENED "

@@ -89,6 +89,10 @@ def item_counts(labels: ArrayLike, alarms: ArrayLike) -> ItemCounts:
                       fn=int((y & ~a).sum()))
 
 
+MIN_BENIGN_ITEMS = 20
+"""Fewer benign items than this cannot place a 95% operating point (it would sit on the highest score or two)."""
+
+
 def benign_rate_threshold(benign_scores: ArrayLike, rate: float = 0.95) -> float:
     """The lowest threshold that tags at least ``rate`` of benign items benign (score < threshold).
 

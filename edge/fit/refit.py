@@ -48,12 +48,13 @@ from edge.bundles.manifest import (
     Precision,
     ScoreNormalisation,
 )
-from edge.bundles.outputs import DECISION_THRESHOLD_KEY, Role
+from edge.bundles.outputs import DECISION_THRESHOLD_KEY, ITEM_THRESHOLD_KEY, Role
 from edge.bundles.writer import BundleContent, BundleModel, package_versions, write_bundle
 from edge.condition.composer import compose
 from edge.condition.conditioner import Conditioner
 from edge.config import load_config
 from edge.errors import BackendError, BundleError, CalibrationError, FrameError
+from edge.eval.metrics import MIN_BENIGN_ITEMS, benign_rate_threshold
 from edge.fit import padim_graph
 from edge.fit.errors import FitError
 from edge.fit.gaussian import DEFAULT_EPS, GaussianAccumulator, mahalanobis_maps
@@ -109,6 +110,7 @@ class FitResult:
     raw_threshold: float
     holdout_below: float
     holdout_items: tuple[str, ...] = ()
+    item_threshold: float | None = None
     skipped: dict[str, int] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
 
@@ -118,11 +120,22 @@ class FitResult:
                 "records": self.records, "items_fit": self.items_fit, "items_holdout": self.items_holdout,
                 "objects_fit": self.objects_fit, "objects_holdout": self.objects_holdout,
                 "raw_threshold": self.raw_threshold, "holdout_below_threshold": self.holdout_below,
+                "item_threshold": self.item_threshold,
                 "normalisation": {"kind": str(m.normalisation.kind), "low": m.normalisation.low,
                                   "high": m.normalisation.high, "centre": m.normalisation.centre},
                 "parity_passed": bool(m.parity is not None and m.parity.passed),
                 "holdout_items": list(self.holdout_items), "skipped": dict(self.skipped),
                 "seconds": dict(self.seconds)}
+
+
+def _item_threshold(scores: NDArray[np.float32], per_item: list[int]) -> float | None:
+    """The item operating point on the held-out items (max rule over each item's objects, normalised scale),
+    or None with too few items to place a 95% point; the base bundle's item threshold never carries over, since
+    it belongs to the old Gaussian."""
+    if len(per_item) < MIN_BENIGN_ITEMS:
+        return None
+    item_max = [float(part.max()) for part in np.split(scores, np.cumsum(per_item)[:-1])]
+    return benign_rate_threshold(item_max, BENIGN_QUANTILE)
 
 
 def _check_out(settings: FitSettings, base: Path) -> None:
@@ -351,7 +364,11 @@ def run_fit(settings: FitSettings, progress: Callable[[str], None] = lambda _: N
         plain = base_kind in (NormalisationKind.NONE, NormalisationKind.MINMAX)
         kind = NormalisationKind.CENTRED if plain else base_kind
         norm = ScoreNormalisation(kind, low, low + 2 * (raw_threshold - low), raw_threshold)
-        thresholds = {**base.manifest.thresholds, DECISION_THRESHOLD_KEY: 0.5}
+        item_threshold = _item_threshold(norm.apply(ref_scores), [len(h) for h in held])
+        thresholds = {k: v for k, v in base.manifest.thresholds.items() if k != ITEM_THRESHOLD_KEY}
+        thresholds[DECISION_THRESHOLD_KEY] = 0.5
+        if item_threshold is not None:
+            thresholds[ITEM_THRESHOLD_KEY] = item_threshold
         norm_dict = {"kind": str(norm.kind), "low": norm.low, "high": norm.high, "centre": norm.centre}
         # Refitted ONNX (Gaussian + metadata) and its OpenVINO FP32 IR.
         t0 = time.monotonic()
@@ -385,7 +402,11 @@ def run_fit(settings: FitSettings, progress: Callable[[str], None] = lambda _: N
                     + f"); objects from the service's detector "
                     f"{models.detector.bundle.manifest.name}@{models.detector.bundle.manifest.version}; "
                     f"threshold = {BENIGN_QUANTILE:.0%} of {len(ref_scores)} held-out benign objects from "
-                    f"{len(held_ids)} other items (seed {settings.seed}); backbone from "
+                    f"{len(held_ids)} other items (seed {settings.seed}); "
+                    + ("no item threshold (fewer than "
+                       f"{MIN_BENIGN_ITEMS} held-out items)" if item_threshold is None else
+                       f"item threshold {item_threshold:.6g} = {BENIGN_QUANTILE:.0%} of those items clear")
+                    + "; backbone from "
                     f"{name}@{base.manifest.version} ({base.manifest.content_sha256[:12]})")
         notes = (f"site refit of {name}@{base.manifest.version} (edge fit); "
                  f"raw threshold {raw_threshold:.6g}; " + base.manifest.notes)
@@ -402,5 +423,5 @@ def run_fit(settings: FitSettings, progress: Callable[[str], None] = lambda _: N
     return FitResult(bundle=bundle, base=f"{name}@{base.manifest.version}", records=len(records),
                      items_fit=items_fit, items_holdout=len(held_ids), objects_fit=accumulator.count,
                      objects_holdout=len(ref_scores), raw_threshold=raw_threshold, holdout_below=below,
-                     holdout_items=tuple(held_ids), skipped=skipped,
+                     holdout_items=tuple(held_ids), item_threshold=item_threshold, skipped=skipped,
                      seconds={k: round(v, 2) for k, v in seconds.items()})

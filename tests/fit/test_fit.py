@@ -70,6 +70,11 @@ def test_fit_writes_a_verified_bundle_whose_threshold_tags_95_percent_of_held_ou
     assert m.thresholds["score"] == 0.5 and m.normalisation.kind == base.manifest.normalisation.kind
     assert m.normalisation.centre != base.manifest.normalisation.centre
     assert summary["records"] == len(fit_assets.item_ids) and summary["objects_fit"] >= 50
+    # A handful of held-out items cannot place a 95% item operating point: none is written, and the base
+    # bundle's (measured for the old Gaussian) never carries over.
+    assert summary["items_holdout"] < 20
+    assert summary["item_threshold"] is None and "item" not in m.thresholds
+    assert "no item threshold" in m.training_data
     # The Gaussian really changed; the backbone did not.
     new, old = (onnx.load(str(b.root / "onnx_fp32" / "scorer-padim.onnx")) for b in (bundle, base))
     inits = [{i.name: numpy_helper.to_array(i) for i in g.graph.initializer} for g in (new, old)]
@@ -150,3 +155,19 @@ def test_bad_inputs_give_clear_errors(fit_assets: FitAssets, tmp_path: Path, cas
     load_bundle(PADIM)
     if case == "out_exists":
         assert (out / "keep.txt").read_text() == "x"
+
+
+def test_item_threshold_is_the_95_percent_point_of_held_out_item_maxima() -> None:
+    from edge.fit.refit import _item_threshold
+
+    rng = np.random.default_rng(0)
+    per_item = [int(k) for k in rng.integers(1, 9, 40)]
+    maxima = rng.permutation(np.linspace(0.1, 0.9, 40)).astype(np.float32)
+    # Each item's objects score at or below its maximum, which one of them reaches.
+    scores = np.concatenate([np.r_[m, rng.uniform(0.0, m, k - 1)] for m, k in zip(maxima, per_item, strict=True)])
+    t = _item_threshold(scores.astype(np.float32), per_item)
+    assert t is not None
+    clear = np.sort(maxima.astype(np.float64))[:38]  # 95% of 40 items; compared in float64, as the service does
+    assert clear[-1] < t <= np.nextafter(clear[-1], 1.0)
+    assert np.mean(maxima.astype(np.float64) < t) == 0.95
+    assert _item_threshold(scores[:per_item[0]], per_item[:1]) is None

@@ -25,3 +25,9 @@ def rig() -> SimRig:
 def fresh_items(rig: SimRig) -> list[tuple[object, object]]:
     """Six fresh items with threats (so that both benign and threat objects are present)."""
     return list(iter_items(rig, 6, FRESH_FIRST, threat_rate=1.0))
+
+
+@pytest.fixture(scope="session")
+def ranking_items(rig: SimRig, fresh_items: list[tuple[object, object]]) -> list[tuple[object, object]]:
+    """The six fresh items and 18 more: enough threat objects (about 30) for a rank statistic to mean something."""
+    return fresh_items + list(iter_items(rig, 18, FRESH_FIRST + 6, threat_rate=1.0))
