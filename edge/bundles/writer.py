@@ -176,8 +176,10 @@ def _install(root: Path, manifest: BundleManifest, out_dir: Path, what: str) -> 
 
 
 def rewrite_manifest(bundle: Bundle, out_dir: Path, *, thresholds: Mapping[str, float], version: str, notes: str,
-                     normalisation: ScoreNormalisation | None = None, overwrite: bool = False) -> Bundle:
-    """A copy of ``bundle`` whose manifest states new ``thresholds``, ``version``, ``notes`` (and normalisation).
+                     normalisation: ScoreNormalisation | None = None, training_data: str | None = None,
+                     overwrite: bool = False) -> Bundle:
+    """A copy of ``bundle`` whose manifest states new ``thresholds``, ``version``, ``notes`` (and normalisation,
+    training data).
 
     For what is decided after the export (an operating point measured by ``edge eval --write-item-threshold``,
     a normalisation that stops saturating): the model files, their hashes and the parity report are the
@@ -192,8 +194,9 @@ def rewrite_manifest(bundle: Bundle, out_dir: Path, *, thresholds: Mapping[str, 
     if out_dir.exists() and not same and (not out_dir.is_dir() or any(out_dir.iterdir())) and not overwrite:
         raise BundleError(f"{out_dir}: exists and is not empty (pass --overwrite to replace it)")
     manifest = seal(replace(bundle.manifest, thresholds=dict(thresholds), version=version, notes=notes,
-                            normalisation=normalisation or bundle.manifest.normalisation, created_utc=_now_utc(),
-                            content_sha256=""))
+                            normalisation=normalisation or bundle.manifest.normalisation,
+                            training_data=bundle.manifest.training_data if training_data is None else training_data,
+                            created_utc=_now_utc(), content_sha256=""))
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f".{out_dir.name}-", dir=out_dir.parent) as tmp:
         root = Path(tmp) / "bundle"

@@ -43,6 +43,30 @@ def simulate(
 
 
 @app.command()
+def detcrops(
+    out: Path = typer.Option(..., "--out", "-o", help="cache folder for crops_*.npz shards (CropSet layout)"),
+    items: int = typer.Option(..., help="number of items to simulate"),
+    detector: Path = typer.Option(..., help="detector bundle whose boxes are cropped (the one the service runs)"),
+    first: int = typer.Option(0, help="global index of the first item (item i always uses seed (7, i))"),
+    threat_rate: float = typer.Option(0.3, help="probability that an item carries a threat"),
+    max_objects: int = typer.Option(32, help="detections kept per item (models.max_objects)"),
+    shard_size: int = typer.Option(50, help="items per shard (a shard is the unit of resumption)"),
+    workers: int = typer.Option(2, help="parallel simulation processes"),
+) -> None:
+    """Crops at a detector bundle's boxes (what the score stage really sees), labelled from the ground truth.
+
+    Use the folder as --data / --val / --test of `train scorer`, `padim` and `classifier`, alone or beside a
+    ground-truth cache (symlink both folders' shards into one).
+
+    Example: edge-export train detcrops -o /tmp/xray-recipes/dc-train --items 1000 --detector
+    models/detector-agnostic
+    """
+    from export.recipes.detcrops import generate
+
+    generate(out, items, first, threat_rate, detector, max_objects, shard_size, workers, progress=_say)
+
+
+@app.command()
 def detector(
     data: Path = typer.Option(..., help="training cache folder (from `train simulate`)"),
     ckpt: Path = typer.Option(..., help="checkpoint file; training resumes from it when it exists"),
@@ -54,6 +78,11 @@ def detector(
     seed: int = typer.Option(0, help="random seed"),
     init: str = typer.Option("", help="checkpoint to start from (fine-tuning), used only without --ckpt file"),
     threads: int = typer.Option(1, help="torch threads"),
+    width: int = typer.Option(16, help="backbone base width (stages width/2, width, 2x, 3x, 4x); stored in the "
+                                       "checkpoint, so eval/pack build the same size"),
+    fpn: int = typer.Option(32, help="FPN and head channels (stored in the checkpoint)"),
+    until: int = typer.Option(0, help="pause after this step (checkpoint kept; rerun to continue); 0 = run to the "
+                                      "end"),
 ) -> None:
     """Train the class-agnostic (OLN-style) detector.
 
@@ -67,7 +96,8 @@ def detector(
     ds = load_det(data)
     _say(f"{len(ds.images)} items, {sum(len(b) for b in ds.boxes)} boxes")
     train(ds, ckpt, TrainConfig(steps=steps, batch=batch, lr=lr, seed=seed, channels=channels, size=size,
-                                init=init, threads=threads), progress=_say)
+                                width=width, fpn=fpn, init=init, threads=threads), progress=_say,
+          until=until or None)
 
 
 def _detector_fn(model: object) -> object:
@@ -126,7 +156,7 @@ def eval_detector(
     m["recall50@20"] = recall_at(gts, [d[0][:20] for d in dets])
     out: dict[str, object] = {"sim": m, "items": len(gts), "boxes": int(sum(len(g) for g in gts))}
     sweep = {}
-    for t in (0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5):
+    for t in (0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65):
         kept = [postprocess(b, s, t, nms_iou, 32)[0] for b, s in dets]
         rec = recall_at(gts, kept)
         n = sum(len(k) for k in kept)
@@ -180,7 +210,8 @@ def pack_detector(
     bundle = pack(model, Role.DETECTOR, det.contract(cfg.channels, cfg.size), {"score": threshold, "nms_iou": nms_iou},
                   ScoreNormalisation(), x[:110], x[110:150], out, name, version,
                   training_data=f"virtual scanner (sim/), scanner seed 7, {cfg.steps} steps x {cfg.batch} items "
-                                f"from the sim-train cache (items 0..999, threat rate 0.3), seed {cfg.seed}; "
+                                f"from the sim-train cache (items 0..999, threat rate 0.3), seed {cfg.seed}, "
+                                f"width {cfg.width}, FPN {cfg.fpn}; "
                                 "palette/contrast/noise/scale/flip augmentation; no real images",
                   notes=notes or "class-agnostic OLN-style detector (centerness x IoU quality, no classes); "
                                  "see docs/models.md", progress=_say, fp32_rtol=fp32_rtol,
@@ -385,12 +416,16 @@ def scorer(
                           threads=threads, teacher_init=teacher_init)
     tr = load_crops(data)
     tr = tr.select(sc.benign_training_mask(tr))
-    _say(f"{len(tr.crops)} benign training crops, {len(set(tr.kind.tolist()))} kinds")
+    # Detector crops (`train detcrops`) that match no object at IoU 0.5 have no kind: benign evidence for the
+    # student, nothing for the kind-classifying teacher.
+    kinded = tr.kind != ""
+    _say(f"{len(tr.crops)} benign training crops ({int(kinded.sum())} with a kind), "
+         f"{len(set(tr.kind[kinded].tolist()))} kinds")
     x = sc.crop_inputs(tr)
     weights = tuple(float(w) for w in scales.split(","))
     if len(weights) != 3 or not any(weights):
         raise typer.BadParameter(f"--scales wants three comma-separated weights, not all 0; got {scales!r}")
-    teacher, names = sc.train_teacher(x, tr.kind, ckpt_dir / "teacher.pt", cfg, _say)
+    teacher, names = sc.train_teacher(x[kinded], tr.kind[kinded], ckpt_dir / "teacher.pt", cfg, _say)
     trained = sc.train_student(teacher, x, ckpt_dir / "student.pt", cfg, _say)
     model = sc.StfpmScorer(trained.teacher, trained.student, topk, weights).eval()
     kind_weight = 0.0
@@ -400,8 +435,8 @@ def scorer(
         model = sc.StfpmScorer(trained.teacher, trained.student, topk, weights, kind_weight).eval()
     cont = f" from {teacher_init}" if teacher_init else ""
     _finish_scorer(model, "scorer-stfpm", val, test, out, version,
-                   training_data=f"{len(x)} benign object crops (hlz 64x64) from the sim-train cache (virtual "
-                                 f"scanner, items 0..999), teacher = {len(names)}-kind classifier trained from "
+                   training_data=f"{len(x)} benign object crops (hlz 64x64) from {data.name} (virtual "
+                                 f"scanner, seed 7), teacher = {len(names)}-kind classifier trained from "
                                  f"scratch ({teacher_steps} steps{cont}), student {student_steps} steps, seed {seed}; "
                                  f"score = mean of the top {topk} map pixels, scale weights {scales}, kind-entropy "
                                  f"weight {kind_weight:.4f} (share {kind_share}); "
@@ -569,7 +604,8 @@ def classifier(
              out,
              "classifier-threat", version, classes=("benign", "anomaly"),
              training_data=f"{len(tr.crops)} labelled object crops (hlz 64x64; {int(tr.threat.sum())} threats) from "
-                           f"the sim-train cache, class-balanced batches, {steps} steps from the STFPM teacher",
+                           f"{data.name}, class-balanced batches, {steps} steps from "
+                           + ("the STFPM teacher in " + str(ckpt_dir) if init is not None else "scratch"),
              notes="supervised benign/anomaly classifier for comparison (seed 001 second stage); threats of the "
                    "kinds in sim/threats.py only; thresholds.score tags 95% of benign validation objects benign; "
                    "see docs/models.md", progress=_say, int8_max_drop=int8_max_drop)

@@ -329,8 +329,13 @@ class TrainConfig:
     init: str = ""
 
 
-def train(data: DetSet, ckpt: Path, cfg: TrainConfig, progress: Callable[[str], None] = print) -> AgnosticDetector:
-    """Train (resuming from ``ckpt`` if it exists) and return the model in eval mode; saves every N steps."""
+def train(data: DetSet, ckpt: Path, cfg: TrainConfig, progress: Callable[[str], None] = print,
+          until: int | None = None) -> AgnosticDetector:
+    """Train (resuming from ``ckpt`` if it exists) and return the model in eval mode; saves every N steps.
+
+    ``until`` pauses the run after that step (checkpoint written; the one-cycle schedule still spans
+    ``cfg.steps``), so a run that does not fit a time window stops cleanly and resumes with the same command.
+    """
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     in_ch = 3 if cfg.channels == "pc" else 1
@@ -349,9 +354,11 @@ def train(data: DetSet, ckpt: Path, cfg: TrainConfig, progress: Callable[[str], 
     rng = np.random.default_rng([cfg.seed, step])
     n = len(data.images)
     model.train()
-    t0 = time.monotonic()
+    t0 = t_start = time.monotonic()
+    start_step = step
     run: dict[str, float] = {}
-    while step < cfg.steps:
+    last = cfg.steps if until is None else min(until, cfg.steps)
+    while step < last:
         idx = rng.integers(0, n, cfg.batch)
         xs, gts = zip(*[augment(data.images[i], data.boxes[i], rng, cfg.channels, cfg.size) for i in idx], strict=True)
         total, parts = loss(model, torch.stack(xs), list(gts))
@@ -360,9 +367,10 @@ def train(data: DetSet, ckpt: Path, cfg: TrainConfig, progress: Callable[[str], 
         if step % 20 == 0 or step == cfg.steps:
             rate = (time.monotonic() - t0) / 20
             t0 = time.monotonic()
+            eta = (time.monotonic() - t_start) / max(step - start_step, 1) * (last - step)
             progress(f"step {step}/{cfg.steps} " + " ".join(f"{k} {v:.3f}" for k, v in run.items())
-                     + f" ({rate:.2f} s/step)")
-        if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+                     + f" ({rate:.2f} s/step, eta {eta / 60:.0f} min)")
+        if step % cfg.checkpoint_every == 0 or step == last:
             save_checkpoint(ckpt, model, opt, sched, step, cfg)
     model.eval()
     return model

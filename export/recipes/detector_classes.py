@@ -25,7 +25,7 @@ import math
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import cast
 
@@ -160,10 +160,26 @@ def agnostic_from_bundle(bundle_dir: Path) -> AgnosticDetector:
     return model
 
 
+def size_of(model: AgnosticDetector) -> tuple[int, int]:
+    """(width, fpn) of a detector, read from its tensors (bundles do not state them)."""
+    state = model.state_dict()
+    return int(state["stem.1.0.weight"].shape[0]), int(state["lat.0.weight"].shape[0])
+
+
 def init_from(model: ClassDetector, source: AgnosticDetector) -> int:
     """Copy the agnostic detector's tensors (backbone, FPN, head tower, box/quality outputs) into ``model`` and
-    start its class tower as a copy of the head tower. Returns the number of tensors copied."""
+    start its class tower as a copy of the head tower. Returns the number of tensors copied.
+
+    Raises:
+        ValueError: the two differ in size (only the stem's first convolution may, for another input): a partial
+            copy would silently train most of the network from scratch.
+    """
     own = model.state_dict()
+    wrong = [k for k, v in source.state_dict().items()
+             if k in own and own[k].shape != v.shape and not k.startswith("stem.0.")]
+    if wrong:
+        raise ValueError(f"the source detector is width/fpn {size_of(source)}, the model {size_of(model)} "
+                         f"({len(wrong)} tensors differ, e.g. {wrong[0]})")
     src = {k: v for k, v in source.state_dict().items() if k in own and own[k].shape == v.shape}
     src |= {f"cls_tower.{k[len('tower.'):]}": v for k, v in src.items() if k.startswith("tower.")}
     model.load_state_dict(src, strict=False)
@@ -270,6 +286,11 @@ def train(data: ClassDetSet, ckpt: Path, cfg: ClassTrainConfig, progress: Callab
     """
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
+    if cfg.init and not ckpt.is_file() and Path(cfg.init).is_dir():
+        # The class detector takes the size of the agnostic bundle it starts from (stored in the checkpoint
+        # config, so resuming and packing build the same network).
+        width, fpn = size_of(agnostic_from_bundle(Path(cfg.init)))
+        cfg = replace(cfg, width=width, fpn=fpn)
     model = ClassDetector(3 if cfg.channels == "pc" else 1, cfg.width, cfg.fpn)
     if cfg.init and not ckpt.is_file():
         _initialise(model, cfg.init, progress)

@@ -74,8 +74,11 @@ def test_init_from_the_agnostic_bundle_keeps_its_boxes_and_quality() -> None:
     session = open_backend(bundle, "onnxruntime", "fp32")
     ref = session.predict(x)
     session.close()
-    model = dc.ClassDetector(3, 16, 32)
-    dc.init_from(model, dc.agnostic_from_bundle(AGNOSTIC))
+    agnostic = dc.agnostic_from_bundle(AGNOSTIC)
+    model = dc.ClassDetector(3, *dc.size_of(agnostic))
+    dc.init_from(model, agnostic)
+    with pytest.raises(ValueError, match="width/fpn"):  # a model of another size is refused, not half-copied
+        dc.init_from(dc.ClassDetector(3, 8, 16), agnostic)
     model.eval()
     with torch.inference_mode():
         _, ctr, iou, _, _ = model.raw_classes(torch.from_numpy(x))
@@ -111,6 +114,17 @@ def test_a_few_steps_train_and_resume(cache: Path, tmp_path: Path) -> None:
         boxes, scores, labels = resumed(torch.zeros(1, 3, 128, 128))
     assert boxes.shape == (1, 336, 4) and scores.shape == labels.shape == (1, 336)
     assert float(scores.min()) >= 0.0 and float(scores.max()) <= 1.0
+
+
+def test_training_from_a_bundle_takes_its_size(cache: Path, tmp_path: Path) -> None:
+    ds = dc.load_class_det(cache)
+    ckpt = tmp_path / "cls.pt"
+    cfg = dc.ClassTrainConfig(steps=2, batch=1, size=128, init=str(AGNOSTIC))  # default size 16/32
+    model = dc.train(ds, ckpt, cfg, progress=lambda _m: None)
+    size = dc.size_of(dc.agnostic_from_bundle(AGNOSTIC))
+    saved = torch.load(ckpt, weights_only=False)["config"]
+    assert dc.size_of(model) == size == (saved.width, saved.fpn)
+    assert dc.size_of(dc.build(ckpt, 3, saved.width, saved.fpn)) == size
 
 
 def test_class_metrics_by_hand() -> None:

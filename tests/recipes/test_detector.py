@@ -1,0 +1,77 @@
+"""The agnostic detector's training CLI: model size and pauses travel through the checkpoint.
+
+A retrain that does not fit one session is paused with ``--until`` and resumed with the same command; a non-default
+width/FPN size must be stored in the checkpoint so that ``eval-detector`` / ``pack-detector`` rebuild the same
+network. The cache here is a hand-made shard (dark rectangles on air), enough for the plumbing; the recipes' smoke
+tests cover the simulated cache.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from typer.testing import CliRunner
+
+from export.recipes import detector as det
+from export.recipes.cli import app
+
+
+def _shard(folder: Path, n: int = 4, size: int = 128) -> None:
+    """One ``det_*.npz`` shard in the layout of ``train simulate``: air (255) with one dark block per item."""
+    rng = np.random.default_rng(0)
+    images = np.full((n, 4, size, size), 255, np.uint8)
+    boxes, box_item = [], []
+    for i in range(n):
+        x0, y0 = (int(v) for v in rng.integers(8, size // 2, 2))
+        w, h = (int(v) for v in rng.integers(16, size // 3, 2))
+        images[i, :, y0:y0 + h, x0:x0 + w] = 60
+        boxes.append([x0, y0, x0 + w, y0 + h])
+        box_item.append(i)
+    np.savez(folder / "det_000000.npz", images=images, boxes=np.asarray(boxes, np.float32),
+             box_item=np.asarray(box_item), box_threat=np.zeros(n, bool), box_kind=np.asarray(["block"] * n),
+             item_threat=np.zeros(n, bool))
+
+
+def _train(cache: Path, ckpt: Path, *extra: str) -> str:
+    args = ["detector", "--data", str(cache), "--ckpt", str(ckpt), "--steps", "4", "--batch", "2", "--size", "64",
+            "--width", "8", "--fpn", "16", *extra]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def test_until_pauses_and_the_same_command_finishes_with_the_stored_size(tmp_path: Path) -> None:
+    _shard(tmp_path)
+    ckpt = tmp_path / "d.pt"
+    _train(tmp_path, ckpt, "--until", "2")
+    state = torch.load(ckpt, weights_only=False)
+    assert state["step"] == 2
+    cfg: det.TrainConfig = state["config"]
+    assert (cfg.width, cfg.fpn, cfg.steps) == (8, 16, 4)
+    assert state["sched"]["total_steps"] == 5  # the paused run keeps the full schedule, not one ending at 2
+    paused = {k: v.clone() for k, v in state["model"].items()}
+
+    out = _train(tmp_path, ckpt)
+    state = torch.load(ckpt, weights_only=False)
+    assert "resumed" in out and state["step"] == 4
+    assert any(not torch.equal(paused[k], v) for k, v in state["model"].items())
+
+    model = det.build(ckpt, 3, cfg.width, cfg.fpn)  # what eval-detector / pack-detector do with the stored config
+    shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    assert shapes["c5.0.0.weight"][0] == 4 * 8 and shapes["reg.weight"][1] == 16
+    boxes, scores = model(torch.from_numpy(det.plain(np.load(tmp_path / "det_000000.npz")["images"][0], "pc", 64)
+                                           [None]))
+    assert boxes.shape == (1, 8 * 8 + 4 * 4 + 2 * 2, 4) and scores.shape == boxes.shape[:2]
+
+
+def test_the_default_size_is_the_shipped_v1_family(tmp_path: Path) -> None:
+    """Without --width/--fpn the CLI trains the 16/32 network that v1.0 and detector-classes were built on."""
+    _shard(tmp_path)
+    ckpt = tmp_path / "d.pt"
+    result = CliRunner().invoke(app, ["detector", "--data", str(tmp_path), "--ckpt", str(ckpt), "--steps", "4",
+                                      "--until", "1", "--batch", "1", "--size", "64"])
+    assert result.exit_code == 0, result.output
+    cfg: det.TrainConfig = torch.load(ckpt, weights_only=False)["config"]
+    assert (cfg.width, cfg.fpn) == (16, 32)
