@@ -130,12 +130,14 @@ class FitResult:
 
 def _item_threshold(scores: NDArray[np.float32], per_item: list[int]) -> float | None:
     """The item operating point on the held-out items (max rule over each item's objects, normalised scale),
-    or None with too few items to place a 95% point; the base bundle's item threshold never carries over, since
-    it belongs to the old Gaussian."""
+    or None with too few items to place a 95% point, or when over 5% of them sit at the scale's top (1.0, a
+    clipped normalisation): that threshold could never be reached. The base bundle's item threshold never
+    carries over, since it belongs to the old Gaussian."""
     if len(per_item) < MIN_BENIGN_ITEMS:
         return None
     item_max = [float(part.max()) for part in np.split(scores, np.cumsum(per_item)[:-1])]
-    return benign_rate_threshold(item_max, BENIGN_QUANTILE)
+    threshold = benign_rate_threshold(item_max, BENIGN_QUANTILE)
+    return threshold if threshold <= 1.0 else None
 
 
 def _check_out(settings: FitSettings, base: Path) -> None:

@@ -19,7 +19,6 @@ with ``load_crops``. Must not: be imported by the runtime.
 
 from __future__ import annotations
 
-import multiprocessing as mp
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -29,7 +28,15 @@ from numpy.typing import NDArray
 
 from edge.condition.composer import compose
 from edge.eval.metrics import box_iou
-from export.recipes.simdata import PRESET_WEIGHTS, PRESETS, RIG_SEED, SimRig, crop_store_contract, object_boxes
+from export.recipes.simdata import (
+    PRESET_WEIGHTS,
+    PRESETS,
+    RIG_SEED,
+    SimRig,
+    crop_store_contract,
+    object_boxes,
+    run_shards,
+)
 
 MATCH_IOU = 0.5
 THREAT_COVER = 0.5
@@ -132,10 +139,4 @@ def generate(out: Path, n_items: int, first_item: int, threat_rate: float, detec
     out.mkdir(parents=True, exist_ok=True)
     jobs = [(out, k, s, min(shard_size, first_item + n_items - s), threat_rate, str(detector), max_objects)
             for k, s in enumerate(range(first_item, first_item + n_items, shard_size))]
-    if workers <= 1:
-        for j in jobs:
-            progress(_shard(j))
-        return
-    with mp.get_context("spawn").Pool(workers) as pool:
-        for msg in pool.imap_unordered(_shard, jobs):
-            progress(msg)
+    run_shards(_shard, jobs, workers, progress)

@@ -22,9 +22,10 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 from numpy.typing import NDArray
@@ -39,6 +40,7 @@ CROP_SIZE = 64
 PRESETS = ("parcels", "baggage", "electronics")
 PRESET_WEIGHTS = (0.5, 0.25, 0.25)
 RIG_SEED = 7
+T = TypeVar("T")
 
 
 def det_store_contract(size: int = DET_SIZE) -> InputContract:
@@ -214,12 +216,17 @@ def generate(out: Path, n_items: int, first_item: int = 0, threat_rate: float = 
     for k, start in enumerate(range(first_item, first_item + n_items, shard_size)):
         count = min(shard_size, first_item + n_items - start)
         jobs.append((out, k, start, count, threat_rate, det_size, crop_size))
+    run_shards(_shard, jobs, workers, progress)
+
+
+def run_shards(fn: Callable[[T], str], jobs: Sequence[T], workers: int, progress: Callable[[str], None]) -> None:
+    """Run shard jobs in this process (``workers`` <= 1) or in spawned processes, reporting each one's line."""
     if workers <= 1:
         for j in jobs:
-            progress(_shard(j))
+            progress(fn(j))
         return
     with mp.get_context("spawn").Pool(workers) as pool:
-        for msg in pool.imap_unordered(_shard, jobs):
+        for msg in pool.imap_unordered(fn, jobs):
             progress(msg)
 
 

@@ -171,3 +171,5 @@ def test_item_threshold_is_the_95_percent_point_of_held_out_item_maxima() -> Non
     assert clear[-1] < t <= np.nextafter(clear[-1], 1.0)
     assert np.mean(maxima.astype(np.float64) < t) == 0.95
     assert _item_threshold(scores[:per_item[0]], per_item[:1]) is None
+    saturated = np.minimum(scores * 10, 1.0).astype(np.float32)  # most item maxima at the clipped top
+    assert _item_threshold(saturated, per_item) is None
