@@ -16,7 +16,7 @@ import numpy as np
 from edge.backends import BundleSession, open_backend
 from edge.bundles.loader import Bundle, load_bundle
 from edge.bundles.manifest import Precision
-from edge.bundles.outputs import DECISION_THRESHOLD_KEY, ITEM_THRESHOLD_KEY, Role
+from edge.bundles.outputs import DECISION_THRESHOLD_KEY, ITEM_THRESHOLD_KEY, Role, item_threshold_detector
 from edge.config.models import ModelsConfig
 from edge.errors import BackendError, BundleError
 from edge.records import ModelRef
@@ -108,6 +108,24 @@ def _open(path: str, role: set[Role], cfg: ModelsConfig) -> tuple[LoadedModel, s
     raise BackendError(f"{path}: no backend could load the model: {'; '.join(failures)}")
 
 
+def _stale_item_threshold(scorer: LoadedModel, detector: LoadedModel) -> str | None:
+    """A note when the scorer's item threshold was measured through another detector than the one in service.
+
+    The item operating point depends on the detector (how many boxes per item, how tight), so after a detector
+    change 95% of benign items may no longer clear: the service still screens, reports degraded and says how to
+    re-measure.
+    """
+    measured = item_threshold_detector(scorer.bundle.manifest.notes)
+    running = f"{detector.bundle.manifest.name}@{detector.bundle.manifest.version}"
+    if measured is None or measured == running:
+        return None
+    note = (f"{scorer.bundle.manifest.name}'s item threshold was measured through {measured}, but the detector "
+            f"is {running}: re-measure it (edge eval --write-item-threshold)")
+    log.warning("stale item threshold", extra={"bundle": scorer.bundle.manifest.name, "measured_with": measured,
+                                                "detector": running})
+    return note
+
+
 def warm(model: LoadedModel) -> float:
     """Run one zero batch so that the first item does not pay for lazy compilation; returns seconds taken."""
     contract = model.bundle.contract
@@ -137,6 +155,8 @@ def load_models(cfg: ModelsConfig) -> ModelSet:
         log.info("scorer operating point", extra={
             "bundle": scorer.bundle.manifest.name, "operating_point": cfg.operating_point if has_item else "object",
             "threshold": scorer.threshold})
+        if cfg.operating_point == "item" and has_item:
+            note_s = "; ".join(n for n in (note_s, _stale_item_threshold(scorer, detector)) if n) or None
     for model in (detector, scorer):
         if model is not None:
             seconds = warm(model)

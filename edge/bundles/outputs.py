@@ -8,6 +8,7 @@ outputs and the runtime's expectations cannot drift apart. Shapes are documented
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, fields
 from enum import StrEnum
 
@@ -135,3 +136,24 @@ ITEM_THRESHOLD_KEY = "item"
 tags 95% of benign *items* benign, measured through the whole pipeline (detector boxes, not ground truth). An item
 carries several objects, so this sits above the object threshold (``score``), which tags 95% of benign *objects*
 benign; used by the service when ``models.operating_point`` is ``item`` (the default)."""
+
+
+_ITEM_NOTE = re.compile(r"^\[item threshold [^\]]*; detector (?P<detector>[^\s\]]+)\] ")
+
+
+def item_threshold_note(threshold: float, how: str, detector: str) -> str:
+    """The notes prefix that says where a bundle's ``thresholds.item`` came from; ``detector`` is the
+    ``name@version`` it was measured through, which the service checks against the detector it runs
+    (:func:`item_threshold_detector`)."""
+    return f"[item threshold {threshold:.6g}: {how}; detector {detector}] "
+
+
+def item_threshold_detector(notes: str) -> str | None:
+    """The ``name@version`` of the detector a bundle's item threshold was measured through, if its notes say."""
+    m = _ITEM_NOTE.match(notes)
+    return m.group("detector") if m else None
+
+
+def without_item_threshold_note(notes: str) -> str:
+    """``notes`` without a leading item-threshold prefix (a new measurement replaces the old one)."""
+    return _ITEM_NOTE.sub("", notes, count=1)

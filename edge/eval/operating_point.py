@@ -12,18 +12,15 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-import re
 from pathlib import Path
 
 from edge.bundles.loader import Bundle, load_bundle
 from edge.bundles.manifest import NormalisationKind
-from edge.bundles.outputs import ITEM_THRESHOLD_KEY, Role
+from edge.bundles.outputs import ITEM_THRESHOLD_KEY, Role, item_threshold_note, without_item_threshold_note
 from edge.bundles.writer import rewrite_manifest
 from edge.errors import BundleError
 from edge.eval.metrics import MIN_BENIGN_ITEMS
 from edge.eval.report import EvalReport
-
-_NOTE = re.compile(r"^\[item threshold [^\]]*\] ")
 
 
 def item_threshold_of(report: EvalReport) -> float:
@@ -72,9 +69,9 @@ def write_item_threshold(report: EvalReport, scorer: Path, out_dir: Path, versio
     else:
         note_low = ""
     today = dt.datetime.now(dt.UTC).date()
-    note = (f"[item threshold {threshold:.6g}: 95% of {report.benign_items} benign items of {report.dataset} "
-            f"clear through {report.detector}, edge eval {today.isoformat()}{note_low}] ")
-    notes = note + _NOTE.sub("", m.notes)
+    how = (f"95% of {report.benign_items} benign items of {report.dataset} clear, edge eval {today.isoformat()}"
+           + note_low)
+    notes = item_threshold_note(threshold, how, report.detector) + without_item_threshold_note(m.notes)
     new_version = (version or "{version}-op." + today.strftime("%Y%m%d")).replace("{version}", m.version)
     return rewrite_manifest(bundle, out_dir, thresholds={**m.thresholds, ITEM_THRESHOLD_KEY: threshold},
                             version=new_version, notes=notes, overwrite=overwrite)

@@ -48,7 +48,13 @@ from edge.bundles.manifest import (
     Precision,
     ScoreNormalisation,
 )
-from edge.bundles.outputs import DECISION_THRESHOLD_KEY, ITEM_THRESHOLD_KEY, Role
+from edge.bundles.outputs import (
+    DECISION_THRESHOLD_KEY,
+    ITEM_THRESHOLD_KEY,
+    Role,
+    item_threshold_note,
+    without_item_threshold_note,
+)
 from edge.bundles.writer import BundleContent, BundleModel, package_versions, write_bundle
 from edge.condition.composer import compose
 from edge.condition.conditioner import Conditioner
@@ -410,8 +416,12 @@ def run_fit(settings: FitSettings, progress: Callable[[str], None] = lambda _: N
                        f"item threshold {item_threshold:.6g} = {BENIGN_QUANTILE:.0%} of those items clear")
                     + "; backbone from "
                     f"{name}@{base.manifest.version} ({base.manifest.content_sha256[:12]})")
-        notes = (f"site refit of {name}@{base.manifest.version} (edge fit); "
-                 f"raw threshold {raw_threshold:.6g}; " + base.manifest.notes)
+        detector = f"{models.detector.bundle.manifest.name}@{models.detector.bundle.manifest.version}"
+        item_note = "" if item_threshold is None else item_threshold_note(
+            item_threshold, f"{BENIGN_QUANTILE:.0%} of {len(held_ids)} held-out items clear, edge fit {_today()}",
+            detector)
+        notes = (item_note + f"site refit of {name}@{base.manifest.version} (edge fit); "
+                 f"raw threshold {raw_threshold:.6g}; " + without_item_threshold_note(base.manifest.notes))
         content = BundleContent(name=name, version=version, role=Role.SCORER, contract=contract,
                                 outputs=base.manifest.outputs, thresholds=thresholds, normalisation=norm,
                                 classes=base.manifest.classes, training_data=training, notes=notes)

@@ -11,6 +11,8 @@ import pytest
 from typer.testing import CliRunner
 
 from edge.bundles.loader import load_bundle, sha256_file
+from edge.bundles.outputs import item_threshold_detector
+from edge.bundles.writer import rewrite_manifest
 from edge.cli import app
 from edge.config import load_config
 from edge.errors import BundleError, ConfigError
@@ -87,7 +89,28 @@ def test_item_threshold_is_written_and_the_service_decides_at_it(eval_assets: Ev
     for outcome in at_item:
         for obj in outcome.objects:
             assert obj.threshold == pytest.approx(t)
-    assert load_models(load_config(item_cfg).models).scorer.threshold == pytest.approx(t)  # type: ignore[union-attr]
+    models = load_models(load_config(item_cfg).models)
+    try:
+        assert models.scorer is not None and models.scorer.threshold == pytest.approx(t)
+        assert models.degraded is None  # measured through the detector in service
+    finally:
+        models.close()
+    det = load_bundle(eval_assets.detector).manifest
+    assert item_threshold_detector(m.notes) == f"{det.name}@{det.version}"
+
+    # Another detector (the same model re-versioned) in service: the point is stale, the service says so.
+    other = rewrite_manifest(load_bundle(eval_assets.detector), tmp_path / "det2", thresholds=det.thresholds,
+                             version="0.2", notes="")
+    stale_cfg = tmp_path / "stale.yaml"
+    stale_cfg.write_text(item_cfg.read_text().replace(f"  detector: {eval_assets.detector}\n",
+                                                      f"  detector: {other.root}\n"))
+    models = load_models(load_config(stale_cfg).models)
+    try:
+        assert models.degraded is not None
+        assert f"measured through {det.name}@{det.version}" in models.degraded and "0.2" in models.degraded
+        assert "edge eval --write-item-threshold" in models.degraded
+    finally:
+        models.close()
 
 
 def test_item_threshold_needs_enough_benign_items_and_a_scorer(eval_assets: EvalAssets, tmp_path: Path) -> None:
@@ -123,9 +146,7 @@ def test_operating_point_typo_names_file_line_and_key(eval_assets: EvalAssets, t
     assert str(bad) in text and f":{line}" in text and "models.operating_point" in text
 
 
-def test_a_tampered_item_threshold_is_refused(eval_assets: EvalAssets, benign_set: Path, tmp_path: Path) -> None:
-    from edge.bundles.writer import rewrite_manifest
-
+def test_a_tampered_item_threshold_is_refused(eval_assets: EvalAssets, tmp_path: Path) -> None:
     copy = rewrite_manifest(load_bundle(eval_assets.scorer), tmp_path / "b", thresholds={"score": 0.5, "item": 0.9},
                             version="9", notes="")
     text = (copy.root / "bundle.yaml").read_text()

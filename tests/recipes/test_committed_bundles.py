@@ -12,7 +12,7 @@ import pytest
 
 from edge.backends import open_backend
 from edge.bundles import load_bundle
-from edge.bundles.outputs import ClassifierOutputs, DetectorOutputs, ScorerOutputs
+from edge.bundles.outputs import ClassifierOutputs, DetectorOutputs, ScorerOutputs, item_threshold_detector
 from edge.condition.composer import compose, geometry
 from edge.eval.metrics import auroc
 from export.recipes.evaluate import postprocess, recall_at
@@ -83,7 +83,8 @@ def test_scorer_ranks_threats_above_benign_objects(ranking_items: list, name: st
     # per object (AUROC 0.60 on sim-test, 0.51 on these 28 threats): its value is the on-site refit (tests/fit),
     # so only the student-teacher bundle is held to a ranking here.
     if name == "scorer-stfpm":
-        assert auroc(s, t) > 0.7, "threat objects do not score higher than benign ones"
+        value = auroc(s, t)
+        assert value is not None and value > 0.7, "threat objects do not score higher than benign ones"
     assert (s[~t] >= thr).mean() <= 0.3, "more than 30% of benign objects flagged"
     # the map and the score share one scale (a monotone normalisation of the raw map): the score is the map's
     # maximum (PaDiM) or the mean of its 16 largest pixels (STFPM v2), so it lies between the 16th largest pixel
@@ -111,3 +112,13 @@ def test_classifier_separates_threat_crops(fresh_items: list) -> None:
     session.close()
     p, t = np.asarray(probs), np.asarray(threat)
     assert p[t].mean() > p[~t].mean() + 0.2, "threat crops are not clearly more 'anomaly' than benign ones"
+
+
+@pytest.mark.parametrize("name", ["scorer-stfpm", "scorer-padim", "classifier-threat"])
+def test_item_thresholds_belong_to_the_shipped_detector(name: str) -> None:
+    """A committed scorer's item operating point was measured through the committed detector (re-measure with
+    `edge eval --write-item-threshold` after changing either)."""
+    scorer = load_bundle(REPO / "models" / name).manifest
+    detector = load_bundle(REPO / "models" / "detector-agnostic").manifest
+    assert scorer.thresholds["item"] >= scorer.thresholds["score"]
+    assert item_threshold_detector(scorer.notes) == f"{detector.name}@{detector.version}"
