@@ -16,6 +16,7 @@ from pathlib import Path
 
 import typer
 
+from edge.bundles.outputs import DECISION_THRESHOLD_KEY, ITEM_THRESHOLD_KEY
 from edge.config import DEFAULT_CONFIG_PATH
 from edge.errors import ConfigError, EdgeError
 from edge.eval.datasets import LAYOUTS, read_dataset
@@ -68,8 +69,9 @@ def _write_item_thresholds(reports: list[EvalReport], variants: list[RunSettings
             typer.echo(f"edge eval: {scorer}: {exc}", err=True)
             raise typer.Exit(code=1) from None
         m = bundle.manifest
-        typer.echo(f"wrote {bundle.root} ({m.name}@{m.version}): thresholds.item {m.thresholds['item']:.6g}, "
-                   f"object threshold {m.thresholds.get('score', float('nan')):.6g}")
+        typer.echo(f"wrote {bundle.root} ({m.name}@{m.version}): thresholds.item "
+                   f"{m.thresholds[ITEM_THRESHOLD_KEY]:.6g}, object threshold "
+                   f"{m.thresholds.get(DECISION_THRESHOLD_KEY, float('nan')):.6g}")
 
 
 def eval_command(

@@ -16,7 +16,13 @@ from pathlib import Path
 
 from edge.bundles.loader import Bundle, load_bundle
 from edge.bundles.manifest import NormalisationKind
-from edge.bundles.outputs import ITEM_THRESHOLD_KEY, Role, item_threshold_note, without_item_threshold_note
+from edge.bundles.outputs import (
+    DECISION_THRESHOLD_KEY,
+    ITEM_THRESHOLD_KEY,
+    Role,
+    item_threshold_note,
+    without_item_threshold_note,
+)
 from edge.bundles.writer import rewrite_manifest
 from edge.errors import BundleError
 from edge.eval.metrics import MIN_BENIGN_ITEMS
@@ -61,7 +67,7 @@ def write_item_threshold(report: EvalReport, scorer: Path, out_dir: Path, versio
         raise BundleError(f"{scorer}: over 5% of the benign items score the scale's maximum 1.0 ({scale}), so "
                           "no reachable threshold clears 95% of them; for a 'centred' bundle run "
                           "`edge-export renormalise` (logistic keeps scores above the threshold apart) first")
-    object_threshold = m.thresholds.get("score")
+    object_threshold = m.thresholds.get(DECISION_THRESHOLD_KEY)
     if object_threshold is not None and threshold < float(object_threshold):
         # Max over several objects can only raise an item's score; a lower item threshold means the validation
         # items were unlike the bundle's own validation objects. Still valid, but worth saying.
