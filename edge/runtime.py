@@ -183,7 +183,7 @@ def build_runtime(cfg: EdgeConfig, source: FrameSource | None = None, extra_sink
         BundleError, BackendError: the models cannot be loaded on any backend (the service cannot screen).
         ConfigError: the source cannot be built.
     """
-    models = ModelHolder(load_models(cfg.models))
+    models = ModelHolder(load_models(cfg.models, cfg.decide.workers))
     conditioner, missing = load_conditioner(cfg)
     problems = [p for p in (missing, models.current.degraded) if p]
     audit = AuditStore(cfg.audit, cfg.site.site_id)

@@ -69,7 +69,7 @@ class ModelSet:
             self.scorer.session.close()
 
 
-def _open(path: str, role: set[Role], cfg: ModelsConfig) -> tuple[LoadedModel, str | None]:
+def _open(path: str, role: set[Role], cfg: ModelsConfig, streams: int) -> tuple[LoadedModel, str | None]:
     """Open a bundle on the configured backend and device; fall back to CPU rather than crash-loop.
 
     Order tried: (backend, device) as configured; the same backend on CPU; the other backend on CPU. Any
@@ -94,7 +94,8 @@ def _open(path: str, role: set[Role], cfg: ModelsConfig) -> tuple[LoadedModel, s
     attempts.append((other, "CPU"))
     for backend, device in attempts:
         try:
-            session = open_backend(bundle, backend, precision, cfg.threads, cfg.cache_dir, device=device)
+            session = open_backend(bundle, backend, precision, cfg.threads, cfg.cache_dir, device=device,
+                                   streams=streams)
         except (BackendError, BundleError) as exc:  # BundleError: no model this backend opens (e.g. ORT + IR)
             failures.append(f"{backend}/{device}: {exc}")
             log.error("backend failed to load", extra={"bundle": path, "backend": backend, "device": device,
@@ -134,18 +135,20 @@ def warm(model: LoadedModel) -> float:
     return time.monotonic() - started
 
 
-def load_models(cfg: ModelsConfig) -> ModelSet:
+def load_models(cfg: ModelsConfig, streams: int = 1) -> ModelSet:
     """Load, verify, compile and warm the configured bundles.
+
+    ``streams``: items in flight at once (``decide.workers``); each model serves that many calls in parallel.
 
     Raises:
         BundleError: a bundle is missing, tampered or of the wrong role.
         BackendError: no backend could run a bundle.
     """
-    detector, note_d = _open(str(cfg.detector), {Role.DETECTOR}, cfg)
+    detector, note_d = _open(str(cfg.detector), {Role.DETECTOR}, cfg, streams)
     scorer = None
     note_s = None
     if cfg.scorer is not None:
-        scorer, note_s = _open(str(cfg.scorer), {Role.SCORER, Role.CLASSIFIER}, cfg)
+        scorer, note_s = _open(str(cfg.scorer), {Role.SCORER, Role.CLASSIFIER}, cfg, streams)
         scorer = replace(scorer, operating_point=cfg.operating_point)
         has_item = ITEM_THRESHOLD_KEY in scorer.bundle.manifest.thresholds
         if cfg.operating_point == "item" and not has_item:

@@ -132,7 +132,7 @@ class Service:
         self._notify.reloading()
         try:
             cfg: EdgeConfig = load_config(self._config_path)
-            models = load_models(cfg.models)
+            models = load_models(cfg.models, cfg.decide.workers)
         except EdgeError as exc:
             self.reload_error = str(exc).replace("\n", "; ")
             log.error("reload failed; keeping the running models", extra={"error": self.reload_error})

@@ -90,7 +90,8 @@ class BundleSession:
 
 def open_backend(bundle: Bundle, backend: str = "openvino", precision: Precision | str = Precision.FP32,
                  threads: int = 2, cache_dir: Path | None = None,
-                 hint: PerformanceHint | str = PerformanceHint.LATENCY, device: str = "CPU") -> BundleSession:
+                 hint: PerformanceHint | str = PerformanceHint.LATENCY, device: str = "CPU",
+                 streams: int = 1) -> BundleSession:
     """Compile the bundle's model for ``backend`` at ``precision``.
 
     OpenVINO prefers the bundle's IR and falls back to its ONNX file at that precision; ONNX Runtime opens
@@ -107,7 +108,8 @@ def open_backend(bundle: Bundle, backend: str = "openvino", precision: Precision
         have = ", ".join(sorted(f"{f}/{p}" for f, p in available))
         raise BundleError(f"bundle {bundle.manifest.name}: backend {backend} needs "
                           f"{' or '.join(map(str, formats))} at {precision}; the bundle has {have}")
-    options = SessionOptions(threads=threads, hint=PerformanceHint(hint), cache_dir=cache_dir, device=device)
+    options = SessionOptions(threads=threads, hint=PerformanceHint(hint), cache_dir=cache_dir, device=device,
+                             streams=streams)
     session = open_model(bundle.model_path(chosen, precision), backend, options)
     return BundleSession(bundle, session, precision)
 

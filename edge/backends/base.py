@@ -36,16 +36,24 @@ class SessionOptions:
         cache_dir: OpenVINO compiled-model cache (cold compile ~0.3 s, warm ~0.03 s); None = no cache.
             Never the current directory by default.
         device: OpenVINO device name (CPU); ONNX Runtime always uses its CPU provider.
+        streams: calls the model must serve at the same time (the pipeline's item workers). OpenVINO runs the
+            requests of one CPU stream one after another, and the latency hint makes a single stream, so two
+            workers calling one model would queue behind each other: with ``streams`` > 1 the model gets that many
+            streams of ``threads`` threads each. ONNX Runtime runs concurrent calls on their callers' threads
+            already and ignores it.
     """
 
     threads: int = 2
     hint: PerformanceHint = PerformanceHint.LATENCY
     cache_dir: Path | None = None
     device: str = "CPU"
+    streams: int = 1
 
     def __post_init__(self) -> None:
         if self.threads < 0:
             raise ValueError(f"threads must be >= 0, got {self.threads}")
+        if self.streams < 1:
+            raise ValueError(f"streams must be >= 1, got {self.streams}")
 
 
 class InferenceSession(Protocol):

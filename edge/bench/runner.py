@@ -149,12 +149,14 @@ def pick_precision(bundle: Bundle, backend: str, wanted: str) -> Precision:
     return Precision.FP32
 
 
-def open_model(path: str, backend: str, precision: str, threads: int) -> tuple[LoadedModel, float, float]:
-    """Verify, compile and warm one bundle on exactly ``backend``; returns (model, load s, warm-up s)."""
+def open_model(path: str, backend: str, precision: str, threads: int, streams: int = 1
+               ) -> tuple[LoadedModel, float, float]:
+    """Verify, compile and warm one bundle on exactly ``backend`` for ``streams`` concurrent callers (the
+    service's ``decide.workers``); returns (model, load s, warm-up s)."""
     started = time.monotonic()
     bundle = load_bundle(path)
     chosen = pick_precision(bundle, backend, precision)
-    session = open_backend(bundle, backend, chosen, threads, None)
+    session = open_backend(bundle, backend, chosen, threads, None, streams=streams)
     model = LoadedModel(bundle, session, backend)
     loaded = time.monotonic() - started
     return model, loaded, warm(model)
@@ -312,10 +314,12 @@ def run(spec: RunSpec) -> RunReport:
         workdir = Path(tmp)
         cfg = bench_config(spec, workdir)
         started = time.monotonic()
-        detector, det_load, det_warm = open_model(spec.detector, spec.backend, spec.precision, spec.threads)
+        detector, det_load, det_warm = open_model(spec.detector, spec.backend, spec.precision, spec.threads,
+                                                  spec.workers)
         scorer = None
         if spec.scorer is not None:
-            scorer, sc_load, sc_warm = open_model(spec.scorer, spec.backend, spec.precision, spec.threads)
+            scorer, sc_load, sc_warm = open_model(spec.scorer, spec.backend, spec.precision, spec.threads,
+                                                  spec.workers)
         models_load_s = time.monotonic() - started
         holder = ModelHolder(ModelSet(detector, scorer))
         sampler = RssSampler()

@@ -17,8 +17,9 @@ class ModelsConfig(EdgeBaseConfig):
     scorer: Path | None = Field(None, description="anomaly scorer or classifier bundle directory")
     backend: Literal["openvino", "onnxruntime"] = Field("openvino", description="inference runtime")
     precision: Literal["fp32", "int8"] = Field("fp32", description="which model file of the bundle to run")
-    threads: int = Field(1, ge=1, le=256, description="inference threads per call; the decide.workers items in "
-                         "flight already use one core each, so keep workers x threads <= cores")
+    threads: int = Field(1, ge=1, le=256, description="inference threads per call (OpenVINO compiles one stream of "
+                         "this many threads per decide.worker); the decide.workers items in flight already use one "
+                         "core each, so keep workers x threads <= cores")
     device: Literal["CPU", "GPU", "NPU"] = Field("CPU", description="OpenVINO device; falls back to CPU")
     cache_dir: Path | None = Field(None, description="compiled-model cache directory; absent = no cache")
     operating_point: Literal["item", "object"] = Field(

@@ -1,6 +1,7 @@
 """The pipeline's item workers call one model session from two threads at once: each call must get the
 outputs of its own input (a request shared between threads would hand one thread the other's tensors), and
-closing a session must wait for calls in progress instead of freeing the model under them."""
+closing a session must wait for calls in progress instead of freeing the model under them. OpenVINO must also
+give each worker its own CPU stream: on one stream (what the latency hint makes) the workers' calls queue."""
 
 from __future__ import annotations
 
@@ -12,7 +13,10 @@ import pytest
 
 from edge.backends import open_model
 from edge.backends.base import SessionOptions
+from edge.backends.openvino import OpenVinoSession
+from edge.config.models import ModelsConfig
 from edge.errors import BackendError
+from edge.screening import load_models
 
 REPO = Path(__file__).resolve().parents[2]
 SCORER = REPO / "models" / "scorer-stfpm"
@@ -29,9 +33,9 @@ def _inputs(n: int) -> list[np.ndarray]:
     return [rng.random((2, 3, 64, 64), dtype=np.float32) * (i + 1) for i in range(n)]
 
 
-@pytest.mark.parametrize("backend", ["openvino", "onnxruntime"])
-def test_two_threads_on_one_session_each_get_their_own_outputs(backend: str) -> None:
-    session = open_model(_onnx(), backend, SessionOptions(threads=1))
+@pytest.mark.parametrize(("backend", "streams"), [("openvino", 1), ("openvino", 2), ("onnxruntime", 1)])
+def test_two_threads_on_one_session_each_get_their_own_outputs(backend: str, streams: int) -> None:
+    session = open_model(_onnx(), backend, SessionOptions(threads=1, streams=streams))
     inputs = _inputs(6)
     expected = [session.run(x) for x in inputs]
     mismatches: list[str] = []
@@ -85,3 +89,29 @@ def test_openvino_close_waits_for_a_call_in_progress() -> None:
         assert "closed" in str(outcome)
     else:
         assert isinstance(outcome, dict) and all(np.isfinite(v).all() for v in outcome.values())
+
+
+@pytest.mark.parametrize("streams", [1, 2])
+def test_openvino_compiles_one_stream_per_concurrent_caller(streams: int) -> None:
+    session = open_model(_onnx(), "openvino", SessionOptions(threads=1, streams=streams))
+    assert isinstance(session, OpenVinoSession)
+    assert session.streams == streams
+    session.close()
+
+
+def test_the_service_compiles_its_models_for_its_item_workers() -> None:
+    cfg = ModelsConfig(detector=REPO / "models" / "detector-agnostic", scorer=SCORER, backend="openvino", threads=1)
+    models = load_models(cfg, streams=2)
+    try:
+        for model in (models.detector, models.scorer):
+            assert model is not None
+            inner = model.session._session
+            assert isinstance(inner, OpenVinoSession)
+            assert inner.streams == 2, model.bundle.manifest.name
+    finally:
+        models.close()
+
+
+def test_streams_below_one_are_refused() -> None:
+    with pytest.raises(ValueError, match="streams"):
+        SessionOptions(streams=0)
