@@ -169,15 +169,19 @@ def quantize(
     max_drop: float = typer.Option(0.01, help="largest allowed metric drop INT8 vs FP32"),
     subset_size: int = typer.Option(300, help="calibration items NNCF uses at most"),
     threads: int = typer.Option(2, help="inference threads for validation"),
+    bias_correction: str = typer.Option("fast", help="NNCF bias correction: fast or full (slower, often closer)"),
+    max_flag_change: float = typer.Option(0.1, help="scorers/classifiers: largest change of the objects flagged "
+                                          "at a threshold, as a share of FP32's flags"),
 ) -> None:
-    """NNCF post-training INT8, refused when the validation metric drops more than --max-drop against FP32.
+    """NNCF post-training INT8, refused when the validation metric drops more than --max-drop against FP32
+    (or a scorer's flagged objects move by more than --max-flag-change).
 
     Example: edge-export quantize build/scorer_fp32.xml --data calib/ --metric auroc --max-drop 0.01
     -o build/scorer_int8.xml
     """
     from export.calibration import load_inputs
     from export.meta import read_meta
-    from export.quantize import Metric
+    from export.quantize import BiasCorrection, Metric
     from export.quantize import quantize as run_quantize
 
     try:
@@ -188,7 +192,8 @@ def quantize(
             calib, val = items.split(4)
         else:
             calib, val = items, load_inputs(validation, meta.contract, progress=_progress("validation"))
-        result = run_quantize(model, calib, val, out, Metric(metric), max_drop, subset_size, threads, _say)
+        result = run_quantize(model, calib, val, out, Metric(metric), max_drop, subset_size, threads, _say,
+                              bias_correction=BiasCorrection(bias_correction), max_flag_change=max_flag_change)
     except (ExportError, ValueError) as exc:
         raise _fail(exc) from exc
     _say(f"wrote {result.path}: {result.metric} {result.fp32_value:.4f} (FP32) → {result.int8_value:.4f} (INT8) "
@@ -336,6 +341,46 @@ def renormalise(
     except (ExportError, BundleError) as exc:
         raise _fail(exc) from exc
     _say(f"wrote {result.root}/bundle.yaml ({m.name}@{version}, logistic normalisation)")
+
+
+@app.command("add-int8")
+def add_int8_command(
+    source: Path = typer.Argument(..., help="bundle folder with an OpenVINO FP32 model"),
+    data: Path = typer.Option(..., help="folder of composed .npy tensors (N, C, H, W) or conditioned .npz items"),
+    out: Path = typer.Option(..., "--out", "-o", help="bundle folder to write (may be SOURCE itself)"),
+    version: str = typer.Option(..., help="the new bundle's version"),
+    validation: Path | None = typer.Option(None, help="validation folder (default: every 4th input of --data)"),
+    max_drop: float = typer.Option(0.01, help="largest share of decisions INT8 may change, at every threshold"),
+    max_flag_change: float = typer.Option(0.1, help="largest change of the objects flagged at a threshold, as a "
+                                          "share of FP32's flags"),
+    bias_correction: str = typer.Option("full", help="NNCF bias correction: full or fast"),
+    threads: int = typer.Option(2, help="inference threads for validation"),
+) -> None:
+    """Quantise a bundle's FP32 IR to INT8 and write it as a new version of the bundle, judged at every
+    threshold the bundle has now (a scorer's item threshold too), FP32 files and parity entries kept.
+
+    Example: edge-export add-int8 models/classifier-threat --data crops/ -o models/classifier-threat --version 2.2
+    """
+    from export.add_int8 import add_int8
+    from export.calibration import load_inputs
+    from export.quantize import BiasCorrection
+
+    try:
+        from edge.bundles.loader import load_bundle
+        from edge.errors import BundleError
+
+        try:
+            contract = load_bundle(source).contract
+        except BundleError as exc:
+            raise ExportError(str(exc)) from exc
+        items = load_inputs(data, contract, progress=_progress("reading"))
+        val = None if validation is None else load_inputs(validation, contract, progress=_progress("validation"))
+        result = add_int8(source, items, out, version, validation=val, max_drop=max_drop,
+                          max_flag_change=max_flag_change, bias_correction=BiasCorrection(bias_correction),
+                          threads=threads, progress=_say)
+    except (ExportError, ValueError) as exc:
+        raise _fail(exc) from exc
+    _say(f"wrote {result.root} ({result.manifest.name}@{version}, openvino/int8 added)")
 
 
 @app.command("import-anomalib")

@@ -20,7 +20,7 @@ import numpy.typing as npt
 from edge.backends import SessionOptions, open_model
 from edge.bundles.loader import sha256_file
 from edge.bundles.manifest import ParityEntry, ParityReport, Precision
-from edge.bundles.outputs import DECISION_THRESHOLD_KEY, Role
+from edge.bundles.outputs import DECISION_THRESHOLD_KEY, ITEM_THRESHOLD_KEY, Role
 from export.meta import ExportMeta
 
 log = logging.getLogger(__name__)
@@ -57,28 +57,109 @@ class Candidate:
         return f"{self.backend}/{self.precision}"
 
 
-def decisions(meta: ExportMeta, outputs: Outputs) -> npt.NDArray[np.int64] | None:
-    """The role's decisions, flattened: detector/scorer ``score >= threshold``; classifier/segmenter argmax."""
+def operating_points(meta: ExportMeta) -> dict[str, float]:
+    """The thresholds the runtime may decide objects at, by key (see ``edge.screening.LoadedModel.threshold``):
+    ``score`` and, for scorers and classifiers that have one, ``item``. A classifier without thresholds decides
+    at anomaly probability 0.5."""
+    points = {k: float(v) for k, v in meta.thresholds.items() if k in (DECISION_THRESHOLD_KEY, ITEM_THRESHOLD_KEY)}
+    if meta.role is Role.DETECTOR:
+        points.pop(ITEM_THRESHOLD_KEY, None)
+    if not points:
+        points[DECISION_THRESHOLD_KEY] = 0.5
+    return points
+
+
+def object_scores(meta: ExportMeta, outputs: Outputs) -> npt.NDArray[np.float32] | None:
+    """What the runtime compares with a threshold, flattened: detector candidate scores, a scorer's normalised
+    score, a benign/anomaly classifier's anomaly probability (the runtime's column rule). None for roles that
+    decide by argmax (segmenters, classifiers of other classes) or when the output is missing."""
     role = meta.role
-    thr = float(meta.thresholds.get(DECISION_THRESHOLD_KEY, 0.5))
     if role in (Role.DETECTOR, Role.SCORER):
         name = meta.name_of("scores" if role is Role.DETECTOR else "score")
         if name is None or name not in outputs:
             return None
-        s = meta.normalisation.apply(np.asarray(outputs[name], dtype=np.float32))
-        return (s >= thr).astype(np.int64).reshape(-1)
-    name = meta.name_of("probs" if role is Role.CLASSIFIER else "masks")
+        return meta.normalisation.apply(np.asarray(outputs[name], dtype=np.float32)).reshape(-1)
+    if role is Role.CLASSIFIER and "anomaly" in meta.classes:
+        name = meta.name_of("probs")
+        if name is None or name not in outputs:
+            return None
+        return np.asarray(outputs[name], dtype=np.float32)[:, meta.classes.index("anomaly")].reshape(-1)
+    return None
+
+
+def decisions(meta: ExportMeta, outputs: Outputs, threshold: float | None = None
+              ) -> npt.NDArray[np.int64] | None:
+    """The role's decisions, flattened: ``score >= threshold`` (default: ``thresholds.score``) where the role
+    has an object score; otherwise (segmenters, multi-class classifiers) the argmax."""
+    scores = object_scores(meta, outputs)
+    if scores is not None:
+        thr = operating_points(meta)[DECISION_THRESHOLD_KEY] if threshold is None else threshold
+        return (scores >= thr).astype(np.int64)
+    if meta.role in (Role.DETECTOR, Role.SCORER):
+        return None
+    name = meta.name_of("probs" if meta.role is Role.CLASSIFIER else "masks")
     if name is None or name not in outputs:
         return None
     return np.asarray(outputs[name]).argmax(axis=1).astype(np.int64).reshape(-1)
 
 
 def agreement(meta: ExportMeta, ref: Outputs, got: Outputs) -> float | None:
-    """Fraction of equal decisions between two output sets of the same inputs."""
-    a, b = decisions(meta, ref), decisions(meta, got)
-    if a is None or b is None or a.size == 0:
-        return None
-    return float(np.mean(a == b))
+    """Fraction of equal decisions between two output sets of the same inputs; with several operating points
+    (a scorer's object and item thresholds) the lowest of them, since the service may decide at either."""
+    values = []
+    for threshold in operating_points(meta).values():
+        a, b = decisions(meta, ref, threshold), decisions(meta, got, threshold)
+        if a is None or b is None or a.size == 0:
+            return None
+        values.append(float(np.mean(a == b)))
+    return min(values)
+
+
+@dataclass(frozen=True, slots=True)
+class FlagShift:
+    """How many objects the reference and the candidate flag at one operating point.
+
+    Decision agreement is blind where flags are rare: at a scorer's item threshold ~1% of objects are flagged,
+    so a model that doubles the alarms still agrees on 99% of decisions. ``change`` is the relative change of
+    the flagged count (against at least ``MIN_FLAGS`` flags, so a handful of flags does not decide alone).
+    """
+
+    point: str
+    threshold: float
+    objects: int
+    reference: int
+    candidate: int
+    both: int
+
+    MIN_FLAGS = 20
+
+    @property
+    def change(self) -> float:
+        return abs(self.candidate - self.reference) / max(self.reference, self.MIN_FLAGS)
+
+    @property
+    def lost(self) -> float:
+        """Share of the reference's flags the candidate drops."""
+        return (self.reference - self.both) / max(self.reference, self.MIN_FLAGS)
+
+    def describe(self) -> str:
+        return (f"{self.point} {self.threshold:.4g}: FP32 flags {self.reference}, INT8 {self.candidate}, both "
+                f"{self.both} of {self.objects}")
+
+
+def flag_shifts(meta: ExportMeta, ref: Outputs, got: Outputs) -> list[FlagShift]:
+    """Flag counts at every operating point of a scorer or benign/anomaly classifier (empty for other roles:
+    a detector's candidates pass NMS before anything alarms, so its detection metrics judge it)."""
+    if meta.role not in (Role.SCORER, Role.CLASSIFIER):
+        return []
+    a_scores, b_scores = object_scores(meta, ref), object_scores(meta, got)
+    if a_scores is None or b_scores is None:
+        return []
+    shifts = []
+    for point, threshold in operating_points(meta).items():
+        a, b = a_scores >= threshold, b_scores >= threshold
+        shifts.append(FlagShift(point, threshold, int(a.size), int(a.sum()), int(b.sum()), int((a & b).sum())))
+    return shifts
 
 
 def errors(ref: Outputs, got: Outputs) -> tuple[float, float]:

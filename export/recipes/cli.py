@@ -609,3 +609,39 @@ def classifier(
              notes="supervised benign/anomaly classifier for comparison (seed 001 second stage); threats of the "
                    "kinds in sim/threats.py only; thresholds.score tags 95% of benign validation objects benign; "
                    "see docs/models.md", progress=_say, int8_max_drop=int8_max_drop)
+
+
+@app.command("add-int8")
+def add_int8_crops(
+    bundle: Path = typer.Argument(..., help="a reference scorer or classifier bundle (hlz 64x64 crops)"),
+    calib: Path = typer.Option(..., help="crop cache whose crops calibrate INT8 (train simulate / detcrops)"),
+    val: Path = typer.Option(..., help="another crop cache on which INT8 must agree with FP32"),
+    out: Path = typer.Option(..., "--out", "-o", help="bundle folder to write (may be BUNDLE itself)"),
+    version: str = typer.Option(..., help="the new bundle's version"),
+    max_drop: float = typer.Option(0.01, help="largest share of decisions INT8 may change, at every threshold"),
+    max_flag_change: float = typer.Option(0.1, help="largest change of the objects flagged at a threshold"),
+) -> None:
+    """``edge-export add-int8`` fed from crop caches: INT8 judged at every threshold the bundle has now.
+
+    Example: edge-export train add-int8 models/classifier-threat --calib /tmp/xray-recipes/dc-cal
+    --val /tmp/xray-recipes/dc-val -o models/classifier-threat --version 2.2
+    """
+    from edge.bundles.loader import load_bundle
+    from edge.errors import BundleError
+    from export.add_int8 import add_int8
+    from export.calibration import InputSet
+    from export.errors import ExportError
+    from export.recipes import scorer as sc
+    from export.recipes.simdata import load_crops
+
+    try:
+        if load_bundle(bundle).contract != sc.contract():
+            raise ExportError(f"{bundle}: its input is not the recipes' hlz {sc.CROP_SIZE}x{sc.CROP_SIZE} crop")
+        data = InputSet(sc.crop_inputs(load_crops(calib)), None, str(calib))
+        check = InputSet(sc.crop_inputs(load_crops(val)), None, str(val))
+        result = add_int8(bundle, data, out, version, validation=check, max_drop=max_drop,
+                          max_flag_change=max_flag_change, progress=_say)
+    except (ExportError, BundleError, FileNotFoundError) as exc:
+        typer.echo(f"edge-export: error: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    _say(f"wrote {result.root} ({result.manifest.name}@{version}, openvino/int8 added)")
