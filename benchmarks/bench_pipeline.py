@@ -12,7 +12,8 @@ every member of a round sees the same machine load. The cores are
 shared with other work: every figure carries the load average at the time, and CPU time per item is reported
 beside wall time.
 Writes ``benchmarks/results/bench_pipeline.json`` and the tables between the markers in
-``docs/performance.md``.
+``docs/performance.md`` (``--scorer B --section NAME``: another scorer's run, ``bench_pipeline_NAME.json`` and
+its own section).
 
 Run:  .venv/bin/python benchmarks/bench_pipeline.py [--items 40] [--batches 1,8,32] [--items-dir /tmp/bench-items]
 """
@@ -35,19 +36,26 @@ from edge.bench.runner import RunSpec
 from edge.bench.suite import REPO_MODELS, BenchOptions, parse_list, run_bench, run_in_process
 
 ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "results" / "bench_pipeline.json"
+RESULTS = ROOT / "benchmarks" / "results"
 DOC = ROOT / "docs" / "performance.md"
-BEGIN, END = "<!-- bench_pipeline:begin -->", "<!-- bench_pipeline:end -->"
 
 
-def update_doc(table: str) -> None:
-    """Replace the generated section of docs/performance.md (the prose around it is kept)."""
-    text = DOC.read_text(encoding="utf-8") if DOC.is_file() else f"# Performance\n\n{BEGIN}\n{END}\n"
-    if BEGIN not in text or END not in text:
-        text += f"\n{BEGIN}\n{END}\n"
-    head, rest = text.split(BEGIN, 1)
-    _, tail = rest.split(END, 1)
-    DOC.write_text(f"{head}{BEGIN}\n{table}{END}{tail}", encoding="utf-8")
+def markers(section: str) -> tuple[str, str]:
+    """The comments around a generated section: ``bench_pipeline`` (the reference pipeline) or
+    ``bench_pipeline:NAME`` for another scorer's run."""
+    name = "bench_pipeline" if not section else f"bench_pipeline:{section}"
+    return f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
+
+
+def update_doc(table: str, section: str = "") -> None:
+    """Replace one generated section of docs/performance.md (the prose around it is kept)."""
+    begin, end = markers(section)
+    text = DOC.read_text(encoding="utf-8") if DOC.is_file() else f"# Performance\n\n{begin}\n{end}\n"
+    if begin not in text or end not in text:
+        text += f"\n{begin}\n{end}\n"
+    head, rest = text.split(begin, 1)
+    _, tail = rest.split(end, 1)
+    DOC.write_text(f"{head}{begin}\n{table}{end}{tail}", encoding="utf-8")
 
 
 def run_eager(items_dir: Path, args: argparse.Namespace, detector: Path, scorer: Path | None, peak: float,
@@ -79,8 +87,13 @@ def main() -> None:
     parser.add_argument("--cold-start-runs", type=int, default=3)
     parser.add_argument("--items-dir", type=Path, default=None, help="keep/reuse rendered items here")
     parser.add_argument("--no-doc", action="store_true", help="do not rewrite docs/performance.md")
+    parser.add_argument("--scorer", type=Path, default=REPO_MODELS / "scorer-stfpm",
+                        help="scorer or classifier bundle (the reference pipeline: models/scorer-stfpm)")
+    parser.add_argument("--section", default="", help="name of the docs/performance.md section and results file "
+                        "to write (default: the reference pipeline's; e.g. 'classifier' with --scorer "
+                        "models/classifier-threat)")
     args = parser.parse_args()
-    scorer = REPO_MODELS / "scorer-stfpm"
+    scorer: Path = args.scorer
     threads = tuple(int(t) for t in parse_list(args.threads))
     with tempfile.TemporaryDirectory(prefix="bench-pipeline-") as tmp:
         items_dir = args.items_dir if args.items_dir is not None else Path(tmp) / "items"
@@ -121,13 +134,14 @@ def main() -> None:
         comparisons = [paired_summary(ref.label, f"pytorch-eager/t{t}", rounds)
                        for t in threads for ref in references[t] if rounds]
         result["paired"] = {"rounds": rounds, "comparisons": comparisons}
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=1), encoding="utf-8")
+    results = RESULTS / (f"bench_pipeline_{args.section}.json" if args.section else "bench_pipeline.json")
+    results.parent.mkdir(parents=True, exist_ok=True)
+    results.write_text(json.dumps(result, indent=1), encoding="utf-8")
     table = render_markdown(result)
     if not args.no_doc:
-        update_doc(table)
+        update_doc(table, args.section)
     print(table)
-    print(f"wrote {RESULTS}" + ("" if args.no_doc else f" and {DOC}"))
+    print(f"wrote {results}" + ("" if args.no_doc else f" and {DOC}"))
 
 
 if __name__ == "__main__":

@@ -8,7 +8,8 @@ sink; only the model sessions are torch modules instead of OpenVINO/ONNX Runtime
 back on one item before the next item starts.
 
 The torch models are *rebuilt from the bundle's ONNX weights* into the recipes' architectures
-(``export.recipes.detector.AgnosticDetector``, ``export.recipes.scorer.StfpmScorer``): conv weights by name;
+(``export.recipes.detector.AgnosticDetector``, ``export.recipes.scorer.StfpmScorer`` / ``ThreatClassifier``): conv
+weights by name;
 batch norms the exporter folded into a conv (``<conv>.weight_bias``) become identity batch norms carrying that
 bias; batch norms it kept are copied; the detector's per-level ``scales`` are read from the graph's scalar
 ``Mul`` nodes. The rebuilt models are checked against ONNX Runtime on a real item (max |difference| is
@@ -59,7 +60,7 @@ from edge.stages.finish import FinishStage
 from edge.stages.localise import LocaliseStage
 from edge.stages.score import ScoreStage
 from export.recipes.detector import AgnosticDetector
-from export.recipes.scorer import Backbone, StfpmScorer
+from export.recipes.scorer import Backbone, StfpmScorer, ThreatClassifier
 
 
 def onnx_path(bundle: Bundle) -> Path:
@@ -128,6 +129,8 @@ def torch_model(bundle: Bundle) -> nn.Module:
         if kinds:
             scorer.kind_weight = _fit_kind_weight(scorer, path)
         return scorer
+    if "net.fc.weight" in init:
+        return load_onnx_weights(ThreatClassifier(), path)
     raise ValueError(f"bundle {bundle.manifest.name}: no eager rebuild for this architecture")
 
 
