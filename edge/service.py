@@ -132,7 +132,8 @@ class Service:
         self._notify.reloading()
         try:
             cfg: EdgeConfig = load_config(self._config_path)
-            models = load_models(cfg.models, cfg.decide.workers)
+            # The running pipeline keeps its item workers (decide.* needs a restart): streams for those.
+            models = load_models(cfg.models, self.runtime.cfg.decide.workers)
         except EdgeError as exc:
             self.reload_error = str(exc).replace("\n", "; ")
             log.error("reload failed; keeping the running models", extra={"error": self.reload_error})

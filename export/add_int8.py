@@ -52,19 +52,42 @@ def _notes(notes: str, int8: str) -> str:
     return notes[:len(notes) - len(rest)] + int8 + _INT8_NOTE.sub("", rest, count=1)
 
 
+def _is_openvino_int8(backend_or_format: str, precision: Precision) -> bool:
+    return str(backend_or_format) == str(ModelFormat.OPENVINO) and precision is Precision.INT8
+
+
+_ADDED = re.compile(r"; openvino/int8 \(added in .*$")
+
+
+def _reference(old: ParityReport | None, version: str, samples: int) -> str:
+    """The merged report's ``reference``: the original one (without the part an earlier add-int8 appended) and
+    what the new INT8 entry was compared with."""
+    base = "none (0 samples)" if old is None else _ADDED.sub("", old.reference)
+    if old is not None and not base.endswith(" samples)"):
+        base = f"{base} ({old.samples} samples)"
+    return f"{base}; openvino/int8 (added in {version}): the bundle's openvino/fp32 model ({samples} samples)"
+
+
+
 def add_int8(source: Path, data: InputSet, out: Path, version: str, *, validation: InputSet | None = None,
              max_drop: float = 0.01, max_flag_change: float = 0.1,
              bias_correction: BiasCorrection = BiasCorrection.FULL, subset_size: int = 300, threads: int = 2,
-             progress: Callable[[str], None] = print) -> Bundle:
+             overwrite: bool = False, progress: Callable[[str], None] = print) -> Bundle:
     """A copy of the bundle at ``source`` with an OpenVINO INT8 model, written to ``out`` as ``version``.
 
     ``data``: composed model inputs; calibration uses three of every four and validation the rest unless
-    ``validation`` is given. An INT8 model the bundle already has is replaced.
+    ``validation`` is given. An OpenVINO INT8 model the bundle already has is replaced (an ONNX Runtime INT8
+    model is kept). ``out`` may be ``source`` itself; another folder that is not empty is replaced only with
+    ``overwrite``.
 
     Raises:
         QuantizationRefused: decisions or flagged objects moved too much (nothing is written).
-        ExportError: the bundle has no FP32 OpenVINO IR, or the new bundle fails parity or does not load.
+        ExportError: the bundle has no FP32 OpenVINO IR, ``out`` is taken, or the new bundle fails parity or
+            does not load.
     """
+    same = out.resolve() == source.resolve()
+    if out.exists() and not same and (not out.is_dir() or any(out.iterdir())) and not overwrite:
+        raise ExportError(f"{out}: exists and is not empty (pass --overwrite to replace it)")
     try:
         bundle = load_bundle(source)
     except BundleError as exc:
@@ -78,9 +101,11 @@ def add_int8(source: Path, data: InputSet, out: Path, version: str, *, validatio
         raise ExportError("no validation inputs (give more data or --validation)")
     with tempfile.TemporaryDirectory(prefix=".edge-export-add-int8-") as tmp:
         int8_xml = Path(tmp) / f"{m.name}_int8.xml"
+        # The bundle's thresholds and normalisation, not the model file's: an item threshold and a later
+        # renormalisation (edge-export renormalise) live only in bundle.yaml.
         result = quantize(xml, calib, val, int8_xml, Metric.AGREEMENT, max_drop, subset_size, threads, progress,
                           bias_correction=bias_correction, max_flag_change=max_flag_change,
-                          thresholds=m.thresholds)
+                          thresholds=m.thresholds, normalisation=m.normalisation)
         progress(f"{m.name}: INT8 agreement {result.int8_value:.4f}; checking parity against the bundle's FP32 IR")
         meta = replace(read_meta(xml), thresholds=dict(m.thresholds), normalisation=m.normalisation)
         reference = run_candidate(Candidate("openvino", Precision.FP32, xml), val.inputs, threads)
@@ -90,16 +115,12 @@ def add_int8(source: Path, data: InputSet, out: Path, version: str, *, validatio
         if not fresh.passed:
             raise ParityFailed(f"{m.name}: the INT8 model failed parity against the bundle's FP32 IR")
         old = m.parity
-        kept = tuple(e for e in (old.entries if old else ()) if e.precision is not Precision.INT8)
-        parity = ParityReport(
-            passed=(old.passed if old else True) and fresh.passed,
-            reference=(f"{old.reference if old else 'none'} ({old.samples if old else 0} samples); "
-                       f"openvino/int8 (added in {version}): the bundle's openvino/fp32 model "
-                       f"({fresh.samples} samples)"),
-            samples=old.samples if old else fresh.samples,
-            entries=kept + fresh.entries)
+        kept = tuple(e for e in (old.entries if old else ()) if not _is_openvino_int8(e.backend, e.precision))
+        parity = ParityReport(passed=(old.passed if old else True) and fresh.passed,
+                              reference=_reference(old, version, fresh.samples),
+                              samples=old.samples if old else fresh.samples, entries=kept + fresh.entries)
         models = [BundleModel(e.format, e.precision, bundle.root / e.path) for e in m.models
-                  if e.precision is not Precision.INT8]
+                  if not _is_openvino_int8(e.format, e.precision)]
         models.append(BundleModel(ModelFormat.OPENVINO, Precision.INT8, int8_xml))
         notes = _notes(m.notes, int8_note(result, len(val.inputs)))
         content = BundleContent(name=m.name, version=version, role=m.role, contract=m.input, outputs=m.outputs,

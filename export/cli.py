@@ -355,6 +355,7 @@ def add_int8_command(
                                           "share of FP32's flags"),
     bias_correction: str = typer.Option("full", help="NNCF bias correction: full or fast"),
     threads: int = typer.Option(2, help="inference threads for validation"),
+    overwrite: bool = typer.Option(False, help="replace a non-empty OUT folder that is not SOURCE"),
 ) -> None:
     """Quantise a bundle's FP32 IR to INT8 and write it as a new version of the bundle, judged at every
     threshold the bundle has now (a scorer's item threshold too), FP32 files and parity entries kept.
@@ -377,7 +378,7 @@ def add_int8_command(
         val = None if validation is None else load_inputs(validation, contract, progress=_progress("validation"))
         result = add_int8(source, items, out, version, validation=val, max_drop=max_drop,
                           max_flag_change=max_flag_change, bias_correction=BiasCorrection(bias_correction),
-                          threads=threads, progress=_say)
+                          threads=threads, overwrite=overwrite, progress=_say)
     except (ExportError, ValueError) as exc:
         raise _fail(exc) from exc
     _say(f"wrote {result.root} ({result.manifest.name}@{version}, openvino/int8 added)")

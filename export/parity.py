@@ -71,36 +71,33 @@ def operating_points(meta: ExportMeta) -> dict[str, float]:
 
 def object_scores(meta: ExportMeta, outputs: Outputs) -> npt.NDArray[np.float32] | None:
     """What the runtime compares with a threshold, flattened: detector candidate scores, a scorer's normalised
-    score, a benign/anomaly classifier's anomaly probability (the runtime's column rule). None for roles that
-    decide by argmax (segmenters, classifiers of other classes) or when the output is missing."""
+    score, a classifier's anomaly probability (column ``anomaly``, else the last column: the score stage's
+    rule). None for segmenters (they decide by argmax) or when the output is missing."""
     role = meta.role
-    if role in (Role.DETECTOR, Role.SCORER):
-        name = meta.name_of("scores" if role is Role.DETECTOR else "score")
-        if name is None or name not in outputs:
-            return None
-        return meta.normalisation.apply(np.asarray(outputs[name], dtype=np.float32)).reshape(-1)
-    if role is Role.CLASSIFIER and "anomaly" in meta.classes:
-        name = meta.name_of("probs")
-        if name is None or name not in outputs:
-            return None
-        return np.asarray(outputs[name], dtype=np.float32)[:, meta.classes.index("anomaly")].reshape(-1)
-    return None
+    name = meta.name_of({Role.DETECTOR: "scores", Role.SCORER: "score", Role.CLASSIFIER: "probs"}.get(role, ""))
+    if name is None or name not in outputs:
+        return None
+    if role is Role.CLASSIFIER:
+        probs = np.asarray(outputs[name], dtype=np.float32)
+        column = meta.classes.index("anomaly") if "anomaly" in meta.classes else probs.shape[1] - 1
+        return probs[:, column].reshape(-1)
+    return meta.normalisation.apply(np.asarray(outputs[name], dtype=np.float32)).reshape(-1)
 
 
 def decisions(meta: ExportMeta, outputs: Outputs, threshold: float | None = None
               ) -> npt.NDArray[np.int64] | None:
     """The role's decisions, flattened: ``score >= threshold`` (default: ``thresholds.score``) where the role
-    has an object score; otherwise (segmenters, multi-class classifiers) the argmax."""
+    has an object score; a segmenter's argmax."""
+    if meta.role is Role.SEGMENTER:
+        name = meta.name_of("masks")
+        if name is None or name not in outputs:
+            return None
+        return np.asarray(outputs[name]).argmax(axis=1).astype(np.int64).reshape(-1)
     scores = object_scores(meta, outputs)
-    if scores is not None:
-        thr = operating_points(meta)[DECISION_THRESHOLD_KEY] if threshold is None else threshold
-        return (scores >= thr).astype(np.int64)
-    if meta.role in (Role.DETECTOR, Role.SCORER):
+    if scores is None:
         return None
-    name = meta.name_of("probs" if meta.role is Role.CLASSIFIER else "masks")
-    if name is None or name not in outputs:
-        return None
-    return np.asarray(outputs[name]).argmax(axis=1).astype(np.int64).reshape(-1)
+    thr = operating_points(meta)[DECISION_THRESHOLD_KEY] if threshold is None else threshold
+    return (scores >= thr).astype(np.int64)
 
 
 def agreement(meta: ExportMeta, ref: Outputs, got: Outputs) -> float | None:

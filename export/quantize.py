@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from edge.bundles.manifest import Precision
+from edge.bundles.manifest import Precision, ScoreNormalisation
 from edge.bundles.outputs import DECISION_THRESHOLD_KEY, Role
 from edge.eval.metrics import auroc as metrics_auroc
 from export.calibration import InputSet
@@ -153,10 +153,12 @@ def quantize(model_path: Path, calibration: InputSet, validation: InputSet, out:
              metric: Metric = Metric.AGREEMENT, max_drop: float = 0.01, subset_size: int = 300,
              threads: int = 2, progress: Callable[[str], None] | None = None,
              bias_correction: BiasCorrection = BiasCorrection.FAST, max_flag_change: float = 0.1,
-             thresholds: Mapping[str, float] | None = None) -> QuantizeResult:
+             thresholds: Mapping[str, float] | None = None,
+             normalisation: ScoreNormalisation | None = None) -> QuantizeResult:
     """Quantise ``model_path`` (FP32) to INT8 at ``out`` unless the metric drops by more than ``max_drop`` or,
     for scorers and classifiers, the flagged objects at an operating point change by more than
-    ``max_flag_change``. ``thresholds`` replaces the model file's own (a bundle's, with its item threshold).
+    ``max_flag_change``. ``thresholds`` and ``normalisation`` replace the model file's own (a bundle's: its item
+    threshold and a renormalisation are recorded only in bundle.yaml).
 
     Raises:
         QuantizationRefused: metric dropped or flags moved too much (nothing is written at ``out``).
@@ -164,7 +166,8 @@ def quantize(model_path: Path, calibration: InputSet, validation: InputSet, out:
     """
     say = progress or (lambda _msg: None)
     file_meta = read_meta(model_path)
-    meta = file_meta if thresholds is None else replace(file_meta, thresholds=dict(thresholds))
+    meta = replace(file_meta, thresholds=dict(file_meta.thresholds if thresholds is None else thresholds),
+                   normalisation=normalisation or file_meta.normalisation)
     if meta.precision is not Precision.FP32:
         raise ExportError(f"{model_path}: is {meta.precision}; quantise the FP32 model")
     if out.suffix != model_path.suffix:

@@ -52,12 +52,13 @@ class OpenVinoSession:
                 "PERFORMANCE_HINT": "LATENCY" if options.hint is PerformanceHint.LATENCY else "THROUGHPUT",
                 "INFERENCE_PRECISION_HINT": "f32",
             }
+            streams = options.streams if options.device == "CPU" else 1
             if options.threads > 0:
-                config["INFERENCE_NUM_THREADS"] = options.threads * options.streams
-            if options.streams > 1:
+                config["INFERENCE_NUM_THREADS"] = options.threads * streams
+            if streams > 1:
                 # The latency hint pins one stream whatever NUM_STREAMS says; the throughput hint honours it.
                 config["PERFORMANCE_HINT"] = "THROUGHPUT"
-                config["NUM_STREAMS"] = options.streams
+                config["NUM_STREAMS"] = streams
             model = core.read_model(str(model_path))
             if len(model.inputs) != 1:
                 raise BackendError(f"{self._where}: expected one input, the model has {len(model.inputs)}")

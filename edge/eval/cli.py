@@ -16,6 +16,7 @@ from pathlib import Path
 
 import typer
 
+from edge.bundles.manifest import Precision
 from edge.bundles.outputs import DECISION_THRESHOLD_KEY, ITEM_THRESHOLD_KEY
 from edge.config import DEFAULT_CONFIG_PATH
 from edge.errors import ConfigError, EdgeError
@@ -72,6 +73,9 @@ def _write_item_thresholds(reports: list[EvalReport], variants: list[RunSettings
         typer.echo(f"wrote {bundle.root} ({m.name}@{m.version}): thresholds.item "
                    f"{m.thresholds[ITEM_THRESHOLD_KEY]:.6g}, object threshold "
                    f"{m.thresholds.get(DECISION_THRESHOLD_KEY, float('nan')):.6g}")
+        if any(e.precision is Precision.INT8 for e in m.models):
+            typer.echo(f"edge eval: {m.name}'s INT8 model was judged at the previous item threshold: re-run "
+                       f"`edge-export add-int8 {bundle.root} --data … -o {bundle.root} --version …`", err=True)
 
 
 def eval_command(

@@ -120,7 +120,7 @@ class EvalRuntime:
     def __init__(self, settings: RunSettings) -> None:
         self.settings = settings
         self.cfg = effective_config(settings)
-        self.models = ModelHolder(load_models(self.cfg.models))
+        self.models = ModelHolder(load_models(self.cfg.models, self.cfg.decide.workers))
         conditioner, missing = load_conditioner(self.cfg)
         self.stages: list[Stage] = build_stages(self.cfg, self.models, conditioner, missing, None)
 

@@ -620,6 +620,7 @@ def add_int8_crops(
     version: str = typer.Option(..., help="the new bundle's version"),
     max_drop: float = typer.Option(0.01, help="largest share of decisions INT8 may change, at every threshold"),
     max_flag_change: float = typer.Option(0.1, help="largest change of the objects flagged at a threshold"),
+    overwrite: bool = typer.Option(False, help="replace a non-empty OUT folder that is not BUNDLE"),
 ) -> None:
     """``edge-export add-int8`` fed from crop caches: INT8 judged at every threshold the bundle has now.
 
@@ -640,7 +641,7 @@ def add_int8_crops(
         data = InputSet(sc.crop_inputs(load_crops(calib)), None, str(calib))
         check = InputSet(sc.crop_inputs(load_crops(val)), None, str(val))
         result = add_int8(bundle, data, out, version, validation=check, max_drop=max_drop,
-                          max_flag_change=max_flag_change, progress=_say)
+                          max_flag_change=max_flag_change, overwrite=overwrite, progress=_say)
     except (ExportError, BundleError, FileNotFoundError) as exc:
         typer.echo(f"edge-export: error: {exc}", err=True)
         raise typer.Exit(1) from exc

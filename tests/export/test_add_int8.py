@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge.bundles import ModelFormat, Precision, Role
+from edge.bundles import ModelFormat, Precision, Role, load_bundle
+from edge.bundles.manifest import NormalisationKind, ScoreNormalisation
 from edge.bundles.outputs import item_threshold_detector, item_threshold_note
 from edge.bundles.writer import rewrite_manifest
 from edge.config.models import ModelsConfig
@@ -18,7 +19,7 @@ from export.add_int8 import add_int8
 from export.calibration import InputSet
 from export.errors import ExportError, QuantizationRefused
 from export.meta import ExportMeta, default_outputs
-from export.parity import agreement, flag_shifts, operating_points
+from export.parity import Candidate, agreement, flag_shifts, operating_points
 from export.quantize import check_flags
 from tests.export.conftest import Built
 
@@ -49,6 +50,16 @@ def test_a_benign_anomaly_classifier_is_judged_at_its_threshold_not_its_argmax()
     assert agreement(meta, {"probs": ref}, {"probs": got}) == pytest.approx(0.75)
     shifts = flag_shifts(meta, {"probs": ref}, {"probs": got})
     assert [(s.point, s.reference, s.candidate, s.both) for s in shifts] == [("score", 1, 2, 1)]
+
+
+def test_a_classifier_without_an_anomaly_class_is_scored_by_its_last_column_as_the_score_stage_does() -> None:
+    meta = _meta(Role.CLASSIFIER, {"score": 0.5}, ("benign", "a", "b"))
+    ref = np.array([[0.2, 0.7, 0.1], [0.3, 0.1, 0.6]], np.float32)
+    got = np.array([[0.2, 0.2, 0.6], [0.3, 0.1, 0.6]], np.float32)
+    # argmax differs on the first crop (a vs b), the last-column decision too (0.1 -> 0.6)
+    shifts = flag_shifts(meta, {"probs": ref}, {"probs": got})
+    assert [(s.reference, s.candidate, s.both) for s in shifts] == [(1, 2, 1)]
+    assert agreement(meta, {"probs": ref}, {"probs": got}) == pytest.approx(0.5)
 
 
 def test_detectors_keep_one_operating_point_and_no_flag_guard() -> None:
@@ -111,10 +122,15 @@ def test_add_int8_writes_a_bundle_the_service_runs_at_int8(built: dict[Role, Bui
     assert int8_entry.passed and int8_entry.sha256 in set(new_files.values()) - set(old_files.values())
     assert len(m.parity.entries) == len(with_item.manifest.parity.entries) + 1  # type: ignore[union-attr]
     assert "openvino/int8 (added in 0.3)" in m.parity.reference
-    again = add_int8(out.root, InputSet(x, None, "test"), tmp_path / "int8-again", "0.4", max_drop=0.2,
+    # again, in place: the INT8 model, its parity entry, note and reference are replaced, not stacked
+    again = add_int8(out.root, InputSet(x, None, "test"), out.root, "0.4", max_drop=0.2,
                      max_flag_change=1.0, threads=1, progress=lambda _m: None).manifest
-    assert again.notes.count("[int8 added") == 1 and again.notes.endswith("] tiny")  # replaced, not stacked
+    assert load_bundle(out.root).manifest.version == "0.4"
+    assert again.notes.count("[int8 added") == 1 and again.notes.endswith("] tiny")
     assert sum(e.precision is Precision.INT8 for e in again.models) == 1
+    assert again.parity is not None and len(again.parity.entries) == len(m.parity.entries)
+    assert again.parity.reference.count("added in") == 1 and "added in 0.4" in again.parity.reference
+    assert again.parity.reference.startswith(with_item.manifest.parity.reference)  # type: ignore[union-attr]
     models = load_models(ModelsConfig(detector=REPO / "models" / "detector-agnostic", scorer=out.root,
                                       backend="openvino", precision="int8", threads=1))
     try:
@@ -126,6 +142,36 @@ def test_add_int8_writes_a_bundle_the_service_runs_at_int8(built: dict[Role, Bui
         assert np.all(np.isfinite(scores.score))  # type: ignore[union-attr]
     finally:
         models.close()
+
+
+def test_add_int8_refuses_to_replace_another_non_empty_folder(built: dict[Role, Built], tmp_path: Path) -> None:
+    precious = tmp_path / "precious"
+    precious.mkdir()
+    (precious / "keep.txt").write_text("site data")
+    src = built[Role.SCORER].bundle
+    with pytest.raises(ExportError, match="not empty"):
+        add_int8(src.root, InputSet(_items(src.contract, 16), None, "t"), precious, "2", progress=lambda _m: None)
+    assert (precious / "keep.txt").read_text() == "site data"
+
+
+def test_quantize_judges_flags_on_the_bundles_normalisation(built: dict[Role, Built], tmp_path: Path) -> None:
+    """A renormalised bundle's scale lives only in bundle.yaml; the guard must count flags on that scale."""
+    from export.parity import run_candidate
+    from export.quantize import quantize
+
+    b = built[Role.SCORER]
+    x = _items(b.bundle.contract, 64)
+    raw = run_candidate(Candidate("openvino", Precision.FP32, b.xml), x[3::4], 1)["score"].reshape(-1)
+    centre = float(np.median(raw))
+    logistic = ScoreNormalisation(kind=NormalisationKind.LOGISTIC, low=float(raw.min()), high=float(raw.max()),
+                                  centre=centre)
+    thresholds = {"score": 0.5, "item": 0.6}
+    result = quantize(b.xml, InputSet(x, None, "t").split(4)[0], InputSet(x[3::4], None, "v"),
+                      tmp_path / "q.xml", max_drop=1.0, max_flag_change=10.0, threads=1,
+                      thresholds=thresholds, normalisation=logistic)
+    expected = {k: int((logistic.apply(raw) >= t).sum()) for k, t in thresholds.items()}
+    assert {s.point: s.reference for s in result.flags} == expected
+    assert expected["score"] != int((b.meta.normalisation.apply(raw) >= 0.5).sum()) or b.meta.normalisation == logistic
 
 
 def test_add_int8_needs_an_openvino_fp32_model(built: dict[Role, Built], tmp_path: Path) -> None:
