@@ -60,7 +60,7 @@ from edge.stages.finish import FinishStage
 from edge.stages.localise import LocaliseStage
 from edge.stages.score import ScoreStage
 from export.recipes.detector import AgnosticDetector
-from export.recipes.scorer import Backbone, StfpmScorer, ThreatClassifier
+from export.recipes.scorer import UNCERTAINTIES, Backbone, StfpmScorer, ThreatClassifier, kind_uncertainty
 
 
 def onnx_path(bundle: Bundle) -> Path:
@@ -152,8 +152,9 @@ def _graph_topk(path: Path) -> int:
 
 
 def _fit_kind_weight(scorer: StfpmScorer, path: Path) -> float:
-    """The weight of the teacher's kind entropy on the map (v2.0 scorers), recovered from the graph's own output:
-    map_onnx = map_without_kind + w x entropy on every pixel, solved by least squares on a probe batch."""
+    """The weight of the teacher's kind term on the map (v2.0+ scorers) and which term it is (entropy or energy,
+    set on ``scorer``), recovered from the graph's own output: map_onnx = map_without_kind + w x term on every
+    pixel, solved by least squares on a probe batch for each term; the term that fits exactly wins."""
     import onnxruntime as ort
 
     probe = np.random.default_rng(0).random((4, 3, 64, 64), dtype=np.float32)
@@ -165,10 +166,15 @@ def _fit_kind_weight(scorer: StfpmScorer, path: Path) -> float:
         plain, _ = scorer(x)
         features = scorer.teacher.features(x)
         assert scorer.teacher.fc is not None
-        logp = torch.log_softmax(scorer.teacher.fc(features[-1].mean(dim=(2, 3))), dim=1)
-        entropy = (-(logp.exp() * logp).sum(dim=1)).numpy().astype(np.float64)
+        logits = scorer.teacher.fc(features[-1].mean(dim=(2, 3)))
+        terms = {mode: kind_uncertainty(logits, mode).numpy().astype(np.float64) for mode in UNCERTAINTIES}
     residual = (onnx_map - plain.numpy()).reshape(len(probe), -1)
-    return float((residual * entropy[:, None]).sum() / (entropy[:, None] ** 2 * residual.shape[1]).sum())
+    fits = {}
+    for mode, term in terms.items():
+        weight = float((residual * term[:, None]).sum() / (term[:, None] ** 2 * residual.shape[1]).sum())
+        fits[mode] = (float(np.abs(residual - weight * term[:, None]).max()), weight)
+    scorer.uncertainty = min(fits, key=lambda m: fits[m][0])
+    return fits[scorer.uncertainty][1]
 
 
 class TorchSession:

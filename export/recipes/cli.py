@@ -490,8 +490,55 @@ def padim(
                          "it in numpy (export.recipes.padim.replace_gaussian); see docs/models.md")
 
 
+@app.command("stfpm-kind")
+def stfpm_kind(
+    source: Path = typer.Argument(..., help="a shipped scorer-stfpm bundle whose teacher has its kind head"),
+    val: Path = typer.Option(..., help="validation crop cache: benign crops weigh the kind term and set the "
+                                       "threshold (detector crops: train detcrops)"),
+    out: Path | None = typer.Option(None, "--out", "-o", help="bundle folder to write (replaced)"),
+    test: Path | None = typer.Option(None, help="threat test cache for the seed-000 table"),
+    uncertainty: str = typer.Option("energy", help="kind term: energy (-logsumexp of the kind logits) or entropy"),
+    kind_share: float = typer.Option(2.0, help="kind term's benign spread as a multiple of the student-teacher "
+                                                "score's"),
+    version: str = typer.Option(..., help="bundle version"),
+) -> None:
+    """Re-pack a shipped STFPM scorer with another kind-uncertainty term, without its training checkpoints.
+
+    The teacher and student are rebuilt from the bundle's ONNX weights; only the score rule changes (the kind
+    term and its weight), so no training runs; threshold and normalisation come from ``--val``. FP32 only: set
+    the item threshold (``edge eval --write-item-threshold``), then try ``add-int8``, which judges INT8 there.
+
+    Example: edge-export train stfpm-kind models/scorer-stfpm --val /tmp/xray-recipes/dc-val
+    --test /tmp/xray-recipes/dc-test --uncertainty energy --kind-share 2 --version 2.1 -o /tmp/stfpm-energy
+    """
+    from edge.bundles import load_bundle
+    from export.recipes import scorer as sc
+    from export.recipes.rebuild import torch_from_bundle
+    from export.recipes.simdata import load_crops
+
+    if uncertainty not in sc.UNCERTAINTIES:
+        raise typer.BadParameter(f"--uncertainty must be one of {', '.join(sc.UNCERTAINTIES)}")
+    model = torch_from_bundle(source)
+    if not isinstance(model, sc.StfpmScorer) or model.teacher.fc is None:
+        raise typer.BadParameter(f"{source}: not an STFPM scorer with a kind-classifying teacher")
+    was = f"{model.uncertainty} x {model.kind_weight:.4f}"
+    va = load_crops(val)
+    model.uncertainty = uncertainty
+    model.kind_weight = kind_share * sc.kind_weight_for(model, sc.crop_inputs(va.select(sc.benign_training_mask(va))))
+    _say(f"kind term {was} -> {uncertainty} x {model.kind_weight:.4f} (share {kind_share})")
+    m = load_bundle(source).manifest
+    _finish_scorer(model, "scorer-stfpm", val, test, out, version,
+                   training_data=f"the networks of {m.name} {m.version} ({m.training_data}); kind term re-weighted "
+                                 f"on the benign crops of {val.name}: {uncertainty} x {model.kind_weight:.4f} "
+                                 f"(share {kind_share}); threshold = 95th percentile of those crops",
+                   notes=f"STFPM student-teacher plus the teacher's kind {uncertainty} on every map pixel (re-packed "
+                         f"from {m.name} {m.version} by `train stfpm-kind`); raw map/score normalised 'logistic' "
+                         "so the threshold maps to 0.5; see docs/models.md",
+                   int8=False)
+
+
 def _finish_scorer(model: object, name: str, val: Path, test: Path | None, out: Path | None, version: str,
-                   training_data: str, notes: str, int8_max_drop: float = 0.01) -> None:
+                   training_data: str, notes: str, int8_max_drop: float = 0.01, int8: bool = True) -> None:
     """Threshold on benign validation objects, seed-000 table on the test cache, pack the bundle."""
     import json
 
@@ -531,9 +578,11 @@ def _finish_scorer(model: object, name: str, val: Path, test: Path | None, out: 
     if out is not None:
         calib = sc.crop_inputs(vb)
         sel = np.random.default_rng(0).permutation(len(calib))
-        pack(model, Role.SCORER, sc.contract(), {"score": 0.5}, norm, calib[sel[:256]],  # type: ignore[arg-type]
-             calib[sel[256:384]], out, name, version, training_data=training_data, notes=notes, progress=_say,
-             int8_max_drop=int8_max_drop)
+        # 256 calibration and 128 parity crops; a small validation set is split two to one
+        n_cal = min(256, max(1, 2 * len(calib) // 3))
+        pack(model, Role.SCORER, sc.contract(), {"score": 0.5}, norm, calib[sel[:n_cal]],  # type: ignore[arg-type]
+             calib[sel[n_cal:n_cal + 128]], out, name, version, training_data=training_data, notes=notes,
+             progress=_say, int8_max_drop=int8_max_drop, int8=int8)
 
 
 @app.command()

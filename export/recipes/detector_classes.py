@@ -20,9 +20,7 @@ Must not: be imported by the runtime.
 from __future__ import annotations
 
 import copy
-import importlib.util
 import math
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -134,27 +132,16 @@ class ClassDetector(AgnosticDetector):
 
 
 def agnostic_from_bundle(bundle_dir: Path) -> AgnosticDetector:
-    """The shipped class-agnostic detector as a torch module, rebuilt from its bundle's ONNX weights.
-
-    Uses ``benchmarks/eager_pipeline.py`` (the eager baseline's rebuild, checked there against ONNX Runtime):
-    batch norms the exporter folded into a convolution come back as identity batch norms carrying the bias,
-    so the rebuilt model must be trained with frozen batch norms (:func:`freeze_batchnorm`).
-    """
+    """The shipped class-agnostic detector as a torch module, rebuilt from its bundle's ONNX weights
+    (:func:`export.recipes.rebuild.torch_from_bundle`): train it with frozen batch norms
+    (:func:`freeze_batchnorm`)."""
     from edge.bundles import load_bundle
+    from export.recipes.rebuild import torch_from_bundle
 
-    path = Path(__file__).resolve().parents[2] / "benchmarks" / "eager_pipeline.py"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: needed to rebuild a detector from a bundle (run from the repository)")
-    spec = importlib.util.spec_from_file_location("_xray_eager_pipeline", path)
-    if spec is None or spec.loader is None:
-        raise ImportError(f"cannot load {path}")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    bundle = load_bundle(bundle_dir)
-    if bundle.manifest.role != "detector":
-        raise ValueError(f"{bundle_dir}: a {bundle.manifest.role} bundle, not a detector")
-    model = module.torch_model(bundle)
+    role = load_bundle(bundle_dir, verify_hashes=False).manifest.role
+    if role != "detector":
+        raise ValueError(f"{bundle_dir}: a {role} bundle, not a detector")
+    model = torch_from_bundle(bundle_dir)
     if not isinstance(model, AgnosticDetector):
         raise TypeError(f"{bundle_dir}: rebuilt as {type(model).__name__}, not an AgnosticDetector")
     return model

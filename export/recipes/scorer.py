@@ -96,6 +96,23 @@ def distance_maps(t: list[torch.Tensor], s: list[torch.Tensor],
     return total
 
 
+UNCERTAINTIES = ("entropy", "energy")
+
+
+def kind_uncertainty(logits: torch.Tensor, mode: str) -> torch.Tensor:
+    """How unlike every benign kind the teacher finds an object, from its kind logits (N, K) → (N,).
+
+    ``entropy`` of the posterior (v2.0), or the ``energy`` −logsumexp of the logits (Liu et al. 2020, energy-based
+    out-of-distribution detection): the posterior's normalisation throws away how strongly the teacher responds at
+    all, which is what separates an unknown shape from an ambiguous benign one. On detector crops of sim-test the
+    energy term scored object AUROC 0.64 against the entropy's 0.60 (docs/models.md).
+    """
+    if mode == "energy":
+        return -torch.logsumexp(logits, dim=1)
+    logp = F.log_softmax(logits, dim=1)
+    return -(logp.exp() * logp).sum(dim=1)
+
+
 class StfpmScorer(nn.Module):
     """Teacher and student together: the exported scorer graph (raw scale).
 
@@ -111,26 +128,29 @@ class StfpmScorer(nn.Module):
     """
 
     def __init__(self, teacher: Backbone, student: Backbone, topk: int = 1,
-                 weights: tuple[float, ...] = (1.0, 1.0, 1.0), kind_weight: float = 0.0) -> None:
+                 weights: tuple[float, ...] = (1.0, 1.0, 1.0), kind_weight: float = 0.0,
+                 uncertainty: str = "entropy") -> None:
         super().__init__()
         if not 1 <= topk <= MAP_SIZE * MAP_SIZE:
             raise ValueError(f"topk must be in 1..{MAP_SIZE * MAP_SIZE}, got {topk}")
         if kind_weight and teacher.fc is None:
             raise ValueError("kind_weight > 0 needs a teacher with its kind classifier head")
+        if uncertainty not in UNCERTAINTIES:
+            raise ValueError(f"uncertainty must be one of {', '.join(UNCERTAINTIES)}, got {uncertainty!r}")
         self.teacher = teacher
         self.student = student
         self.topk = topk
         self.weights = weights
         self.kind_weight = kind_weight
+        self.uncertainty = uncertainty
 
     def forward(self, input: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         tf = self.teacher.features(input)
         d = distance_maps(tf, self.student.features(input), self.weights)
         m = F.avg_pool2d(F.adaptive_avg_pool2d(d, MAP_SIZE), 3, 1, 1, count_include_pad=False)
         if self.kind_weight and self.teacher.fc is not None:
-            logp = F.log_softmax(self.teacher.fc(tf[-1].mean(dim=(2, 3))), dim=1)
-            entropy = -(logp.exp() * logp).sum(dim=1)
-            m = m + self.kind_weight * entropy[:, None, None, None]
+            term = kind_uncertainty(self.teacher.fc(tf[-1].mean(dim=(2, 3))), self.uncertainty)
+            m = m + self.kind_weight * term[:, None, None, None]
         flat = m.flatten(1)
         score = flat.amax(dim=1) if self.topk == 1 else flat.topk(self.topk, dim=1).values.mean(dim=1)
         return m, score
@@ -298,19 +318,22 @@ def raw_scores(model: nn.Module, x: NDArray[np.float32], batch: int = 256) -> ND
 
 
 def kind_weight_for(model: StfpmScorer, x: NDArray[np.float32]) -> float:
-    """Entropy weight that gives the kind term the same benign spread (95th percentile − median) as the
-    student–teacher score of ``model`` on benign crops ``x``; multiply by the wanted share."""
+    """Weight that gives the kind term (``model.uncertainty``) the same benign spread (95th percentile − median)
+    as the student–teacher score of ``model`` on benign crops ``x``; multiply by the wanted share."""
     if model.teacher.fc is None:
         raise ValueError("the teacher has no kind classifier head")
-    local = raw_scores(model, x)
+    kind_weight, model.kind_weight = model.kind_weight, 0.0
+    try:
+        local = raw_scores(model, x)
+    finally:
+        model.kind_weight = kind_weight
     with torch.inference_mode():
-        logp = torch.cat([F.log_softmax(model.teacher(torch.from_numpy(x[i:i + 256])), dim=1)
-                          for i in range(0, len(x), 256)])
-    entropy = (-(logp.exp() * logp).sum(dim=1)).numpy()
+        term = torch.cat([kind_uncertainty(model.teacher(torch.from_numpy(x[i:i + 256])), model.uncertainty)
+                          for i in range(0, len(x), 256)]).numpy()
 
     def spread(v: NDArray[np.float32]) -> float:
         return float(np.quantile(v, 0.95) - np.median(v))
-    return spread(local) / max(spread(entropy), 1e-9)
+    return spread(local) / max(spread(term), 1e-9)
 
 
 def build_stfpm(weights: Path | None = None) -> StfpmScorer:

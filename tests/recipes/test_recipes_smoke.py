@@ -209,3 +209,39 @@ def test_padim_refit_in_numpy_changes_the_onnx_scores(tmp_path: Path) -> None:
     assert not np.allclose(before, after)
     with pytest.raises(ValueError, match="shape"):
         pd.replace_gaussian(src, tmp_path / "bad.onnx", mean[:10], inv_cov)
+
+
+def test_stfpm_kind_repacks_the_shipped_scorer_with_the_energy_term(cache: Path, tmp_path: Path) -> None:
+    """No checkpoint needed: the shipped networks, another kind term; the rebuild must find that term again."""
+    import importlib.util
+    import sys
+
+    from edge.backends import open_backend
+    from edge.bundles.manifest import Precision
+
+    repo = Path(__file__).resolve().parents[2]
+    out = tmp_path / "energy"
+    result = CliRunner().invoke(app, ["stfpm-kind", str(repo / "models" / "scorer-stfpm"), "--val", str(cache),
+                                      "--uncertainty", "energy", "--kind-share", "2", "--version", "9.9",
+                                      "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    bundle = load_bundle(out)
+    assert bundle.manifest.version == "9.9" and "kind energy" in bundle.manifest.notes
+    assert {m.precision for m in bundle.manifest.models} == {Precision.FP32}  # INT8 only via add-int8 later
+    spec = importlib.util.spec_from_file_location("eager_pipeline_t", repo / "benchmarks" / "eager_pipeline.py")
+    assert spec is not None and spec.loader is not None
+    eager = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = eager
+    spec.loader.exec_module(eager)
+    rebuilt = eager.torch_model(bundle)
+    assert rebuilt.uncertainty == "energy" and rebuilt.kind_weight > 0
+    x = sc.crop_inputs(load_crops(cache))[:8]
+    with torch.inference_mode():
+        _, score = rebuilt(torch.from_numpy(x))
+    session = open_backend(bundle, "onnxruntime", Precision.FP32, 1, None)
+    try:
+        assert np.allclose(score.numpy(), session.run(x)["score"], atol=1e-4)
+    finally:
+        session.close()
+    shipped = eager.torch_model(load_bundle(repo / "models" / "scorer-stfpm"))
+    assert shipped.uncertainty == "entropy"  # the shipped v2.0.2 is recognised as entropy
