@@ -257,7 +257,11 @@ def _initialise(model: ClassDetector, init: str, progress: Callable[[str], None]
         return
     state = torch.load(path, weights_only=False)
     own = model.state_dict()
-    weights = {k: v for k, v in state["model"].items() if k in own and own[k].shape == v.shape}
+    mismatched = sorted(k for k, v in state["model"].items() if k in own and own[k].shape != v.shape)
+    if mismatched:
+        raise ValueError(f"{path}: {len(mismatched)} tensors have another shape than this network's (e.g. "
+                         f"{mismatched[0]}): the checkpoint is of another size")
+    weights = {k: v for k, v in state["model"].items() if k in own}
     model.load_state_dict(weights, strict=False)
     progress(f"initialised {len(weights)}/{len(own)} tensors from checkpoint {path}")
 
@@ -273,10 +277,14 @@ def train(data: ClassDetSet, ckpt: Path, cfg: ClassTrainConfig, progress: Callab
     """
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
-    if cfg.init and not ckpt.is_file() and Path(cfg.init).is_dir():
-        # The class detector takes the size of the agnostic bundle it starts from (stored in the checkpoint
-        # config, so resuming and packing build the same network).
-        width, fpn = size_of(agnostic_from_bundle(Path(cfg.init)))
+    if cfg.init and not ckpt.is_file():
+        # The class detector takes the size of the network it starts from, an agnostic bundle or a class-aware
+        # checkpoint (stored in the new checkpoint's config, so resuming and packing build the same network).
+        if Path(cfg.init).is_dir():
+            width, fpn = size_of(agnostic_from_bundle(Path(cfg.init)))
+        else:
+            source = torch.load(cfg.init, weights_only=False)["config"]
+            width, fpn = int(source.width), int(source.fpn)
         cfg = replace(cfg, width=width, fpn=fpn)
     model = ClassDetector(3 if cfg.channels == "pc" else 1, cfg.width, cfg.fpn)
     if cfg.init and not ckpt.is_file():

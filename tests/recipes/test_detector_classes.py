@@ -127,6 +127,22 @@ def test_training_from_a_bundle_takes_its_size(cache: Path, tmp_path: Path) -> N
     assert dc.size_of(dc.build(ckpt, 3, saved.width, saved.fpn)) == size
 
 
+def test_continuing_from_a_checkpoint_takes_its_size_and_every_tensor(cache: Path, tmp_path: Path) -> None:
+    """Stage b starts from stage a's checkpoint: it must build a's network (not the default 16/32, which would
+    copy only the tensors whose shapes happen to match) and refuse a checkpoint that does not fit."""
+    ds = dc.load_class_det(cache)
+    first = tmp_path / "a.pt"
+    dc.train(ds, first, dc.ClassTrainConfig(steps=2, batch=1, width=8, fpn=16, size=128), progress=lambda _m: None)
+    msgs: list[str] = []
+    second = dc.train(ds, tmp_path / "b.pt", dc.ClassTrainConfig(steps=2, batch=1, size=128, init=str(first)),
+                      progress=msgs.append)
+    n = len(second.state_dict())
+    assert dc.size_of(second) == (8, 16) and f"initialised {n}/{n} tensors from checkpoint" in " ".join(msgs)
+    assert (torch.load(tmp_path / "b.pt", weights_only=False)["config"].width,) == (8,)
+    with pytest.raises(ValueError, match="another size"):
+        dc._initialise(dc.ClassDetector(3, 16, 32), str(first), lambda _m: None)
+
+
 def test_class_metrics_by_hand() -> None:
     g = [np.array([[0, 0, 10, 10], [20, 20, 40, 40]], np.float32)]
     gl = [np.array([0, 1])]
