@@ -20,7 +20,7 @@ from pathlib import Path
 from edge.bundles.loader import Bundle, load_bundle
 from edge.bundles.manifest import ModelFormat, ParityReport, Precision
 from edge.bundles.outputs import without_item_threshold_note
-from edge.bundles.writer import BundleContent, BundleModel, write_bundle
+from edge.bundles.writer import BundleContent, BundleModel, refuse_taken, write_bundle
 from edge.errors import BundleError
 from export.calibration import InputSet
 from export.errors import ExportError, ParityFailed
@@ -68,7 +68,6 @@ def _reference(old: ParityReport | None, version: str, samples: int) -> str:
     return f"{base}; openvino/int8 (added in {version}): the bundle's openvino/fp32 model ({samples} samples)"
 
 
-
 def add_int8(source: Path, data: InputSet, out: Path, version: str, *, validation: InputSet | None = None,
              max_drop: float = 0.01, max_flag_change: float = 0.1,
              bias_correction: BiasCorrection = BiasCorrection.FULL, subset_size: int = 300, threads: int = 2,
@@ -85,10 +84,8 @@ def add_int8(source: Path, data: InputSet, out: Path, version: str, *, validatio
         ExportError: the bundle has no FP32 OpenVINO IR, ``out`` is taken, or the new bundle fails parity or
             does not load.
     """
-    same = out.resolve() == source.resolve()
-    if out.exists() and not same and (not out.is_dir() or any(out.iterdir())) and not overwrite:
-        raise ExportError(f"{out}: exists and is not empty (pass --overwrite to replace it)")
     try:
+        refuse_taken(out, source, overwrite)
         bundle = load_bundle(source)
     except BundleError as exc:
         raise ExportError(str(exc)) from exc

@@ -175,6 +175,14 @@ def _install(root: Path, manifest: BundleManifest, out_dir: Path, what: str) -> 
     root.rename(out_dir)
 
 
+def refuse_taken(out_dir: Path, own_root: Path, overwrite: bool) -> None:
+    """BundleError when writing a new version of the bundle at ``own_root`` to ``out_dir`` would replace
+    something else: a file, or a non-empty folder that is not the bundle itself (unless ``overwrite``)."""
+    same = out_dir.resolve() == own_root.resolve()
+    if out_dir.exists() and not same and (not out_dir.is_dir() or any(out_dir.iterdir())) and not overwrite:
+        raise BundleError(f"{out_dir}: exists and is not empty (pass --overwrite to replace it)")
+
+
 def rewrite_manifest(bundle: Bundle, out_dir: Path, *, thresholds: Mapping[str, float], version: str, notes: str,
                      normalisation: ScoreNormalisation | None = None, training_data: str | None = None,
                      overwrite: bool = False) -> Bundle:
@@ -190,9 +198,7 @@ def rewrite_manifest(bundle: Bundle, out_dir: Path, *, thresholds: Mapping[str, 
         BundleError: ``out_dir`` exists, is not the bundle's folder and is not empty (unless ``overwrite``), or
             the rewritten bundle does not load.
     """
-    same = out_dir.resolve() == bundle.root.resolve()
-    if out_dir.exists() and not same and (not out_dir.is_dir() or any(out_dir.iterdir())) and not overwrite:
-        raise BundleError(f"{out_dir}: exists and is not empty (pass --overwrite to replace it)")
+    refuse_taken(out_dir, bundle.root, overwrite)
     manifest = seal(replace(bundle.manifest, thresholds=dict(thresholds), version=version, notes=notes,
                             normalisation=normalisation or bundle.manifest.normalisation,
                             training_data=bundle.manifest.training_data if training_data is None else training_data,

@@ -3,38 +3,26 @@ ONNX weights into its recipe's torch architecture gives ONNX Runtime's outputs o
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
-from types import ModuleType
 
 import numpy as np
 import pytest
 
 from edge.backends import open_backend
 from edge.bundles import Precision, load_bundle
+from export.recipes.rebuild import torch_from_bundle
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def _eager() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("eager_pipeline", REPO / "benchmarks" / "eager_pipeline.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["eager_pipeline"] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.mark.parametrize("name", ["detector-agnostic", "scorer-stfpm", "classifier-threat"])
 def test_rebuilt_torch_model_matches_onnx_runtime(name: str) -> None:
     import torch
 
-    eager = _eager()
     bundle = load_bundle(REPO / "models" / name)
     c = bundle.contract
     x = np.random.default_rng(2).normal(0.0, 1.0, (2, c.tensor_channels, c.height, c.width)).astype(np.float32)
-    model = eager.torch_model(bundle)
+    model = torch_from_bundle(REPO / "models" / name)  # benchmarks/eager_pipeline.torch_model
     with torch.inference_mode():
         out = model(torch.from_numpy(x))
     got = [out] if isinstance(out, torch.Tensor) else list(out)

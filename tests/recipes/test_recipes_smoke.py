@@ -213,11 +213,9 @@ def test_padim_refit_in_numpy_changes_the_onnx_scores(tmp_path: Path) -> None:
 
 def test_stfpm_kind_repacks_the_shipped_scorer_with_the_energy_term(cache: Path, tmp_path: Path) -> None:
     """No checkpoint needed: the shipped networks, another kind term; the rebuild must find that term again."""
-    import importlib.util
-    import sys
-
     from edge.backends import open_backend
     from edge.bundles.manifest import Precision
+    from export.recipes.rebuild import torch_from_bundle
 
     repo = Path(__file__).resolve().parents[2]
     out = tmp_path / "energy"
@@ -228,12 +226,7 @@ def test_stfpm_kind_repacks_the_shipped_scorer_with_the_energy_term(cache: Path,
     bundle = load_bundle(out)
     assert bundle.manifest.version == "9.9" and "kind energy" in bundle.manifest.notes
     assert {m.precision for m in bundle.manifest.models} == {Precision.FP32}  # INT8 only via add-int8 later
-    spec = importlib.util.spec_from_file_location("eager_pipeline_t", repo / "benchmarks" / "eager_pipeline.py")
-    assert spec is not None and spec.loader is not None
-    eager = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = eager
-    spec.loader.exec_module(eager)
-    rebuilt = eager.torch_model(bundle)
+    rebuilt = torch_from_bundle(out)
     assert rebuilt.uncertainty == "energy" and rebuilt.kind_weight > 0
     x = sc.crop_inputs(load_crops(cache))[:8]
     with torch.inference_mode():
@@ -243,5 +236,5 @@ def test_stfpm_kind_repacks_the_shipped_scorer_with_the_energy_term(cache: Path,
         assert np.allclose(score.numpy(), session.run(x)["score"], atol=1e-4)
     finally:
         session.close()
-    shipped = eager.torch_model(load_bundle(repo / "models" / "scorer-stfpm"))
+    shipped = torch_from_bundle(repo / "models" / "scorer-stfpm")
     assert shipped.uncertainty == "entropy"  # the shipped v2.0.2 is recognised as entropy
