@@ -121,7 +121,8 @@ def torch_model(bundle: Bundle) -> nn.Module:
     if bundle.manifest.role == "detector":
         width = int(init["stem.1.0.weight"].shape[0])
         fpn = int(init["lat.0.weight"].shape[0])
-        return load_onnx_weights(AgnosticDetector(int(init["stem.0.0.weight"].shape[1]), width, fpn), path)
+        context = "ctx.mix.weight" in init
+        return load_onnx_weights(AgnosticDetector(int(init["stem.0.0.weight"].shape[1]), width, fpn, context), path)
     if "teacher.s1.0.0.weight" in init:
         kinds = int(init["teacher.fc.weight"].shape[0]) if "teacher.fc.weight" in init else 0
         scorer = cast(StfpmScorer, load_onnx_weights(StfpmScorer(Backbone(3, kinds), Backbone(3, 0),

@@ -131,6 +131,22 @@ def optional_fields(role: Role) -> tuple[str, ...]:
 DECISION_THRESHOLD_KEY = "score"
 """Key in a manifest's ``thresholds`` for the decision threshold of detectors and scorers."""
 
+NMS_IOU_KEY = "nms_iou"
+"""Key in a detector manifest's ``thresholds``: the IoU above which NMS suppresses a lower-scored box (0.5 when
+absent)."""
+
+VOTE_IOU_KEY = "vote_iou"
+"""Key in a detector manifest's ``thresholds``: box voting after NMS (``edge.stages.detect.vote``), each kept box
+refined by the candidates overlapping it at IoU >= this; absent or 0 = off."""
+
+THRESHOLD_KEYS: dict[Role, tuple[str, ...]] = {
+    Role.DETECTOR: (DECISION_THRESHOLD_KEY, NMS_IOU_KEY, VOTE_IOU_KEY),
+    Role.SCORER: (DECISION_THRESHOLD_KEY, "item"),
+    Role.CLASSIFIER: (DECISION_THRESHOLD_KEY, "item"),
+    Role.SEGMENTER: (),
+}
+"""The ``thresholds`` keys the runtime reads, per role (what ``edge-export set-thresholds`` accepts)."""
+
 ITEM_THRESHOLD_KEY = "item"
 """Key in a scorer manifest's ``thresholds`` for the item operating point: the object score at which the max rule
 tags 95% of benign *items* benign, measured through the whole pipeline (detector boxes, not ground truth). An item

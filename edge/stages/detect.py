@@ -2,7 +2,8 @@
 
 The detector returns dense candidates in model-input pixels; here they are thresholded with the bundle's
 ``score`` threshold, mapped back through the composer's resize geometry, suppressed with NMS (class-agnostic,
-or per class when the bundle returns ``labels``) and capped at ``max_objects`` highest-scoring boxes. A
+or per class when the bundle returns ``labels``) and capped at ``max_objects`` highest-scoring boxes; a bundle
+with a ``vote_iou`` threshold then refines each kept box by box voting (:func:`vote`). A
 class-aware bundle's labels index its manifest ``classes``; an index outside them is a bundle error, not a
 silently unlabelled box.
 """
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from edge.bundles.outputs import DetectorOutputs
+from edge.bundles.outputs import NMS_IOU_KEY, VOTE_IOU_KEY, DetectorOutputs
 from edge.condition.composer import compose, geometry, region_of
 from edge.condition.image import ConditionedImage
 from edge.errors import BackendError
@@ -80,6 +81,38 @@ def suppress(boxes: NDArray[np.float32], scores: NDArray[np.float32], labels: ND
     return keep[:top]
 
 
+VOTE_POWER = 4.0
+"""Box voting weights candidates by score**VOTE_POWER: the best boxes dominate, near-ties average (on sim-val with
+detector-agnostic v1.1 at vote IoU 0.6: AR@100 0.397 → 0.430 with power 4, 0.420 with power 1)."""
+
+
+def vote(boxes: NDArray[np.float32], scores: NDArray[np.float32], labels: NDArray[np.int64] | None,
+         keep: list[int], iou_threshold: float) -> NDArray[np.float32]:
+    """The kept boxes refined by box voting: each becomes the score-weighted mean of every candidate (kept or
+    suppressed, of the same label) that overlaps it at IoU >= ``iou_threshold``.
+
+    Why: NMS keeps the single best-scored box, but the quality score ranks well and localises only roughly; the
+    suppressed neighbours carry independent estimates of the same edges, and their weighted mean is tighter
+    (Gidaris & Komodakis 2015). The kept set, its order and its scores do not change, so recall at IoU 0.5 and
+    the number of crops stay as they were; only the box edges move.
+    """
+    if not keep:
+        return np.zeros((0, 4), np.float32)
+    kept = boxes[keep].astype(np.float64)
+    b = boxes.astype(np.float64)
+    iw = np.clip(np.minimum(kept[:, None, 2], b[None, :, 2]) - np.maximum(kept[:, None, 0], b[None, :, 0]), 0, None)
+    ih = np.clip(np.minimum(kept[:, None, 3], b[None, :, 3]) - np.maximum(kept[:, None, 1], b[None, :, 1]), 0, None)
+    inter = iw * ih
+    area_k = (kept[:, 2] - kept[:, 0]) * (kept[:, 3] - kept[:, 1])
+    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    iou = inter / np.maximum(area_k[:, None] + area_b[None, :] - inter, 1e-9)
+    w = (iou >= iou_threshold) * np.power(scores.astype(np.float64), VOTE_POWER)[None, :]
+    if labels is not None:
+        w = w * (labels[keep][:, None] == labels[None, :])
+    w[np.arange(len(keep)), keep] = np.maximum(w[np.arange(len(keep)), keep], 1e-12)  # a box always votes for itself
+    return np.asarray(w @ b / w.sum(axis=1, keepdims=True), np.float32)
+
+
 class DetectStage:
     """Runs the detector of the current model set on each item."""
 
@@ -98,7 +131,7 @@ class DetectStage:
         if not isinstance(out, DetectorOutputs):
             raise BackendError(f"bundle {manifest.name} did not return detector outputs")
         threshold = float(manifest.thresholds.get("score", 0.3))
-        iou = float(manifest.thresholds.get("nms_iou", 0.5))
+        iou = float(manifest.thresholds.get(NMS_IOU_KEY, 0.5))
         boxes, scores = out.boxes[0], out.scores[0]
         labels = out.labels[0] if out.labels is not None else None
         if not (np.all(np.isfinite(boxes)) and np.all(np.isfinite(scores))):
@@ -118,12 +151,15 @@ class DetectStage:
         y2 = np.clip((boxes[:, 3] - g.pad_y) / g.scale_y, 0, height)
         item_boxes = np.stack([x1, y1, x2, y2], axis=1).astype(np.float32)
         keep = suppress(item_boxes, scores.astype(np.float32), labels, iou, self._max_objects)
+        vote_iou = float(manifest.thresholds.get(VOTE_IOU_KEY, 0.0))
+        final = (vote(item_boxes, scores.astype(np.float32), labels, keep, vote_iou) if vote_iou > 0
+                 else item_boxes[keep])
         detections = tuple(
             Detection(
-                box=BoxXyxy(*(float(v) for v in item_boxes[k])),
+                box=BoxXyxy(*(float(v) for v in box)),
                 score=float(scores[k]),
                 label=classes[int(labels[k])] if labels is not None else None,
             )
-            for k in keep
+            for k, box in zip(keep, final, strict=True)
         )
         return DetectedItem(item.meta, item.image, item.raw, detections, models)

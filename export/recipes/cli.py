@@ -76,8 +76,11 @@ def detector(
     size: int = typer.Option(320, help="model input size (square, letterboxed)"),
     channels: str = typer.Option("pc", help="input channels: pc (pseudo-colour) or h (high-energy grey)"),
     seed: int = typer.Option(0, help="random seed"),
-    init: str = typer.Option("", help="checkpoint to start from (fine-tuning), used only without --ckpt file"),
+    init: str = typer.Option("", help="checkpoint or detector bundle folder to start from (fine-tuning), used "
+                                      "only without --ckpt file; a bundle sets width/FPN and freezes batch norms"),
     threads: int = typer.Option(1, help="torch threads"),
+    context: bool = typer.Option(False, "--context", help="add pyramid pooling + image mean on C5 (v1.2 on; "
+                                                          "starts as identity, so fine-tuning keeps the boxes)"),
     width: int = typer.Option(16, help="backbone base width (stages width/2, width, 2x, 3x, 4x); stored in the "
                                        "checkpoint, so eval/pack build the same size"),
     fpn: int = typer.Option(32, help="FPN and head channels (stored in the checkpoint)"),
@@ -96,7 +99,8 @@ def detector(
     ds = load_det(data)
     _say(f"{len(ds.images)} items, {sum(len(b) for b in ds.boxes)} boxes")
     train(ds, ckpt, TrainConfig(steps=steps, batch=batch, lr=lr, seed=seed, channels=channels, size=size,
-                                width=width, fpn=fpn, init=init, threads=threads), progress=_say,
+                                width=width, fpn=fpn, init=init, threads=threads, context=context),
+          progress=_say,
           until=until or None)
 
 
@@ -111,17 +115,26 @@ def _detector_fn(model: object) -> object:
     return run
 
 
+def _detector_thresholds(score: float, nms_iou: float, vote_iou: float) -> dict[str, float]:
+    return {"score": score, "nms_iou": nms_iou, **({"vote_iou": vote_iou} if vote_iou > 0 else {})}
+
+
 @app.command("eval-detector")
 def eval_detector(
-    ckpt: Path = typer.Option(..., help="detector checkpoint"),
+    ckpt: Path | None = typer.Option(None, help="detector checkpoint"),
+    bundle: Path | None = typer.Option(None, help="or a class-agnostic detector bundle (rebuilt from its ONNX "
+                                                  "weights; its input channels and size)"),
     data: Path = typer.Option(..., help="held-out cache folder (e.g. sim-val)"),
     threshold: float = typer.Option(0.05, help="score threshold before NMS (low for AR/mAP)"),
     nms_iou: float = typer.Option(0.5, help="NMS IoU"),
     real_threshold: float = typer.Option(0.05, help="score threshold for the real-image recall (top 20 kept)"),
+    vote_iou: float = typer.Option(0.0, help="box voting IoU after NMS, as the bundle's thresholds.vote_iou "
+                                             "(0 = off)"),
 ) -> None:
     """AR@100 / mAP (pycocotools) on a held-out sim cache and recall@IoU0.5 (≤20 proposals) on real images.
 
     Example: edge-export train eval-detector --ckpt /tmp/xray-recipes/det.pt --data /tmp/xray-recipes/sim-val
+    (or --bundle models/detector-agnostic: a shipped bundle, whose checkpoints are gone)
     """
     import json
 
@@ -140,24 +153,37 @@ def eval_detector(
     )
     from export.recipes.simdata import load_det
 
-    state = torch.load(ckpt, weights_only=False)
-    cfg: det.TrainConfig = state["config"]
-    model = det.build(ckpt, 3 if cfg.channels == "pc" else 1, cfg.width, cfg.fpn)
+    if (ckpt is None) == (bundle is None):
+        raise typer.BadParameter("give exactly one of --ckpt and --bundle")
+    if ckpt is not None:
+        cfg: det.TrainConfig = torch.load(ckpt, weights_only=False)["config"]
+        model: torch.nn.Module = det.build(ckpt, 3 if cfg.channels == "pc" else 1, cfg.width, cfg.fpn,
+                                           getattr(cfg, "context", False))
+    elif bundle is not None:
+        from edge.bundles import load_bundle
+
+        model = det.agnostic_from_bundle(bundle)
+        contract = load_bundle(bundle, verify_hashes=False).contract
+        width, fpn = det.size_of(model)
+        cfg = det.TrainConfig(channels=",".join(str(c) for c in contract.channels), size=contract.width,
+                              width=width, fpn=fpn, context=det.has_context(model))
+    torch.set_num_threads(1)
     run = _detector_fn(model)
     ds = load_det(data)
     scale = cfg.size / ds.images.shape[-1]
-    dets: list[tuple[np.ndarray, np.ndarray]] = []
+    raw: list[tuple[np.ndarray, np.ndarray]] = []
     for i in range(0, len(ds.images), 16):
         x = np.stack([det.plain(im, cfg.channels, cfg.size) for im in ds.images[i:i + 16]])
         b, s = run(x)  # type: ignore[operator]
-        dets.extend(postprocess(b[k], s[k], threshold, nms_iou, 100) for k in range(len(x)))
+        raw.extend((b[k], s[k]) for k in range(len(x)))
+    dets = [postprocess(b, s, threshold, nms_iou, 100, vote_iou) for b, s in raw]
     gts = [g * scale for g in ds.boxes]
     m = coco_metrics(gts, dets)
     m["recall50@20"] = recall_at(gts, [d[0][:20] for d in dets])
     out: dict[str, object] = {"sim": m, "items": len(gts), "boxes": int(sum(len(g) for g in gts))}
     sweep = {}
     for t in (0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65):
-        kept = [postprocess(b, s, t, nms_iou, 32)[0] for b, s in dets]
+        kept = [postprocess(b, s, t, nms_iou, 32, vote_iou)[0] for b, s in raw]  # as the detect stage
         rec = recall_at(gts, kept)
         n = sum(len(k) for k in kept)
         prec = sum(int((box_iou(k, g).max(axis=1) >= 0.5).sum()) for k, g in zip(kept, gts, strict=True)
@@ -169,7 +195,8 @@ def eval_detector(
     if root.is_dir():
         contract = det.contract(cfg.channels, cfg.size)
         real = real_images(root, as_pseudo_colour=cfg.channels == "pc")
-        out["real"] = real_recall(run, contract, real, real_threshold, nms_iou, 20)  # type: ignore[arg-type]
+        out["real"] = real_recall(run, contract, real, real_threshold, nms_iou, 20,  # type: ignore[arg-type]
+                                  vote_iou)
     typer.echo(json.dumps(out, indent=1))
 
 
@@ -180,9 +207,12 @@ def pack_detector(
     out: Path = typer.Option(..., "--out", "-o", help="bundle folder (replaced)"),
     threshold: float = typer.Option(0.3, help="bundle score threshold (runtime drops candidates below it)"),
     nms_iou: float = typer.Option(0.5, help="bundle NMS IoU"),
+    vote_iou: float = typer.Option(0.6, help="bundle box voting IoU after NMS (thresholds.vote_iou; 0 = off)"),
     name: str = typer.Option("detector-agnostic", help="bundle name"),
     version: str = typer.Option("1.0", help="bundle version"),
     notes: str = typer.Option("", help="notes for the manifest (e.g. measured figures)"),
+    training_items: str = typer.Option("the sim-train cache (items 0..999, threat rate 0.3)",
+                                       help="what the checkpoint was trained on, for the manifest's training_data"),
     fp32_rtol: float = typer.Option(1e-3, help="FP32 parity tolerance (ONNX Runtime's convolutions differ by ~3e-4 "
                                               "on the scores)"),
     int8_max_drop: float = typer.Option(0.02, help="INT8 accepted when at most this fraction of the candidates' "
@@ -204,15 +234,17 @@ def pack_detector(
 
     state = torch.load(ckpt, weights_only=False)
     cfg: det.TrainConfig = state["config"]
-    model = det.build(ckpt, 3 if cfg.channels == "pc" else 1, cfg.width, cfg.fpn)
+    model = det.build(ckpt, 3 if cfg.channels == "pc" else 1, cfg.width, cfg.fpn, getattr(cfg, "context", False))
     ds = load_det(calib, limit=150)
     x = np.stack([det.plain(im, cfg.channels, cfg.size) for im in ds.images[:150]])
-    bundle = pack(model, Role.DETECTOR, det.contract(cfg.channels, cfg.size), {"score": threshold, "nms_iou": nms_iou},
+    start = f", fine-tuned from {cfg.init} (frozen batch norms)" if cfg.init else ""
+    context = ", context on C5" if getattr(cfg, "context", False) else ""
+    bundle = pack(model, Role.DETECTOR, det.contract(cfg.channels, cfg.size),
+                  _detector_thresholds(threshold, nms_iou, vote_iou),
                   ScoreNormalisation(), x[:110], x[110:150], out, name, version,
                   training_data=f"virtual scanner (sim/), scanner seed 7, {cfg.steps} steps x {cfg.batch} items "
-                                f"from the sim-train cache (items 0..999, threat rate 0.3), seed {cfg.seed}, "
-                                f"width {cfg.width}, FPN {cfg.fpn}; "
-                                "palette/contrast/noise/scale/flip augmentation; no real images",
+                                f"from {training_items}, seed {cfg.seed}, width {cfg.width}, FPN {cfg.fpn}"
+                                f"{context}{start}; palette/contrast/noise/scale/flip augmentation; no real images",
                   notes=notes or "class-agnostic OLN-style detector (centerness x IoU quality, no classes); "
                                  "see docs/models.md", progress=_say, fp32_rtol=fp32_rtol,
                   int8_max_drop=int8_max_drop)
@@ -284,7 +316,7 @@ def eval_detector_classes(
     torch.set_num_threads(1)
     state = torch.load(ckpt, weights_only=False)
     cfg: dc.ClassTrainConfig = state["config"]
-    model = dc.build(ckpt, 3 if cfg.channels == "pc" else 1, cfg.width, cfg.fpn)
+    model = dc.build(ckpt, 3 if cfg.channels == "pc" else 1, cfg.width, cfg.fpn, getattr(cfg, "context", False))
     ds = dc.load_class_det(data)
     scale = cfg.size / ds.images.shape[-1]
     raw: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
@@ -325,6 +357,7 @@ def pack_detector_classes(
     out: Path = typer.Option(..., "--out", "-o", help="bundle folder (replaced)"),
     threshold: float = typer.Option(0.2, help="bundle score threshold (runtime drops candidates below it)"),
     nms_iou: float = typer.Option(0.5, help="bundle per-class NMS IoU"),
+    vote_iou: float = typer.Option(0.6, help="bundle box voting IoU after per-class NMS (0 = off)"),
     name: str = typer.Option("detector-classes", help="bundle name"),
     version: str = typer.Option("1.0", help="bundle version"),
     notes: str = typer.Option("", help="notes for the manifest (e.g. measured figures)"),
@@ -355,11 +388,12 @@ def pack_detector_classes(
 
     state = torch.load(ckpt, weights_only=False)
     cfg: dc.ClassTrainConfig = state["config"]
-    model = dc.build(ckpt, 3 if cfg.channels == "pc" else 1, cfg.width, cfg.fpn)
+    model = dc.build(ckpt, 3 if cfg.channels == "pc" else 1, cfg.width, cfg.fpn, getattr(cfg, "context", False))
     ds = load_det(calib, limit=150)
     x = np.stack([det.plain(im, cfg.channels, cfg.size) for im in ds.images[:150]])
-    bundle = pack(model, Role.DETECTOR, det.contract(cfg.channels, cfg.size), {"score": threshold, "nms_iou": nms_iou},
-                  ScoreNormalisation(), x[:110], x[110:150], out, name, version, classes=dc.CLASSES,
+    bundle = pack(model, Role.DETECTOR, det.contract(cfg.channels, cfg.size),
+                  _detector_thresholds(threshold, nms_iou, vote_iou), ScoreNormalisation(), x[:110], x[110:150],
+                  out, name, version, classes=dc.CLASSES,
                   training_data=f"virtual scanner (sim/), scanner seed 7, {state['step']} steps x {cfg.batch} items "
                                 "from the sim-train cache (items 0..999, threat rate 0.3), seed "
                                 f"{cfg.seed}, initialised from models/detector-agnostic; classes from sim kinds "

@@ -13,7 +13,8 @@ on the given bundle, and every detection is labelled from the ground truth:
 * ``kind``/``group``: of the ground-truth object the box matches best at IoU >= 0.5, else ``""`` (a partial or
   merged box; still benign evidence for a student, no kind for a teacher).
 
-The shards have :class:`~export.recipes.simdata.CropSet`'s layout (plus ``iou``), so every recipe reads them
+The shards have :class:`~export.recipes.simdata.CropSet`'s layout (plus ``iou``, the detector's ``det_score``
+and the ``box`` in item pixels, for studies of how detection quality and anomaly combine), so every recipe reads them
 with ``load_crops``. Must not: be imported by the runtime.
 """
 
@@ -106,7 +107,8 @@ def _shard(args: tuple[Path, int, int, int, float, str, int]) -> str:
     detect = DetectStage(ModelHolder(models), max_objects)
     cc = crop_store_contract()
     parts: dict[str, list[NDArray[np.generic]]] = {k: [] for k in ("crops", "item", "kind", "group", "threat",
-                                                                   "tainted", "item_threat", "iou")}
+                                                                   "tainted", "item_threat", "iou", "det_score",
+                                                                   "box")}
     t0 = time.monotonic()
     try:
         for i in range(start, start + count):
@@ -120,6 +122,8 @@ def _shard(args: tuple[Path, int, int, int, float, str, int]) -> str:
             det = np.asarray([(d.box.x1, d.box.y1, d.box.x2, d.box.y2) for d in found.detections], np.float64)
             labels = label_detections(det, truth)
             parts["crops"].append(compose(image, cc, det).astype(np.float16))
+            parts["det_score"].append(np.asarray([d.score for d in found.detections], np.float32))
+            parts["box"].append(det.astype(np.float32))
             parts["item"].append(np.full(len(det), i, np.int64))
             parts["item_threat"].append(np.full(len(det), any(o.threat for o in object_boxes(truth)), bool))
             for k, v in labels.items():

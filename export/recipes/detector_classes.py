@@ -37,10 +37,15 @@ from export.recipes.detector import (
     STRIDES,
     AgnosticDetector,
     TrainConfig,
+    agnostic_from_bundle,
     assign,
     augment_labelled,
+    copy_matching,
+    freeze_batchnorm,
+    has_context,
     level_of_locations,
     quality_losses,
+    size_of,
 )
 from export.recipes.simdata import load_det
 from export.recipes.training import load_eval, optimise, resume, save_checkpoint
@@ -108,8 +113,9 @@ class ClassDetector(AgnosticDetector):
     labels (N, K) int64 = argmax_c p(c).
     """
 
-    def __init__(self, in_channels: int = 3, width: int = 16, fpn: int = 32, n_classes: int = len(CLASSES)) -> None:
-        super().__init__(in_channels, width, fpn)
+    def __init__(self, in_channels: int = 3, width: int = 16, fpn: int = 32, n_classes: int = len(CLASSES),
+                 context: bool = False) -> None:
+        super().__init__(in_channels, width, fpn, context)
         self.cls_tower = copy.deepcopy(self.tower)
         self.cls = nn.Conv2d(fpn, n_classes, 3, 1, 1)
         nn.init.normal_(self.cls.weight, std=0.01)
@@ -131,56 +137,17 @@ class ClassDetector(AgnosticDetector):
         return boxes, p * quality, labels
 
 
-def agnostic_from_bundle(bundle_dir: Path) -> AgnosticDetector:
-    """The shipped class-agnostic detector as a torch module, rebuilt from its bundle's ONNX weights
-    (:func:`export.recipes.rebuild.torch_from_bundle`): train it with frozen batch norms
-    (:func:`freeze_batchnorm`)."""
-    from edge.bundles import load_bundle
-    from export.recipes.rebuild import torch_from_bundle
-
-    role = load_bundle(bundle_dir, verify_hashes=False).manifest.role
-    if role != "detector":
-        raise ValueError(f"{bundle_dir}: a {role} bundle, not a detector")
-    model = torch_from_bundle(bundle_dir)
-    if not isinstance(model, AgnosticDetector):
-        raise TypeError(f"{bundle_dir}: rebuilt as {type(model).__name__}, not an AgnosticDetector")
-    return model
-
-
-def size_of(model: AgnosticDetector) -> tuple[int, int]:
-    """(width, fpn) of a detector, read from its tensors (bundles do not state them)."""
-    state = model.state_dict()
-    return int(state["stem.1.0.weight"].shape[0]), int(state["lat.0.weight"].shape[0])
-
-
 def init_from(model: ClassDetector, source: AgnosticDetector) -> int:
-    """Copy the agnostic detector's tensors (backbone, FPN, head tower, box/quality outputs) into ``model`` and
-    start its class tower as a copy of the head tower. Returns the number of tensors copied.
+    """Copy the agnostic detector's tensors (backbone, context, FPN, head tower, box/quality outputs) into ``model``
+    and start its class tower as a copy of the head tower. Returns the number of tensors copied.
 
     Raises:
-        ValueError: the two differ in size (only the stem's first convolution may, for another input): a partial
-            copy would silently train most of the network from scratch.
+        ValueError: the two differ in size or architecture (:func:`export.recipes.detector.copy_matching`).
     """
-    own = model.state_dict()
-    wrong = [k for k, v in source.state_dict().items()
-             if k in own and own[k].shape != v.shape and not k.startswith("stem.0.")]
-    if wrong:
-        raise ValueError(f"the source detector is width/fpn {size_of(source)}, the model {size_of(model)} "
-                         f"({len(wrong)} tensors differ, e.g. {wrong[0]})")
-    src = {k: v for k, v in source.state_dict().items() if k in own and own[k].shape == v.shape}
-    src |= {f"cls_tower.{k[len('tower.'):]}": v for k, v in src.items() if k.startswith("tower.")}
-    model.load_state_dict(src, strict=False)
-    return len(src)
-
-
-def freeze_batchnorm(model: nn.Module) -> None:
-    """Batch norms use their stored statistics while training (their affine parameters still learn).
-
-    Needed after a rebuild from ONNX (folded batch norms have identity statistics) and sensible at batch 8.
-    """
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.eval()
+    n = copy_matching(model, source)
+    tower = {f"cls_tower.{k[len('tower.'):]}": v for k, v in source.state_dict().items() if k.startswith("tower.")}
+    model.load_state_dict(tower, strict=False)
+    return n + len(tower)
 
 
 # -- loss ----------------------------------------------------------------------------------------------------
@@ -281,12 +248,13 @@ def train(data: ClassDetSet, ckpt: Path, cfg: ClassTrainConfig, progress: Callab
         # The class detector takes the size of the network it starts from, an agnostic bundle or a class-aware
         # checkpoint (stored in the new checkpoint's config, so resuming and packing build the same network).
         if Path(cfg.init).is_dir():
-            width, fpn = size_of(agnostic_from_bundle(Path(cfg.init)))
+            agnostic = agnostic_from_bundle(Path(cfg.init))
+            (width, fpn), context = size_of(agnostic), has_context(agnostic)
         else:
             source = torch.load(cfg.init, weights_only=False)["config"]
-            width, fpn = int(source.width), int(source.fpn)
-        cfg = replace(cfg, width=width, fpn=fpn)
-    model = ClassDetector(3 if cfg.channels == "pc" else 1, cfg.width, cfg.fpn)
+            width, fpn, context = int(source.width), int(source.fpn), bool(getattr(source, "context", False))
+        cfg = replace(cfg, width=width, fpn=fpn, context=context)
+    model = ClassDetector(3 if cfg.channels == "pc" else 1, cfg.width, cfg.fpn, context=cfg.context)
     if cfg.init and not ckpt.is_file():
         _initialise(model, cfg.init, progress)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -326,9 +294,10 @@ def train(data: ClassDetSet, ckpt: Path, cfg: ClassTrainConfig, progress: Callab
     return model
 
 
-def build(weights: Path | None = None, in_channels: int = 3, width: int = 16, fpn: int = 32) -> ClassDetector:
+def build(weights: Path | None = None, in_channels: int = 3, width: int = 16, fpn: int = 32,
+          context: bool = False) -> ClassDetector:
     """Factory for ``edge-export --factory export.recipes.detector_classes:build --weights W``: eval-mode model."""
-    return cast(ClassDetector, load_eval(ClassDetector(in_channels, width, fpn), weights))
+    return cast(ClassDetector, load_eval(ClassDetector(in_channels, width, fpn, context=context), weights))
 
 
 __all__ = ["CLASSES", "KIND_TO_CLASS", "STRIDES", "ClassDetSet", "ClassDetector", "ClassTrainConfig", "build",

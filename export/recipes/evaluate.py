@@ -26,19 +26,21 @@ from edge.condition.image import ConditionedImage
 from edge.contracts import InputContract
 from edge.eval.metrics import auroc as metrics_auroc
 from edge.eval.metrics import box_iou
-from edge.stages.detect import suppress
+from edge.stages.detect import suppress, vote
 
 F32 = NDArray[np.float32]
 DetectFn = Callable[[F32], tuple[F32, F32]]
 """(N, C, H, W) inputs → boxes (N, K, 4), scores (N, K) in input pixels."""
 
 
-def postprocess(boxes: F32, scores: F32, threshold: float, iou: float, top: int) -> tuple[F32, F32]:
-    """One image's candidates → kept boxes and scores (runtime detect-stage rules)."""
+def postprocess(boxes: F32, scores: F32, threshold: float, iou: float, top: int,
+                vote_iou: float = 0.0) -> tuple[F32, F32]:
+    """One image's candidates → kept boxes and scores (runtime detect-stage rules, box voting when
+    ``vote_iou`` > 0)."""
     keep = scores >= threshold
     b, s = boxes[keep].astype(np.float32), scores[keep].astype(np.float32)
     k = suppress(b, s, None, iou, top)
-    return b[k], s[k]
+    return (vote(b, s, None, k, vote_iou) if vote_iou > 0 else b[k]), s[k]
 
 
 def recall_at(gts: Sequence[NDArray[np.floating]], dets: Sequence[NDArray[np.floating]], iou: float = 0.5) -> float:
@@ -84,12 +86,13 @@ def coco_metrics(gts: Sequence[NDArray[np.floating]], dets: Sequence[tuple[F32, 
 
 
 def postprocess_labelled(boxes: F32, scores: F32, labels: NDArray[np.int64], threshold: float, iou: float,
-                         top: int) -> tuple[F32, F32, NDArray[np.int64]]:
-    """One image's labelled candidates → kept boxes, scores, labels (runtime rules with per-class NMS)."""
+                         top: int, vote_iou: float = 0.0) -> tuple[F32, F32, NDArray[np.int64]]:
+    """One image's labelled candidates → kept boxes, scores, labels (runtime rules with per-class NMS, box voting
+    within each class when ``vote_iou`` > 0)."""
     keep = scores >= threshold
     b, s, lab = boxes[keep].astype(np.float32), scores[keep].astype(np.float32), labels[keep].astype(np.int64)
     k = suppress(b, s, lab, iou, top)
-    return b[k], s[k], lab[k]
+    return (vote(b, s, lab, k, vote_iou) if vote_iou > 0 else b[k]), s[k], lab[k]
 
 
 def coco_class_metrics(gts: Sequence[NDArray[np.floating]], gt_labels: Sequence[NDArray[np.int64]],
@@ -201,7 +204,7 @@ def real_images(root: Path, as_pseudo_colour: bool) -> list[RealImage]:
 
 
 def real_recall(detect: DetectFn, contract: InputContract, images: Sequence[RealImage], threshold: float,
-                iou: float, top: int = 20) -> dict[str, tuple[float, int, int]]:
+                iou: float, top: int = 20, vote_iou: float = 0.0) -> dict[str, tuple[float, int, int]]:
     """Per source: (recall at IoU 0.5 with ≤ ``top`` proposals, images, boxes).
 
     Images that cannot provide the contract's channels (e.g. ``h`` from a pseudo-colour picture) are left out.
@@ -213,7 +216,7 @@ def real_recall(detect: DetectFn, contract: InputContract, images: Sequence[Real
         h, w = r.image.shape
         x = compose(r.image, contract)
         b, s = detect(x)
-        kb, _ = postprocess(b[0], s[0], threshold, iou, top)
+        kb, _ = postprocess(b[0], s[0], threshold, iou, top, vote_iou)
         g = geometry((0, 0, w, h), contract)
         item = np.stack([(kb[:, 0] - g.pad_x) / g.scale_x, (kb[:, 1] - g.pad_y) / g.scale_y,
                          (kb[:, 2] - g.pad_x) / g.scale_x, (kb[:, 3] - g.pad_y) / g.scale_y], 1) if len(kb) \

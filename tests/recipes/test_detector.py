@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from typer.testing import CliRunner
 
@@ -75,3 +76,74 @@ def test_the_default_size_is_the_shipped_v1_family(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     cfg: det.TrainConfig = torch.load(ckpt, weights_only=False)["config"]
     assert (cfg.width, cfg.fpn) == (16, 32)
+
+
+AGNOSTIC = Path(__file__).resolve().parents[2] / "models" / "detector-agnostic"
+
+
+def test_context_starts_as_the_detector_it_is_added_to() -> None:
+    """The C5 context block's last convolution starts at zero: boxes and scores are the source's, bit for bit."""
+    source = det.AgnosticDetector(3, 8, 16).eval()
+    with torch.no_grad():
+        for p in source.parameters():  # random, non-trivial weights
+            p.normal_(0, 0.2)
+    model = det.AgnosticDetector(3, 8, 16, context=True).eval()
+    assert det.copy_matching(model, source) == len(source.state_dict())
+    assert det.has_context(model) and not det.has_context(source)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.inference_mode():
+        (b0, s0), (b1, s1) = source(x), model(x)
+    assert torch.equal(b0, b1) and torch.equal(s0, s1)
+    with torch.no_grad():
+        model.ctx.mix.weight.fill_(0.01)  # type: ignore[union-attr]
+    with torch.inference_mode():
+        assert not torch.equal(model(x)[0], b0)  # and the block does act once trained
+
+
+def test_a_detector_with_context_is_not_copied_into_one_without() -> None:
+    with_ctx = det.AgnosticDetector(3, 8, 16, context=True)
+    with pytest.raises(ValueError, match="ctx"):
+        det.copy_matching(det.AgnosticDetector(3, 8, 16), with_ctx)
+
+
+def test_fine_tuning_from_a_bundle_takes_its_size_adds_context_and_keeps_batch_norms_frozen(tmp_path: Path) -> None:
+    """``--init BUNDLE --context``: width/FPN from the bundle (24/48 for v1.1), context stored in the checkpoint,
+    batch norms keep the rebuilt (folded) statistics while the weights learn; eval/pack rebuild the same network."""
+    _shard(tmp_path)
+    ckpt = tmp_path / "d.pt"
+    result = CliRunner().invoke(app, ["detector", "--data", str(tmp_path), "--ckpt", str(ckpt), "--steps", "2",
+                                      "--batch", "2", "--size", "64", "--init", str(AGNOSTIC), "--context"])
+    assert result.exit_code == 0, result.output
+    state = torch.load(ckpt, weights_only=False)
+    cfg: det.TrainConfig = state["config"]
+    source = det.agnostic_from_bundle(AGNOSTIC)
+    assert (cfg.width, cfg.fpn, cfg.context) == (*det.size_of(source), True)
+    before = source.state_dict()
+    after = state["model"]
+    assert all(torch.equal(after[k], v) for k, v in before.items() if "running_" in k)
+    assert not torch.equal(after["reg.weight"], before["reg.weight"])
+    assert any(k.startswith("ctx.") for k in after)
+    rebuilt = det.build(ckpt, 3, cfg.width, cfg.fpn, cfg.context)
+    assert det.has_context(rebuilt)
+
+
+def test_eval_detector_measures_a_shipped_bundle_and_wants_exactly_one_model(tmp_path: Path) -> None:
+    """``--bundle``: the shipped detector rebuilt from its ONNX weights (its checkpoints are gone) is measured
+    the same way as a checkpoint; box voting moves edges but keeps every box."""
+    import json
+
+    _shard(tmp_path)
+    outs = {}
+    for vote in ("0", "0.6"):
+        result = CliRunner().invoke(app, ["eval-detector", "--bundle", str(AGNOSTIC), "--data", str(tmp_path),
+                                          "--vote-iou", vote])
+        assert result.exit_code == 0, result.output
+        outs[vote] = json.loads(result.output[result.output.index("{"):])
+    for out in outs.values():
+        assert out["items"] == 4 and 0.0 <= out["sim"]["AR100"] <= 1.0
+        assert out["sim"]["recall50@20"] > 0  # dark blocks on air are found by the shipped detector
+    assert outs["0"]["threshold_sweep"]["0.45"]["dets_per_gt"] == outs["0.6"]["threshold_sweep"]["0.45"][
+        "dets_per_gt"]
+    for args in ([], ["--ckpt", str(tmp_path / "x.pt"), "--bundle", str(AGNOSTIC)]):
+        result = CliRunner().invoke(app, ["eval-detector", "--data", str(tmp_path), *args])
+        assert result.exit_code != 0 and "exactly one" in result.output

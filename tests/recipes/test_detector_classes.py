@@ -14,6 +14,7 @@ import torch
 
 from edge.backends import open_backend
 from edge.bundles import load_bundle
+from edge.bundles.writer import rewrite_manifest
 from edge.errors import BackendError
 from edge.eval.metrics import box_iou
 from edge.records import ItemMeta, RawItem
@@ -188,15 +189,19 @@ def _stage_run(bundle_dir: Path, item: ConditionedItem, backend: str = "openvino
 @pytest.mark.parametrize(("backend", "precision"), [("openvino", "fp32"), ("onnxruntime", "fp32"),
                                                     ("openvino", "int8")])
 def test_shipped_bundle_labels_objects_on_fresh_items(raw_items: list[ConditionedItem], backend: str,
-                                                     precision: str) -> None:
+                                                     precision: str, tmp_path: Path) -> None:
     bundle = load_bundle(CLASSAWARE)
     if precision not in {m.precision for m in bundle.manifest.models}:
         pytest.skip(f"{CLASSAWARE.name} ships no {precision} model")
     assert bundle.manifest.classes == dc.CLASSES
     iou = float(bundle.manifest.thresholds["nms_iou"])
+    # NMS is judged on the boxes it kept, before box voting moves their edges (voted boxes may overlap a little
+    # more; test_box_voting_moves_edges_only covers the vote)
+    unvoted = rewrite_manifest(bundle, tmp_path / "unvoted", version="t", notes="",
+                               thresholds={k: v for k, v in bundle.manifest.thresholds.items() if k != "vote_iou"})
     labelled = 0
     for item in raw_items:
-        dets = _stage_run(CLASSAWARE, item, backend, precision)
+        dets = _stage_run(unvoted.root, item, backend, precision)
         labelled += len(dets)
         assert all(d.label in dc.CLASSES for d in dets)
         for c in dc.CLASSES:  # per-class NMS: no two boxes of one class overlap above the bundle's IoU
@@ -223,3 +228,23 @@ def test_repeat_factors_favour_items_with_rare_classes() -> None:
     # f_0 = 2/4, f_1 = 1/4; t = 0.5 → r_0 = 1, r_1 = sqrt(2); background-only and empty items keep 1
     np.testing.assert_allclose(dc.repeat_factors(labels, 2, 0.5), [1.0, math.sqrt(2.0), 1.0, 1.0])
     np.testing.assert_allclose(dc.repeat_factors(labels, 2, 0.0), [1.0, 1.0, 1.0, 1.0])
+
+
+def test_box_voting_moves_edges_only(raw_items: list[ConditionedItem], tmp_path: Path) -> None:
+    """The same bundle with and without ``vote_iou``: the same boxes kept (scores, labels, order), some edges
+    moved, none by more than the objects' size (a vote averages overlapping boxes, it never jumps)."""
+    src = load_bundle(CLASSAWARE)
+    plain = {k: v for k, v in src.manifest.thresholds.items() if k != "vote_iou"}
+    off = rewrite_manifest(src, tmp_path / "off", thresholds=plain, version="t0", notes="")
+    on = rewrite_manifest(src, tmp_path / "on", thresholds={**plain, "vote_iou": 0.6}, version="t1", notes="")
+    moved = 0
+    for item in raw_items:
+        a, b = _stage_run(off.root, item), _stage_run(on.root, item)
+        assert [(d.score, d.label) for d in a] == [(d.score, d.label) for d in b]
+        for da, db in zip(a, b, strict=True):
+            xa = np.array([da.box.x1, da.box.y1, da.box.x2, da.box.y2])
+            xb = np.array([db.box.x1, db.box.y1, db.box.x2, db.box.y2])
+            size = max(xa[2] - xa[0], xa[3] - xa[1])
+            assert np.abs(xa - xb).max() < 0.5 * size
+            moved += int(np.abs(xa - xb).max() > 0.5)
+    assert moved > 0
