@@ -25,7 +25,7 @@ import typer
 
 from edge.bundles.manifest import NormalisationKind, ParityReport, Precision, ScoreNormalisation, parity_from_dict
 from edge.bundles.manifest import parity_to_dict as _parity_to_dict
-from edge.bundles.outputs import DECISION_THRESHOLD_KEY, Role
+from edge.bundles.outputs import DECISION_THRESHOLD_KEY, ITEM_THRESHOLD_KEY, Role
 from edge.contracts import Channel, InputContract, ResizePolicy
 from export.errors import ExportError
 
@@ -334,6 +334,10 @@ def renormalise(
         if m.normalisation.kind is not NormalisationKind.CENTRED:
             raise ExportError(f"{source}: normalisation is {m.normalisation.kind!s}, not centred: nothing to do "
                               "(only centred -> logistic keeps every decision at the threshold)")
+        if ITEM_THRESHOLD_KEY in m.thresholds:
+            raise ExportError(f"{source}: has an item threshold ({m.thresholds[ITEM_THRESHOLD_KEY]}) measured on the "
+                              "centred scale, which does not hold on the logistic one: renormalise the bundle "
+                              "without it, then measure it (edge eval --write-item-threshold)")
         note = f"[normalisation logistic since {version} (was centred, clipped)] "
         result = rewrite_manifest(src, out, thresholds=m.thresholds, version=version, notes=note + m.notes,
                                   normalisation=replace(m.normalisation, kind=NormalisationKind.LOGISTIC),
@@ -355,12 +359,18 @@ def set_thresholds(
     """Change a bundle's thresholds (only the keys the runtime reads for its role, each in [0, 1]) as a new
     version; model files, hashes and parity report stay the bundle's own.
 
-    For a post-processing choice measured after the export, e.g. box voting on a detector.
+    For a post-processing choice measured after the export, e.g. box voting on a detector. A scorer's item
+    threshold is measured, not set: `edge eval --write-item-threshold`.
     Example: edge-export set-thresholds models/detector-classes --set vote_iou=0.6 -o models/detector-classes
     --version 1.2 --note "box voting: sim-test mAP 0.494 -> 0.506"
     """
     from edge.bundles.loader import load_bundle
-    from edge.bundles.outputs import THRESHOLD_KEYS
+    from edge.bundles.outputs import (
+        NMS_IOU_KEY,
+        THRESHOLD_KEYS,
+        VOTE_IOU_KEY,
+        after_item_threshold_note,
+    )
     from edge.bundles.writer import rewrite_manifest
     from edge.errors import BundleError
 
@@ -368,16 +378,23 @@ def set_thresholds(
         src = load_bundle(source)
         m = src.manifest
         role = Role(m.role)
+        if version == m.version:
+            raise ExportError(f"--version {version}: the bundle is already {version}; a change needs a new one")
         thresholds = dict(m.thresholds)
         for text in assignments:
             key, sep, value = text.partition("=")
             key = key.strip()
             if not sep:
                 raise ExportError(f"--set {text!r}: expected KEY=VALUE")
+            if key == ITEM_THRESHOLD_KEY:
+                raise ExportError(f"--set {text!r}: the item threshold is measured through the pipeline: "
+                                  "edge eval --write-item-threshold")
             if key not in THRESHOLD_KEYS[role]:
                 raise ExportError(f"--set {text!r}: a {role} bundle has no threshold {key!r} (the runtime reads: "
                                   f"{', '.join(THRESHOLD_KEYS[role]) or 'none'})")
             if value.strip().lower() == "none":
+                if key not in (NMS_IOU_KEY, VOTE_IOU_KEY):
+                    raise ExportError(f"--set {text!r}: {key!r} cannot be removed (the runtime needs it)")
                 thresholds.pop(key, None)
                 continue
             try:
@@ -387,12 +404,16 @@ def set_thresholds(
             if not 0.0 <= number <= 1.0:
                 raise ExportError(f"--set {text!r}: thresholds lie in [0, 1]")
             thresholds[key] = number
+        vote, nms = thresholds.get(VOTE_IOU_KEY, 0.0), thresholds.get(NMS_IOU_KEY, 0.5)
+        if 0.0 < vote <= nms:
+            raise ExportError(f"vote_iou {vote} <= nms_iou {nms}: boxes NMS kept apart would vote into each other "
+                              "(neighbouring objects merge); use a vote IoU above the NMS IoU")
         changed = ", ".join(f"{k} {m.thresholds.get(k)} -> {thresholds.get(k)}"
                             for k in sorted(set(m.thresholds) | set(thresholds))
                             if m.thresholds.get(k) != thresholds.get(k))
         prefix = f"[{version}: {changed}{': ' + note if note else ''}] "
-        result = rewrite_manifest(src, out, thresholds=thresholds, version=version, notes=prefix + m.notes,
-                                  overwrite=overwrite)
+        result = rewrite_manifest(src, out, thresholds=thresholds, version=version,
+                                  notes=after_item_threshold_note(m.notes, prefix), overwrite=overwrite)
     except (ExportError, BundleError) as exc:
         raise _fail(exc) from exc
     _say(f"wrote {result.root}/bundle.yaml ({m.name}@{version}; {changed or 'thresholds unchanged'})")

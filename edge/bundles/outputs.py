@@ -173,3 +173,10 @@ def item_threshold_detector(notes: str) -> str | None:
 def without_item_threshold_note(notes: str) -> str:
     """``notes`` without a leading item-threshold prefix (a new measurement replaces the old one)."""
     return _ITEM_NOTE.sub("", notes, count=1)
+
+
+def after_item_threshold_note(notes: str, text: str) -> str:
+    """``text`` put first in ``notes`` but after an item-threshold prefix, which must stay first (the service
+    reads from it the detector the item threshold was measured through)."""
+    rest = without_item_threshold_note(notes)
+    return notes[:len(notes) - len(rest)] + text + rest

@@ -93,8 +93,9 @@ def vote(boxes: NDArray[np.float32], scores: NDArray[np.float32], labels: NDArra
 
     Why: NMS keeps the single best-scored box, but the quality score ranks well and localises only roughly; the
     suppressed neighbours carry independent estimates of the same edges, and their weighted mean is tighter
-    (Gidaris & Komodakis 2015). The kept set, its order and its scores do not change, so recall at IoU 0.5 and
-    the number of crops stay as they were; only the box edges move.
+    (Gidaris & Komodakis 2015). The kept set, its order, scores and labels do not change, so the number of boxes
+    and crops stays as it was; only the box edges move (which can move a box across IoU 0.5 with its object,
+    either way).
     """
     if not keep:
         return np.zeros((0, 4), np.float32)

@@ -115,6 +115,10 @@ def _detector_fn(model: object) -> object:
     return run
 
 
+PACK_VOTE_IOU = 0.6
+"""Box voting IoU the detector packs write (measured on sim-val with detector-agnostic v1.1: docs/models.md)."""
+
+
 def _detector_thresholds(score: float, nms_iou: float, vote_iou: float) -> dict[str, float]:
     return {"score": score, "nms_iou": nms_iou, **({"vote_iou": vote_iou} if vote_iou > 0 else {})}
 
@@ -128,8 +132,9 @@ def eval_detector(
     threshold: float = typer.Option(0.05, help="score threshold before NMS (low for AR/mAP)"),
     nms_iou: float = typer.Option(0.5, help="NMS IoU"),
     real_threshold: float = typer.Option(0.05, help="score threshold for the real-image recall (top 20 kept)"),
-    vote_iou: float = typer.Option(0.0, help="box voting IoU after NMS, as the bundle's thresholds.vote_iou "
-                                             "(0 = off)"),
+    vote_iou: float | None = typer.Option(None, help="box voting IoU after NMS (0 = off); default: the bundle's "
+                                                    f"thresholds.vote_iou, or {PACK_VOTE_IOU} (what pack-detector "
+                                                    "writes) for a checkpoint"),
 ) -> None:
     """AR@100 / mAP (pycocotools) on a held-out sim cache and recall@IoU0.5 (≤20 proposals) on real images.
 
@@ -167,6 +172,9 @@ def eval_detector(
         width, fpn = det.size_of(model)
         cfg = det.TrainConfig(channels=",".join(str(c) for c in contract.channels), size=contract.width,
                               width=width, fpn=fpn, context=det.has_context(model))
+        if vote_iou is None:
+            vote_iou = float(load_bundle(bundle, verify_hashes=False).manifest.thresholds.get("vote_iou", 0.0))
+    vote_iou = PACK_VOTE_IOU if vote_iou is None else vote_iou
     torch.set_num_threads(1)
     run = _detector_fn(model)
     ds = load_det(data)
@@ -207,7 +215,8 @@ def pack_detector(
     out: Path = typer.Option(..., "--out", "-o", help="bundle folder (replaced)"),
     threshold: float = typer.Option(0.3, help="bundle score threshold (runtime drops candidates below it)"),
     nms_iou: float = typer.Option(0.5, help="bundle NMS IoU"),
-    vote_iou: float = typer.Option(0.6, help="bundle box voting IoU after NMS (thresholds.vote_iou; 0 = off)"),
+    vote_iou: float = typer.Option(PACK_VOTE_IOU, help="bundle box voting IoU after NMS (thresholds.vote_iou; "
+                                                       "0 = off)"),
     name: str = typer.Option("detector-agnostic", help="bundle name"),
     version: str = typer.Option("1.0", help="bundle version"),
     notes: str = typer.Option("", help="notes for the manifest (e.g. measured figures)"),
@@ -237,7 +246,8 @@ def pack_detector(
     model = det.build(ckpt, 3 if cfg.channels == "pc" else 1, cfg.width, cfg.fpn, getattr(cfg, "context", False))
     ds = load_det(calib, limit=150)
     x = np.stack([det.plain(im, cfg.channels, cfg.size) for im in ds.images[:150]])
-    start = f", fine-tuned from {cfg.init} (frozen batch norms)" if cfg.init else ""
+    frozen = " (frozen batch norms)" if cfg.init and Path(cfg.init).is_dir() else ""
+    start = f", fine-tuned from {cfg.init}{frozen}" if cfg.init else ""
     context = ", context on C5" if getattr(cfg, "context", False) else ""
     bundle = pack(model, Role.DETECTOR, det.contract(cfg.channels, cfg.size),
                   _detector_thresholds(threshold, nms_iou, vote_iou),
@@ -296,6 +306,8 @@ def eval_detector_classes(
     nms_iou: float = typer.Option(0.5, help="per-class NMS IoU"),
     heavy_iou: list[float] = typer.Option([0.5, 0.3], help="heavy-overlap subsets: objects whose box overlaps "
                                                            "another object's box at IoU >= this"),
+    vote_iou: float = typer.Option(PACK_VOTE_IOU, help="box voting IoU after per-class NMS, as the bundle's "
+                                                       "thresholds.vote_iou (0 = off)"),
 ) -> None:
     """Per-class COCO mAP@[.5:.95] / mAP50 / mAP75 (pycocotools) overall and on heavy-overlap subsets, plus a
     threshold sweep (class-correct recall at IoU 0.5 and precision) for the bundle's operating point.
@@ -325,7 +337,7 @@ def eval_detector_classes(
         with torch.inference_mode():
             b, s, lab = model(torch.from_numpy(x))
         raw.extend((b[k].numpy(), s[k].numpy(), lab[k].numpy()) for k in range(len(x)))
-    dets = [postprocess_labelled(b, s, lab, threshold, nms_iou, 100) for b, s, lab in raw]
+    dets = [postprocess_labelled(b, s, lab, threshold, nms_iou, 100, vote_iou) for b, s, lab in raw]
     gts, gls = zip(*[ds.labelled(i) for i in range(len(ds.images))], strict=True)
     gts_s = [g * scale for g in gts]
     out: dict[str, object] = {"checkpoint": str(ckpt), "step": int(state["step"]), "items": len(gts),
@@ -336,7 +348,7 @@ def eval_detector_classes(
     sweep = {}
     n_gt = sum(len(g) for g in gts_s)
     for t in (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4):
-        kept = [postprocess_labelled(b, s, lab, t, nms_iou, 32) for b, s, lab in raw]
+        kept = [postprocess_labelled(b, s, lab, t, nms_iou, 32, vote_iou) for b, s, lab in raw]
         hit = tp = n = 0
         for (kb, _, kl), g, gl in zip(kept, gts_s, gls, strict=True):
             n += len(kb)
@@ -357,7 +369,7 @@ def pack_detector_classes(
     out: Path = typer.Option(..., "--out", "-o", help="bundle folder (replaced)"),
     threshold: float = typer.Option(0.2, help="bundle score threshold (runtime drops candidates below it)"),
     nms_iou: float = typer.Option(0.5, help="bundle per-class NMS IoU"),
-    vote_iou: float = typer.Option(0.6, help="bundle box voting IoU after per-class NMS (0 = off)"),
+    vote_iou: float = typer.Option(PACK_VOTE_IOU, help="bundle box voting IoU after per-class NMS (0 = off)"),
     name: str = typer.Option("detector-classes", help="bundle name"),
     version: str = typer.Option("1.0", help="bundle version"),
     notes: str = typer.Option("", help="notes for the manifest (e.g. measured figures)"),

@@ -19,10 +19,10 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import cast
+from typing import TypeVar, cast
 
 import numpy as np
 import torch
@@ -365,6 +365,9 @@ class TrainConfig:
     context: bool = False
 
 
+TrainConfigT = TypeVar("TrainConfigT", bound=TrainConfig)
+
+
 def has_context(model: nn.Module) -> bool:
     """Was the detector built with :class:`Context` on C5 (read from its tensors, as bundles do not say)?"""
     return any(k.startswith("ctx.") for k in model.state_dict())
@@ -383,9 +386,12 @@ def agnostic_from_bundle(bundle_dir: Path) -> AgnosticDetector:
     from edge.bundles import load_bundle
     from export.recipes.rebuild import torch_from_bundle
 
-    role = load_bundle(bundle_dir, verify_hashes=False).manifest.role
-    if role != "detector":
-        raise ValueError(f"{bundle_dir}: a {role} bundle, not a detector")
+    manifest = load_bundle(bundle_dir, verify_hashes=False).manifest
+    if manifest.role != "detector":
+        raise ValueError(f"{bundle_dir}: a {manifest.role} bundle, not a detector")
+    if manifest.classes:
+        raise ValueError(f"{bundle_dir}: a class-aware detector ({len(manifest.classes)} classes); its rebuild "
+                         "would drop the class head")
     model = torch_from_bundle(bundle_dir)
     if not isinstance(model, AgnosticDetector):
         raise TypeError(f"{bundle_dir}: rebuilt as {type(model).__name__}, not an AgnosticDetector")
@@ -402,27 +408,51 @@ def freeze_batchnorm(model: nn.Module) -> None:
             m.eval()
 
 
-def copy_matching(model: nn.Module, source: nn.Module) -> int:
-    """Copy ``source``'s tensors into ``model`` (tensors ``model`` lacks, or the stem's first convolution when
-    the input channels differ, are left out; tensors only ``model`` has keep their initialisation).
+def copy_matching(model: nn.Module, source: Mapping[str, torch.Tensor]) -> int:
+    """Copy the tensors of ``source`` (a detector's state dict) into ``model``; tensors only ``model`` has (a
+    context block, a class tower) keep their initialisation, and the stem's first convolution is left out when
+    the input channels differ.
 
     Raises:
-        ValueError: any other tensor differs in shape (a detector of another width/FPN): a partial copy would
-            silently train most of the network from scratch.
+        ValueError: ``source`` has tensors ``model`` lacks (a context block or a class head the new network
+            would drop), or any other tensor differs in shape (a detector of another width/FPN): a partial copy
+            would silently train most of the network from scratch.
     """
     own = model.state_dict()
-    lacking = [k for k in source.state_dict() if k not in own]
+    lacking = [k for k in source if k not in own]
     if lacking:
         raise ValueError(f"the source detector has {len(lacking)} tensors this network lacks (e.g. {lacking[0]}): "
                          "build the network with the same architecture (context on C5?)")
-    wrong = [k for k, v in source.state_dict().items()
-             if k in own and own[k].shape != v.shape and not k.startswith("stem.0.")]
+    wrong = [k for k, v in source.items() if own[k].shape != v.shape and not k.startswith("stem.0.")]
     if wrong:
-        raise ValueError(f"the source detector is width/fpn {size_of(source)}, the model {size_of(model)} "
-                         f"({len(wrong)} tensors differ, e.g. {wrong[0]})")
-    src = {k: v for k, v in source.state_dict().items() if k in own and own[k].shape == v.shape}
+        raise ValueError(f"the source detector's {wrong[0]} is {tuple(source[wrong[0]].shape)}, this network's "
+                         f"{tuple(own[wrong[0]].shape)} ({len(wrong)} tensors differ: another width/fpn; this "
+                         f"network is width/fpn {size_of(model)})")
+    src = {k: v for k, v in source.items() if own[k].shape == v.shape}
     model.load_state_dict(src, strict=False)
     return len(src)
+
+
+NETWORK_FIELDS = ("channels", "size", "width", "fpn", "context", "init")
+"""What a checkpoint's stored config decides when a run resumes: the network's shape and where it started
+(``init`` a bundle folder = batch norms frozen throughout)."""
+
+
+def network_of(ckpt: Path, cfg: TrainConfigT, progress: Callable[[str], None] = print) -> TrainConfigT:
+    """``cfg`` with the network fields of the checkpoint it resumes from, if ``ckpt`` exists.
+
+    Why: a run started from a bundle took that bundle's width/FPN/context, which the resuming command line does
+    not repeat; building the command line's network would fail to load the checkpoint, or (same size, no
+    ``--init``) train on with batch norms unfrozen and overwrite the rebuilt statistics.
+    """
+    if not ckpt.is_file():
+        return cfg
+    stored = torch.load(ckpt, weights_only=False)["config"]
+    fields = {k: getattr(stored, k) for k in NETWORK_FIELDS if hasattr(stored, k)}
+    changed = [f"{k} {getattr(cfg, k)!r} -> {v!r}" for k, v in fields.items() if getattr(cfg, k) != v]
+    if changed:
+        progress(f"resuming {ckpt}: its network, not the command line's ({'; '.join(changed)})")
+    return replace(cfg, **fields)
 
 
 def train(data: DetSet, ckpt: Path, cfg: TrainConfig, progress: Callable[[str], None] = print,
@@ -434,6 +464,7 @@ def train(data: DetSet, ckpt: Path, cfg: TrainConfig, progress: Callable[[str], 
     """
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
+    cfg = network_of(ckpt, cfg, progress)
     in_ch = 3 if cfg.channels == "pc" else 1
     from_bundle = bool(cfg.init) and Path(cfg.init).is_dir()
     if from_bundle and not ckpt.is_file():
@@ -442,17 +473,16 @@ def train(data: DetSet, ckpt: Path, cfg: TrainConfig, progress: Callable[[str], 
         source = agnostic_from_bundle(Path(cfg.init))
         width, fpn = size_of(source)
         cfg = replace(cfg, width=width, fpn=fpn, context=cfg.context or has_context(source))
+    elif cfg.init and not ckpt.is_file():
+        # A checkpoint: its network's size and context (the stem may still switch channels, pc → h).
+        start = torch.load(cfg.init, weights_only=False)["config"]
+        cfg = replace(cfg, width=int(start.width), fpn=int(start.fpn),
+                      context=cfg.context or bool(getattr(start, "context", False)))
     model = AgnosticDetector(in_ch, cfg.width, cfg.fpn, cfg.context)
     if cfg.init and not ckpt.is_file():
-        # Tensors whose shape differs (the stem, when switching pc → h) keep their fresh initialisation.
-        if from_bundle:
-            n_init = copy_matching(model, source)
-        else:
-            own = model.state_dict()
-            init = {k: v for k, v in torch.load(cfg.init, weights_only=False)["model"].items()
-                    if k in own and own[k].shape == v.shape}
-            model.load_state_dict(init, strict=False)
-            n_init = len(init)
+        # The stem's first convolution keeps its fresh initialisation when switching pc → h.
+        state = source.state_dict() if from_bundle else torch.load(cfg.init, weights_only=False)["model"]
+        n_init = copy_matching(model, state)
         progress(f"initialised {n_init}/{len(model.state_dict())} tensors from {cfg.init}")
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.steps + 1,

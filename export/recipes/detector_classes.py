@@ -44,6 +44,7 @@ from export.recipes.detector import (
     freeze_batchnorm,
     has_context,
     level_of_locations,
+    network_of,
     quality_losses,
     size_of,
 )
@@ -144,7 +145,7 @@ def init_from(model: ClassDetector, source: AgnosticDetector) -> int:
     Raises:
         ValueError: the two differ in size or architecture (:func:`export.recipes.detector.copy_matching`).
     """
-    n = copy_matching(model, source)
+    n = copy_matching(model, source.state_dict())
     tower = {f"cls_tower.{k[len('tower.'):]}": v for k, v in source.state_dict().items() if k.startswith("tower.")}
     model.load_state_dict(tower, strict=False)
     return n + len(tower)
@@ -244,6 +245,7 @@ def train(data: ClassDetSet, ckpt: Path, cfg: ClassTrainConfig, progress: Callab
     """
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
+    cfg = network_of(ckpt, cfg, progress)
     if cfg.init and not ckpt.is_file():
         # The class detector takes the size of the network it starts from, an agnostic bundle or a class-aware
         # checkpoint (stored in the new checkpoint's config, so resuming and packing build the same network).

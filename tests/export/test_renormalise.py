@@ -58,3 +58,15 @@ def test_centred_becomes_logistic_with_the_same_decisions(tmp_path: Path) -> Non
     again = CliRunner().invoke(app, ["renormalise", str(logistic.root), "-o", str(tmp_path / "x"), "--version", "2"])
     assert again.exit_code == 1 and "not centred" in again.output
     assert not (tmp_path / "x").exists()
+
+
+def test_an_item_threshold_on_the_centred_scale_is_refused(tmp_path: Path) -> None:
+    """An item threshold is a point on the normalised scale it was measured on; logistic moves every score above
+    0.5, so the point would silently mean another raw score."""
+    tiny = load_bundle(build_bundle(Role.SCORER, tmp_path, "tiny"))
+    centred = rewrite_manifest(tiny, tmp_path / "centred", thresholds={"score": 0.5, "item": 0.8}, version="1.0",
+                               notes="n", normalisation=ScoreNormalisation(NormalisationKind.CENTRED, 0.0, 1.0, 1.0))
+    result = CliRunner().invoke(app, ["renormalise", str(centred.root), "-o", str(tmp_path / "logistic"),
+                                      "--version", "1.1"])
+    assert result.exit_code == 1 and "item threshold" in result.output
+    assert not (tmp_path / "logistic").exists()

@@ -18,7 +18,7 @@ def test_drops_slivers_suppresses_overlaps_and_caps() -> None:
 
 
 def test_box_voting_moves_edges_by_the_weighted_mean_of_overlapping_candidates() -> None:
-    """Kept box 0 (score 1) and its suppressed neighbour 1 (score 0.5, IoU 0.82) vote with weights 1 and 0.5**4;
+    """Kept box 0 (score 1) and its suppressed neighbour 1 (score 0.5, IoU 0.91) vote with weights 1 and 0.5**4;
     box 2 is too far (IoU < 0.6) and a box of another class never votes."""
     boxes = np.array([[0, 0, 10, 10], [0, 0, 11, 10], [0, 0, 20, 10], [0, 0, 12, 10], [40, 40, 50, 50]], np.float32)
     scores = np.array([1.0, 0.5, 0.9, 0.5, 0.8], np.float32)

@@ -88,7 +88,7 @@ def test_context_starts_as_the_detector_it_is_added_to() -> None:
         for p in source.parameters():  # random, non-trivial weights
             p.normal_(0, 0.2)
     model = det.AgnosticDetector(3, 8, 16, context=True).eval()
-    assert det.copy_matching(model, source) == len(source.state_dict())
+    assert det.copy_matching(model, source.state_dict()) == len(source.state_dict())
     assert det.has_context(model) and not det.has_context(source)
     x = torch.randn(2, 3, 64, 64)
     with torch.inference_mode():
@@ -103,7 +103,7 @@ def test_context_starts_as_the_detector_it_is_added_to() -> None:
 def test_a_detector_with_context_is_not_copied_into_one_without() -> None:
     with_ctx = det.AgnosticDetector(3, 8, 16, context=True)
     with pytest.raises(ValueError, match="ctx"):
-        det.copy_matching(det.AgnosticDetector(3, 8, 16), with_ctx)
+        det.copy_matching(det.AgnosticDetector(3, 8, 16), with_ctx.state_dict())
 
 
 def test_fine_tuning_from_a_bundle_takes_its_size_adds_context_and_keeps_batch_norms_frozen(tmp_path: Path) -> None:
@@ -111,10 +111,15 @@ def test_fine_tuning_from_a_bundle_takes_its_size_adds_context_and_keeps_batch_n
     batch norms keep the rebuilt (folded) statistics while the weights learn; eval/pack rebuild the same network."""
     _shard(tmp_path)
     ckpt = tmp_path / "d.pt"
-    result = CliRunner().invoke(app, ["detector", "--data", str(tmp_path), "--ckpt", str(ckpt), "--steps", "2",
-                                      "--batch", "2", "--size", "64", "--init", str(AGNOSTIC), "--context"])
+    base = ["detector", "--data", str(tmp_path), "--ckpt", str(ckpt), "--steps", "3", "--batch", "2", "--size", "64"]
+    result = CliRunner().invoke(app, [*base, "--init", str(AGNOSTIC), "--context", "--until", "1"])
     assert result.exit_code == 0, result.output
+    # resumed without repeating --init/--context: the checkpoint's network (24/48 + context), still frozen
+    result = CliRunner().invoke(app, base)
+    assert result.exit_code == 0, result.output
+    assert "its network, not the command line's" in result.output
     state = torch.load(ckpt, weights_only=False)
+    assert state["step"] == 3
     cfg: det.TrainConfig = state["config"]
     source = det.agnostic_from_bundle(AGNOSTIC)
     assert (cfg.width, cfg.fpn, cfg.context) == (*det.size_of(source), True)
@@ -147,3 +152,8 @@ def test_eval_detector_measures_a_shipped_bundle_and_wants_exactly_one_model(tmp
     for args in ([], ["--ckpt", str(tmp_path / "x.pt"), "--bundle", str(AGNOSTIC)]):
         result = CliRunner().invoke(app, ["eval-detector", "--data", str(tmp_path), *args])
         assert result.exit_code != 0 and "exactly one" in result.output
+
+
+def test_a_class_aware_bundle_is_not_rebuilt_as_an_agnostic_detector() -> None:
+    with pytest.raises(ValueError, match="class head"):
+        det.agnostic_from_bundle(AGNOSTIC.parent / "detector-classes")

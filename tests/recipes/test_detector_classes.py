@@ -120,12 +120,15 @@ def test_a_few_steps_train_and_resume(cache: Path, tmp_path: Path) -> None:
 def test_training_from_a_bundle_takes_its_size(cache: Path, tmp_path: Path) -> None:
     ds = dc.load_class_det(cache)
     ckpt = tmp_path / "cls.pt"
-    cfg = dc.ClassTrainConfig(steps=2, batch=1, size=128, init=str(AGNOSTIC))  # default size 16/32
+    cfg = dc.ClassTrainConfig(steps=3, batch=1, size=128, init=str(AGNOSTIC))  # default size 16/32
+    dc.train(ds, ckpt, cfg, progress=lambda _m: None, until=1)
+    # the same command resumes: the checkpoint's network (the bundle's size), not the config's 16/32 default
     model = dc.train(ds, ckpt, cfg, progress=lambda _m: None)
     size = dc.size_of(dc.agnostic_from_bundle(AGNOSTIC))
-    saved = torch.load(ckpt, weights_only=False)["config"]
-    assert dc.size_of(model) == size == (saved.width, saved.fpn)
-    assert dc.size_of(dc.build(ckpt, 3, saved.width, saved.fpn)) == size
+    saved = torch.load(ckpt, weights_only=False)
+    assert saved["step"] == 3
+    assert dc.size_of(model) == size == (saved["config"].width, saved["config"].fpn)
+    assert dc.size_of(dc.build(ckpt, 3, saved["config"].width, saved["config"].fpn)) == size
 
 
 def test_continuing_from_a_checkpoint_takes_its_size_and_every_tensor(cache: Path, tmp_path: Path) -> None:
