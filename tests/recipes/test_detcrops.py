@@ -13,7 +13,7 @@ from edge.config.models import ModelsConfig
 from edge.records import ItemMeta, RawItem
 from edge.screening import ModelHolder, load_models
 from edge.stages.condition import ConditionedItem
-from edge.stages.detect import DetectStage
+from edge.stages.detect import Detection, DetectStage
 from export.recipes import scorer as sc
 from export.recipes.detcrops import generate, label_detections
 from export.recipes.simdata import SimRig, iter_items, load_crops, object_boxes
@@ -54,12 +54,19 @@ def test_cached_crops_are_what_the_score_stage_composes(tmp_path: Path) -> None:
     try:
         detect = DetectStage(ModelHolder(models), 32)
         expected = []
+        detections: list[Detection] = []
         for image, _ in iter_items(SimRig(), 2, FRESH_FIRST, threat_rate=1.0):
             meta = ItemMeta("x", "sim", 0, 0.0, 0.0, 0.0, 0.0, time.monotonic() + 60)
             found = detect(ConditionedItem(meta, image, RawItem(meta, image=np.zeros((2, 2), np.uint8))))
             expected.append(compose(image, sc.contract(), [d.box for d in found.detections]))
+            detections.extend(found.detections)
     finally:
         models.close()
+    # each crop's detection score and box are the detect stage's (for studies of score and box quality)
+    with np.load(out / "crops_0000.npz") as shard:
+        np.testing.assert_allclose(shard["det_score"], [d.score for d in detections], rtol=1e-6)
+        np.testing.assert_allclose(shard["box"], [(d.box.x1, d.box.y1, d.box.x2, d.box.y2) for d in detections],
+                                   rtol=1e-5)
     want = np.concatenate(expected)
     got = sc.crop_inputs(cached)
     assert got.shape == want.shape

@@ -76,10 +76,13 @@ def test_init_from_the_agnostic_bundle_keeps_its_boxes_and_quality() -> None:
     ref = session.predict(x)
     session.close()
     agnostic = dc.agnostic_from_bundle(AGNOSTIC)
-    model = dc.ClassDetector(3, *dc.size_of(agnostic))
+    model = dc.ClassDetector(3, *dc.size_of(agnostic), context=det.has_context(agnostic))
     dc.init_from(model, agnostic)
     with pytest.raises(ValueError, match="width/fpn"):  # a model of another size is refused, not half-copied
-        dc.init_from(dc.ClassDetector(3, 8, 16), agnostic)
+        dc.init_from(dc.ClassDetector(3, 8, 16, context=det.has_context(agnostic)), agnostic)
+    if det.has_context(agnostic):  # nor one that would drop the context block
+        with pytest.raises(ValueError, match="ctx"):
+            dc.init_from(dc.ClassDetector(3, *dc.size_of(agnostic)), agnostic)
     model.eval()
     with torch.inference_mode():
         _, ctr, iou, _, _ = model.raw_classes(torch.from_numpy(x))
@@ -128,7 +131,8 @@ def test_training_from_a_bundle_takes_its_size(cache: Path, tmp_path: Path) -> N
     saved = torch.load(ckpt, weights_only=False)
     assert saved["step"] == 3
     assert dc.size_of(model) == size == (saved["config"].width, saved["config"].fpn)
-    assert dc.size_of(dc.build(ckpt, 3, saved["config"].width, saved["config"].fpn)) == size
+    assert saved["config"].context == det.has_context(dc.agnostic_from_bundle(AGNOSTIC))
+    assert dc.size_of(dc.build(ckpt, 3, saved["config"].width, saved["config"].fpn, saved["config"].context)) == size
 
 
 def test_continuing_from_a_checkpoint_takes_its_size_and_every_tensor(cache: Path, tmp_path: Path) -> None:
