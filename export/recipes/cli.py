@@ -120,7 +120,9 @@ PACK_VOTE_IOU = 0.6
 
 
 def _detector_thresholds(score: float, nms_iou: float, vote_iou: float) -> dict[str, float]:
-    return {"score": score, "nms_iou": nms_iou, **({"vote_iou": vote_iou} if vote_iou > 0 else {})}
+    from edge.bundles.outputs import DECISION_THRESHOLD_KEY, NMS_IOU_KEY, VOTE_IOU_KEY
+
+    return {DECISION_THRESHOLD_KEY: score, NMS_IOU_KEY: nms_iou, **({VOTE_IOU_KEY: vote_iou} if vote_iou > 0 else {})}
 
 
 @app.command("eval-detector")
@@ -173,7 +175,9 @@ def eval_detector(
         cfg = det.TrainConfig(channels=",".join(str(c) for c in contract.channels), size=contract.width,
                               width=width, fpn=fpn, context=det.has_context(model))
         if vote_iou is None:
-            vote_iou = float(load_bundle(bundle, verify_hashes=False).manifest.thresholds.get("vote_iou", 0.0))
+            from edge.bundles.outputs import VOTE_IOU_KEY
+
+            vote_iou = float(load_bundle(bundle, verify_hashes=False).manifest.thresholds.get(VOTE_IOU_KEY, 0.0))
     vote_iou = PACK_VOTE_IOU if vote_iou is None else vote_iou
     torch.set_num_threads(1)
     run = _detector_fn(model)

@@ -433,6 +433,17 @@ def copy_matching(model: nn.Module, source: Mapping[str, torch.Tensor]) -> int:
     return len(src)
 
 
+def start_from(init: str) -> tuple[tuple[int, int, bool], Mapping[str, torch.Tensor]]:
+    """((width, fpn, context), weights) of what a run starts from: a detector bundle folder (rebuilt from its
+    ONNX weights; train with frozen batch norms) or a training checkpoint (its stored config)."""
+    if Path(init).is_dir():
+        source = agnostic_from_bundle(Path(init))
+        return (*size_of(source), has_context(source)), source.state_dict()
+    state = torch.load(init, weights_only=False)
+    start = state["config"]
+    return (int(start.width), int(start.fpn), bool(getattr(start, "context", False))), state["model"]
+
+
 NETWORK_FIELDS = ("channels", "size", "width", "fpn", "context", "init")
 """What a checkpoint's stored config decides when a run resumes: the network's shape and where it started
 (``init`` a bundle folder = batch norms frozen throughout)."""
@@ -467,21 +478,15 @@ def train(data: DetSet, ckpt: Path, cfg: TrainConfig, progress: Callable[[str], 
     cfg = network_of(ckpt, cfg, progress)
     in_ch = 3 if cfg.channels == "pc" else 1
     from_bundle = bool(cfg.init) and Path(cfg.init).is_dir()
-    if from_bundle and not ckpt.is_file():
-        # A shipped bundle (its checkpoints are gone): the new network takes the bundle's width/FPN and is
-        # trained with frozen batch norms (the rebuild's are folded). Stored in the checkpoint's config.
-        source = agnostic_from_bundle(Path(cfg.init))
-        width, fpn = size_of(source)
-        cfg = replace(cfg, width=width, fpn=fpn, context=cfg.context or has_context(source))
-    elif cfg.init and not ckpt.is_file():
-        # A checkpoint: its network's size and context (the stem may still switch channels, pc → h).
-        start = torch.load(cfg.init, weights_only=False)["config"]
-        cfg = replace(cfg, width=int(start.width), fpn=int(start.fpn),
-                      context=cfg.context or bool(getattr(start, "context", False)))
-    model = AgnosticDetector(in_ch, cfg.width, cfg.fpn, cfg.context)
+    state: Mapping[str, torch.Tensor] = {}
     if cfg.init and not ckpt.is_file():
+        # The network takes the size and context of what it starts from (stored in the checkpoint's config); a
+        # bundle's rebuilt batch norms are folded, so they stay frozen (below).
+        (width, fpn, context), state = start_from(cfg.init)
+        cfg = replace(cfg, width=width, fpn=fpn, context=cfg.context or context)
+    model = AgnosticDetector(in_ch, cfg.width, cfg.fpn, cfg.context)
+    if state:
         # The stem's first convolution keeps its fresh initialisation when switching pc → h.
-        state = source.state_dict() if from_bundle else torch.load(cfg.init, weights_only=False)["model"]
         n_init = copy_matching(model, state)
         progress(f"initialised {n_init}/{len(model.state_dict())} tensors from {cfg.init}")
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)

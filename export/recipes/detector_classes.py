@@ -42,11 +42,11 @@ from export.recipes.detector import (
     augment_labelled,
     copy_matching,
     freeze_batchnorm,
-    has_context,
     level_of_locations,
     network_of,
     quality_losses,
     size_of,
+    start_from,
 )
 from export.recipes.simdata import load_det
 from export.recipes.training import load_eval, optimise, resume, save_checkpoint
@@ -249,12 +249,7 @@ def train(data: ClassDetSet, ckpt: Path, cfg: ClassTrainConfig, progress: Callab
     if cfg.init and not ckpt.is_file():
         # The class detector takes the size of the network it starts from, an agnostic bundle or a class-aware
         # checkpoint (stored in the new checkpoint's config, so resuming and packing build the same network).
-        if Path(cfg.init).is_dir():
-            agnostic = agnostic_from_bundle(Path(cfg.init))
-            (width, fpn), context = size_of(agnostic), has_context(agnostic)
-        else:
-            source = torch.load(cfg.init, weights_only=False)["config"]
-            width, fpn, context = int(source.width), int(source.fpn), bool(getattr(source, "context", False))
+        (width, fpn, context), _ = start_from(cfg.init)
         cfg = replace(cfg, width=width, fpn=fpn, context=context)
     model = ClassDetector(3 if cfg.channels == "pc" else 1, cfg.width, cfg.fpn, context=cfg.context)
     if cfg.init and not ckpt.is_file():
@@ -303,4 +298,4 @@ def build(weights: Path | None = None, in_channels: int = 3, width: int = 16, fp
 
 
 __all__ = ["CLASSES", "KIND_TO_CLASS", "STRIDES", "ClassDetSet", "ClassDetector", "ClassTrainConfig", "build",
-           "load_class_det", "loss", "train"]
+           "load_class_det", "loss", "size_of", "train"]
