@@ -25,6 +25,8 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from edge.boxes import box_iou
+
 F64 = NDArray[np.float64]
 
 IOU_THRESHOLDS: F64 = np.linspace(0.5, 0.95, 10)
@@ -174,21 +176,6 @@ def auroc(scores: ArrayLike, labels: ArrayLike) -> float | None:
 
 
 # ---------------------------------------------------------------------------------------------- boxes
-def box_iou(a: ArrayLike, b: ArrayLike) -> F64:
-    """(A, B) IoU of xyxy boxes (zero-area boxes give 0, never NaN)."""
-    a_ = np.asarray(a, dtype=np.float64).reshape(-1, 4)
-    b_ = np.asarray(b, dtype=np.float64).reshape(-1, 4)
-    if len(a_) == 0 or len(b_) == 0:
-        return np.zeros((len(a_), len(b_)))
-    w = np.clip(np.minimum(a_[:, None, 2], b_[None, :, 2]) - np.maximum(a_[:, None, 0], b_[None, :, 0]), 0, None)
-    h = np.clip(np.minimum(a_[:, None, 3], b_[None, :, 3]) - np.maximum(a_[:, None, 1], b_[None, :, 1]), 0, None)
-    inter = w * h
-    area_a = (a_[:, 2] - a_[:, 0]) * (a_[:, 3] - a_[:, 1])
-    area_b = (b_[:, 2] - b_[:, 0]) * (b_[:, 3] - b_[:, 1])
-    union = area_a[:, None] + area_b[None, :] - inter
-    return np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)
-
-
 @dataclass(frozen=True, slots=True)
 class ImageBoxes:
     """Ground truth and detections of one image for the COCO metrics.

@@ -31,12 +31,12 @@ from typing import Any
 
 import numpy as np
 
+from edge.boxes import box_iou
 from edge.eval.metrics import (
     CocoMetrics,
     ImageBoxes,
     auroc,
     benign_rate_threshold,
-    box_iou,
     box_recall,
     coco_box_metrics,
     item_counts,

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
+from edge.boxes import box_iou
 from edge.bundles.outputs import NMS_IOU_KEY, VOTE_IOU_KEY, DetectorOutputs
 from edge.condition.composer import compose, geometry, region_of
 from edge.condition.image import ConditionedImage
@@ -47,18 +48,12 @@ class DetectedItem:
 def nms(boxes: NDArray[np.float32], scores: NDArray[np.float32], iou_threshold: float) -> list[int]:
     """Greedy non-maximum suppression; returns kept indices by descending score."""
     order = np.argsort(-scores, kind="stable")
-    x1, y1, x2, y2 = boxes[:, 0], boxes[:, 1], boxes[:, 2], boxes[:, 3]
-    areas = np.maximum(x2 - x1, 0) * np.maximum(y2 - y1, 0)
     keep: list[int] = []
     while order.size:
         i = int(order[0])
         keep.append(i)
         rest = order[1:]
-        w = np.maximum(0.0, np.minimum(x2[i], x2[rest]) - np.maximum(x1[i], x1[rest]))
-        h = np.maximum(0.0, np.minimum(y2[i], y2[rest]) - np.maximum(y1[i], y1[rest]))
-        inter = w * h
-        iou = inter / np.maximum(areas[i] + areas[rest] - inter, 1e-9)
-        order = rest[iou <= iou_threshold]
+        order = rest[box_iou(boxes[i], boxes[rest])[0] <= iou_threshold]
     return keep
 
 
@@ -99,14 +94,8 @@ def vote(boxes: NDArray[np.float32], scores: NDArray[np.float32], labels: NDArra
     """
     if not keep:
         return np.zeros((0, 4), np.float32)
-    kept = boxes[keep].astype(np.float64)
     b = boxes.astype(np.float64)
-    iw = np.clip(np.minimum(kept[:, None, 2], b[None, :, 2]) - np.maximum(kept[:, None, 0], b[None, :, 0]), 0, None)
-    ih = np.clip(np.minimum(kept[:, None, 3], b[None, :, 3]) - np.maximum(kept[:, None, 1], b[None, :, 1]), 0, None)
-    inter = iw * ih
-    area_k = (kept[:, 2] - kept[:, 0]) * (kept[:, 3] - kept[:, 1])
-    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-    iou = inter / np.maximum(area_k[:, None] + area_b[None, :] - inter, 1e-9)
+    iou = box_iou(b[keep], b)
     w = (iou >= iou_threshold) * np.power(scores.astype(np.float64), VOTE_POWER)[None, :]
     if labels is not None:
         w = w * (labels[keep][:, None] == labels[None, :])

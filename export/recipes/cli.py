@@ -13,8 +13,12 @@ progress to stderr; checkpoints make training resumable (run the same command ag
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
+
+if TYPE_CHECKING:
+    from export.recipes.detector import Geometry
 
 app = typer.Typer(name="train", help="Train the reference detector and scorers on the virtual scanner and pack them.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
@@ -66,6 +70,23 @@ def detcrops(
     generate(out, items, first, threat_rate, detector, max_objects, shard_size, workers, progress=_say)
 
 
+def _geometry(scale: str, aspect: float) -> Geometry:
+    """The detector trainers' ``--scale MIN,MAX`` and ``--aspect`` as a :class:`export.recipes.detector.Geometry`."""
+    from export.recipes.detector import Geometry
+
+    try:
+        lo, hi = (float(v) for v in scale.split(","))
+        return Geometry(lo, hi, aspect)
+    except ValueError as e:
+        raise typer.BadParameter(f"--scale {scale!r} / --aspect {aspect}: {e} (e.g. --scale 0.5,2 --aspect 1.3)") \
+            from e
+
+
+SCALE_HELP = ("item scale range drawn in training (log-uniform), MIN,MAX; the v1.0–v1.2 recipes used 0.6,1.35")
+ASPECT_HELP = ("largest stretch of one axis against the other (another scanner's pixel pitches; log-uniform in "
+               "[1/A, A]); 1 = none")
+
+
 @app.command()
 def detector(
     data: Path = typer.Option(..., help="training cache folder (from `train simulate`)"),
@@ -86,6 +107,8 @@ def detector(
     fpn: int = typer.Option(32, help="FPN and head channels (stored in the checkpoint)"),
     until: int = typer.Option(0, help="pause after this step (checkpoint kept; rerun to continue); 0 = run to the "
                                       "end"),
+    scale: str = typer.Option("0.6,1.35", help=SCALE_HELP),
+    aspect: float = typer.Option(1.0, help=ASPECT_HELP),
 ) -> None:
     """Train the class-agnostic (OLN-style) detector.
 
@@ -99,7 +122,8 @@ def detector(
     ds = load_det(data)
     _say(f"{len(ds.images)} items, {sum(len(b) for b in ds.boxes)} boxes")
     train(ds, ckpt, TrainConfig(steps=steps, batch=batch, lr=lr, seed=seed, channels=channels, size=size,
-                                width=width, fpn=fpn, init=init, threads=threads, context=context),
+                                width=width, fpn=fpn, init=init, threads=threads, context=context,
+                                geometry=_geometry(scale, aspect)),
           progress=_say,
           until=until or None)
 
@@ -148,7 +172,7 @@ def eval_detector(
     import numpy as np
     import torch
 
-    from edge.eval.metrics import box_iou
+    from edge.boxes import box_iou
     from export.recipes import detector as det
     from export.recipes.evaluate import (
         coco_metrics,
@@ -281,6 +305,8 @@ def detector_classes(
                                       "end"),
     repeat_thresh: float = typer.Option(0.0, help="LVIS repeat-factor sampling threshold t: items with rare classes "
                                                   "are drawn max(1, sqrt(t / f_c)) times as often; 0 = uniform"),
+    scale: str = typer.Option("0.6,1.35", help=SCALE_HELP),
+    aspect: float = typer.Option(1.0, help=ASPECT_HELP),
 ) -> None:
     """Train the class-aware detector (8 classes: seed 001's six types, seed 004's cutters and liquid containers).
 
@@ -298,7 +324,8 @@ def detector_classes(
          + ", ".join(f"{c} {int(n)}" for c, n in zip(dc.CLASSES, counts[1:], strict=True))
          + f"), {int(counts[0])} background objects")
     dc.train(ds, ckpt, dc.ClassTrainConfig(steps=steps, batch=batch, lr=lr, seed=seed, init=init, threads=threads,
-                                           repeat_thresh=repeat_thresh),
+                                           repeat_thresh=repeat_thresh,
+                                           geometry=_geometry(scale, aspect)),
              progress=_say, until=until or None)
 
 
@@ -324,7 +351,7 @@ def eval_detector_classes(
     import numpy as np
     import torch
 
-    from edge.eval.metrics import box_iou
+    from edge.boxes import box_iou
     from export.recipes import detector as det
     from export.recipes import detector_classes as dc
     from export.recipes.evaluate import coco_class_metrics, postprocess_labelled

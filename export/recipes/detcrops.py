@@ -27,8 +27,8 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
+from edge.boxes import box_area, box_iou, intersection
 from edge.condition.composer import compose
-from edge.eval.metrics import box_iou
 from export.recipes.simdata import (
     PRESET_WEIGHTS,
     PRESETS,
@@ -45,19 +45,12 @@ THREAT_COVER = 0.5
 
 def _covered(det: NDArray[np.float64], gt: NDArray[np.float64]) -> NDArray[np.float64]:
     """(D, G) fraction of each ground-truth box's area inside each detection."""
-    iw = np.clip(np.minimum(det[:, None, 2], gt[None, :, 2]) - np.maximum(det[:, None, 0], gt[None, :, 0]), 0, None)
-    ih = np.clip(np.minimum(det[:, None, 3], gt[None, :, 3]) - np.maximum(det[:, None, 1], gt[None, :, 1]), 0, None)
-    area = np.maximum((gt[:, 2] - gt[:, 0]) * (gt[:, 3] - gt[:, 1]), 1.0)
-    return np.asarray(iw * ih / area[None, :], np.float64)
+    return intersection(det, gt) / np.maximum(box_area(gt), 1.0)[None, :]
 
 
 def _touch(det: NDArray[np.float64], gt: NDArray[np.float64]) -> NDArray[np.float64]:
     """(D, G) intersection over the smaller of the two boxes."""
-    iw = np.clip(np.minimum(det[:, None, 2], gt[None, :, 2]) - np.maximum(det[:, None, 0], gt[None, :, 0]), 0, None)
-    ih = np.clip(np.minimum(det[:, None, 3], gt[None, :, 3]) - np.maximum(det[:, None, 1], gt[None, :, 1]), 0, None)
-    a = (det[:, 2] - det[:, 0]) * (det[:, 3] - det[:, 1])
-    b = (gt[:, 2] - gt[:, 0]) * (gt[:, 3] - gt[:, 1])
-    return np.asarray(iw * ih / np.maximum(np.minimum(a[:, None], b[None, :]), 1.0), np.float64)
+    return intersection(det, gt) / np.maximum(np.minimum(box_area(det)[:, None], box_area(gt)[None, :]), 1.0)
 
 
 def label_detections(det: NDArray[np.float64], truth: object) -> dict[str, NDArray[np.generic]]:

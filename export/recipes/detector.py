@@ -247,23 +247,45 @@ def quality_losses(d: torch.Tensor, ctr: torch.Tensor, iou_logit: torch.Tensor, 
 
 
 # -- augmentation --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Geometry:
+    """Range of the geometric augmentation: the item's scale and the stretch of one axis against the other.
+
+    A line scanner's two pixel pitches are independent (detector spacing across the belt, belt speed times
+    line period along it), so another scanner shows the same object both larger and stretched; ``aspect`` is
+    the largest width/height stretch drawn (1 = none, the v1.0–v1.2 recipes: no extra random draw, so their
+    runs replay exactly).
+    """
+
+    scale_min: float = 0.6
+    scale_max: float = 1.35
+    aspect: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not 0 < self.scale_min <= self.scale_max:
+            raise ValueError(f"scale range must satisfy 0 < min <= max, got {self.scale_min}..{self.scale_max}")
+        if self.aspect < 1:
+            raise ValueError(f"aspect must be >= 1 (1 = no stretch), got {self.aspect}")
+
+
 def augment(img: NDArray[np.uint8], boxes: NDArray[np.float32], rng: np.random.Generator, channels: str,
-            out_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+            out_size: int, geometry: Geometry = Geometry()) -> tuple[torch.Tensor, torch.Tensor]:
     """One training sample from the cache (see :func:`augment_labelled`; the same random draws)."""
-    x, b, _ = augment_labelled(img, boxes, np.zeros(len(boxes), np.int64), rng, channels, out_size)
+    x, b, _ = augment_labelled(img, boxes, np.zeros(len(boxes), np.int64), rng, channels, out_size, geometry)
     return x, b
 
 
 def augment_labelled(img: NDArray[np.uint8], boxes: NDArray[np.float32], labels: NDArray[np.int64],
-                     rng: np.random.Generator, channels: str, out_size: int) -> tuple[
-                         torch.Tensor, torch.Tensor, torch.Tensor]:
-    """One training sample from the cache: scale/flip/transpose, palette, contrast, blur and noise.
+                     rng: np.random.Generator, channels: str, out_size: int,
+                     geometry: Geometry = Geometry()) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One training sample from the cache: scale/stretch/flip/transpose, palette, contrast, blur and noise.
 
     ``img`` is the cached (4, S, S) uint8 (pc RGB, h); the result is ``out_size`` square (the cache may be
     stored larger than the model input). Returns the normalised (C, out, out) tensor, its boxes and the labels
     of the boxes kept (boxes mostly pushed off the canvas are dropped).
     Palette changes (hue rotation, channel swaps, grey rendering) stand in for other vendors' colour tables;
-    contrast/gamma, blur and noise for other detectors and JPEG; scale for other pixel pitches.
+    contrast/gamma, blur and noise for other detectors and JPEG; scale and stretch (:class:`Geometry`) for
+    other pixel pitches.
     """
     import cv2
 
@@ -271,23 +293,26 @@ def augment_labelled(img: NDArray[np.uint8], boxes: NDArray[np.float32], labels:
     src = img[:3] if channels == "pc" else img[3:4]
     x: NDArray[np.float32] = src.transpose(1, 2, 0).astype(np.float32) / np.float32(255.0)
     b = boxes.copy()
-    # scale about a random point, air padding
-    s = float(np.exp(rng.uniform(np.log(0.6), np.log(1.35))))
-    ns = max(16, round(size * s))
-    s = ns / img.shape[-1]
-    xs = np.asarray(cv2.resize(x, (ns, ns), interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR),
-                    np.float32)
+    # scale (and stretch) about a random point, air padding
+    s = float(np.exp(rng.uniform(np.log(geometry.scale_min), np.log(geometry.scale_max))))
+    stretch = float(np.exp(rng.uniform(-np.log(geometry.aspect), np.log(geometry.aspect)))) \
+        if geometry.aspect > 1 else 1.0
+    nw = max(16, round(size * s * np.sqrt(stretch)))
+    nh = max(16, round(size * s / np.sqrt(stretch)))
+    s_x, s_y = nw / img.shape[-1], nh / img.shape[-2]
+    xs = np.asarray(cv2.resize(x, (nw, nh), interpolation=cv2.INTER_AREA if max(s_x, s_y) < 1
+                               else cv2.INTER_LINEAR), np.float32)
     if xs.ndim == 2:
         xs = xs[:, :, None]
     canvas = np.ones((size, size, x.shape[2]), np.float32)
-    ox = int(rng.integers(min(0, size - ns), max(0, size - ns) + 1))
-    oy = int(rng.integers(min(0, size - ns), max(0, size - ns) + 1))
+    ox = int(rng.integers(min(0, size - nw), max(0, size - nw) + 1))
+    oy = int(rng.integers(min(0, size - nh), max(0, size - nh) + 1))
     sx0, sy0 = max(0, -ox), max(0, -oy)
     dx0, dy0 = max(0, ox), max(0, oy)
-    w = min(ns - sx0, size - dx0)
-    h = min(ns - sy0, size - dy0)
+    w = min(nw - sx0, size - dx0)
+    h = min(nh - sy0, size - dy0)
     canvas[dy0:dy0 + h, dx0:dx0 + w] = xs[sy0:sy0 + h, sx0:sx0 + w]
-    b = b * s
+    b = b * np.array([s_x, s_y, s_x, s_y], np.float32)
     b[:, [0, 2]] += ox
     b[:, [1, 3]] += oy
     clipped = np.clip(b, 0, size)
@@ -363,6 +388,7 @@ class TrainConfig:
     threads: int = 1
     init: str = ""
     context: bool = False
+    geometry: Geometry = Geometry()
 
 
 TrainConfigT = TypeVar("TrainConfigT", bound=TrainConfig)
@@ -504,7 +530,8 @@ def train(data: DetSet, ckpt: Path, cfg: TrainConfig, progress: Callable[[str], 
     last = cfg.steps if until is None else min(until, cfg.steps)
     while step < last:
         idx = rng.integers(0, n, cfg.batch)
-        xs, gts = zip(*[augment(data.images[i], data.boxes[i], rng, cfg.channels, cfg.size) for i in idx], strict=True)
+        xs, gts = zip(*[augment(data.images[i], data.boxes[i], rng, cfg.channels, cfg.size, cfg.geometry)
+                         for i in idx], strict=True)
         total, parts = loss(model, torch.stack(xs), list(gts))
         optimise(model, opt, sched, total, parts, run)
         step += 1

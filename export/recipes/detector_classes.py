@@ -93,7 +93,7 @@ class ClassDetSet:
 
     def heavy(self, i: int, iou: float = HEAVY_OVERLAP_IOU) -> NDArray[np.bool_]:
         """Per box of item ``i``: does it overlap another object's box (any kind) at IoU ≥ ``iou``?"""
-        from edge.eval.metrics import box_iou
+        from edge.boxes import box_iou
 
         m = box_iou(self.boxes[i], self.boxes[i])
         np.fill_diagonal(m, 0.0)
@@ -272,7 +272,7 @@ def train(data: ClassDetSet, ckpt: Path, cfg: ClassTrainConfig, progress: Callab
         xs, gts, labs = [], [], []
         for i in rng.choice(n, cfg.batch, p=weights):
             b, lab = data.labelled(int(i))
-            x, bb, ll = augment_labelled(data.images[i], b, lab, rng, cfg.channels, cfg.size)
+            x, bb, ll = augment_labelled(data.images[i], b, lab, rng, cfg.channels, cfg.size, cfg.geometry)
             xs.append(x)
             gts.append(bb)
             labs.append(ll)

@@ -20,12 +20,12 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from edge.boxes import box_iou
 from edge.condition.composer import compose, geometry
 from edge.condition.degraded import from_grey, from_pseudo_colour
 from edge.condition.image import ConditionedImage
 from edge.contracts import InputContract
 from edge.eval.metrics import auroc as metrics_auroc
-from edge.eval.metrics import box_iou
 from edge.stages.detect import suppress, vote
 
 F32 = NDArray[np.float32]

@@ -16,7 +16,6 @@ from edge.eval.metrics import (
     ImageBoxes,
     auroc,
     benign_rate_threshold,
-    box_iou,
     box_recall,
     coco_box_metrics,
     item_counts,
@@ -87,11 +86,6 @@ def test_benign_rate_threshold_by_hand() -> None:
     assert np.isinf(benign_rate_threshold([np.inf, np.inf, 0.1], 0.95))
     with pytest.raises(ValueError, match="no benign"):
         benign_rate_threshold([])
-
-
-def test_box_iou_by_hand() -> None:
-    iou = box_iou([[0, 0, 10, 10]], [[5, 0, 15, 10], [20, 20, 30, 30], [0, 0, 10, 10], [3, 3, 3, 3]])
-    np.testing.assert_allclose(iou, [[50 / 150, 0.0, 1.0, 0.0]])
 
 
 def test_coco_by_hand() -> None:

@@ -13,10 +13,10 @@ import pytest
 import torch
 
 from edge.backends import open_backend
+from edge.boxes import box_iou
 from edge.bundles import load_bundle
 from edge.bundles.writer import rewrite_manifest
 from edge.errors import BackendError
-from edge.eval.metrics import box_iou
 from edge.records import ItemMeta, RawItem
 from edge.screening import LoadedModel, ModelHolder, ModelSet
 from edge.stages.condition import ConditionedItem, ConditionStage

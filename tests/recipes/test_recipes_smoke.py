@@ -73,6 +73,31 @@ def test_augment_keeps_boxes_on_the_image(cache: Path) -> None:
             assert torch.all(b[:, 2] > b[:, 0]) and torch.all(b[:, 3] > b[:, 1])
 
 
+def test_stretched_boxes_follow_their_object() -> None:
+    """Scale and stretch move the box exactly as they move the pixels (a wrong axis would show at once)."""
+    img = np.full((4, 128, 128), 255, np.uint8)
+    img[:, 30:50, 20:100] = 0  # a dark bar 80 wide, 20 high
+    box = np.array([[20, 30, 100, 50]], np.float32)
+    rng = np.random.default_rng(5)
+    stretched = 0
+    for _ in range(20):
+        x, b = det.augment(img, box, rng, "pc", 128, det.Geometry(0.5, 2.0, aspect=1.6))
+        if len(b) != 1:
+            continue
+        shown = x.numpy().transpose(1, 2, 0) * det.PC_STD + det.PC_MEAN  # back to 0..1 display values
+        dark = shown.mean(2) < 0.5  # the bar stays near black, the air near white, whatever the palette
+        ys, xs = np.nonzero(dark)
+        found = np.array([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], np.float32)
+        np.testing.assert_allclose(b[0].numpy(), found, atol=2.5)
+        w, h = float(b[0, 2] - b[0, 0]), float(b[0, 3] - b[0, 1])
+        stretched += not (w / h == pytest.approx(4.0, rel=0.1) or h / w == pytest.approx(4.0, rel=0.1))
+    assert stretched >= 5, "aspect 1.6 never stretched the bar"
+    with pytest.raises(ValueError, match="aspect"):
+        det.Geometry(aspect=0.5)
+    with pytest.raises(ValueError, match="scale range"):
+        det.Geometry(2.0, 1.0)
+
+
 def test_detector_trains_and_checkpoint_resumes(cache: Path, tmp_path: Path) -> None:
     ds = load_det(cache)
     ckpt = tmp_path / "d.pt"
