@@ -35,8 +35,14 @@ def intersection(a: ArrayLike, b: ArrayLike) -> F64:
     return np.asarray(w * h, np.float64)
 
 
-def box_iou(a: ArrayLike, b: ArrayLike) -> F64:
-    """(A, B) intersection over union (0 where both boxes are empty, never NaN)."""
+def box_iou(a: ArrayLike, b: ArrayLike, area_a: F64 | None = None, area_b: F64 | None = None) -> F64:
+    """(A, B) intersection over union (0 where both boxes are empty, never NaN).
+
+    ``area_a`` / ``area_b`` are the boxes' :func:`box_area` when the caller already has them: greedy NMS compares one
+    box against the rest on every iteration and computes every area once instead.
+    """
     inter = intersection(a, b)
-    union = box_area(a)[:, None] + box_area(b)[None, :] - inter
+    area_a = box_area(a) if area_a is None else area_a
+    area_b = box_area(b) if area_b is None else area_b
+    union = area_a[:, None] + area_b[None, :] - inter
     return np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)

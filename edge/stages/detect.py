@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from edge.boxes import box_iou
+from edge.boxes import box_area, box_iou
 from edge.bundles.outputs import NMS_IOU_KEY, VOTE_IOU_KEY, DetectorOutputs
 from edge.condition.composer import compose, geometry, region_of
 from edge.condition.image import ConditionedImage
@@ -48,12 +48,13 @@ class DetectedItem:
 def nms(boxes: NDArray[np.float32], scores: NDArray[np.float32], iou_threshold: float) -> list[int]:
     """Greedy non-maximum suppression; returns kept indices by descending score."""
     order = np.argsort(-scores, kind="stable")
+    areas = box_area(boxes)
     keep: list[int] = []
     while order.size:
         i = int(order[0])
         keep.append(i)
         rest = order[1:]
-        order = rest[box_iou(boxes[i], boxes[rest])[0] <= iou_threshold]
+        order = rest[box_iou(boxes[i], boxes[rest], areas[i:i + 1], areas[rest])[0] <= iou_threshold]
     return keep
 
 

@@ -33,3 +33,19 @@ def test_intersection_drives_the_crop_labels_and_nms() -> None:
     # IoU of the first two is 90/110 = 0.82: suppressed at 0.8, kept at 0.85.
     assert nms(boxes, np.array([0.9, 0.8, 0.7], np.float32), 0.8) == [0, 2]
     assert nms(boxes, np.array([0.9, 0.8, 0.7], np.float32), 0.85) == [0, 1, 2]
+
+
+def test_nms_with_areas_computed_once_matches_greedy_on_the_full_iou_matrix() -> None:
+    rng = np.random.default_rng(7)
+    xy = rng.uniform(0, 60, (300, 2))
+    boxes = np.hstack([xy, xy + rng.uniform(-2, 25, (300, 2))]).astype(np.float32)  # some inverted
+    scores = rng.uniform(0, 1, 300).astype(np.float32)
+    iou = box_iou(boxes, boxes)
+    alive, expected = np.ones(300, bool), []
+    for i in np.argsort(-scores, kind="stable"):
+        if alive[i]:
+            expected.append(int(i))
+            alive &= iou[i] <= 0.5
+    assert nms(boxes, scores, 0.5) == expected
+    # Precomputed areas give the same ratios as areas computed inside.
+    np.testing.assert_array_equal(box_iou(boxes[:5], boxes, box_area(boxes[:5]), box_area(boxes)), iou[:5])
