@@ -236,6 +236,10 @@ def eval_detector(
     typer.echo(json.dumps(out, indent=1))
 
 
+TRAINING_ITEMS = typer.Option("the sim-train cache (items 0..999, threat rate 0.3)",
+                              help="what the checkpoint was trained on, for the manifest's training_data")
+
+
 @app.command("pack-detector")
 def pack_detector(
     ckpt: Path = typer.Option(..., help="detector checkpoint"),
@@ -248,8 +252,7 @@ def pack_detector(
     name: str = typer.Option("detector-agnostic", help="bundle name"),
     version: str = typer.Option("1.0", help="bundle version"),
     notes: str = typer.Option("", help="notes for the manifest (e.g. measured figures)"),
-    training_items: str = typer.Option("the sim-train cache (items 0..999, threat rate 0.3)",
-                                       help="what the checkpoint was trained on, for the manifest's training_data"),
+    training_items: str = TRAINING_ITEMS,
     fp32_rtol: float = typer.Option(1e-3, help="FP32 parity tolerance (ONNX Runtime's convolutions differ by ~3e-4 "
                                               "on the scores)"),
     int8_max_drop: float = typer.Option(0.02, help="INT8 accepted when at most this fraction of the candidates' "
@@ -331,17 +334,21 @@ def detector_classes(
 
 @app.command("eval-detector-classes")
 def eval_detector_classes(
-    ckpt: Path = typer.Option(..., help="class-aware detector checkpoint"),
     data: Path = typer.Option(..., help="held-out cache folder (e.g. sim-test)"),
+    ckpt: Path | None = typer.Option(None, help="class-aware detector checkpoint"),
+    bundle: Path | None = typer.Option(None, help="or a packed class-aware bundle: its ONNX FP32 model runs under "
+                                                  "ONNX Runtime, voting at its thresholds.vote_iou"),
     threshold: float = typer.Option(0.01, help="score threshold before NMS (low for mAP)"),
     nms_iou: float = typer.Option(0.5, help="per-class NMS IoU"),
     heavy_iou: list[float] = typer.Option([0.5, 0.3], help="heavy-overlap subsets: objects whose box overlaps "
                                                            "another object's box at IoU >= this"),
-    vote_iou: float = typer.Option(PACK_VOTE_IOU, help="box voting IoU after per-class NMS, as the bundle's "
-                                                       "thresholds.vote_iou (0 = off)"),
+    vote_iou: float | None = typer.Option(None, help="box voting IoU after per-class NMS (0 = off; default: "
+                                                      "the bundle's thresholds.vote_iou, or what packs write)"),
 ) -> None:
     """Per-class COCO mAP@[.5:.95] / mAP50 / mAP75 (pycocotools) overall and on heavy-overlap subsets, plus a
     threshold sweep (class-correct recall at IoU 0.5 and precision) for the bundle's operating point.
+
+    ``--bundle`` measures what ships (its checkpoint may be long gone) on the same cache as a new checkpoint.
 
     Example: edge-export train eval-detector-classes --ckpt /tmp/xray-recipes/detcls.pt
     --data /tmp/xray-recipes/sim-test
@@ -356,22 +363,47 @@ def eval_detector_classes(
     from export.recipes import detector_classes as dc
     from export.recipes.evaluate import coco_class_metrics, postprocess_labelled
 
+    if (ckpt is None) == (bundle is None):
+        raise typer.BadParameter("give exactly one of --ckpt and --bundle")
     torch.set_num_threads(1)
-    state = torch.load(ckpt, weights_only=False)
-    cfg: dc.ClassTrainConfig = state["config"]
-    model = dc.build(ckpt, 3 if cfg.channels == "pc" else 1, cfg.width, cfg.fpn, getattr(cfg, "context", False))
     ds = dc.load_class_det(data)
-    scale = cfg.size / ds.images.shape[-1]
     raw: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
-    for i in range(0, len(ds.images), 16):
-        x = np.stack([det.plain(im, cfg.channels, cfg.size) for im in ds.images[i:i + 16]])
-        with torch.inference_mode():
-            b, s, lab = model(torch.from_numpy(x))
-        raw.extend((b[k].numpy(), s[k].numpy(), lab[k].numpy()) for k in range(len(x)))
+    if ckpt is not None:
+        state = torch.load(ckpt, weights_only=False)
+        cfg: dc.ClassTrainConfig = state["config"]
+        channels, size = cfg.channels, cfg.size
+        source: dict[str, object] = {"checkpoint": str(ckpt), "step": int(state["step"])}
+        model = dc.build(ckpt, 3 if channels == "pc" else 1, cfg.width, cfg.fpn, getattr(cfg, "context", False))
+        for i in range(0, len(ds.images), 16):
+            x = np.stack([det.plain(im, channels, size) for im in ds.images[i:i + 16]])
+            with torch.inference_mode():
+                b, s, lab = model(torch.from_numpy(x))
+            raw.extend((b[k].numpy(), s[k].numpy(), lab[k].numpy()) for k in range(len(x)))
+    elif bundle is not None:
+        from edge.bundles import load_bundle
+        from edge.bundles.outputs import VOTE_IOU_KEY
+        from export.parity import Candidate, run_candidate
+
+        loaded = load_bundle(bundle, verify_hashes=False)
+        man = loaded.manifest
+        if not man.classes:
+            raise typer.BadParameter(f"{bundle} is not a class-aware detector (no classes)")
+        if tuple(man.classes) != tuple(dc.CLASSES):
+            raise typer.BadParameter(f"{bundle} has classes {list(man.classes)}, the recipes {list(dc.CLASSES)}")
+        onnx = next(mm for mm in man.models if mm.format == "onnx" and mm.precision == "fp32")
+        channels, size = ",".join(str(c) for c in loaded.contract.channels), loaded.contract.width
+        source = {"bundle": f"{man.name}@{man.version}"}
+        if vote_iou is None:
+            vote_iou = float(man.thresholds.get(VOTE_IOU_KEY, 0.0))
+        x = np.stack([det.plain(im, channels, size) for im in ds.images])
+        got = run_candidate(Candidate("onnxruntime", onnx.precision, loaded.root / onnx.path), x, threads=1)
+        raw.extend((got["boxes"][k], got["scores"][k], got["labels"][k]) for k in range(len(x)))
+    vote_iou = PACK_VOTE_IOU if vote_iou is None else vote_iou
+    scale = size / ds.images.shape[-1]
     dets = [postprocess_labelled(b, s, lab, threshold, nms_iou, 100, vote_iou) for b, s, lab in raw]
     gts, gls = zip(*[ds.labelled(i) for i in range(len(ds.images))], strict=True)
     gts_s = [g * scale for g in gts]
-    out: dict[str, object] = {"checkpoint": str(ckpt), "step": int(state["step"]), "items": len(gts),
+    out: dict[str, object] = {**source, "vote_iou": vote_iou, "items": len(gts),
                               "all": coco_class_metrics(gts_s, gls, dets, dc.CLASSES)}
     for t in heavy_iou:
         subset = [ds.heavy(i, t)[ds.labels[i] >= 0] for i in range(len(ds.images))]
@@ -404,6 +436,7 @@ def pack_detector_classes(
     name: str = typer.Option("detector-classes", help="bundle name"),
     version: str = typer.Option("1.0", help="bundle version"),
     notes: str = typer.Option("", help="notes for the manifest (e.g. measured figures)"),
+    training_items: str = TRAINING_ITEMS,
     int8: bool = typer.Option(True, help="try OpenVINO INT8 (kept only within --int8-max-drop)"),
     fp32_rtol: float = typer.Option(1e-3, help="FP32 parity tolerance"),
     int8_max_drop: float = typer.Option(0.02, help="INT8 accepted when at most this fraction of the candidates' "
@@ -434,13 +467,14 @@ def pack_detector_classes(
     model = dc.build(ckpt, 3 if cfg.channels == "pc" else 1, cfg.width, cfg.fpn, getattr(cfg, "context", False))
     ds = load_det(calib, limit=150)
     x = np.stack([det.plain(im, cfg.channels, cfg.size) for im in ds.images[:150]])
+    sampling = f", LVIS repeat-factor sampling t = {cfg.repeat_thresh}" if cfg.repeat_thresh > 0 else ""
     bundle = pack(model, Role.DETECTOR, det.contract(cfg.channels, cfg.size),
                   _detector_thresholds(threshold, nms_iou, vote_iou), ScoreNormalisation(), x[:110], x[110:150],
                   out, name, version, classes=dc.CLASSES,
                   training_data=f"virtual scanner (sim/), scanner seed 7, {state['step']} steps x {cfg.batch} items "
-                                "from the sim-train cache (items 0..999, threat rate 0.3), seed "
-                                f"{cfg.seed}, initialised from models/detector-agnostic; classes from sim kinds "
-                                "(export.recipes.detector_classes.KIND_TO_CLASS); no real images",
+                                f"from {training_items}, seed {cfg.seed}, initialised from {cfg.init or 'scratch'}"
+                                f"{sampling}; classes from sim kinds (export.recipes.detector_classes.KIND_TO_CLASS); "
+                                "no real images",
                   notes=notes or "class-aware detector (OLN-style box/quality head + 8-class focal head, score = "
                                  "p(class) x quality, labels = argmax); per-class NMS; see docs/models.md",
                   progress=_say, fp32_rtol=fp32_rtol, int8_max_drop=int8_max_drop, int8=int8,

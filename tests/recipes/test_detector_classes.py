@@ -5,12 +5,15 @@ stage on fresh virtual-scanner items."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 from pathlib import Path
 
 import numpy as np
+import onnxruntime as ort
 import pytest
 import torch
+from typer.testing import CliRunner
 
 from edge.backends import open_backend
 from edge.boxes import box_iou
@@ -23,7 +26,8 @@ from edge.stages.condition import ConditionedItem, ConditionStage
 from edge.stages.detect import Detection, DetectStage
 from export.recipes import detector as det
 from export.recipes import detector_classes as dc
-from export.recipes.evaluate import coco_class_metrics
+from export.recipes.cli import app
+from export.recipes.evaluate import coco_class_metrics, postprocess_labelled
 from export.recipes.simdata import PRESETS, RIG_SEED, SimRig, generate
 from sim.objects import BENIGN
 from sim.scene import SceneConfig, build_item
@@ -118,6 +122,29 @@ def test_a_few_steps_train_and_resume(cache: Path, tmp_path: Path) -> None:
         boxes, scores, labels = resumed(torch.zeros(1, 3, 128, 128))
     assert boxes.shape == (1, 336, 4) and scores.shape == labels.shape == (1, 336)
     assert float(scores.min()) >= 0.0 and float(scores.max()) <= 1.0
+
+
+def test_eval_of_a_shipped_bundle_runs_its_onnx_with_its_voting(cache: Path) -> None:
+    result = CliRunner().invoke(app, ["eval-detector-classes", "--bundle", str(CLASSAWARE), "--data", str(cache)])
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.output[result.output.index("{"):])
+    manifest = load_bundle(CLASSAWARE, verify_hashes=False).manifest
+    vote = float(manifest.thresholds["vote_iou"])
+    assert out["bundle"] == f"detector-classes@{manifest.version}" and out["vote_iou"] == vote
+    # The same figures from the bundle's ONNX run here directly, with the bundle's voting.
+    ds = dc.load_class_det(cache)
+    onnx = next(m for m in manifest.models if m.format == "onnx")
+    session = ort.InferenceSession(str(CLASSAWARE / onnx.path), providers=["CPUExecutionProvider"])
+    x = np.stack([det.plain(im, "pc", 320) for im in ds.images])
+    boxes, scores, labels = session.run(["boxes", "scores", "labels"], {"input": x})
+    dets = [postprocess_labelled(boxes[k], scores[k], labels[k], 0.01, 0.5, 100, vote) for k in range(len(x))]
+    gts, gls = zip(*[ds.labelled(i) for i in range(len(ds.images))], strict=True)
+    expected = coco_class_metrics([g * 320 / ds.images.shape[-1] for g in gts], gls, dets, dc.CLASSES)
+    assert out["all"]["mAP"] == pytest.approx(expected["mAP"], abs=1e-6)
+    assert out["all"]["mAP50"] == pytest.approx(expected["mAP50"], abs=1e-6)
+    agnostic = CliRunner().invoke(app, ["eval-detector-classes", "--bundle", str(AGNOSTIC), "--data", str(cache)])
+    assert agnostic.exit_code != 0
+    assert "not a class-aware detector (no classes)" in " ".join(agnostic.output.replace("│", " ").split())
 
 
 def test_training_from_a_bundle_takes_its_size(cache: Path, tmp_path: Path) -> None:
