@@ -476,7 +476,8 @@ def pack_detector_classes(
                                 f"{sampling}; classes from sim kinds (export.recipes.detector_classes.KIND_TO_CLASS); "
                                 "no real images",
                   notes=notes or "class-aware detector (OLN-style box/quality head + 8-class focal head, score = "
-                                 "p(class) x quality, labels = argmax); per-class NMS; see docs/models.md",
+                                 "p(class) x quality, labels = argmax); per-class NMS, then box voting at "
+                                 "thresholds.vote_iou; see docs/models.md",
                   progress=_say, fp32_rtol=fp32_rtol, int8_max_drop=int8_max_drop, int8=int8,
                   optional_outputs=("labels",))
     with torch.inference_mode():
@@ -694,6 +695,34 @@ def _finish_scorer(model: object, name: str, val: Path, test: Path | None, out: 
         pack(model, Role.SCORER, sc.contract(), {"score": 0.5}, norm, calib[sel[:n_cal]],  # type: ignore[arg-type]
              calib[sel[n_cal:n_cal + 128]], out, name, version, training_data=training_data, notes=notes,
              progress=_say, int8_max_drop=int8_max_drop, int8=int8)
+
+
+@app.command("synthetic-cache")
+def synthetic_cache(
+    data: list[Path] = typer.Option(..., help="crop cache folder(s) to take benign crops from (repeat --data)"),
+    out: Path = typer.Option(..., "--out", "-o", help="cache folder to write (crops_*.npz shards)"),
+    share: float = typer.Option(0.5, help="fraction of benign crops that also get a metal-insert copy"),
+    seed: int = typer.Option(11, help="random seed"),
+) -> None:
+    """Benign crops plus copies with a synthetic steel part laid over them (no threat data), as a cache that
+    ``train classifier`` trains on: a benign-only anomaly classifier (export/recipes/synthetic.py).
+
+    Example: edge-export train synthetic-cache --data /tmp/xray-recipes/sim-train --data /tmp/xray-recipes/sim-train2
+    -o /tmp/xray-recipes/synth-train
+    """
+    import numpy as np
+
+    from export.recipes.simdata import crop_shards, load_crops
+    from export.recipes.synthetic import synthetic_crops, write_crops
+
+    rng = np.random.default_rng(seed)
+    total = fake = 0
+    for n, folder in enumerate(data):
+        for shard in crop_shards(folder):
+            c = synthetic_crops(load_crops(folder, [shard]), share, rng)
+            write_crops(c, out / f"crops_{n}{shard.name.removeprefix('crops_')}")
+            total, fake = total + len(c.crops), fake + int(c.threat.sum())
+    _say(f"wrote {out}: {total - fake} benign and {fake} synthetic-metal crops")
 
 
 @app.command()

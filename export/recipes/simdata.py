@@ -281,13 +281,16 @@ class CropSet:
                        self.tainted[mask], self.item_threat[mask])
 
 
-def load_crops(folder: Path) -> CropSet:
-    """All ``crops_*.npz`` shards of a cache folder."""
+def crop_shards(folder: Path) -> list[Path]:
+    """The finished ``crops_*.npz`` shards of a cache folder, in order (a shard being written is ``*.tmp.npz``)."""
+    return [f for f in sorted(folder.glob("crops_*.npz")) if not f.name.endswith(".tmp.npz")]
+
+
+def load_crops(folder: Path, shards: list[Path] | None = None) -> CropSet:
+    """All ``crops_*.npz`` shards of a cache folder (or just ``shards``, to go through a large cache in parts)."""
     parts: dict[str, list[np.ndarray]] = {k: [] for k in ("crops", "item", "kind", "group", "threat", "tainted",
                                                           "item_threat")}
-    for f in sorted(folder.glob("crops_*.npz")):
-        if f.name.endswith(".tmp.npz"):
-            continue
+    for f in crop_shards(folder) if shards is None else shards:
         with np.load(f) as d:
             for k in parts:
                 parts[k].append(d[k])
