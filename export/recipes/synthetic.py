@@ -61,10 +61,13 @@ def insert_mask(rng: np.random.Generator, size: int) -> NDArray[np.float32]:
     return np.asarray(cv2.GaussianBlur(m, (3, 3), 0), np.float32)
 
 
-def add_metal(crop: NDArray[np.floating], rng: np.random.Generator) -> NDArray[np.float32]:
-    """``crop`` (channels h, l, z, R, G, B; h/l transmissions, z = Z / Z_SCALE) with one steel part laid over it."""
+def add_metal(crop: NDArray[np.floating], rng: np.random.Generator,
+              mask: NDArray[np.float32] | None = None) -> NDArray[np.float32]:
+    """``crop`` (channels h, l, z, R, G, B; h/l transmissions, z = Z / Z_SCALE) with one steel part laid over it,
+    shaped by ``mask`` (0..1; default: a random :func:`insert_mask`)."""
     out = np.asarray(crop, np.float32).copy()
-    a = rng.uniform(*HIGH_ATTENUATION) * insert_mask(rng, out.shape[-1])
+    strength = rng.uniform(*HIGH_ATTENUATION)  # drawn before the mask: the documented caches replay
+    a = strength * (insert_mask(rng, out.shape[-1]) if mask is None else mask)
     r = rng.uniform(*IRON_R)
     a_obj = -np.log(np.clip(out[0], 1e-4, 1.0))
     z_obj = out[2] * Z_SCALE
