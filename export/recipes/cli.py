@@ -712,15 +712,15 @@ def synthetic_cache(
     """
     import numpy as np
 
-    from export.recipes.simdata import crop_shards, load_crops
-    from export.recipes.synthetic import synthetic_crops, write_crops
+    from export.recipes.simdata import crop_shards, load_crops, save_crops
+    from export.recipes.synthetic import synthetic_crops
 
     rng = np.random.default_rng(seed)
     total = fake = 0
     for n, folder in enumerate(data):
         for shard in crop_shards(folder):
             c = synthetic_crops(load_crops(folder, [shard]), share, rng)
-            write_crops(c, out / f"crops_{n}{shard.name.removeprefix('crops_')}")
+            save_crops(c, out / f"crops_{n}{shard.name.removeprefix('crops_')}")
             total, fake = total + len(c.crops), fake + int(c.threat.sum())
     _say(f"wrote {out}: {total - fake} benign and {fake} synthetic-metal crops")
 

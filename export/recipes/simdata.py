@@ -196,13 +196,11 @@ def _shard(args: tuple[Path, int, int, int, float, int, int]) -> str:
              box_item=np.asarray(box_item, np.int64), box_threat=np.asarray(box_threat, bool),
              box_kind=np.asarray(box_kind, str), item_threat=np.asarray(item_threat, bool),
              item_shape=np.asarray(item_shape, np.int64), item_index=np.arange(start, start + count))
-    np.savez(crop_file.with_suffix(".tmp.npz"),
-             crops=np.concatenate(crops) if crops else np.zeros((0, 6, crop_size, crop_size), np.float16),
-             item=np.asarray(c_item, np.int64), kind=np.asarray(c_kind, str), group=np.asarray(c_group, str),
-             threat=np.asarray(c_threat, bool), tainted=np.asarray(c_tainted, bool),
-             item_threat=np.asarray(c_item_threat, bool))
     det_file.with_suffix(".tmp.npz").rename(det_file)
-    crop_file.with_suffix(".tmp.npz").rename(crop_file)
+    save_crops(CropSet(np.concatenate(crops) if crops else np.zeros((0, 6, crop_size, crop_size), np.float16),
+                       np.asarray(c_item, np.int64), np.asarray(c_kind, str), np.asarray(c_group, str),
+                       np.asarray(c_threat, bool), np.asarray(c_tainted, bool), np.asarray(c_item_threat, bool)),
+               crop_file)
     return f"shard {shard}: {count} items in {time.monotonic() - t0:.0f} s"
 
 
@@ -279,6 +277,15 @@ class CropSet:
     def select(self, mask: NDArray[np.bool_]) -> CropSet:
         return CropSet(self.crops[mask], self.item[mask], self.kind[mask], self.group[mask], self.threat[mask],
                        self.tainted[mask], self.item_threat[mask])
+
+
+def save_crops(c: CropSet, path: Path) -> None:
+    """One ``crops_*.npz`` shard, written as ``*.tmp.npz`` and renamed, so a reader never sees half a shard."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.npz")
+    np.savez(tmp, crops=c.crops, item=c.item, kind=c.kind, group=c.group, threat=c.threat, tainted=c.tainted,
+             item_threat=c.item_threat)
+    tmp.rename(path)
 
 
 def crop_shards(folder: Path) -> list[Path]:

@@ -19,8 +19,6 @@ Must not: import ``sim`` threats or read threat crops (the point is benign-only 
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import cv2
 import numpy as np
 from numpy.typing import NDArray
@@ -89,10 +87,3 @@ def synthetic_crops(benign: CropSet, share: float, rng: np.random.Generator) -> 
     return CropSet(np.concatenate([b.crops, fake]), np.r_[b.item, b.item[pick]], np.r_[b.kind, b.kind[pick]],
                    np.concatenate([b.group, np.full(len(pick), SYNTHETIC_GROUP)]), flag,
                    np.zeros(len(flag), bool), flag.copy())
-
-
-def write_crops(c: CropSet, path: Path) -> None:
-    """One ``crops_*.npz`` shard in the cache format ``load_crops`` reads."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(path, crops=c.crops, item=c.item, kind=c.kind, group=c.group, threat=c.threat, tainted=c.tainted,
-             item_threat=c.item_threat)

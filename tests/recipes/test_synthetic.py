@@ -10,8 +10,8 @@ from typer.testing import CliRunner
 
 from edge.contracts import Z_SCALE
 from export.recipes.cli import app
-from export.recipes.simdata import CropSet, load_crops
-from export.recipes.synthetic import SYNTHETIC_GROUP, add_metal, insert_mask, synthetic_crops, write_crops
+from export.recipes.simdata import CropSet, load_crops, save_crops
+from export.recipes.synthetic import SYNTHETIC_GROUP, add_metal, insert_mask, synthetic_crops
 
 
 def _water_crop(size: int = 64) -> np.ndarray:
@@ -55,7 +55,7 @@ def test_cache_holds_benign_crops_and_labelled_metal_copies_but_no_threat_crops(
     item_threat[6:8] = True
     src = CropSet(crops, np.arange(n), np.array(["bottle_wine"] * n), np.array(["benign"] * n), threat, tainted,
                   item_threat)
-    write_crops(src, tmp_path / "sim" / "crops_000000.npz")
+    save_crops(src, tmp_path / "sim" / "crops_000000.npz")
     result = CliRunner().invoke(app, ["synthetic-cache", "--data", str(tmp_path / "sim"), "-o", str(tmp_path / "out"),
                                       "--share", "0.5"])
     assert result.exit_code == 0, result.output
