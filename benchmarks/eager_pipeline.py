@@ -60,6 +60,7 @@ from edge.stages.finish import FinishStage
 from edge.stages.localise import LocaliseStage
 from edge.stages.score import ScoreStage
 from export.recipes.detector import AgnosticDetector
+from export.recipes.fused import RULES, FusedScorer
 from export.recipes.scorer import UNCERTAINTIES, Backbone, StfpmScorer, ThreatClassifier, kind_uncertainty
 
 
@@ -82,8 +83,10 @@ def onnx_weights(path: Path) -> tuple[dict[str, np.ndarray], list[float]]:
     return init, scales
 
 
-def load_onnx_weights(model: nn.Module, path: Path) -> nn.Module:
-    """Fill ``model`` (a recipe architecture) from the exported graph; every tensor must be accounted for."""
+def load_onnx_weights(model: nn.Module, path: Path, optional: tuple[str, ...] = ()) -> nn.Module:
+    """Fill ``model`` (a recipe architecture) from the exported graph; every tensor must be accounted for, except
+    the ``optional`` ones, which keep the model's value when the graph has none (the exporter drops an added
+    zero)."""
     init, scales = onnx_weights(path)
     state = model.state_dict()
     missing: list[str] = []
@@ -93,7 +96,7 @@ def load_onnx_weights(model: nn.Module, path: Path) -> nn.Module:
             value = torch.from_numpy(np.array(init[key]))
         elif key == "scales":
             value = torch.tensor(scales, dtype=tensor.dtype)
-        elif leaf == "num_batches_tracked":
+        elif leaf == "num_batches_tracked" or key in optional:
             continue
         elif module.endswith(".1") and f"{module[:-2]}.0.weight_bias" in init:
             # A batch norm folded into the conv before it: identity scale, the folded bias as its shift.
@@ -130,6 +133,14 @@ def torch_model(bundle: Bundle) -> nn.Module:
         if kinds:
             scorer.kind_weight = _fit_kind_weight(scorer, path)
         return scorer
+    if "stfpm.teacher.s1.0.0.weight" in init:  # export.recipes.fused: STFPM + insert classifier in one graph
+        kinds = int(init["stfpm.teacher.fc.weight"].shape[0]) if "stfpm.teacher.fc.weight" in init else 0
+        stfpm = StfpmScorer(Backbone(3, kinds), Backbone(3, 0), topk=_graph_topk(path))
+        fused = cast(FusedScorer, load_onnx_weights(FusedScorer(stfpm, ThreatClassifier()), path,
+                                                    optional=("insert_offset",)))  # 0 with the sum rule
+        stfpm.kind_weight = float(fused.kind_weight)
+        _match_variant(fused, path)
+        return fused
     if "net.fc.weight" in init:
         return load_onnx_weights(ThreatClassifier(), path)
     raise ValueError(f"bundle {bundle.manifest.name}: no eager rebuild for this architecture")
@@ -152,24 +163,42 @@ def _graph_topk(path: Path) -> int:
     return 1
 
 
-def _fit_kind_weight(scorer: StfpmScorer, path: Path) -> float:
-    """The weight of the teacher's kind term on the map (v2.0+ scorers) and which term it is (entropy or energy,
-    set on ``scorer``), recovered from the graph's own output: map_onnx = map_without_kind + w x term on every
-    pixel, solved by least squares on a probe batch for each term; the term that fits exactly wins."""
+def _probe_map(path: Path) -> tuple[torch.Tensor, np.ndarray]:
+    """A fixed probe batch and the graph's anomaly map on it (ONNX Runtime)."""
     import onnxruntime as ort
 
     probe = np.random.default_rng(0).random((4, 3, 64, 64), dtype=np.float32)
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    onnx_map = np.asarray(session.run(None, {session.get_inputs()[0].name: probe})[0], dtype=np.float64)
+    return torch.from_numpy(probe), np.asarray(session.run(None, {session.get_inputs()[0].name: probe})[0],
+                                               dtype=np.float64)
+
+
+def _match_variant(fused: FusedScorer, path: Path) -> None:
+    """A fused graph's rule and kind term (not weights: those are initialisers): the combination whose map
+    matches the graph's on the probe batch."""
+    x, onnx_map = _probe_map(path)
+    errors = {}
+    for rule in RULES:
+        for mode in UNCERTAINTIES:
+            fused.rule, fused.stfpm.uncertainty = rule, mode
+            with torch.inference_mode():
+                errors[rule, mode] = float(np.abs(fused(x)[0].numpy() - onnx_map).max())
+    fused.rule, fused.stfpm.uncertainty = min(errors, key=lambda k: errors[k])
+
+
+def _fit_kind_weight(scorer: StfpmScorer, path: Path) -> float:
+    """The weight of the teacher's kind term on the map (v2.0+ scorers) and which term it is (entropy or energy,
+    set on ``scorer``), recovered from the graph's own output: map_onnx = map_without_kind + w x term on every
+    pixel, solved by least squares on a probe batch for each term; the term that fits exactly wins."""
+    x, onnx_map = _probe_map(path)
     scorer.kind_weight = 0.0
-    x = torch.from_numpy(probe)
     with torch.inference_mode():
         plain, _ = scorer(x)
         features = scorer.teacher.features(x)
         assert scorer.teacher.fc is not None
         logits = scorer.teacher.fc(features[-1].mean(dim=(2, 3)))
         terms = {mode: kind_uncertainty(logits, mode).numpy().astype(np.float64) for mode in UNCERTAINTIES}
-    residual = (onnx_map - plain.numpy()).reshape(len(probe), -1)
+    residual = (onnx_map - plain.numpy()).reshape(len(x), -1)
     fits = {}
     for mode, term in terms.items():
         weight = float((residual * term[:, None]).sum() / (term[:, None] ** 2 * residual.shape[1]).sum())

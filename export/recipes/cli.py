@@ -649,6 +649,66 @@ def stfpm_kind(
                    int8=False)
 
 
+@app.command()
+def fuse(
+    scorer: Path = typer.Argument(..., help="an STFPM scorer bundle (e.g. models/scorer-stfpm)"),
+    insert: Path = typer.Argument(..., help="a classifier bundle trained on a synthetic-insert cache (benign-only: "
+                                            "train synthetic-cache, then train classifier --name classifier-insert)"),
+    val: Path = typer.Option(..., help="validation crop cache: benign crops weigh the insert term and set the "
+                                       "threshold (detector crops: train detcrops)"),
+    share: float = typer.Option(1.0, help="insert log-odds' benign spread as a multiple of the STFPM score's"),
+    rule: str = typer.Option("max", help="max: the more alarmed network decides; sum: the terms add up"),
+    out: Path | None = typer.Option(None, "--out", "-o", help="bundle folder to write (replaced)"),
+    test: Path | None = typer.Option(None, help="threat test cache for the seed-000 table"),
+    name: str = typer.Option("scorer-fused", help="bundle name"),
+    version: str = typer.Option(..., help="bundle version"),
+) -> None:
+    """One scorer bundle running both benign-only networks: the STFPM map fused with the insert classifier's
+    log-odds, per object, by ``--rule``.
+
+    Both networks are rebuilt from their bundles' ONNX weights (no training runs); the insert term's scale,
+    the threshold and the normalisation come from ``--val``. FP32 only: set the item threshold (``edge eval
+    --write-item-threshold``) before the bundle is used at the item operating point (export/recipes/fused.py,
+    docs/models.md).
+
+    Example: edge-export train fuse models/scorer-stfpm /tmp/insert-bundle --val /tmp/xray-recipes/dc-val12
+    --rule max --share 1 --version 1.0 -o /tmp/scorer-fused
+    """
+    from edge.bundles import load_bundle
+    from edge.errors import BundleError
+    from export.recipes import scorer as sc
+    from export.recipes.fused import RULES, fuse
+    from export.recipes.rebuild import torch_from_bundle
+    from export.recipes.simdata import load_crops
+
+    try:
+        stfpm, classifier = torch_from_bundle(scorer), torch_from_bundle(insert)
+    except (BundleError, ValueError, FileNotFoundError) as exc:
+        typer.echo(f"edge-export: error: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    problem = (f"{scorer}: not an STFPM scorer bundle" if not isinstance(stfpm, sc.StfpmScorer) else
+               f"{insert}: not a two-class crop classifier bundle" if not isinstance(classifier, sc.ThreatClassifier)
+               else f"--share must be >= 0, got {share}" if share < 0
+               else f"--rule must be one of {', '.join(RULES)}, got {rule!r}" if rule not in RULES else "")
+    if problem:
+        typer.echo(f"edge-export: error: {problem}", err=True)
+        raise typer.Exit(1)
+    assert isinstance(stfpm, sc.StfpmScorer) and isinstance(classifier, sc.ThreatClassifier)
+    va = load_crops(val)
+    model = fuse(stfpm, classifier, sc.crop_inputs(va.select(sc.benign_training_mask(va))), share, rule)
+    term = f"{float(model.insert_offset):.4f} + {float(model.insert_weight):.4f} x log-odds"
+    _say(f"insert term {term} (rule {rule}, share {share})")
+    ms, mi = load_bundle(scorer).manifest, load_bundle(insert).manifest
+    _finish_scorer(model, name, val, test, out, version,
+                   training_data=f"the networks of {ms.name} {ms.version} ({ms.training_data}) and of {mi.name} "
+                                 f"{mi.version} ({mi.training_data}); insert term {term} (rule {rule}, share "
+                                 f"{share}) and threshold (95th percentile) from the benign crops of {val.name}",
+                   notes=f"{ms.name} map fused ({rule}) with {mi.name}'s anomaly log-odds on every map pixel "
+                         "(`train fuse`, export/recipes/fused.py); benign-only if both are; raw map/score "
+                         "normalised 'logistic' so the threshold maps to 0.5; see docs/models.md",
+                   int8=False)
+
+
 def _finish_scorer(model: object, name: str, val: Path, test: Path | None, out: Path | None, version: str,
                    training_data: str, notes: str, int8_max_drop: float = 0.01, int8: bool = True) -> None:
     """Threshold on benign validation objects, seed-000 table on the test cache, pack the bundle."""
@@ -703,6 +763,8 @@ def synthetic_cache(
     out: Path = typer.Option(..., "--out", "-o", help="cache folder to write (crops_*.npz shards)"),
     share: float = typer.Option(0.5, help="fraction of benign crops that also get a metal-insert copy"),
     seed: int = typer.Option(11, help="random seed"),
+    shapes: int = typer.Option(6, min=1, max=6, help="insert shapes drawn from: rod, plate, ring, frame, spring, "
+                                                     "parts (4 = the first cache's)"),
 ) -> None:
     """Benign crops plus copies with a synthetic steel part laid over them (no threat data), as a cache that
     ``train classifier`` trains on: a benign-only anomaly classifier (export/recipes/synthetic.py).
@@ -719,7 +781,7 @@ def synthetic_cache(
     total = fake = 0
     for n, folder in enumerate(data):
         for shard in crop_shards(folder):
-            c = synthetic_crops(load_crops(folder, [shard]), share, rng)
+            c = synthetic_crops(load_crops(folder, [shard]), share, rng, shapes)
             save_crops(c, out / f"crops_{n}{shard.name.removeprefix('crops_')}")
             total, fake = total + len(c.crops), fake + int(c.threat.sum())
     _say(f"wrote {out}: {total - fake} benign and {fake} synthetic-metal crops")
@@ -735,6 +797,11 @@ def classifier(
     steps: int = typer.Option(600, help="optimiser steps"),
     batch: int = typer.Option(64, help="crops per step (half threats)"),
     version: str = typer.Option("1.0", help="bundle version"),
+    name: str = typer.Option("classifier-threat", help="bundle name (classifier-insert for a synthetic-insert "
+                                                       "cache)"),
+    init_bundle: Path | None = typer.Option(None, help="start from the teacher of this STFPM scorer bundle (rebuilt "
+                                                       "from its ONNX weights; batch norms frozen) instead of "
+                                                       "CKPT_DIR/teacher.pt"),
     int8_max_drop: float = typer.Option(0.01, help="INT8 accepted when at most this fraction of validation "
                                                    "decisions differ from FP32"),
 ) -> None:
@@ -756,21 +823,33 @@ def classifier(
     from export.recipes import scorer as sc
     from export.recipes.evaluate import item_table, object_table
     from export.recipes.pack import pack
+    from export.recipes.rebuild import torch_from_bundle
     from export.recipes.simdata import load_crops
+    from export.recipes.synthetic import SYNTHETIC_GROUP
 
     tr = load_crops(data)
     keep = tr.threat | ~tr.tainted
     tr = tr.select(keep)
-    init = sc.load_teacher(ckpt_dir / "teacher.pt")[0] if (ckpt_dir / "teacher.pt").is_file() else None
+    synthetic = bool(tr.threat.any()) and bool((tr.group[tr.threat] == SYNTHETIC_GROUP).all())
+    if init_bundle is not None:
+        rebuilt = torch_from_bundle(init_bundle)
+        if not isinstance(rebuilt, sc.StfpmScorer):
+            raise typer.BadParameter(f"{init_bundle}: not an STFPM scorer bundle")
+        init, start = rebuilt.teacher, f"the teacher of {init_bundle}"
+    elif (ckpt_dir / "teacher.pt").is_file():
+        init, start = sc.load_teacher(ckpt_dir / "teacher.pt")[0], f"the STFPM teacher in {ckpt_dir}"
+    else:
+        init, start = None, "scratch"
     cfg = sc.ScorerConfig(teacher_steps=steps, batch=batch)
     _say(f"{int(tr.threat.sum())} threat and {int((~tr.threat).sum())} benign training crops")
-    model = sc.train_classifier(sc.crop_inputs(tr), tr.threat, ckpt_dir / "classifier.pt", cfg, init, _say)
+    model = sc.train_classifier(sc.crop_inputs(tr), tr.threat, ckpt_dir / "classifier.pt", cfg, init, _say,
+                                frozen_batchnorm=init_bundle is not None)
 
     def anomaly_prob(x: np.ndarray) -> np.ndarray:
         with torch.inference_mode():
             return np.concatenate([model(torch.from_numpy(x[i:i + 256])).numpy()[:, 1] for i in range(0, len(x), 256)])
 
-    report: dict[str, object] = {"bundle": "classifier-threat"}
+    report: dict[str, object] = {"bundle": name}
     thresholds: dict[str, float] = {}
     if calib is not None:
         va = load_crops(calib)
@@ -791,13 +870,15 @@ def classifier(
         sel = np.random.default_rng(0).permutation(len(cx))
         pack(model, Role.CLASSIFIER, sc.contract(), thresholds, ScoreNormalisation(), cx[sel[:256]], cx[sel[256:384]],
              out,
-             "classifier-threat", version, classes=("benign", "anomaly"),
+             name, version, classes=("benign", "anomaly"),
              training_data=f"{len(tr.crops)} labelled object crops (hlz 64x64; {int(tr.threat.sum())} threats) from "
-                           f"{data.name}, class-balanced batches, {steps} steps from "
-                           + ("the STFPM teacher in " + str(ckpt_dir) if init is not None else "scratch"),
-             notes="supervised benign/anomaly classifier for comparison (seed 001 second stage); threats of the "
-                   "kinds in sim/threats.py only; thresholds.score tags 95% of benign validation objects benign; "
-                   "see docs/models.md", progress=_say, int8_max_drop=int8_max_drop)
+                           f"{data.name}, class-balanced batches, {steps} steps from {start}",
+             notes=(("benign-only: its anomalies are synthetic metal inserts on benign crops (train "
+                     "synthetic-cache), no threat crop seen" if synthetic else
+                     "supervised benign/anomaly classifier for comparison (seed 001 second stage); threats of the "
+                     "kinds in sim/threats.py only")
+                    + "; thresholds.score tags 95% of benign validation objects benign; see docs/models.md"),
+             progress=_say, int8_max_drop=int8_max_drop)
 
 
 @app.command("add-int8")

@@ -32,7 +32,7 @@ from torch import nn
 
 from edge.contracts import Channel, InputContract, ResizePolicy
 from export.recipes.simdata import DET_SIZE, DetSet
-from export.recipes.training import load_eval, optimise, resume, save_checkpoint
+from export.recipes.training import freeze_batchnorm, load_eval, optimise, resume, save_checkpoint
 
 STRIDES = (8, 16, 32)
 PC_MEAN, PC_STD = 0.5, 0.25
@@ -422,16 +422,6 @@ def agnostic_from_bundle(bundle_dir: Path) -> AgnosticDetector:
     if not isinstance(model, AgnosticDetector):
         raise TypeError(f"{bundle_dir}: rebuilt as {type(model).__name__}, not an AgnosticDetector")
     return model
-
-
-def freeze_batchnorm(model: nn.Module) -> None:
-    """Batch norms use their stored statistics while training (their affine parameters still learn).
-
-    Needed after a rebuild from ONNX (folded batch norms have identity statistics) and sensible at batch 8.
-    """
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.eval()
 
 
 def copy_matching(model: nn.Module, source: Mapping[str, torch.Tensor]) -> int:

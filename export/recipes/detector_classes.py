@@ -41,7 +41,6 @@ from export.recipes.detector import (
     assign,
     augment_labelled,
     copy_matching,
-    freeze_batchnorm,
     level_of_locations,
     network_of,
     quality_losses,
@@ -49,7 +48,7 @@ from export.recipes.detector import (
     start_from,
 )
 from export.recipes.simdata import load_det
-from export.recipes.training import load_eval, optimise, resume, save_checkpoint
+from export.recipes.training import freeze_batchnorm, load_eval, optimise, resume, save_checkpoint
 
 CLASSES: tuple[str, ...] = ("bottle", "hairdryer", "iron", "toaster", "mobile", "laptop", "cutter",
                             "liquid_container")

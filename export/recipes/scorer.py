@@ -30,7 +30,7 @@ from torch import nn
 
 from edge.contracts import Channel, InputContract, ResizePolicy
 from export.recipes.simdata import CROP_SIZE, CropSet
-from export.recipes.training import atomic_save, resume
+from export.recipes.training import atomic_save, freeze_batchnorm, resume
 
 MEAN, STD = 0.5, 0.25
 MAP_SIZE = 16
@@ -144,16 +144,25 @@ class StfpmScorer(nn.Module):
         self.kind_weight = kind_weight
         self.uncertainty = uncertainty
 
-    def forward(self, input: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def parts(self, input: torch.Tensor, with_kind: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The local student–teacher map (N, 1, 16, 16) and, ``with_kind``, the unweighted kind term (N,)."""
         tf = self.teacher.features(input)
         d = distance_maps(tf, self.student.features(input), self.weights)
         m = F.avg_pool2d(F.adaptive_avg_pool2d(d, MAP_SIZE), 3, 1, 1, count_include_pad=False)
-        if self.kind_weight and self.teacher.fc is not None:
-            term = kind_uncertainty(self.teacher.fc(tf[-1].mean(dim=(2, 3))), self.uncertainty)
-            m = m + self.kind_weight * term[:, None, None, None]
+        if not with_kind or self.teacher.fc is None:
+            return m, None
+        return m, kind_uncertainty(self.teacher.fc(tf[-1].mean(dim=(2, 3))), self.uncertainty)
+
+    def pool(self, m: torch.Tensor) -> torch.Tensor:
+        """Object score (N,) of a map: the mean of its ``topk`` largest pixels."""
         flat = m.flatten(1)
-        score = flat.amax(dim=1) if self.topk == 1 else flat.topk(self.topk, dim=1).values.mean(dim=1)
-        return m, score
+        return flat.amax(dim=1) if self.topk == 1 else flat.topk(self.topk, dim=1).values.mean(dim=1)
+
+    def forward(self, input: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        m, term = self.parts(input, bool(self.kind_weight))
+        if term is not None:
+            m = m + self.kind_weight * term[:, None, None, None]
+        return m, self.pool(m)
 
 
 def _augment(x: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
@@ -331,9 +340,13 @@ def kind_weight_for(model: StfpmScorer, x: NDArray[np.float32]) -> float:
         term = torch.cat([kind_uncertainty(model.teacher(torch.from_numpy(x[i:i + 256])), model.uncertainty)
                           for i in range(0, len(x), 256)]).numpy()
 
-    def spread(v: NDArray[np.float32]) -> float:
-        return float(np.quantile(v, 0.95) - np.median(v))
-    return spread(local) / max(spread(term), 1e-9)
+    return benign_spread(local) / max(benign_spread(term), 1e-9)
+
+
+def benign_spread(v: NDArray[np.floating]) -> float:
+    """A score's spread on benign crops: 95th percentile − median (robust to the few odd benign crops). Terms
+    added to one score are weighed by it, so that each moves benign scores by a chosen share of the other's."""
+    return float(np.quantile(v, 0.95) - np.median(v))
 
 
 def build_stfpm(weights: Path | None = None) -> StfpmScorer:
@@ -357,8 +370,12 @@ class ThreatClassifier(nn.Module):
 
 
 def train_classifier(x: NDArray[np.float32], threat: NDArray[np.bool_], ckpt: Path, cfg: ScorerConfig,
-                     init: Backbone | None = None, progress: Callable[[str], None] = print) -> ThreatClassifier:
-    """Class-balanced training (half of each batch threats), optionally from the teacher's weights."""
+                     init: Backbone | None = None, progress: Callable[[str], None] = print,
+                     frozen_batchnorm: bool = False) -> ThreatClassifier:
+    """Class-balanced training (half of each batch threats), optionally from the teacher's weights.
+
+    ``frozen_batchnorm``: batch norms keep their stored statistics (an ``init`` rebuilt from a bundle's ONNX
+    weights has its batch norms folded into identity statistics, which batch statistics would overwrite)."""
     model = ThreatClassifier()
     if ckpt.is_file():
         model.load_state_dict(torch.load(ckpt, weights_only=False))
@@ -376,6 +393,8 @@ def train_classifier(x: NDArray[np.float32], threat: NDArray[np.bool_], ckpt: Pa
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=steps + 1)
     rng = np.random.default_rng(cfg.seed + 2)
     model.train()
+    if frozen_batchnorm:
+        freeze_batchnorm(model)
     t0 = time.monotonic()
     half = cfg.batch // 2
     for step in range(1, steps + 1):

@@ -59,3 +59,13 @@ def load_eval(model: nn.Module, weights: Path | None) -> nn.Module:
         state = torch.load(weights, weights_only=False)
         model.load_state_dict(state.get("model", state))
     return model.eval()
+
+
+def freeze_batchnorm(model: nn.Module) -> None:
+    """Batch norms use their stored statistics while training (their affine parameters still learn).
+
+    Needed after a rebuild from ONNX (folded batch norms have identity statistics) and sensible at batch 8.
+    """
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.eval()

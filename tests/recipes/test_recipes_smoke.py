@@ -208,7 +208,8 @@ def test_kind_entropy_term_shifts_every_map_pixel_by_the_weighted_entropy() -> N
 
 def test_cli_help_has_examples() -> None:
     runner = CliRunner()
-    for cmd in ("simulate", "detector", "eval-detector", "pack-detector", "scorer", "padim", "classifier"):
+    for cmd in ("simulate", "detector", "eval-detector", "pack-detector", "scorer", "padim", "classifier",
+                "synthetic-cache", "fuse", "stfpm-kind"):
         res = runner.invoke(app, [cmd, "--help"])
         assert res.exit_code == 0, res.output
         assert "Example: edge-export train" in res.output
@@ -263,3 +264,73 @@ def test_stfpm_kind_repacks_the_shipped_scorer_with_the_energy_term(cache: Path,
         session.close()
     shipped = torch_from_bundle(repo / "models" / "scorer-stfpm")
     assert shipped.uncertainty == "entropy"  # the shipped v2.0.2 is recognised as entropy
+
+
+@pytest.mark.parametrize("rule", ["max", "sum"])
+def test_fuse_puts_the_scaled_insert_log_odds_on_every_pixel_of_the_stfpm_map(cache: Path, tmp_path: Path,
+                                                                               rule: str) -> None:
+    """The fused graph is the STFPM bundle's raw map combined (max or sum) with one constant per object: the
+    classifier bundle's anomaly log-odds, scaled so that its benign spread on the val crops is ``--share`` x the
+    STFPM score's (and, for max, its benign median the STFPM score's)."""
+    from edge.backends import open_backend
+    from edge.bundles.manifest import Precision
+    from export.recipes.rebuild import torch_from_bundle
+    from export.recipes.scorer import benign_spread
+
+    repo = Path(__file__).resolve().parents[2]
+    stfpm_dir, clf_dir, out = repo / "models" / "scorer-stfpm", repo / "models" / "classifier-threat", tmp_path / "f"
+    result = CliRunner().invoke(app, ["fuse", str(stfpm_dir), str(clf_dir), "--val", str(cache), "--share", "2",
+                                      "--rule", rule, "--version", "0.1", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    bundle = load_bundle(out)
+    assert bundle.manifest.name == "scorer-fused" and bundle.manifest.role == Role.SCORER
+    assert "scorer-stfpm" in bundle.manifest.training_data and "classifier-threat" in bundle.manifest.training_data
+    assert {m.precision for m in bundle.manifest.models} == {Precision.FP32}
+    crops = load_crops(cache)
+    x = sc.crop_inputs(crops)
+
+    def run(b: Path) -> dict[str, np.ndarray]:
+        session = open_backend(load_bundle(b), "onnxruntime", Precision.FP32, 1, None)
+        try:
+            return {k: np.asarray(v, np.float64) for k, v in session.run(x).items()}
+        finally:
+            session.close()
+
+    fused, plain, probs = run(out), run(stfpm_dir), run(clf_dir)["probs"]
+    odds = np.log(probs[:, 1]) - np.log(probs[:, 0])
+    benign = sc.benign_training_mask(crops)
+    weight = 2 * benign_spread(plain["score"][benign]) / benign_spread(odds[benign])
+    offset = np.median(plain["score"][benign]) - weight * np.median(odds[benign]) if rule == "max" else 0.0
+    term = (offset + weight * odds)[:, None, None, None]
+    expected = np.maximum(plain["anomaly_map"], term) if rule == "max" else plain["anomaly_map"] + term
+    tol = 1e-3 * (1 + np.abs(expected).max())
+    assert np.allclose(fused["anomaly_map"], expected, atol=tol)
+    top16 = np.sort(expected.reshape(len(x), -1), axis=1)[:, -16:].mean(axis=1)  # the shipped scorer's top-k
+    assert np.allclose(fused["score"], top16, atol=tol)
+    assert bundle.manifest.normalisation.centre == pytest.approx(np.quantile(fused["score"][benign], 0.95), rel=1e-3)
+    rebuilt = torch_from_bundle(out)  # the eager benchmark's rebuild: weights from the graph, rule by matching
+    with torch.inference_mode():
+        _, score = rebuilt(torch.from_numpy(x[:8]))
+    assert rebuilt.rule == rule and float(rebuilt.insert_weight) == pytest.approx(weight, rel=1e-3)
+    assert np.allclose(score.numpy(), fused["score"][:8], atol=1e-4)
+    refused = CliRunner().invoke(app, ["fuse", str(stfpm_dir), str(repo / "models" / "detector-agnostic"), "--val",
+                                       str(cache), "--version", "0.1"])
+    assert refused.exit_code != 0 and "not a two-class crop classifier" in refused.output
+
+
+def test_classifier_from_a_rebuilt_teacher_keeps_its_folded_batch_norms(tmp_path: Path) -> None:
+    """``train classifier --init-bundle``: the teacher rebuilt from ONNX carries its folded batch norms as identity
+    statistics; training must not replace them with batch statistics (that would change what every layer sees)."""
+    from export.recipes.rebuild import torch_from_bundle
+
+    teacher = torch_from_bundle(Path(__file__).resolve().parents[2] / "models" / "scorer-stfpm").teacher
+    x = np.random.default_rng(0).normal(0, 1, (16, 3, 64, 64)).astype(np.float32)
+    y = np.arange(16) % 2 == 0
+    cfg = sc.ScorerConfig(teacher_steps=3, batch=8)
+    frozen = sc.train_classifier(x, y, tmp_path / "a.pt", cfg, teacher, lambda _m: None, frozen_batchnorm=True)
+    loose = sc.train_classifier(x, y, tmp_path / "b.pt", cfg, teacher, lambda _m: None)
+    key = "s1.0.1.running_mean"
+    assert torch.equal(frozen.net.state_dict()[key], teacher.state_dict()[key])
+    assert not torch.equal(loose.net.state_dict()[key], teacher.state_dict()[key])
+    conv = "s1.0.0.weight"  # started from the teacher, moved by three small steps only
+    assert torch.allclose(frozen.net.state_dict()[conv], teacher.state_dict()[conv], atol=0.05)

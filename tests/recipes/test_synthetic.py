@@ -44,6 +44,16 @@ def test_metal_darkens_the_low_layer_more_and_pulls_z_towards_iron_only_inside_t
     assert np.array_equal(out[3:], crop[3:])
 
 
+def test_every_insert_is_a_visible_part_that_leaves_most_of_the_object_uncovered() -> None:
+    """300 draws over all six shapes (thin springs and small-part clusters included): none may vanish off the crop
+    or in the blur, none may bury the host object."""
+    rng = np.random.default_rng(5)
+    cover = np.array([(insert_mask(rng, 64) > 0.2).mean() for _ in range(300)])  # a 1-px wire blurs to ~0.5
+    assert cover.min() > 24 / 64**2 and cover.max() < 0.5
+    first = np.array([(insert_mask(rng, 64, shapes=4) > 0.2).mean() for _ in range(100)])
+    assert np.median(first) > np.median(cover)  # the two new shapes are the thin and small ones
+
+
 def test_cache_holds_benign_crops_and_labelled_metal_copies_but_no_threat_crops(tmp_path: Path) -> None:
     n = 40
     crops = np.stack([_water_crop()] * n).astype(np.float16)
