@@ -30,7 +30,7 @@ BENCH_SEED = 101
 BENCH_THREAT_RATE = 0.5
 
 
-def _bundles(models: Path) -> tuple[Path, list[Path]]:
+def reference_bundles(models: Path) -> tuple[Path, list[Path]]:
     """The detector (``detector-agnostic`` if present) and every scorer/classifier bundle under ``models``."""
     from edge.bundles.loader import load_bundle
 
@@ -45,7 +45,7 @@ def _bundles(models: Path) -> tuple[Path, list[Path]]:
     return (preferred or detectors)[0], scorers
 
 
-def _calibrate(seed: int, out: Path) -> tuple[Path, Path]:
+def calibrate_scanner(seed: int, out: Path) -> tuple[Path, Path]:
     """Flat-field and effective-Z calibration of virtual scanner ``seed`` (what ``edge calibrate flatfield|energy
     --from-sim --seed`` write)."""
     from calib.energy import DEFAULT_FIT_MATERIALS, calibrate_from_sim, save_energy_calibration
@@ -119,8 +119,8 @@ def main(argv: list[str] | None = None) -> None:
     if not (data / "annotations.json").is_file():
         generate(GenerateConfig(n=args.n, seed=BENCH_SEED, threat_rate=BENCH_THREAT_RATE, camera=False,
                                 workers=args.workers), data)
-    flat, energy = _calibrate(BENCH_SEED, work)
-    detector, scorers = _bundles(args.models)
+    flat, energy = calibrate_scanner(BENCH_SEED, work)
+    detector, scorers = reference_bundles(args.models)
     config = write_config(work / "edge.yaml", detector, scorers[0] if scorers else None, flat, energy,
                           work / "state")
     dataset = read_dataset(data)

@@ -3,9 +3,11 @@
 Why: the runtime runs one scorer per object, and the two benign-only signals we have see different things. The
 STFPM scorer's strongest term is its teacher's uncertainty about the benign kind (an unfamiliar *shape*); the
 synthetic-insert classifier (:mod:`export.recipes.synthetic`, ``train classifier`` on that cache) has learnt
-"unexpected dense metal" laid over a benign object. On a validation scanner their item rankings correlate at only
-0.32, and their sum ranks items better than either (docs/models.md). Fusing inside one graph keeps the runtime,
-the bundle format, thresholds, INT8 and localisation exactly as they are for any scorer.
+"unexpected dense metal" laid over a benign object. Their item rankings correlate at only about 0.3, so a fusion
+might rank items better than either; fusing inside one graph keeps the runtime, the bundle format, thresholds
+and localisation exactly as they are for any scorer. Measured (docs/models.md, "Synthetic metal inserts"): +0.05
+AUROC_M on one validation scanner, −0.02 pooled over three others and −0.01 on the benchmark, so no fused
+bundle ships; the tool stays for better insert classifiers (compare with ``python -m edge.eval.validation``).
 
 Rules (``rule``), both on the STFPM raw scale and per object, so the map keeps one scale with the score (score =
 top-k mean of the map) and the STFPM map still outlines sub-components:
@@ -14,7 +16,8 @@ top-k mean of the map) and the STFPM map still outlines sub-components:
   insert log-odds ``o`` (logit(anomaly) − logit(benign): unbounded like the STFPM scale, so a sure insert is not
   clipped) mapped so that on benign validation crops its median and spread (95th percentile − median) are the
   STFPM score's (share 1). An object is as anomalous as the more alarmed of the two networks, so an item is
-  flagged when either finds something (on the validation scanner: AUROC_M 0.75 against 0.74 for the sum).
+  flagged when either finds something (on the seed-103 validation scanner: AUROC_M 0.75 against 0.74 for the
+  sum).
 - ``sum``: ``map = stfpm_map + w · o`` with ``w`` giving ``o`` ``share`` x the STFPM score's benign spread (the
   STFPM kind term's scaling).
 

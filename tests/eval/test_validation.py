@@ -1,0 +1,53 @@
+"""Multi-scanner paired validation (edge.eval.validation): the statistics, and the benchmark seed refused."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edge.eval.metrics import auroc
+from edge.eval.validation import main, markdown, paired_comparison
+
+
+def _items(n: int = 400, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    labels = rng.random(n) < 0.5
+    base = rng.normal(0, 1, n) + 0.8 * labels  # a mediocre scorer
+    groups = np.where(np.arange(n) < n // 2, 103, 104)
+    return labels, base, groups
+
+
+def test_a_scorer_compared_with_itself_differs_by_exactly_zero() -> None:
+    labels, base, groups = _items()
+    rows = paired_comparison(["a", "a again"], [base, base.copy()], labels, groups, resamples=200)
+    assert rows[1].diff == 0.0 and rows[1].diff_interval == (0.0, 0.0)
+    assert rows[0].auroc_m == pytest.approx(auroc(base, labels))
+    lo, hi = rows[0].interval
+    assert lo < rows[0].auroc_m < hi and hi - lo < 0.2
+
+
+def test_pairing_resolves_a_small_consistent_gain_that_unpaired_intervals_cannot() -> None:
+    """A candidate = the baseline plus a little signal on every item: the two AUROC intervals overlap, but the
+    paired difference's interval excludes zero (item difficulty cancels out of the difference)."""
+    labels, base, groups = _items()
+    better = base + 0.25 * labels
+    rows = paired_comparison(["base", "better"], [base, better], labels, groups, resamples=500)
+    assert rows[1].diff > 0 and rows[1].diff_interval[0] > 0
+    assert rows[1].interval[0] < rows[0].interval[1]  # unpaired: overlapping
+    # per scanner: each half of the items on its own
+    half = groups == 103
+    assert rows[1].per_scanner[103] == pytest.approx(auroc(better[half], labels[half]))
+    text = markdown(rows, [103, 104], 200)
+    assert "| better |" in text and "seed 104" in text
+
+
+def test_one_class_only_is_an_error_not_a_number() -> None:
+    labels, base, groups = _items()
+    with pytest.raises(ValueError, match="threat and benign"):
+        paired_comparison(["a"], [base], np.ones_like(labels), groups)
+
+
+def test_the_benchmark_scanner_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["models/scorer-stfpm", "--seeds", "103,101"])
+    assert "seed 101 is the benchmark" in capsys.readouterr().err
