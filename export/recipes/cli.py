@@ -764,7 +764,7 @@ def synthetic_cache(
     share: float = typer.Option(0.5, help="fraction of benign crops that also get a metal-insert copy"),
     seed: int = typer.Option(11, help="random seed"),
     shapes: int = typer.Option(6, min=1, max=6, help="insert shapes drawn from: rod, plate, ring, frame, spring, "
-                                                     "parts (4 = the first cache's)"),
+                                                     "parts (4: the first cache's draws)"),
 ) -> None:
     """Benign crops plus copies with a synthetic steel part laid over them (no threat data), as a cache that
     ``train classifier`` trains on: a benign-only anomaly classifier (export/recipes/synthetic.py).

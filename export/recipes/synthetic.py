@@ -4,9 +4,10 @@ Why: issue 7 asks for scorers trained on benign objects only, and the student–
 AUROC_M 0.70–0.78 through the pipeline. A classifier that separates benign crops from the same crops with a
 physically plausible steel part laid over them (rods, plates, rings, L-frames, zigzag springs, clusters of small
 parts: the shapes of pins, barrels, blades, frames and springs, none of them a threat drawn from ``sim/threats``)
-learns "unexpected metal" rather than any threat kind, and on a validation scanner it ranks items differently
-from the student–teacher scorer (docs/models.md, "Synthetic metal inserts"). This module only makes the
-training cache; ``train classifier`` trains on it unchanged, and ``train fuse`` puts it beside the STFPM scorer.
+learns "unexpected metal" rather than any threat kind, and ranks items differently from the student–teacher
+scorer. Measured on five virtual scanners it does not help yet, alone or fused (docs/models.md, "Synthetic metal
+inserts"). This module only makes the training cache; ``train classifier`` trains on it unchanged, and ``train
+fuse`` puts it beside the STFPM scorer.
 
 Physics (../shared/brief/PHYSICS.md): transmission multiplies, ``T = T_obj · exp(-A)`` on the high layer and
 ``exp(-R·A)`` on the low layer with R = ln T_low / ln T_high of iron (1.4–2.2 across thickness and spectrum);
@@ -34,7 +35,7 @@ SYNTHETIC_GROUP = "synthetic"
 
 
 SHAPES = ("rod", "plate", "ring", "frame", "spring", "parts")
-"""Insert shapes; the first four were the first cache's (``shapes=4`` replays it)."""
+"""Insert shapes. ``shapes=4`` makes the first cache's draws (its L-frames were drawn as crosses, since mended)."""
 
 
 def insert_mask(rng: np.random.Generator, size: int, shapes: int = len(SHAPES)) -> NDArray[np.float32]:
