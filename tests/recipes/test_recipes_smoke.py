@@ -237,23 +237,23 @@ def test_padim_refit_in_numpy_changes_the_onnx_scores(tmp_path: Path) -> None:
         pd.replace_gaussian(src, tmp_path / "bad.onnx", mean[:10], inv_cov)
 
 
-def test_stfpm_kind_repacks_the_shipped_scorer_with_the_energy_term(cache: Path, tmp_path: Path) -> None:
+def test_stfpm_kind_repacks_the_shipped_scorer_with_another_kind_term(cache: Path, tmp_path: Path) -> None:
     """No checkpoint needed: the shipped networks, another kind term; the rebuild must find that term again."""
     from edge.backends import open_backend
     from edge.bundles.manifest import Precision
     from export.recipes.rebuild import torch_from_bundle
 
     repo = Path(__file__).resolve().parents[2]
-    out = tmp_path / "energy"
+    out = tmp_path / "entropy"
     result = CliRunner().invoke(app, ["stfpm-kind", str(repo / "models" / "scorer-stfpm"), "--val", str(cache),
-                                      "--uncertainty", "energy", "--kind-share", "2", "--version", "9.9",
+                                      "--uncertainty", "entropy", "--kind-share", "4", "--version", "9.9",
                                       "-o", str(out)])
     assert result.exit_code == 0, result.output
     bundle = load_bundle(out)
-    assert bundle.manifest.version == "9.9" and "kind energy" in bundle.manifest.notes
+    assert bundle.manifest.version == "9.9" and "kind entropy" in bundle.manifest.notes
     assert {m.precision for m in bundle.manifest.models} == {Precision.FP32}  # INT8 only via add-int8 later
     rebuilt = torch_from_bundle(out)
-    assert rebuilt.uncertainty == "energy" and rebuilt.kind_weight > 0
+    assert rebuilt.uncertainty == "entropy" and rebuilt.kind_weight > 0
     x = sc.crop_inputs(load_crops(cache))[:8]
     with torch.inference_mode():
         _, score = rebuilt(torch.from_numpy(x))
@@ -263,7 +263,7 @@ def test_stfpm_kind_repacks_the_shipped_scorer_with_the_energy_term(cache: Path,
     finally:
         session.close()
     shipped = torch_from_bundle(repo / "models" / "scorer-stfpm")
-    assert shipped.uncertainty == "entropy"  # the shipped v2.0.2 is recognised as entropy
+    assert shipped.uncertainty == "energy"  # the shipped 2.1 (energy since 2.1) is recognised as such
 
 
 @pytest.mark.parametrize("rule", ["max", "sum"])
