@@ -820,6 +820,7 @@ def classifier(
 
     from edge.bundles.manifest import ScoreNormalisation
     from edge.bundles.outputs import Role
+    from edge.errors import BundleError
     from export.recipes import scorer as sc
     from export.recipes.evaluate import item_table, object_table
     from export.recipes.pack import pack
@@ -832,9 +833,14 @@ def classifier(
     tr = tr.select(keep)
     synthetic = bool(tr.threat.any()) and bool((tr.group[tr.threat] == SYNTHETIC_GROUP).all())
     if init_bundle is not None:
-        rebuilt = torch_from_bundle(init_bundle)
+        try:
+            rebuilt = torch_from_bundle(init_bundle)
+        except (BundleError, ValueError, FileNotFoundError) as exc:
+            typer.echo(f"edge-export: error: {exc}", err=True)
+            raise typer.Exit(1) from exc
         if not isinstance(rebuilt, sc.StfpmScorer):
-            raise typer.BadParameter(f"{init_bundle}: not an STFPM scorer bundle")
+            typer.echo(f"edge-export: error: {init_bundle}: not an STFPM scorer bundle (--init-bundle)", err=True)
+            raise typer.Exit(1)
         init, start = rebuilt.teacher, f"the teacher of {init_bundle}"
     elif (ckpt_dir / "teacher.pt").is_file():
         init, start = sc.load_teacher(ckpt_dir / "teacher.pt")[0], f"the STFPM teacher in {ckpt_dir}"

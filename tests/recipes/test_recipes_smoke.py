@@ -334,3 +334,13 @@ def test_classifier_from_a_rebuilt_teacher_keeps_its_folded_batch_norms(tmp_path
     assert not torch.equal(loose.net.state_dict()[key], teacher.state_dict()[key])
     conv = "s1.0.0.weight"  # started from the teacher, moved by three small steps only
     assert torch.allclose(frozen.net.state_dict()[conv], teacher.state_dict()[conv], atol=0.05)
+
+
+def test_classifier_init_bundle_must_be_an_stfpm_scorer(cache: Path, tmp_path: Path) -> None:
+    repo = Path(__file__).resolve().parents[2]
+    for bundle, message in ((repo / "models" / "detector-agnostic", "not an STFPM scorer bundle"),
+                            (tmp_path / "nowhere", "nowhere")):
+        result = CliRunner().invoke(app, ["classifier", "--data", str(cache), "--ckpt-dir", str(tmp_path / "ck"),
+                                          "--steps", "1", "--init-bundle", str(bundle)])
+        assert result.exit_code == 1 and message in result.output, result.output
+        assert not (tmp_path / "ck" / "classifier.pt").exists()  # refused before any training
