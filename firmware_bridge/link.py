@@ -464,8 +464,7 @@ class FirmwareLink:
         except Exception:  # a consumer bug must not kill the link thread
             log.exception("on_event callback failed for %s", event.event)
 
-    def _report(self, state: LinkState) -> None:
-        self.history.record(state)
+    def _notify(self, state: LinkState) -> None:
         try:
             self._on_state(state)
         except Exception:
@@ -476,24 +475,27 @@ class FirmwareLink:
         unobserved = None
         if self._encoder_at_down is not None:
             unobserved = hello.encoder_count - self._encoder_at_down
-        self._up = True
-        self._next_heartbeat = now
         state = LinkState(LinkStatus.UP, now, time.time(),
                           f"handshake ok with '{hello.software}' protocol {hello.protocol_major}."
                           f"{hello.protocol_minor}", hello.encoder_count, gap, unobserved)
+        self.history.record(state)  # before is_up flips: whoever sees the link up finds the transition recorded
+        self._up = True
+        self._next_heartbeat = now
         log.info("firmware link up (gap %s s, %s counts unobserved)", gap, unobserved)
-        self._report(state)
+        self._notify(state)
         self._up_event.set()
 
     def _go_down(self, reason: str) -> None:
         now = self._clock()
         since = self._last_rx if self._last_rx is not None else now
+        state = LinkState(LinkStatus.DOWN, since, time.time() - (now - since), reason, self._encoder)
+        self.history.record(state)  # before is_up flips (as in _go_up)
         self._up = False
         self._up_event.clear()
         self._down_since = since
         self._encoder_at_down = self._encoder
         log.warning("firmware link down: %s", reason)
-        self._report(LinkState(LinkStatus.DOWN, since, time.time() - (now - since), reason, self._encoder))
+        self._notify(state)
 
     def _resolve(self, ack: Ack) -> None:
         with self._lock:

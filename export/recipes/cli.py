@@ -677,7 +677,7 @@ def fuse(
     from edge.bundles import load_bundle
     from edge.errors import BundleError
     from export.recipes import scorer as sc
-    from export.recipes.fused import RULES, fuse
+    from export.recipes.fused import fuse
     from export.recipes.rebuild import torch_from_bundle
     from export.recipes.simdata import load_crops
 
@@ -686,16 +686,17 @@ def fuse(
     except (BundleError, ValueError, FileNotFoundError) as exc:
         typer.echo(f"edge-export: error: {exc}", err=True)
         raise typer.Exit(1) from exc
-    problem = (f"{scorer}: not an STFPM scorer bundle" if not isinstance(stfpm, sc.StfpmScorer) else
-               f"{insert}: not a two-class crop classifier bundle" if not isinstance(classifier, sc.ThreatClassifier)
-               else f"--share must be >= 0, got {share}" if share < 0
-               else f"--rule must be one of {', '.join(RULES)}, got {rule!r}" if rule not in RULES else "")
-    if problem:
-        typer.echo(f"edge-export: error: {problem}", err=True)
+    if not isinstance(stfpm, sc.StfpmScorer) or not isinstance(classifier, sc.ThreatClassifier):
+        wrong = (f"{scorer}: not an STFPM scorer" if not isinstance(stfpm, sc.StfpmScorer)
+                 else f"{insert}: not a two-class crop classifier")
+        typer.echo(f"edge-export: error: {wrong} bundle", err=True)
         raise typer.Exit(1)
-    assert isinstance(stfpm, sc.StfpmScorer) and isinstance(classifier, sc.ThreatClassifier)
     va = load_crops(val)
-    model = fuse(stfpm, classifier, sc.crop_inputs(va.select(sc.benign_training_mask(va))), share, rule)
+    try:  # fuse() refuses a negative share and an unknown rule
+        model = fuse(stfpm, classifier, sc.crop_inputs(va.select(sc.benign_training_mask(va))), share, rule)
+    except ValueError as exc:
+        typer.echo(f"edge-export: error: --{exc}", err=True)
+        raise typer.Exit(1) from exc
     term = f"{float(model.insert_offset):.4f} + {float(model.insert_weight):.4f} x log-odds"
     _say(f"insert term {term} (rule {rule}, share {share})")
     ms, mi = load_bundle(scorer).manifest, load_bundle(insert).manifest

@@ -78,6 +78,8 @@ def fuse(stfpm: StfpmScorer, insert: ThreatClassifier, benign: NDArray[np.float3
     """The fused scorer with the insert term scaled on benign validation crops ``benign`` (see the module doc)."""
     if share < 0:
         raise ValueError(f"share must be >= 0, got {share}")
+    if rule not in RULES:  # before the crops are scored, not after
+        raise ValueError(f"rule must be one of {', '.join(RULES)}, got {rule!r}")
     with torch.inference_mode():
         odds = torch.cat([log_odds(insert, torch.from_numpy(benign[i:i + 256]))
                           for i in range(0, len(benign), 256)]).numpy()

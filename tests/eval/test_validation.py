@@ -1,12 +1,16 @@
-"""Multi-scanner paired validation (edge.eval.validation): the statistics, and the benchmark seed refused."""
+"""Multi-scanner paired validation: the statistics (edge.eval.pooled), and the benchmark scanners refused
+(edge.eval.validation)."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from edge.eval.metrics import auroc
-from edge.eval.validation import main, markdown, paired_comparison
+from edge.eval.pooled import paired_comparison
+from edge.eval.validation import main, markdown
 
 
 def _items(n: int = 400, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -47,7 +51,11 @@ def test_one_class_only_is_an_error_not_a_number() -> None:
         paired_comparison(["a"], [base], np.ones_like(labels), groups)
 
 
-def test_the_benchmark_scanner_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize(("seeds", "reserved"), [("103,101", "101"), ("202,104", "202")])
+def test_the_benchmark_scanners_are_refused(seeds: str, reserved: str, capsys: pytest.CaptureFixture[str],
+                                            tmp_path: Path) -> None:
     with pytest.raises(SystemExit):
-        main(["models/scorer-stfpm", "--seeds", "103,101"])
-    assert "seed 101 is the benchmark" in capsys.readouterr().err
+        main(["models/scorer-stfpm", "--seeds", seeds, "--work", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert f"seed(s) {reserved} belong to the benchmark of docs/results.md" in err
+    assert not any(tmp_path.iterdir())  # refused before anything was generated

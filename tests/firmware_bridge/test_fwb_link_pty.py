@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from firmware_bridge.errors import CommandRejected, CommandTimeout, TransportError
-from firmware_bridge.history import LinkState, LinkStatus
+from firmware_bridge.history import LinkHistory, LinkState, LinkStatus
 from firmware_bridge.link import Direction, FirmwareLink, LinkSettings, ReceivedEvent
 from firmware_bridge.messages import (
     AckStatus,
@@ -29,7 +29,7 @@ from firmware_bridge.messages import (
     Message,
     XrayState,
 )
-from firmware_bridge.transport import Transport
+from firmware_bridge.transport import Transport, serial_opener
 from firmware_bridge.virtual import Scheduled, VirtualFirmware
 
 MakeFw = Callable[..., VirtualFirmware]
@@ -176,6 +176,46 @@ def test_silent_firmware_takes_the_link_down_backdated_then_up(firmware: MakeFw,
     wait(lambda: lk.is_up, what="link up again")
     up = states(lk)[-1]
     assert up.status is LinkStatus.UP and up.gap_s is not None and up.gap_s >= fast.link_timeout_s
+
+
+class _Witness(LinkHistory):
+    """A link history that notes, at each transition it is handed, what the link's ``is_up`` said then."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.link: FirmwareLink | None = None
+        self.up_when_recorded: list[tuple[LinkStatus, bool]] = []
+
+    def record(self, state: LinkState) -> None:
+        assert self.link is not None
+        self.up_when_recorded.append((state.status, self.link.is_up))
+        super().record(state)
+
+
+def test_each_transition_is_in_the_history_before_is_up_shows_it(firmware: MakeFw, fast: LinkSettings,
+                                                                 wait: Wait) -> None:
+    """Whoever polls ``is_up`` and then reads the history (the service does, to mark items UNSCREENED) must
+    find the transition there: the history is written first, then ``is_up`` flips (it once flipped first, and
+    a reader saw the link down with an UP last in its history)."""
+    fw = firmware()
+    witness = _Witness()
+    lk = FirmwareLink(serial_opener(str(fw.port)), fast, history=witness)
+    witness.link = lk
+    try:
+        lk.start()
+        assert lk.wait_until_up(2.0)
+        fw.set_muted(True)
+        wait(lambda: not lk.is_up, what="link down after silence")
+        assert states(lk)[-1].status is LinkStatus.DOWN
+        fw.set_muted(False)
+        wait(lambda: lk.is_up, what="link up again")
+        assert states(lk)[-1].status is LinkStatus.UP
+    finally:
+        lk.close()
+    seen = witness.up_when_recorded
+    assert [status for status, _ in seen[:3]] == [LinkStatus.UP, LinkStatus.DOWN, LinkStatus.UP]
+    # recording an UP, the link still read down; recording a DOWN, it still read up
+    assert all(up_then == (status is LinkStatus.DOWN) for status, up_then in seen)
 
 
 def test_garbage_on_the_wire_is_skipped_without_dropping_the_link(firmware: MakeFw, link: MakeLink,
