@@ -20,9 +20,12 @@ from pathlib import Path
 
 import numpy as np
 
+from edge.eval.cli import evaluate
+from edge.eval.datasets import read_dataset
 from edge.eval.metrics import ItemCounts, auroc, item_counts
 from edge.eval.records import ItemOutcome
 from edge.eval.report import EvalReport, bag_scores
+from edge.eval.runner import RunSettings
 from edge.eval.scanners import Scanner
 
 
@@ -36,6 +39,10 @@ class Comparison:
     diff: float
     diff_interval: tuple[float, float]
     per_scanner: dict[int, float | None]
+
+    def per_scanner_cells(self, seeds: Sequence[int]) -> list[str]:
+        """AUROC_M of each scanner in ``seeds`` order, 3 decimals, "–" where it is undefined (one class only)."""
+        return ["–" if self.per_scanner.get(s) is None else f"{self.per_scanner[s]:.3f}" for s in seeds]
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,10 +71,6 @@ class PooledRun:
 
 def run_scanners(scanners: Sequence[Scanner], bundles: Sequence[Path | None], workers: int) -> PooledRun:
     """Every bundle (a path, or None for the detector alone) through the whole pipeline on every scanner."""
-    from edge.eval.cli import evaluate
-    from edge.eval.datasets import read_dataset
-    from edge.eval.runner import RunSettings
-
     labels: list[np.ndarray] = []
     groups: list[np.ndarray] = []
     per_bundle: list[list[tuple[EvalReport, list[ItemOutcome]]]] = [[] for _ in bundles]

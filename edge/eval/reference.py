@@ -87,7 +87,7 @@ def pooled_table(pooled: PooledRun, names: list[str]) -> str:
     for row, (_, b) in zip(rows, runs, strict=True):
         c = b.counts(pooled.labels)
         a = auroc(b.mean_scores, pooled.labels)
-        per = " / ".join("–" if row.per_scanner.get(s) is None else f"{row.per_scanner[s]:.3f}" for s in pooled.seeds)
+        per = " / ".join(row.per_scanner_cells(pooled.seeds))
         lines.append(f"| {row.bundle} | {row.auroc_m:.3f} | {row.interval[0]:.3f}–{row.interval[1]:.3f} | "
                      f"{'–' if a is None else f'{a:.3f}'} | {100 * (c.recall or 0.0):.2f} | "
                      f"{100 * (c.fpr or 0.0):.2f} | {per} |")
@@ -97,7 +97,7 @@ def pooled_table(pooled: PooledRun, names: list[str]) -> str:
 def render(sim_reports: list[EvalReport], pooled: PooledRun, real: list[tuple[str, EvalReport]], n: int,
            detector: Path, scorers: list[Path]) -> str:
     today = dt.date.today().isoformat()
-    seconds = (sum(r.seconds for b in pooled.bundles for r in b.reports) + sum(r.seconds for _, r in real))
+    seconds = sum(r.seconds for b in pooled.bundles for r in b.reports) + sum(r.seconds for _, r in real)
     threats, items = int(pooled.labels.sum()), len(pooled.labels)
     table5 = pooled_table(pooled, [r.scorer or "detector only" for r in sim_reports])
     parts = [

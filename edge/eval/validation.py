@@ -39,7 +39,7 @@ def markdown(rows: Sequence[Comparison], seeds: Sequence[int], n: int) -> str:
     lines = [f"{len(seeds)} virtual scanners x {n} items (threat rate {BENCH_THREAT_RATE}), paired bootstrap over "
              "items", "", head, "|" + "---|" * (5 + len(seeds))]
     for r in rows:
-        per = " | ".join("–" if r.per_scanner.get(s) is None else f"{r.per_scanner[s]:.3f}" for s in seeds)
+        per = " | ".join(r.per_scanner_cells(seeds))
         lines.append(f"| {r.bundle} | {r.auroc_m:.3f} | {r.interval[0]:.3f}–{r.interval[1]:.3f} | {r.diff:+.3f} | "
                      f"{r.diff_interval[0]:+.3f} … {r.diff_interval[1]:+.3f} | {per} |")
     return "\n".join(lines)
