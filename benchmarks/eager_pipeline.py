@@ -61,6 +61,7 @@ from edge.stages.localise import LocaliseStage
 from edge.stages.score import ScoreStage
 from export.recipes.detector import AgnosticDetector
 from export.recipes.fused import RULES, FusedScorer
+from export.recipes.refiner import RefinerShape
 from export.recipes.scorer import UNCERTAINTIES, Backbone, StfpmScorer, ThreatClassifier, kind_uncertainty
 
 
@@ -119,13 +120,19 @@ def load_onnx_weights(model: nn.Module, path: Path, optional: tuple[str, ...] = 
 
 def torch_model(bundle: Bundle) -> nn.Module:
     """The bundle's model as a torch module of its recipe's architecture."""
-    path = onnx_path(bundle)
+    return torch_model_of_graph(onnx_path(bundle), bundle.manifest.role)
+
+
+def torch_model_of_graph(path: Path, role: str) -> nn.Module:
+    """The model of an exported ONNX graph of a bundle role, as a torch module of its recipe's architecture."""
     init, _ = onnx_weights(path)
-    if bundle.manifest.role == "detector":
+    if role == "detector":
         width = int(init["stem.1.0.weight"].shape[0])
         fpn = int(init["lat.0.weight"].shape[0])
         context = "ctx.mix.weight" in init
-        return load_onnx_weights(AgnosticDetector(int(init["stem.0.0.weight"].shape[1]), width, fpn, context), path)
+        refiner = _refiner_shape(path, init) if "refine.fc1.weight" in init else None
+        return load_onnx_weights(AgnosticDetector(int(init["stem.0.0.weight"].shape[1]), width, fpn, context,
+                                                  refiner), path)
     if "teacher.s1.0.0.weight" in init:
         kinds = int(init["teacher.fc.weight"].shape[0]) if "teacher.fc.weight" in init else 0
         scorer = cast(StfpmScorer, load_onnx_weights(StfpmScorer(Backbone(3, kinds), Backbone(3, 0),
@@ -143,7 +150,17 @@ def torch_model(bundle: Bundle) -> nn.Module:
         return fused
     if "net.fc.weight" in init:
         return load_onnx_weights(ThreatClassifier(), path)
-    raise ValueError(f"bundle {bundle.manifest.name}: no eager rebuild for this architecture")
+    raise ValueError(f"{path}: no eager rebuild for this architecture")
+
+
+def _refiner_shape(path: Path, init: Mapping[str, Any]) -> RefinerShape:
+    """A refined detector's second stage: top-k from the graph's TopK, the crop from the first fully connected
+    layer (64 channels x (crop / 8)^2 inputs), iterations = the graph's GridSample nodes (one crop per pass)."""
+    import onnx
+
+    cells = int(init["refine.fc1.weight"].shape[1]) // 64
+    passes = sum(node.op_type == "GridSample" for node in onnx.load(str(path)).graph.node)
+    return RefinerShape(_graph_topk(path), round(cells ** 0.5) * 8, passes)
 
 
 def _graph_topk(path: Path) -> int:

@@ -1,8 +1,9 @@
 """``edge-export train …``: simulate the training cache, train the reference models, evaluate, pack bundles.
 
 Thin typer wiring over :mod:`export.recipes.simdata`, :mod:`export.recipes.detector`,
-:mod:`export.recipes.scorer`, :mod:`export.recipes.evaluate` and :mod:`export.recipes.pack`. Long work prints
-progress to stderr; checkpoints make training resumable (run the same command again). A whole retrain::
+:mod:`export.recipes.refiner_training`, :mod:`export.recipes.scorer`, :mod:`export.recipes.evaluate` and
+:mod:`export.recipes.pack`. Long work prints progress to stderr; checkpoints make training resumable (run the same
+command again). A whole retrain::
 
     edge-export train simulate --out /tmp/xray-recipes/sim-train --items 1000 --first 0
     edge-export train detector --data /tmp/xray-recipes/sim-train --ckpt /tmp/xray-recipes/det.pt --steps 1500
@@ -128,6 +129,62 @@ def detector(
           until=until or None)
 
 
+@app.command()
+def refiner(
+    data: Path = typer.Option(..., help="training cache folder (from `train simulate`)"),
+    ckpt: Path = typer.Option(..., help="checkpoint file; training resumes from it when it exists"),
+    detector: str = typer.Option(..., help="the detector to refine (bundle folder or checkpoint); frozen"),
+    steps: int = typer.Option(3000, help="optimiser steps"),
+    batch: int = typer.Option(8, help="images per step"),
+    per_image: int = typer.Option(32, help="candidates trained on per image"),
+    lr: float = typer.Option(1e-3, help="peak learning rate (one-cycle)"),
+    top: int = typer.Option(100, help="candidates the graph refines per image (its output count)"),
+    crop: int = typer.Option(40, help="crop side in pixels (a multiple of 8)"),
+    iterations: int = typer.Option(2, help="refinement passes (trained on each; eval/pack may use fewer)"),
+    min_iou: float = typer.Option(0.3, help="a candidate trains when it overlaps an object at least this much"),
+    seed: int = typer.Option(0, help="random seed"),
+    threads: int = typer.Option(1, help="torch threads"),
+    until: int = typer.Option(0, help="pause after this step (checkpoint kept; rerun to continue); 0 = run to the "
+                                      "end"),
+) -> None:
+    """Train the box refiner (second stage) on a frozen class-agnostic detector.
+
+    Example: edge-export train refiner --data /tmp/xray-recipes/det-union --detector models/detector-agnostic
+    --ckpt /tmp/xray-recipes/ref.pt --steps 3000
+    """
+    from export.recipes.refiner_training import RefineConfig, train_refiner
+    from export.recipes.simdata import load_det
+
+    _say(f"loading {data} …")
+    ds = load_det(data)
+    _say(f"{len(ds.images)} items, {sum(len(b) for b in ds.boxes)} boxes")
+    try:
+        cfg = RefineConfig(steps=steps, batch=batch, lr=lr, seed=seed, init=detector, threads=threads, top=top,
+                           crop=crop, iterations=iterations, per_image=per_image, min_iou=min_iou)
+        train_refiner(ds, ckpt, cfg, progress=_say, until=until or None)
+    except ValueError as e:
+        _say(f"error: {e}")
+        raise typer.Exit(2) from e
+
+
+def _agnostic_checkpoint(ckpt: Path, iterations: int) -> tuple[object, object]:
+    """(model, config) of a detector or refiner checkpoint; ``iterations`` > 0 overrides a refiner's passes."""
+    import torch
+
+    from export.recipes import detector as det
+    from export.recipes.refiner import RefinerShape
+
+    cfg = torch.load(ckpt, weights_only=False)["config"]
+    shape: RefinerShape | None = getattr(cfg, "shape", None)
+    if shape is not None and iterations > 0:
+        shape = RefinerShape(shape.top, shape.crop, iterations)
+    return det.build(ckpt, 3 if cfg.channels == "pc" else 1, cfg.width, cfg.fpn, getattr(cfg, "context", False),
+                     shape), cfg
+
+
+ITERATIONS = typer.Option(0, help="refinement passes of a refiner checkpoint (0 = as trained)")
+
+
 def _detector_fn(model: object) -> object:
     import numpy as np
     import torch
@@ -161,6 +218,7 @@ def eval_detector(
     vote_iou: float | None = typer.Option(None, help="box voting IoU after NMS (0 = off); default: the bundle's "
                                                     f"thresholds.vote_iou, or {PACK_VOTE_IOU} (what pack-detector "
                                                     "writes) for a checkpoint"),
+    iterations: int = ITERATIONS,
 ) -> None:
     """AR@100 / mAP (pycocotools) on a held-out sim cache and recall@IoU0.5 (≤20 proposals) on real images.
 
@@ -187,9 +245,9 @@ def eval_detector(
     if (ckpt is None) == (bundle is None):
         raise typer.BadParameter("give exactly one of --ckpt and --bundle")
     if ckpt is not None:
-        cfg: det.TrainConfig = torch.load(ckpt, weights_only=False)["config"]
-        model: torch.nn.Module = det.build(ckpt, 3 if cfg.channels == "pc" else 1, cfg.width, cfg.fpn,
-                                           getattr(cfg, "context", False))
+        built, loaded = _agnostic_checkpoint(ckpt, iterations)
+        model: torch.nn.Module = built  # type: ignore[assignment]
+        cfg: det.TrainConfig = loaded  # type: ignore[assignment]
     elif bundle is not None:
         from edge.bundles import load_bundle
 
@@ -257,6 +315,7 @@ def pack_detector(
                                               "on the scores)"),
     int8_max_drop: float = typer.Option(0.02, help="INT8 accepted when at most this fraction of the candidates' "
                                                    "threshold decisions differ from FP32"),
+    iterations: int = ITERATIONS,
 ) -> None:
     """Export the detector (ONNX FP32, OpenVINO FP32 + INT8), verify parity and write the bundle.
 
@@ -272,14 +331,18 @@ def pack_detector(
     from export.recipes.pack import pack
     from export.recipes.simdata import load_det
 
-    state = torch.load(ckpt, weights_only=False)
-    cfg: det.TrainConfig = state["config"]
-    model = det.build(ckpt, 3 if cfg.channels == "pc" else 1, cfg.width, cfg.fpn, getattr(cfg, "context", False))
+    built, loaded = _agnostic_checkpoint(ckpt, iterations)
+    model: torch.nn.Module = built  # type: ignore[assignment]
+    cfg: det.TrainConfig = loaded  # type: ignore[assignment]
     ds = load_det(calib, limit=150)
     x = np.stack([det.plain(im, cfg.channels, cfg.size) for im in ds.images[:150]])
     frozen = " (frozen batch norms)" if cfg.init and Path(cfg.init).is_dir() else ""
     start = f", fine-tuned from {cfg.init}{frozen}" if cfg.init else ""
     context = ", context on C5" if getattr(cfg, "context", False) else ""
+    shape = getattr(model.refine, "shape", None)
+    if shape is not None:  # a refiner checkpoint: its steps trained the refiner only, on the frozen detector
+        start = (f", box refiner (top {shape.top}, crop {shape.crop} px, {shape.iterations} passes) trained on the "
+                 f"frozen detector {cfg.init}")
     bundle = pack(model, Role.DETECTOR, det.contract(cfg.channels, cfg.size),
                   _detector_thresholds(threshold, nms_iou, vote_iou),
                   ScoreNormalisation(), x[:110], x[110:150], out, name, version,

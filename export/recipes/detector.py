@@ -31,6 +31,7 @@ from numpy.typing import NDArray
 from torch import nn
 
 from edge.contracts import Channel, InputContract, ResizePolicy
+from export.recipes.refiner import BoxRefiner, RefinerShape
 from export.recipes.simdata import DET_SIZE, DetSet
 from export.recipes.training import freeze_batchnorm, load_eval, optimise, resume, save_checkpoint
 
@@ -83,11 +84,15 @@ class AgnosticDetector(nn.Module):
     """Backbone (strides 2..32) → FPN P3–P5 → shared head: ltrb distances, centerness, IoU quality.
 
     ``context`` adds :class:`Context` on C5 (detector v1.2 on); without it the network is v1.0/v1.1's.
+    ``refiner`` adds the second stage (:class:`export.recipes.refiner.BoxRefiner`, v1.3 on): the graph then
+    returns the ``top`` best candidates with refined edges instead of every location's box.
     """
 
-    def __init__(self, in_channels: int = 3, width: int = 32, fpn: int = 64, context: bool = False) -> None:
+    def __init__(self, in_channels: int = 3, width: int = 32, fpn: int = 64, context: bool = False,
+                 refiner: RefinerShape | None = None) -> None:
         super().__init__()
         w = width
+        self.refine = BoxRefiner(in_channels, refiner) if refiner is not None else None
         self.ctx = Context(4 * w) if context else None
         self.stem = nn.Sequential(_cbr(in_channels, w // 2, 2), _cbr(w // 2, w, 2), _cbr(w, w))  # /4
         self.c3 = nn.Sequential(_cbr(w, 2 * w, 2), _cbr(2 * w, 2 * w))  # /8
@@ -136,10 +141,17 @@ class AgnosticDetector(nn.Module):
             centres.append(torch.stack([cx, cy], dim=1))
         return torch.cat(regs, 1), torch.cat(ctrs, 1), torch.cat(ious, 1), torch.cat(centres, 0)
 
-    def forward(self, input: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def candidates(self, input: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every location's box (N, K, 4) and score (N, K): the first stage."""
         d, ctr, iou, c = self.raw(input)
         boxes = torch.cat([c[None], c[None]], dim=-1) + d * torch.tensor([-1.0, -1.0, 1.0, 1.0])
         scores = torch.sqrt(torch.sigmoid(ctr) * torch.sigmoid(iou))
+        return boxes, scores
+
+    def forward(self, input: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        boxes, scores = self.candidates(input)
+        if self.refine is not None:
+            return self.refine(input, boxes, scores)
         return boxes, scores
 
 
@@ -451,13 +463,26 @@ def copy_matching(model: nn.Module, source: Mapping[str, torch.Tensor]) -> int:
 
 def start_from(init: str) -> tuple[tuple[int, int, bool], Mapping[str, torch.Tensor]]:
     """((width, fpn, context), weights) of what a run starts from: a detector bundle folder (rebuilt from its
-    ONNX weights; train with frozen batch norms) or a training checkpoint (its stored config)."""
+    ONNX weights; train with frozen batch norms) or a training checkpoint (its stored config).
+
+    A box refiner's weights (v1.3 on) are left out: the refiner was trained on this detector's boxes and would
+    not fit a fine-tuned one; ``train refiner`` trains a new one on the result.
+    """
     if Path(init).is_dir():
         source = agnostic_from_bundle(Path(init))
-        return (*size_of(source), has_context(source)), source.state_dict()
-    state = torch.load(init, weights_only=False)
-    start = state["config"]
-    return (int(start.width), int(start.fpn), bool(getattr(start, "context", False))), state["model"]
+        weights: Mapping[str, torch.Tensor] = source.state_dict()
+        shape = (*size_of(source), has_context(source))
+    else:
+        state = torch.load(init, weights_only=False)
+        start = state["config"]
+        shape = (int(start.width), int(start.fpn), bool(getattr(start, "context", False)))
+        weights = state["model"]
+    return shape, first_stage(weights)
+
+
+def first_stage(weights: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A detector's weights without its box refiner's (see :func:`start_from`)."""
+    return {k: v for k, v in weights.items() if not k.startswith("refine.")}
 
 
 NETWORK_FIELDS = ("channels", "size", "width", "fpn", "context", "init")
@@ -538,6 +563,6 @@ def train(data: DetSet, ckpt: Path, cfg: TrainConfig, progress: Callable[[str], 
 
 
 def build(weights: Path | None = None, in_channels: int = 3, width: int = 16, fpn: int = 32,
-          context: bool = False) -> AgnosticDetector:
+          context: bool = False, refiner: RefinerShape | None = None) -> AgnosticDetector:
     """Factory for ``edge-export --factory export.recipes.detector:build --weights W``: eval-mode model."""
-    return cast(AgnosticDetector, load_eval(AgnosticDetector(in_channels, width, fpn, context), weights))
+    return cast(AgnosticDetector, load_eval(AgnosticDetector(in_channels, width, fpn, context, refiner), weights))

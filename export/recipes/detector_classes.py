@@ -41,6 +41,7 @@ from export.recipes.detector import (
     assign,
     augment_labelled,
     copy_matching,
+    first_stage,
     level_of_locations,
     network_of,
     quality_losses,
@@ -144,7 +145,7 @@ def init_from(model: ClassDetector, source: AgnosticDetector) -> int:
     Raises:
         ValueError: the two differ in size or architecture (:func:`export.recipes.detector.copy_matching`).
     """
-    n = copy_matching(model, source.state_dict())
+    n = copy_matching(model, first_stage(source.state_dict()))
     tower = {f"cls_tower.{k[len('tower.'):]}": v for k, v in source.state_dict().items() if k.startswith("tower.")}
     model.load_state_dict(tower, strict=False)
     return n + len(tower)

@@ -14,14 +14,14 @@ from __future__ import annotations
 import importlib.util
 import sys
 from pathlib import Path
+from types import ModuleType
 
 from torch import nn
 
 
-def torch_from_bundle(bundle_dir: Path) -> nn.Module:
-    """The bundle's model, rebuilt (eval mode). Raises FileNotFoundError outside a repository checkout."""
-    from edge.bundles import load_bundle
-
+def eager_pipeline() -> ModuleType:
+    """``benchmarks/eager_pipeline.py`` as a module (the benchmarks are scripts, not a package). Raises
+    FileNotFoundError outside a repository checkout."""
     path = Path(__file__).resolve().parents[2] / "benchmarks" / "eager_pipeline.py"
     if not path.is_file():
         raise FileNotFoundError(f"{path}: needed to rebuild a model from a bundle (run from the repository)")
@@ -33,5 +33,12 @@ def torch_from_bundle(bundle_dir: Path) -> nn.Module:
         module = importlib.util.module_from_spec(spec)
         sys.modules[spec.name] = module
         spec.loader.exec_module(module)
-    model: nn.Module = module.torch_model(load_bundle(bundle_dir))
+    return module
+
+
+def torch_from_bundle(bundle_dir: Path) -> nn.Module:
+    """The bundle's model, rebuilt (eval mode). Raises FileNotFoundError outside a repository checkout."""
+    from edge.bundles import load_bundle
+
+    model: nn.Module = eager_pipeline().torch_model(load_bundle(bundle_dir))
     return model.eval()
