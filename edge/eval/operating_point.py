@@ -14,6 +14,8 @@ import datetime as dt
 import math
 from pathlib import Path
 
+import numpy as np
+
 from edge.bundles.loader import Bundle, load_bundle
 from edge.bundles.manifest import NormalisationKind
 from edge.bundles.outputs import (
@@ -25,8 +27,8 @@ from edge.bundles.outputs import (
 )
 from edge.bundles.writer import rewrite_manifest
 from edge.errors import BundleError
-from edge.eval.metrics import MIN_BENIGN_ITEMS
-from edge.eval.report import EvalReport
+from edge.eval.metrics import MIN_BENIGN_ITEMS, benign_rate_threshold
+from edge.eval.report import BENIGN_RATE, EvalReport
 
 
 def item_threshold_of(report: EvalReport) -> float:
@@ -48,6 +50,24 @@ def item_threshold_of(report: EvalReport) -> float:
     return float(point.threshold)
 
 
+def pooled_item_threshold(benign_max_scores: np.ndarray, where: str) -> float:
+    """The 95%-benign item threshold over benign items pooled from several runs (``edge eval``'s rule, applied to
+    the pool), checked usable as an operating point.
+
+    Raises:
+        BundleError: too few benign items, or one the pipeline could not screen (``where`` names the data).
+    """
+    scores = np.asarray(benign_max_scores, np.float64)
+    if scores.size < MIN_BENIGN_ITEMS:
+        raise BundleError(f"{scores.size} benign items in {where}: at least {MIN_BENIGN_ITEMS} are needed to set a "
+                          "95%-benign item threshold")
+    threshold = benign_rate_threshold(scores, BENIGN_RATE)
+    if not math.isfinite(threshold):
+        raise BundleError(f"{where}: {int(np.isposinf(scores).sum())} benign items were UNSCREENED, so no item "
+                          "threshold clears 95% of benign items")
+    return threshold
+
+
 def write_item_threshold(report: EvalReport, scorer: Path, out_dir: Path, version: str | None = None,
                          overwrite: bool = False) -> Bundle:
     """Copy the scorer bundle at ``scorer`` to ``out_dir`` with ``thresholds.item`` from ``report``.
@@ -57,6 +77,14 @@ def write_item_threshold(report: EvalReport, scorer: Path, out_dir: Path, versio
     may hold ``{version}``, the bundle's own (``"{version}.1"``); default ``<version>-op.<date>``.
     """
     threshold = item_threshold_of(report)
+    source = f"{report.benign_items} benign items of {report.dataset}"
+    return write_threshold(scorer, out_dir, threshold, source, report.detector, version, overwrite)
+
+
+def write_threshold(scorer: Path, out_dir: Path, threshold: float, source: str, detector: str,
+                    version: str | None = None, overwrite: bool = False) -> Bundle:
+    """Copy the scorer bundle at ``scorer`` to ``out_dir`` with ``thresholds.item`` = ``threshold``, measured as
+    95% of ``source`` clear through ``detector`` (see :func:`write_item_threshold`)."""
     bundle = load_bundle(scorer)
     m = bundle.manifest
     bounded = m.normalisation.kind is not NormalisationKind.NONE or bundle.role is Role.CLASSIFIER
@@ -75,9 +103,8 @@ def write_item_threshold(report: EvalReport, scorer: Path, out_dir: Path, versio
     else:
         note_low = ""
     today = dt.datetime.now(dt.UTC).date()
-    how = (f"95% of {report.benign_items} benign items of {report.dataset} clear, edge eval {today.isoformat()}"
-           + note_low)
-    notes = item_threshold_note(threshold, how, report.detector) + without_item_threshold_note(m.notes)
+    how = f"95% of {source} clear, edge eval {today.isoformat()}" + note_low
+    notes = item_threshold_note(threshold, how, detector) + without_item_threshold_note(m.notes)
     new_version = (version or "{version}-op." + today.strftime("%Y%m%d")).replace("{version}", m.version)
     return rewrite_manifest(bundle, out_dir, thresholds={**m.thresholds, ITEM_THRESHOLD_KEY: threshold},
                             version=new_version, notes=notes, overwrite=overwrite)

@@ -29,6 +29,15 @@ class Scanner:
     config: Path
 
 
+def benchmark_seeds_among(seeds: list[int]) -> str | None:
+    """Why ``seeds`` may not be used to choose or tune anything, or None: the benchmark scanners among them."""
+    reserved = sorted(set(seeds) & set(BENCHMARK_SEEDS))
+    if not reserved:
+        return None
+    return (f"seed(s) {', '.join(map(str, reserved))} belong to the benchmark of docs/results.md "
+            f"({', '.join(map(str, BENCHMARK_SEEDS))})")
+
+
 def reference_bundles(models: Path) -> tuple[Path, list[Path]]:
     """The detector (``detector-agnostic`` if present) and every scorer/classifier bundle under ``models``."""
     from edge.bundles.loader import load_bundle
@@ -63,13 +72,13 @@ def calibrate_scanner(seed: int, out: Path) -> tuple[Path, Path]:
     return flat, energy
 
 
-def simulated_set(seed: int, n: int, out: Path, workers: int) -> Path:
-    """``n`` items of virtual scanner ``seed`` (threat rate 0.5, parcels, no camera) in ``out``; generated only
-    when ``out`` does not hold them yet (the sets are kept and reused)."""
+def simulated_set(seed: int, n: int, out: Path, workers: int, threat_rate: float = BENCH_THREAT_RATE) -> Path:
+    """``n`` items of virtual scanner ``seed`` (parcels, no camera) in ``out``; generated only when ``out`` does
+    not hold them yet (the sets are kept and reused)."""
     from sim.dataset import GenerateConfig, generate
 
     if not (out / "annotations.json").is_file():
-        generate(GenerateConfig(n=n, seed=seed, threat_rate=BENCH_THREAT_RATE, camera=False, workers=workers), out)
+        generate(GenerateConfig(n=n, seed=seed, threat_rate=threat_rate, camera=False, workers=workers), out)
     return out
 
 
@@ -100,8 +109,16 @@ service:
     return path
 
 
-def prepare_scanner(seed: int, n: int, work: Path, detector: Path, scorer: Path | None, workers: int) -> Scanner:
-    """Scanner ``seed`` in folder ``work``: ``n`` items (``sim-SEED-N``), its calibrations, ``edge.yaml``."""
-    data = simulated_set(seed, n, work / f"sim-{seed}-{n}", workers)
+def prepare_scanner(seed: int, n: int, work: Path, detector: Path, scorer: Path | None, workers: int,
+                    threat_rate: float = BENCH_THREAT_RATE) -> Scanner:
+    """Scanner ``seed`` in folder ``work``: ``n`` items (``sim-SEED-N``, or ``sim-SEED-N-benign`` at threat rate
+    0), its calibrations, ``edge.yaml``."""
+    if threat_rate == BENCH_THREAT_RATE:
+        name = f"sim-{seed}-{n}"
+    elif threat_rate == 0:
+        name = f"sim-{seed}-{n}-benign"
+    else:
+        name = f"sim-{seed}-{n}-threats-{threat_rate:g}"
+    data = simulated_set(seed, n, work / name, workers, threat_rate)
     flat, energy = calibrate_scanner(seed, work)
     return Scanner(seed, data, write_config(work / "edge.yaml", detector, scorer, flat, energy, work / "state"))

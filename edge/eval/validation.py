@@ -28,7 +28,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from edge.eval.pooled import Comparison, paired_comparison, run_scanners
-from edge.eval.scanners import BENCH_THREAT_RATE, BENCHMARK_SEEDS, prepare_scanner, reference_bundles
+from edge.eval.scanners import BENCH_THREAT_RATE, benchmark_seeds_among, prepare_scanner, reference_bundles
 
 DEFAULT_SEEDS = (103, 104, 105, 106)
 
@@ -56,10 +56,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--json", type=Path, default=None, help="also write the figures as JSON here")
     args = parser.parse_args(argv)
     seeds = [int(s) for s in str(args.seeds).split(",") if s.strip()]
-    reserved = sorted(set(seeds) & set(BENCHMARK_SEEDS))
+    reserved = benchmark_seeds_among(seeds)
     if reserved:
-        parser.error(f"seed(s) {', '.join(map(str, reserved))} belong to the benchmark of docs/results.md "
-                     f"({', '.join(map(str, BENCHMARK_SEEDS))}): validate on other scanners")
+        parser.error(f"{reserved}: validate on other scanners")
     detector = args.detector or reference_bundles(Path(__file__).resolve().parents[2] / "models")[0]
     scanners = [prepare_scanner(seed, args.n, args.work / f"seed-{seed}", detector, args.bundles[0], args.workers)
                 for seed in seeds]

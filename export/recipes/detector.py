@@ -18,7 +18,6 @@ the runtime.
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -33,7 +32,7 @@ from torch import nn
 from edge.contracts import Channel, InputContract, ResizePolicy
 from export.recipes.refiner import BoxRefiner, RefinerShape
 from export.recipes.simdata import DET_SIZE, DetSet
-from export.recipes.training import freeze_batchnorm, load_eval, optimise, resume, save_checkpoint
+from export.recipes.training import StepLog, freeze_batchnorm, load_eval, optimise, resume, save_checkpoint
 
 STRIDES = (8, 16, 32)
 PC_MEAN, PC_STD = 0.5, 0.25
@@ -539,10 +538,9 @@ def train(data: DetSet, ckpt: Path, cfg: TrainConfig, progress: Callable[[str], 
     model.train()
     if from_bundle:
         freeze_batchnorm(model)
-    t0 = t_start = time.monotonic()
-    start_step = step
     run: dict[str, float] = {}
     last = cfg.steps if until is None else min(until, cfg.steps)
+    log = StepLog(step, last, cfg.steps)
     while step < last:
         idx = rng.integers(0, n, cfg.batch)
         xs, gts = zip(*[augment(data.images[i], data.boxes[i], rng, cfg.channels, cfg.size, cfg.geometry)
@@ -550,12 +548,9 @@ def train(data: DetSet, ckpt: Path, cfg: TrainConfig, progress: Callable[[str], 
         total, parts = loss(model, torch.stack(xs), list(gts))
         optimise(model, opt, sched, total, parts, run)
         step += 1
-        if step % 20 == 0 or step == cfg.steps:
-            rate = (time.monotonic() - t0) / 20
-            t0 = time.monotonic()
-            eta = (time.monotonic() - t_start) / max(step - start_step, 1) * (last - step)
-            progress(f"step {step}/{cfg.steps} " + " ".join(f"{k} {v:.3f}" for k, v in run.items())
-                     + f" ({rate:.2f} s/step, eta {eta / 60:.0f} min)")
+        line = log.line(step, run, f"step {step}/{cfg.steps}")
+        if line is not None:
+            progress(line)
         if step % cfg.checkpoint_every == 0 or step == last:
             save_checkpoint(ckpt, model, opt, sched, step, cfg)
     model.eval()

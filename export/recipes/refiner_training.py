@@ -12,7 +12,6 @@ Must not: be imported by the runtime.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -25,7 +24,7 @@ from edge.boxes import box_iou
 from export.recipes.detector import AgnosticDetector, TrainConfig, augment, copy_matching, start_from
 from export.recipes.refiner import RefinerShape, apply_deltas, crop_boxes, target_deltas
 from export.recipes.simdata import DetSet
-from export.recipes.training import optimise, resume, save_checkpoint
+from export.recipes.training import StepLog, optimise, resume, save_checkpoint
 
 TARGET_CLIP = 0.95
 """Target deltas are clipped inside the regressor's tanh range (a target of exactly ±1 would pull the
@@ -130,10 +129,9 @@ def train_refiner(data: DetSet, ckpt: Path, cfg: RefineConfig, progress: Callabl
     rng = np.random.default_rng([cfg.seed, step])
     model.eval()
     refine.train()
-    t0 = t_start = time.monotonic()
-    start_step = step
     run: dict[str, float] = {}
     last = cfg.steps if until is None else min(until, cfg.steps)
+    log = StepLog(step, last, cfg.steps)
     while step < last:
         idx = rng.integers(0, len(data.images), cfg.batch)
         xs, gts = zip(*[augment(data.images[i], data.boxes[i], rng, cfg.channels, cfg.size, cfg.geometry)
@@ -160,12 +158,9 @@ def train_refiner(data: DetSet, ckpt: Path, cfg: RefineConfig, progress: Callabl
             parts[f"iou{it + 1}"] = mean_iou(b.reshape(-1, 4), t, w)
         optimise(refine, opt, sched, total, parts, run)
         step += 1
-        if step % 20 == 0 or step == cfg.steps:
-            rate = (time.monotonic() - t0) / 20
-            t0 = time.monotonic()
-            eta = (time.monotonic() - t_start) / max(step - start_step, 1) * (last - step)
-            progress(f"step {step}/{cfg.steps} " + " ".join(f"{k} {v:.3f}" for k, v in run.items())
-                     + f" ({rate:.2f} s/step, eta {eta / 60:.0f} min)")
+        line = log.line(step, run, f"step {step}/{cfg.steps}")
+        if line is not None:
+            progress(line)
         if step % cfg.checkpoint_every == 0 or step == last:
             save_checkpoint(ckpt, model, opt, sched, step, cfg)
     model.eval()

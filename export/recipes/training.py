@@ -6,6 +6,7 @@ shared) continues with the same command. Must not: be imported by the runtime.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -69,3 +70,22 @@ def freeze_batchnorm(model: nn.Module) -> None:
     for m in model.modules():
         if isinstance(m, nn.BatchNorm2d):
             m.eval()
+
+
+class StepLog:
+    """The progress line every ``every`` steps of a training loop: running losses, seconds per step, ETA to
+    ``last`` (the pause step, or the end)."""
+
+    def __init__(self, start_step: int, last: int, total: int, every: int = 20) -> None:
+        self._start, self._last, self._total, self._every = start_step, last, total, every
+        self._t0 = self._t_start = time.monotonic()
+
+    def line(self, step: int, run: dict[str, float], head: str) -> str | None:
+        """``head`` + the figures when ``step`` is due (every ``every`` steps, and the last), else None."""
+        if step % self._every and step != self._total:
+            return None
+        rate = (time.monotonic() - self._t0) / self._every
+        self._t0 = time.monotonic()
+        eta = (time.monotonic() - self._t_start) / max(step - self._start, 1) * (self._last - step)
+        return (f"{head} " + " ".join(f"{k} {v:.3f}" for k, v in run.items())
+                + f" ({rate:.2f} s/step, eta {eta / 60:.0f} min)")
