@@ -159,12 +159,15 @@ def _refiner_shape(path: Path, init: Mapping[str, Any]) -> RefinerShape:
     import onnx
 
     cells = int(init["refine.fc1.weight"].shape[1]) // 64
-    passes = sum(node.op_type == "GridSample" for node in onnx.load(str(path)).graph.node)
-    return RefinerShape(_graph_topk(path), round(cells ** 0.5) * 8, passes)
+    ops = [node.op_type for node in onnx.load(str(path)).graph.node]
+    if "TopK" not in ops or "GridSample" not in ops:
+        raise ValueError(f"{path}: refiner weights but no TopK/GridSample in the graph: not a refined detector")
+    return RefinerShape(_graph_topk(path), round(cells ** 0.5) * 8, ops.count("GridSample"))
 
 
 def _graph_topk(path: Path) -> int:
-    """The scorer's top-k (score = mean of the k largest map pixels): the K of the graph's TopK, else 1 (max)."""
+    """The K of the graph's first TopK, else 1: a scorer's top-k (score = mean of the k largest map pixels; 1 =
+    max), a refined detector's candidate count."""
     import onnx
     from onnx import numpy_helper
 

@@ -31,7 +31,7 @@ import numpy as np
 
 from edge.bundles.loader import load_bundle
 from edge.bundles.outputs import ITEM_THRESHOLD_KEY
-from edge.errors import BundleError
+from edge.errors import BundleError, EdgeError
 from edge.eval.operating_point import pooled_item_threshold, write_threshold
 from edge.eval.pooled import PooledRun, run_scanners
 from edge.eval.scanners import benchmark_seeds_among, prepare_scanner, reference_bundles
@@ -103,7 +103,17 @@ def main(argv: list[str] | None = None) -> None:
                         "bundle's own (default {version}-op.<date>)")
     parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
     args = parser.parse_args(argv)
-    seeds = [int(s) for s in str(args.seeds).split(",") if s.strip()]
+    try:
+        seeds = [int(s) for s in str(args.seeds).split(",") if s.strip()]
+    except ValueError:
+        parser.error(f"--seeds {args.seeds!r}: expected integers separated by commas")
+    if len(set(seeds)) != len(seeds) or not seeds:
+        parser.error(f"--seeds {args.seeds!r}: give each scanner once (a repeated one would count its items twice)")
+    for path in args.bundles:  # before minutes of generating scanners
+        try:
+            load_bundle(path, verify_hashes=False)
+        except EdgeError as exc:
+            parser.error(f"{path}: {exc}")
     reserved = benchmark_seeds_among(seeds)
     if reserved:
         parser.error(f"{reserved}: set thresholds on other scanners")
@@ -122,7 +132,8 @@ def main(argv: list[str] | None = None) -> None:
     for r in rows:
         try:
             bundle = write_threshold(r.bundle, args.out / r.bundle.name, r.threshold, source,
-                                     run.bundles[0].reports[0].detector, args.bundle_version, overwrite=True)
+                                     run.bundles[0].reports[0].detector, args.bundle_version, overwrite=True,
+                                     measured_by="edge.eval.item_thresholds")
         except BundleError as exc:
             parser.exit(1, f"edge.eval.item_thresholds: {exc}\n")
         print(f"wrote {bundle.root} ({bundle.manifest.name}@{bundle.manifest.version}): thresholds.item "

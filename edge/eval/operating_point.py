@@ -82,9 +82,9 @@ def write_item_threshold(report: EvalReport, scorer: Path, out_dir: Path, versio
 
 
 def write_threshold(scorer: Path, out_dir: Path, threshold: float, source: str, detector: str,
-                    version: str | None = None, overwrite: bool = False) -> Bundle:
-    """Copy the scorer bundle at ``scorer`` to ``out_dir`` with ``thresholds.item`` = ``threshold``, measured as
-    95% of ``source`` clear through ``detector`` (see :func:`write_item_threshold`)."""
+                    version: str | None = None, overwrite: bool = False, measured_by: str = "edge eval") -> Bundle:
+    """Copy the scorer bundle at ``scorer`` to ``out_dir`` with ``thresholds.item`` = ``threshold``, measured by
+    ``measured_by`` as 95% of ``source`` clear through ``detector`` (see :func:`write_item_threshold`)."""
     bundle = load_bundle(scorer)
     m = bundle.manifest
     bounded = m.normalisation.kind is not NormalisationKind.NONE or bundle.role is Role.CLASSIFIER
@@ -103,7 +103,7 @@ def write_threshold(scorer: Path, out_dir: Path, threshold: float, source: str, 
     else:
         note_low = ""
     today = dt.datetime.now(dt.UTC).date()
-    how = f"95% of {source} clear, edge eval {today.isoformat()}" + note_low
+    how = f"95% of {source} clear, {measured_by} {today.isoformat()}" + note_low
     notes = item_threshold_note(threshold, how, detector) + without_item_threshold_note(m.notes)
     new_version = (version or "{version}-op." + today.strftime("%Y%m%d")).replace("{version}", m.version)
     return rewrite_manifest(bundle, out_dir, thresholds={**m.thresholds, ITEM_THRESHOLD_KEY: threshold},

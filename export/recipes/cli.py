@@ -162,7 +162,7 @@ def refiner(
         cfg = RefineConfig(steps=steps, batch=batch, lr=lr, seed=seed, init=detector, threads=threads, top=top,
                            crop=crop, iterations=iterations, per_image=per_image, min_iou=min_iou)
         train_refiner(ds, ckpt, cfg, progress=_say, until=until or None)
-    except ValueError as e:
+    except (ValueError, OSError) as e:
         _say(f"error: {e}")
         raise typer.Exit(2) from e
 
@@ -176,6 +176,9 @@ def _agnostic_checkpoint(ckpt: Path, iterations: int) -> tuple[object, object]:
 
     cfg = torch.load(ckpt, weights_only=False)["config"]
     shape: RefinerShape | None = getattr(cfg, "shape", None)
+    if iterations < 0 or (iterations and shape is None):
+        raise typer.BadParameter(f"--iterations {iterations}: give 0 (as trained), or a positive number of passes "
+                                 "for a refiner checkpoint (train refiner)")
     if shape is not None and iterations > 0:
         shape = RefinerShape(shape.top, shape.crop, iterations)
     return det.build(ckpt, 3 if cfg.channels == "pc" else 1, cfg.width, cfg.fpn, getattr(cfg, "context", False),
@@ -244,6 +247,8 @@ def eval_detector(
 
     if (ckpt is None) == (bundle is None):
         raise typer.BadParameter("give exactly one of --ckpt and --bundle")
+    if bundle is not None and iterations:
+        raise typer.BadParameter("--iterations applies to a refiner checkpoint (--ckpt), not to a bundle")
     if ckpt is not None:
         built, loaded = _agnostic_checkpoint(ckpt, iterations)
         model: torch.nn.Module = built  # type: ignore[assignment]

@@ -38,7 +38,7 @@ class RefinerShape:
     the same regressor (the first on the detector's boxes, the next on its own output)."""
 
     top: int = 100
-    crop: int = 48
+    crop: int = 40
     iterations: int = 2
 
     def __post_init__(self) -> None:
@@ -63,11 +63,11 @@ def crop_boxes(x: torch.Tensor, boxes: torch.Tensor, size: int) -> torch.Tensor:
     k = boxes.shape[1]
     centre_x = (boxes[..., 0] + boxes[..., 2]) / 2
     centre_y = (boxes[..., 1] + boxes[..., 3]) / 2
-    half_w = (boxes[..., 2] - boxes[..., 0]).clamp(min=1.0) * EXPAND
-    half_h = (boxes[..., 3] - boxes[..., 1]).clamp(min=1.0) * EXPAND
+    span_w = (boxes[..., 2] - boxes[..., 0]).clamp(min=1.0) * EXPAND
+    span_h = (boxes[..., 3] - boxes[..., 1]).clamp(min=1.0) * EXPAND
     steps = (torch.arange(size, dtype=x.dtype) + 0.5) / size - 0.5  # (S,) in box units
-    gx = (centre_x[..., None] + steps * half_w[..., None]) * (2.0 / w) - 1.0  # (N, K, S)
-    gy = (centre_y[..., None] + steps * half_h[..., None]) * (2.0 / h) - 1.0
+    gx = (centre_x[..., None] + steps * span_w[..., None]) * (2.0 / w) - 1.0  # (N, K, S)
+    gy = (centre_y[..., None] + steps * span_h[..., None]) * (2.0 / h) - 1.0
     grid = torch.stack([gx[:, :, None, :].expand(n, k, size, size), gy[:, :, :, None].expand(n, k, size, size)],
                        dim=-1)  # (N, K, S_y, S_x, 2)
     out = F.grid_sample(x, grid.reshape(n, k * size, size, 2), mode="bilinear", padding_mode="border",
@@ -90,7 +90,8 @@ def target_deltas(boxes: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 
 
 class BoxRefiner(nn.Module):
-    """Crop → four conv stages (strides 2, 2, 2) → two fully connected layers → four edge deltas.
+    """Crop → five 3x3 conv layers (strides 2, 2, 1, 2, 1: the crop / 8 per side) → two fully connected layers →
+    four edge deltas.
 
     The last layer starts at zero, so a detector with a fresh refiner returns the boxes it had (its top ``top``).
     The fully connected layers keep where in the crop a feature is, which a global pool would throw away.

@@ -21,10 +21,14 @@ import torch
 from numpy.typing import NDArray
 
 from edge.boxes import box_iou
-from export.recipes.detector import AgnosticDetector, TrainConfig, augment, copy_matching, start_from
+from export.recipes.detector import STRIDES, AgnosticDetector, TrainConfig, augment, copy_matching, start_from
 from export.recipes.refiner import RefinerShape, apply_deltas, crop_boxes, target_deltas
 from export.recipes.simdata import DetSet
 from export.recipes.training import StepLog, optimise, resume, save_checkpoint
+
+RESUME_FIXED = ("init", "steps", "lr", "top", "crop", "iterations", "per_image", "min_iou", "seed", "batch")
+"""What a resumed run takes from its checkpoint whatever the command line says (the detector, the schedule, the
+refiner's shape and the sampling); differences are reported."""
 
 TARGET_CLIP = 0.95
 """Target deltas are clipped inside the regressor's tanh range (a target of exactly ±1 would pull the
@@ -53,15 +57,24 @@ def refined_detector(cfg: RefineConfig) -> tuple[AgnosticDetector, RefineConfig]
     init = Path(cfg.init)
     if not init.exists():
         raise ValueError(f"{init}: no such detector bundle or checkpoint")
-    (width, fpn, context), state = start_from(cfg.init)
     if init.is_dir():
         from edge.bundles import load_bundle
+        from edge.errors import EdgeError
 
-        contract = load_bundle(init, verify_hashes=False).contract
+        try:
+            contract = load_bundle(init, verify_hashes=False).contract
+        except EdgeError as exc:
+            raise ValueError(f"{init}: not a detector bundle ({exc})") from exc
         channels, size = ",".join(str(c) for c in contract.channels), contract.width
     else:
-        stored = torch.load(init, weights_only=False)["config"]
+        stored = torch.load(init, weights_only=False).get("config")
+        if type(stored) is not TrainConfig:  # a class-aware or refiner checkpoint, or no detector at all
+            raise ValueError(f"{init}: not a class-agnostic detector checkpoint (train detector)")
         channels, size = stored.channels, stored.size
+    (width, fpn, context), state = start_from(cfg.init)
+    locations = sum((size // s) ** 2 for s in STRIDES)
+    if cfg.top > locations:
+        raise ValueError(f"--top {cfg.top}: the detector has only {locations} candidates at {size} px")
     cfg = replace(cfg, width=width, fpn=fpn, context=context, channels=channels, size=size)
     model = AgnosticDetector(3 if cfg.channels == "pc" else 1, width, fpn, context, cfg.shape)
     copy_matching(model, state)
@@ -87,11 +100,13 @@ def _samples(kept: NDArray[np.float32], gt: NDArray[np.float32], per_image: int,
         weight_value = 0.0
     else:
         weight_value = 1.0
-    chosen = rng.choice(pos, per_image, replace=pos.size < per_image)
-    n_real = min(pos.size, per_image)
+    # Distinct positives first (each trains once, with weight); any rows left repeat them at weight 0.
+    order = rng.permutation(pos)
+    n_real = min(order.size, per_image)
+    chosen = np.concatenate([order[:n_real], rng.choice(order, per_image - n_real)]).astype(np.int64)
     boxes[:] = kept[chosen]
     targets[:] = gt[best[chosen]]
-    weight[:n_real] = weight_value  # repeated rows (fewer positives than per_image) count once
+    weight[:n_real] = weight_value
     return boxes, targets, weight
 
 
@@ -112,7 +127,13 @@ def train_refiner(data: DetSet, ckpt: Path, cfg: RefineConfig, progress: Callabl
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     if ckpt.is_file():
-        cfg = torch.load(ckpt, weights_only=False)["config"]
+        stored: RefineConfig = torch.load(ckpt, weights_only=False)["config"]
+        ignored = [f"{k} {getattr(cfg, k)!r} -> {getattr(stored, k)!r}" for k in RESUME_FIXED
+                   if getattr(cfg, k) != getattr(stored, k)]
+        if ignored:
+            progress(f"resuming {ckpt}: its run, not the command line's ({'; '.join(ignored)})")
+        cfg = stored
+        torch.manual_seed(cfg.seed)
         model = AgnosticDetector(3 if cfg.channels == "pc" else 1, cfg.width, cfg.fpn, cfg.context, cfg.shape)
     else:
         model, cfg = refined_detector(cfg)

@@ -48,7 +48,8 @@ def test_threshold_pools_the_benign_items_of_every_scanner(eval_assets: EvalAsse
     written = load_bundle(tmp_path / "op" / eval_assets.scorer.name)
     assert written.manifest.thresholds[ITEM_THRESHOLD_KEY] == pytest.approx(want, rel=1e-12)
     assert written.manifest.version == load_bundle(eval_assets.scorer).manifest.version + ".3"
-    assert f"{2 * PER_SCANNER} benign items of virtual scanners {SEED}, {SEED + 1}" in written.manifest.notes
+    assert f"{2 * PER_SCANNER} benign items of virtual scanners {SEED}, {SEED + 1} ({PER_SCANNER} each) clear, " \
+        "edge.eval.item_thresholds" in written.manifest.notes
     # at most 5% of the pooled benign items alarm at it, and the table says so per scanner
     assert (scores >= want).mean() <= 0.05
     assert f"| {eval_assets.scorer.name} (pooled) | {want:.4f} |" in printed
@@ -58,6 +59,18 @@ def test_benchmark_scanners_are_refused_before_anything_is_generated(eval_assets
                                                                      tmp_path: Path) -> None:
     with pytest.raises(SystemExit) as exc:
         item_thresholds.main([str(eval_assets.scorer), "--work", str(tmp_path), "--seeds", "301,202"])
+    assert exc.value.code == 2
+    assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("extra", [["--seeds", "301,301"], ["--seeds", "3x"], ["--seeds", "301", "/nonexistent"]])
+def test_bad_arguments_are_refused_before_anything_is_generated(eval_assets: EvalAssets, tmp_path: Path,
+                                                                extra: list[str]) -> None:
+    args = [str(eval_assets.scorer), "--work", str(tmp_path)]
+    if len(extra) == 3:
+        args, extra = [*args, extra[2]], extra[:2]
+    with pytest.raises(SystemExit) as exc:
+        item_thresholds.main([*args, *extra])
     assert exc.value.code == 2
     assert not any(tmp_path.iterdir())
 

@@ -71,8 +71,12 @@ def test_a_fresh_refiner_returns_the_detectors_top_candidates_unchanged() -> Non
 def test_training_samples_are_overlapping_candidates_with_their_best_object() -> None:
     gt = np.array([[0, 0, 10, 10], [20, 20, 40, 40]], np.float32)
     kept = np.array([[1, 1, 11, 11], [21, 19, 41, 39], [100, 100, 110, 110], [0, 0, 3, 3]], np.float32)
+    for seed in range(20):  # whatever the draw, each overlapping candidate trains exactly once
+        b_seed, _, w_seed = _samples(kept, gt, 6, 0.3, np.random.default_rng(seed))
+        assert sorted(b_seed[w_seed > 0, 0].tolist()) == [1.0, 21.0]
     boxes, targets, weight = _samples(kept, gt, 6, 0.3, np.random.default_rng(0))
     assert weight.sum() == 2  # two candidates overlap an object; the far box and the sliver (IoU 0.09) do not
+    assert {tuple(b) for b in boxes[weight > 0].tolist()} == {tuple(kept[0]), tuple(kept[1])}  # each once
     for b, t in zip(boxes, targets, strict=True):
         assert b.tolist() in (kept[0].tolist(), kept[1].tolist())
         assert t.tolist() == (gt[0] if b[0] < 15 else gt[1]).tolist()
@@ -106,55 +110,35 @@ def test_refiner_trains_on_the_frozen_detector_and_resumes(small_detector: tuple
         if not k.endswith("num_batches_tracked"):
             torch.testing.assert_close(v, first[k], msg=k)
     assert state["model"]["refine.fc2.weight"].abs().sum() > 0
-    result = CliRunner().invoke(app, args)
+    result = CliRunner().invoke(app, [*args, "--lr", "0.5"])
     assert result.exit_code == 0 and "resumed" in result.output, result.output
+    assert "its run, not the command line's (lr 0.5 -> 0.001)" in result.output  # said, not silently dropped
     assert torch.load(ckpt, weights_only=False)["step"] == 4
 
 
 def test_refiner_needs_a_detector_of_the_right_kind(small_detector: tuple[Path, Path]) -> None:
-    cache, _ = small_detector
+    cache, detector_ckpt = small_detector
+    (cache / "empty").mkdir()
+    refiner_ckpt = cache / "r0.pt"
+    ok = CliRunner().invoke(app, ["refiner", "--data", str(cache), "--ckpt", str(refiner_ckpt), "--detector",
+                                  str(detector_ckpt), "--steps", "2", "--batch", "1", "--top", "10", "--crop", "16",
+                                  "--per-image", "2"])
+    assert ok.exit_code == 0, ok.output
+    cases = {"missing.pt": "no such detector", "empty": "not a detector bundle",
+             "r0.pt": "not a class-agnostic detector checkpoint"}
+    for name, message in cases.items():
+        result = CliRunner().invoke(app, ["refiner", "--data", str(cache), "--ckpt", str(cache / "r.pt"),
+                                          "--detector", str(cache / name), "--steps", "2"])
+        assert result.exit_code == 2 and message in result.output, (name, result.output)
+    # 64 px input: 64 + 16 + 4 = 84 candidates, so the graph cannot take the top 100
     result = CliRunner().invoke(app, ["refiner", "--data", str(cache), "--ckpt", str(cache / "r.pt"),
-                                      "--detector", str(cache / "missing.pt"), "--steps", "2"])
-    assert result.exit_code != 0
+                                      "--detector", str(detector_ckpt), "--steps", "2", "--top", "100"])
+    assert result.exit_code == 2 and "only 84 candidates" in result.output, result.output
     assert not (cache / "r.pt").exists()
 
 
-def test_a_refined_detector_graph_runs_and_rebuilds_with_its_shape(tmp_path: Path) -> None:
-    """The exported graph (TopK, GridSample) runs under ONNX Runtime as in torch, and the eager rebuild reads the
-    refiner's top-k, crop and passes off the graph."""
-    import onnxruntime as ort
-
-    from export.recipes.rebuild import eager_pipeline
-
-    torch.manual_seed(1)
-    shape = RefinerShape(top=12, crop=16, iterations=2)
-    model = det.AgnosticDetector(3, 8, 16, refiner=shape).eval()
-    assert model.refine is not None
-    with torch.no_grad():  # trained-looking values: the exporter folds or drops identities (x 1, + 0)
-        for p in model.parameters():
-            if not p.any():
-                p.normal_(0.0, 0.05)  # the refiner's last layer (edges move), the IoU bias
-        model.scales.copy_(torch.tensor([1.1, 0.9, 1.2]))
-        for m in model.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.weight.uniform_(0.5, 1.5)
-                m.bias.normal_(0.0, 0.1)
-                m.running_mean.normal_(0.0, 0.1)
-                m.running_var.uniform_(0.5, 2.0)
-    x = torch.randn(2, 3, 64, 64)
-    with torch.no_grad():
-        boxes, scores = model(x)
-    path = tmp_path / "refined.onnx"
-    program = torch.onnx.export(model, (x,), dynamo=True, input_names=["input"], output_names=["boxes", "scores"],
-                                verbose=False)
-    assert program is not None
-    program.save(str(path))
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    got_boxes, got_scores = session.run(None, {"input": x.numpy()})
-    np.testing.assert_allclose(got_scores, scores.numpy(), atol=1e-4)
-    np.testing.assert_allclose(got_boxes, boxes.numpy(), atol=1e-3)
-    rebuilt = eager_pipeline().torch_model_of_graph(path, "detector")
-    assert rebuilt.refine is not None and rebuilt.refine.shape == shape
-    with torch.no_grad():
-        again, _ = rebuilt(x)
-    np.testing.assert_allclose(again.numpy(), boxes.numpy(), atol=1e-3)
+def test_iterations_apply_only_to_a_refiner_checkpoint(small_detector: tuple[Path, Path]) -> None:
+    cache, detector_ckpt = small_detector
+    result = CliRunner().invoke(app, ["eval-detector", "--ckpt", str(detector_ckpt), "--data", str(cache),
+                                      "--iterations", "2"])
+    assert result.exit_code != 0 and "--iterations 2" in result.output, result.output
