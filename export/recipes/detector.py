@@ -83,8 +83,9 @@ class AgnosticDetector(nn.Module):
     """Backbone (strides 2..32) → FPN P3–P5 → shared head: ltrb distances, centerness, IoU quality.
 
     ``context`` adds :class:`Context` on C5 (detector v1.2 on); without it the network is v1.0/v1.1's.
-    ``refiner`` adds the second stage (:class:`export.recipes.refiner.BoxRefiner`, v1.3 on): the graph then
-    returns the ``top`` best candidates with refined edges instead of every location's box.
+    ``refiner`` adds the second stage (:class:`export.recipes.refiner.BoxRefiner`; tried on v1.2, not shipped:
+    docs/models.md): the graph then returns the ``top`` best candidates with refined edges instead of every
+    location's box.
     """
 
     def __init__(self, in_channels: int = 3, width: int = 32, fpn: int = 64, context: bool = False,
@@ -540,7 +541,7 @@ def train(data: DetSet, ckpt: Path, cfg: TrainConfig, progress: Callable[[str], 
         freeze_batchnorm(model)
     run: dict[str, float] = {}
     last = cfg.steps if until is None else min(until, cfg.steps)
-    log = StepLog(step, last, cfg.steps)
+    log = StepLog(step, last, cfg.steps, progress, cfg.checkpoint_every)
     while step < last:
         idx = rng.integers(0, n, cfg.batch)
         xs, gts = zip(*[augment(data.images[i], data.boxes[i], rng, cfg.channels, cfg.size, cfg.geometry)
@@ -548,10 +549,7 @@ def train(data: DetSet, ckpt: Path, cfg: TrainConfig, progress: Callable[[str], 
         total, parts = loss(model, torch.stack(xs), list(gts))
         optimise(model, opt, sched, total, parts, run)
         step += 1
-        line = log.line(step, run, f"step {step}/{cfg.steps}")
-        if line is not None:
-            progress(line)
-        if step % cfg.checkpoint_every == 0 or step == last:
+        if log.done(step, run, f"step {step}/{cfg.steps}"):
             save_checkpoint(ckpt, model, opt, sched, step, cfg)
     model.eval()
     return model

@@ -152,7 +152,7 @@ def train_refiner(data: DetSet, ckpt: Path, cfg: RefineConfig, progress: Callabl
     refine.train()
     run: dict[str, float] = {}
     last = cfg.steps if until is None else min(until, cfg.steps)
-    log = StepLog(step, last, cfg.steps)
+    log = StepLog(step, last, cfg.steps, progress, cfg.checkpoint_every)
     while step < last:
         idx = rng.integers(0, len(data.images), cfg.batch)
         xs, gts = zip(*[augment(data.images[i], data.boxes[i], rng, cfg.channels, cfg.size, cfg.geometry)
@@ -179,10 +179,7 @@ def train_refiner(data: DetSet, ckpt: Path, cfg: RefineConfig, progress: Callabl
             parts[f"iou{it + 1}"] = mean_iou(b.reshape(-1, 4), t, w)
         optimise(refine, opt, sched, total, parts, run)
         step += 1
-        line = log.line(step, run, f"step {step}/{cfg.steps}")
-        if line is not None:
-            progress(line)
-        if step % cfg.checkpoint_every == 0 or step == last:
+        if log.done(step, run, f"step {step}/{cfg.steps}"):
             save_checkpoint(ckpt, model, opt, sched, step, cfg)
     model.eval()
     return model

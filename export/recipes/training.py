@@ -73,11 +73,14 @@ def freeze_batchnorm(model: nn.Module) -> None:
 
 
 class StepLog:
-    """The progress line every ``every`` steps of a training loop: running losses, seconds per step, ETA to
-    ``last`` (the pause step, or the end)."""
+    """The end of each training step: the progress line every ``every`` steps (running losses, seconds per step,
+    ETA to ``last``, the pause step or the end) and whether a checkpoint is due (every ``checkpoint_every`` steps,
+    and at ``last``)."""
 
-    def __init__(self, start_step: int, last: int, total: int, every: int = 20) -> None:
+    def __init__(self, start_step: int, last: int, total: int, progress: Callable[[str], None],
+                 checkpoint_every: int, every: int = 20) -> None:
         self._start, self._last, self._total, self._every = start_step, last, total, every
+        self._progress, self._checkpoint_every = progress, checkpoint_every
         self._t0 = self._t_start = time.monotonic()
 
     def line(self, step: int, run: dict[str, float], head: str) -> str | None:
@@ -89,3 +92,10 @@ class StepLog:
         eta = (time.monotonic() - self._t_start) / max(step - self._start, 1) * (self._last - step)
         return (f"{head} " + " ".join(f"{k} {v:.3f}" for k, v in run.items())
                 + f" ({rate:.2f} s/step, eta {eta / 60:.0f} min)")
+
+    def done(self, step: int, run: dict[str, float], head: str) -> bool:
+        """Report step ``step`` when due; True when its checkpoint is due."""
+        line = self.line(step, run, head)
+        if line is not None:
+            self._progress(line)
+        return step % self._checkpoint_every == 0 or step == self._last
