@@ -583,6 +583,8 @@ def scorer(
                                                "score's (0 = pure STFPM)"),
     teacher_init: str = typer.Option("", help="teacher checkpoint to continue from with a fresh schedule (used only "
                                               "when CKPT_DIR/teacher.pt does not exist)"),
+    channels: str = typer.Option("hlz", help="crop input: hlz (dual-energy, the reference bundles) or pc "
+                                             "(pseudo-colour, seed 000's input)"),
 ) -> None:
     """Train the from-scratch backbone and the STFPM scorer on benign crops; threshold, evaluate and pack.
 
@@ -592,6 +594,8 @@ def scorer(
     from export.recipes import scorer as sc
     from export.recipes.simdata import load_crops
 
+    if channels not in sc.INPUTS:
+        raise typer.BadParameter(f"--channels must be one of {', '.join(sc.INPUTS)}, got {channels!r}")
     cfg = sc.ScorerConfig(teacher_steps=teacher_steps, student_steps=student_steps, batch=batch, seed=seed,
                           threads=threads, teacher_init=teacher_init)
     tr = load_crops(data)
@@ -601,7 +605,7 @@ def scorer(
     kinded = tr.kind != ""
     _say(f"{len(tr.crops)} benign training crops ({int(kinded.sum())} with a kind), "
          f"{len(set(tr.kind[kinded].tolist()))} kinds")
-    x = sc.crop_inputs(tr)
+    x = sc.crop_inputs(tr, channels)
     weights = tuple(float(w) for w in scales.split(","))
     if len(weights) != 3 or not any(weights):
         raise typer.BadParameter(f"--scales wants three comma-separated weights, not all 0; got {scales!r}")
@@ -614,8 +618,9 @@ def scorer(
         _say(f"kind-entropy weight {kind_weight:.4f} (share {kind_share})")
         model = sc.StfpmScorer(trained.teacher, trained.student, topk, weights, kind_weight).eval()
     cont = f" from {teacher_init}" if teacher_init else ""
-    _finish_scorer(model, "scorer-stfpm", val, test, out, version,
-                   training_data=f"{len(x)} benign object crops (hlz 64x64) from {data.name} (virtual "
+    name = "scorer-stfpm" if channels == "hlz" else f"scorer-stfpm-{channels}"
+    _finish_scorer(model, name, val, test, out, version,
+                   training_data=f"{len(x)} benign object crops ({channels} 64x64) from {data.name} (virtual "
                                  f"scanner, seed 7), teacher = {len(names)}-kind classifier trained from "
                                  f"scratch ({teacher_steps} steps{cont}), student {student_steps} steps, seed {seed}; "
                                  f"score = mean of the top {topk} map pixels, scale weights {scales}, kind-entropy "
@@ -626,7 +631,7 @@ def scorer(
                                                     if kind_weight else "")
                          + "; raw map/score normalised 'logistic' so the threshold maps to 0.5; "
                          f"INT8 accepted at >= {1 - int8_max_drop:.2f} decision agreement; see docs/models.md",
-                   int8_max_drop=int8_max_drop)
+                   int8_max_drop=int8_max_drop, channels=channels)
 
 
 @app.command()
@@ -681,6 +686,7 @@ def stfpm_kind(
     kind_share: float = typer.Option(2.0, help="kind term's benign spread as a multiple of the student-teacher "
                                                 "score's"),
     version: str = typer.Option(..., help="bundle version"),
+    name: str = typer.Option("", help="bundle name (default: the source bundle's)"),
 ) -> None:
     """Re-pack a shipped STFPM scorer with another kind-uncertainty term, without its training checkpoints.
 
@@ -702,19 +708,21 @@ def stfpm_kind(
     if not isinstance(model, sc.StfpmScorer) or model.teacher.fc is None:
         raise typer.BadParameter(f"{source}: not an STFPM scorer with a kind-classifying teacher")
     was = f"{model.uncertainty} x {model.kind_weight:.4f}"
+    channels = sc.channels_of(load_bundle(source).contract)
     va = load_crops(val)
     model.uncertainty = uncertainty
-    model.kind_weight = kind_share * sc.kind_weight_for(model, sc.crop_inputs(va.select(sc.benign_training_mask(va))))
+    model.kind_weight = kind_share * sc.kind_weight_for(
+        model, sc.crop_inputs(va.select(sc.benign_training_mask(va)), channels))
     _say(f"kind term {was} -> {uncertainty} x {model.kind_weight:.4f} (share {kind_share})")
     m = load_bundle(source).manifest
-    _finish_scorer(model, "scorer-stfpm", val, test, out, version,
+    _finish_scorer(model, name or m.name, val, test, out, version,
                    training_data=f"the networks of {m.name} {m.version} ({m.training_data}); kind term re-weighted "
                                  f"on the benign crops of {val.name}: {uncertainty} x {model.kind_weight:.4f} "
                                  f"(share {kind_share}); threshold = 95th percentile of those crops",
                    notes=f"STFPM student-teacher plus the teacher's kind {uncertainty} on every map pixel (re-packed "
                          f"from {m.name} {m.version} by `train stfpm-kind`); raw map/score normalised 'logistic' "
                          "so the threshold maps to 0.5; see docs/models.md",
-                   int8=False)
+                   int8=False, channels=channels)
 
 
 @app.command()
@@ -759,9 +767,14 @@ def fuse(
                  else f"{insert}: not a two-class crop classifier")
         typer.echo(f"edge-export: error: {wrong} bundle", err=True)
         raise typer.Exit(1)
+    contract = load_bundle(scorer).contract
+    if load_bundle(insert).contract != contract:
+        typer.echo(f"edge-export: error: {scorer} and {insert} read different inputs; one graph needs one", err=True)
+        raise typer.Exit(1)
+    channels = sc.channels_of(contract)
     va = load_crops(val)
     try:  # fuse() refuses a negative share and an unknown rule
-        model = fuse(stfpm, classifier, sc.crop_inputs(va.select(sc.benign_training_mask(va))), share, rule)
+        model = fuse(stfpm, classifier, sc.crop_inputs(va.select(sc.benign_training_mask(va)), channels), share, rule)
     except ValueError as exc:
         typer.echo(f"edge-export: error: --{exc}", err=True)
         raise typer.Exit(1) from exc
@@ -775,12 +788,14 @@ def fuse(
                    notes=f"{ms.name} map fused ({rule}) with {mi.name}'s anomaly log-odds on every map pixel "
                          "(`train fuse`, export/recipes/fused.py); benign-only if both are; raw map/score "
                          "normalised 'logistic' so the threshold maps to 0.5; see docs/models.md",
-                   int8=False)
+                   int8=False, channels=channels)
 
 
 def _finish_scorer(model: object, name: str, val: Path, test: Path | None, out: Path | None, version: str,
-                   training_data: str, notes: str, int8_max_drop: float = 0.01, int8: bool = True) -> None:
-    """Threshold on benign validation objects, seed-000 table on the test cache, pack the bundle."""
+                   training_data: str, notes: str, int8_max_drop: float = 0.01, int8: bool = True,
+                   channels: str = "hlz") -> None:
+    """Threshold on benign validation objects, seed-000 table on the test cache, pack the bundle (its input:
+    ``channels`` crops)."""
     import json
 
     import numpy as np
@@ -794,7 +809,7 @@ def _finish_scorer(model: object, name: str, val: Path, test: Path | None, out: 
 
     va = load_crops(val)
     vb = va.select(sc.benign_training_mask(va))
-    vs = sc.raw_scores(model, sc.crop_inputs(vb))  # type: ignore[arg-type]
+    vs = sc.raw_scores(model, sc.crop_inputs(vb, channels))  # type: ignore[arg-type]
     thr = float(np.quantile(vs, 0.95))
     low = float(vs.min())
     # logistic, not clipped: scores above the threshold keep their order (a clip at 1.0 ties the most anomalous
@@ -804,24 +819,24 @@ def _finish_scorer(model: object, name: str, val: Path, test: Path | None, out: 
                                  "normalisation": {"low": norm.low, "high": norm.high, "centre": norm.centre}}
     if test is not None:
         te = load_crops(test)
-        ts = norm.apply(sc.raw_scores(model, sc.crop_inputs(te)))  # type: ignore[arg-type]
+        ts = norm.apply(sc.raw_scores(model, sc.crop_inputs(te, channels)))  # type: ignore[arg-type]
         labels = {int(i): bool(t) for i, t in zip(te.item, te.item_threat, strict=True)}
         report["item"] = item_table(ts, te.item, labels, 0.5)
         report["object"] = object_table(ts, te.threat, 0.5)
         # item-level threshold that tags 95% of benign items benign (seed 000's operating point)
         vi = {int(i): bool(t) for i, t in zip(va.item, va.item_threat, strict=True)}
-        vall = norm.apply(sc.raw_scores(model, sc.crop_inputs(va)))  # type: ignore[arg-type]
+        vall = norm.apply(sc.raw_scores(model, sc.crop_inputs(va, channels)))  # type: ignore[arg-type]
         item_max = np.array([vall[va.item == i].max() for i, t in vi.items() if not t])
         t95 = float(np.quantile(item_max, 0.95))
         report["item_threshold_95"] = t95
         report["item_at_item_threshold"] = item_table(ts, te.item, labels, t95)
     typer.echo(json.dumps(report, indent=1))
     if out is not None:
-        calib = sc.crop_inputs(vb)
+        calib = sc.crop_inputs(vb, channels)
         sel = np.random.default_rng(0).permutation(len(calib))
         # 256 calibration and 128 parity crops; a small validation set is split two to one
         n_cal = min(256, max(1, 2 * len(calib) // 3))
-        pack(model, Role.SCORER, sc.contract(), {"score": 0.5}, norm, calib[sel[:n_cal]],  # type: ignore[arg-type]
+        pack(model, Role.SCORER, sc.contract(channels=channels), {"score": 0.5}, norm, calib[sel[:n_cal]],  # type: ignore[arg-type]
              calib[sel[n_cal:n_cal + 128]], out, name, version, training_data=training_data, notes=notes,
              progress=_say, int8_max_drop=int8_max_drop, int8=int8)
 
@@ -873,6 +888,7 @@ def classifier(
                                                        "CKPT_DIR/teacher.pt"),
     int8_max_drop: float = typer.Option(0.01, help="INT8 accepted when at most this fraction of validation "
                                                    "decisions differ from FP32"),
+    channels: str = typer.Option("hlz", help="crop input: hlz (dual-energy) or pc (pseudo-colour, seed 000's)"),
 ) -> None:
     """Supervised benign/anomaly object classifier (for comparison with the benign-only scorers).
 
@@ -887,6 +903,7 @@ def classifier(
     import numpy as np
     import torch
 
+    from edge.bundles import load_bundle
     from edge.bundles.manifest import ScoreNormalisation
     from edge.bundles.outputs import Role
     from edge.errors import BundleError
@@ -897,6 +914,8 @@ def classifier(
     from export.recipes.simdata import load_crops
     from export.recipes.synthetic import SYNTHETIC_GROUP
 
+    if channels not in sc.INPUTS:
+        raise typer.BadParameter(f"--channels must be one of {', '.join(sc.INPUTS)}, got {channels!r}")
     tr = load_crops(data)
     keep = tr.threat | ~tr.tainted
     tr = tr.select(keep)
@@ -910,6 +929,9 @@ def classifier(
         if not isinstance(rebuilt, sc.StfpmScorer):
             typer.echo(f"edge-export: error: {init_bundle}: not an STFPM scorer bundle (--init-bundle)", err=True)
             raise typer.Exit(1)
+        if sc.channels_of(load_bundle(init_bundle).contract) != channels:
+            typer.echo(f"edge-export: error: {init_bundle} reads another input than --channels {channels}", err=True)
+            raise typer.Exit(1)
         init, start = rebuilt.teacher, f"the teacher of {init_bundle}"
     elif (ckpt_dir / "teacher.pt").is_file():
         init, start = sc.load_teacher(ckpt_dir / "teacher.pt")[0], f"the STFPM teacher in {ckpt_dir}"
@@ -917,7 +939,7 @@ def classifier(
         init, start = None, "scratch"
     cfg = sc.ScorerConfig(teacher_steps=steps, batch=batch)
     _say(f"{int(tr.threat.sum())} threat and {int((~tr.threat).sum())} benign training crops")
-    model = sc.train_classifier(sc.crop_inputs(tr), tr.threat, ckpt_dir / "classifier.pt", cfg, init, _say,
+    model = sc.train_classifier(sc.crop_inputs(tr, channels), tr.threat, ckpt_dir / "classifier.pt", cfg, init, _say,
                                 frozen_batchnorm=init_bundle is not None)
 
     def anomaly_prob(x: np.ndarray) -> np.ndarray:
@@ -928,12 +950,12 @@ def classifier(
     thresholds: dict[str, float] = {}
     if calib is not None:
         va = load_crops(calib)
-        thresholds["score"] = float(np.quantile(anomaly_prob(sc.crop_inputs(va.select(sc.benign_training_mask(va)))),
-                                                0.95))
+        benign = sc.crop_inputs(va.select(sc.benign_training_mask(va)), channels)
+        thresholds["score"] = float(np.quantile(anomaly_prob(benign), 0.95))
         report["threshold_95_benign_val_objects"] = thresholds["score"]
     if test is not None:
         te = load_crops(test)
-        p = anomaly_prob(sc.crop_inputs(te))
+        p = anomaly_prob(sc.crop_inputs(te, channels))
         labels = {int(i): bool(t) for i, t in zip(te.item, te.item_threat, strict=True)}
         thr = thresholds.get("score", 0.5)
         report["item"] = item_table(p, te.item, labels, thr)
@@ -941,13 +963,12 @@ def classifier(
         report["item_argmax"] = item_table(p, te.item, labels, 0.5)
     typer.echo(json.dumps(report, indent=1))
     if out is not None and calib is not None:
-        cx = sc.crop_inputs(load_crops(calib))
+        cx = sc.crop_inputs(load_crops(calib), channels)
         sel = np.random.default_rng(0).permutation(len(cx))
-        pack(model, Role.CLASSIFIER, sc.contract(), thresholds, ScoreNormalisation(), cx[sel[:256]], cx[sel[256:384]],
-             out,
-             name, version, classes=("benign", "anomaly"),
-             training_data=f"{len(tr.crops)} labelled object crops (hlz 64x64; {int(tr.threat.sum())} threats) from "
-                           f"{data.name}, class-balanced batches, {steps} steps from {start}",
+        pack(model, Role.CLASSIFIER, sc.contract(channels=channels), thresholds, ScoreNormalisation(), cx[sel[:256]],
+             cx[sel[256:384]], out, name, version, classes=("benign", "anomaly"),
+             training_data=f"{len(tr.crops)} labelled object crops ({channels} 64x64; {int(tr.threat.sum())} "
+                           f"threats) from {data.name}, class-balanced batches, {steps} steps from {start}",
              notes=(("benign-only: its anomalies are synthetic metal inserts on benign crops (train "
                      "synthetic-cache), no threat crop seen" if synthetic else
                      "supervised benign/anomaly classifier for comparison (seed 001 second stage); threats of the "
@@ -958,7 +979,7 @@ def classifier(
 
 @app.command("add-int8")
 def add_int8_crops(
-    bundle: Path = typer.Argument(..., help="a reference scorer or classifier bundle (hlz 64x64 crops)"),
+    bundle: Path = typer.Argument(..., help="a reference scorer or classifier bundle (hlz or pc 64x64 crops)"),
     calib: Path = typer.Option(..., help="crop cache whose crops calibrate INT8 (train simulate / detcrops)"),
     val: Path = typer.Option(..., help="another crop cache on which INT8 must agree with FP32"),
     out: Path = typer.Option(..., "--out", "-o", help="bundle folder to write (may be BUNDLE itself)"),
@@ -981,10 +1002,13 @@ def add_int8_crops(
     from export.recipes.simdata import load_crops
 
     try:
-        if load_bundle(bundle).contract != sc.contract():
-            raise ExportError(f"{bundle}: its input is not the recipes' hlz {sc.CROP_SIZE}x{sc.CROP_SIZE} crop")
-        data = InputSet(sc.crop_inputs(load_crops(calib)), None, str(calib))
-        check = InputSet(sc.crop_inputs(load_crops(val)), None, str(val))
+        contract = load_bundle(bundle).contract
+        channels = next((c for c in sc.INPUTS if contract == sc.contract(channels=c)), None)
+        if channels is None:
+            raise ExportError(f"{bundle}: its input is not one of the recipes' {sc.CROP_SIZE}x{sc.CROP_SIZE} crops "
+                              f"({', '.join(sc.INPUTS)})")
+        data = InputSet(sc.crop_inputs(load_crops(calib), channels), None, str(calib))
+        check = InputSet(sc.crop_inputs(load_crops(val), channels), None, str(val))
         result = add_int8(bundle, data, out, version, validation=check, max_drop=max_drop,
                           max_flag_change=max_flag_change, overwrite=overwrite, progress=_say)
     except (ExportError, BundleError, FileNotFoundError) as exc:

@@ -6,10 +6,11 @@ kinds apart (no pretrained weights exist here); the student has the same layout,
 and learns to reproduce the teacher's channel-normalised features at three scales on benign crops only
 (STFPM, seed 000). Where the student fails, the object is unlike anything benign seen in training.
 
-forward(input (N, 3, 64, 64) hlz) → anomaly_map (N, 1, 16, 16) raw, score (N,) = max (or top-k mean) of that
-map; v2.0 adds the teacher's kind-posterior entropy to every map pixel (see :class:`StfpmScorer`). The raw
-scale is mapped by the bundle's ``logistic`` normalisation (threshold → 0.5) in the runtime, so that the map
-and the score share one scale and the score stage can localise at the same threshold.
+forward(input (N, 3, 64, 64) hlz, or pc: ``INPUTS``) → anomaly_map (N, 1, 16, 16) raw, score (N,) = max (or
+top-k mean) of that map; v2.0 adds the teacher's kind-posterior entropy to every map pixel (see
+:class:`StfpmScorer`). The raw scale is mapped by the bundle's ``logistic`` normalisation (threshold → 0.5) in
+the runtime, so that the map and the score share one scale and the score stage can localise at the same
+threshold.
 
 Must not: see threat crops in training, or be imported by the runtime.
 """
@@ -34,12 +35,31 @@ from export.recipes.training import atomic_save, freeze_batchnorm, resume
 
 MEAN, STD = 0.5, 0.25
 MAP_SIZE = 16
+INPUTS = {"hlz": (Channel.HLZ, slice(0, 3)), "pc": (Channel.PC, slice(3, 6))}
+"""Crop inputs a scorer can read, with where the crop cache keeps them (it stores hlz then pc, 6 channels).
+``hlz`` is the dual-energy reading the reference bundles use; ``pc`` is the pseudo-colour picture seed 000's
+models read, for comparing the two inputs (issue 7)."""
 
 
-def contract(size: int = CROP_SIZE) -> InputContract:
-    """Object crops: ``hlz`` letterboxed to ``size`` (air padding), normalised (x - 0.5) / 0.25."""
-    return InputContract(channels=(Channel.HLZ,), height=size, width=size, resize=ResizePolicy.LETTERBOX,
+def contract(size: int = CROP_SIZE, channels: str = "hlz") -> InputContract:
+    """Object crops: ``channels`` (``hlz`` or ``pc``) letterboxed to ``size`` (air padding), normalised
+    (x - 0.5) / 0.25."""
+    return InputContract(channels=(_input(channels)[0],), height=size, width=size, resize=ResizePolicy.LETTERBOX,
                          mean=(MEAN,) * 3, std=(STD,) * 3)
+
+
+def _input(channels: str) -> tuple[Channel, slice]:
+    if channels not in INPUTS:
+        raise ValueError(f"scorer input must be one of {', '.join(INPUTS)}, got {channels!r}")
+    return INPUTS[channels]
+
+
+def channels_of(c: InputContract) -> str:
+    """The :data:`INPUTS` name of a scorer bundle's contract (so a re-pack reads the crops its model reads)."""
+    for name, (channel, _) in INPUTS.items():
+        if c.channels == (channel,):
+            return name
+    raise ValueError(f"not a crop scorer's input: channels {', '.join(str(ch) for ch in c.channels)}")
 
 
 def benign_training_mask(c: CropSet) -> NDArray[np.bool_]:
@@ -47,9 +67,9 @@ def benign_training_mask(c: CropSet) -> NDArray[np.bool_]:
     return ~c.threat & ~c.tainted
 
 
-def crop_inputs(c: CropSet) -> NDArray[np.float32]:
-    """The hlz channels of cached crops, normalised as the contract does."""
-    return ((c.crops[:, :3].astype(np.float32) - MEAN) / STD).astype(np.float32)
+def crop_inputs(c: CropSet, channels: str = "hlz") -> NDArray[np.float32]:
+    """The ``channels`` (``hlz`` or ``pc``) of cached crops, normalised as the contract does."""
+    return ((c.crops[:, _input(channels)[1]].astype(np.float32) - MEAN) / STD).astype(np.float32)
 
 
 def _cbr(cin: int, cout: int, stride: int = 1) -> nn.Sequential:

@@ -56,7 +56,7 @@ def test_detector_finds_most_objects_on_fresh_items(fresh_items: list, name: str
     assert n_det <= 4 * n_gt, f"{n_det} detections for {n_gt} objects: the threshold lets clutter through"
 
 
-@pytest.mark.parametrize("name", ["scorer-stfpm", "scorer-padim"])
+@pytest.mark.parametrize("name", ["scorer-stfpm", "scorer-stfpm-pc", "scorer-padim"])
 def test_scorer_ranks_threats_above_benign_objects(ranking_items: list, name: str) -> None:
     bundle = load_bundle(REPO / "models" / name)
     session = open_backend(bundle, "openvino", "fp32")
@@ -82,9 +82,12 @@ def test_scorer_ranks_threats_above_benign_objects(ranking_items: list, name: st
     # Rank-based (the normalisation is monotone; a mean would depend on its shape). PaDiM v1.x is near chance
     # per object (AUROC 0.60 on sim-test, 0.51 on these 28 threats): its value is the on-site refit (tests/fit),
     # so only the student-teacher bundle is held to a ranking here.
-    if name == "scorer-stfpm":
+    # The pc twin ranks these objects less well (0.62 when it was committed; docs/models.md, "Input hlz against
+    # pc"): its floor is lower, still well above chance.
+    if name.startswith("scorer-stfpm"):
         value = auroc(s, t)
-        assert value is not None and value > 0.7, "threat objects do not score higher than benign ones"
+        floor = 0.6 if name.endswith("-pc") else 0.7
+        assert value is not None and value > floor, "threat objects do not score higher than benign ones"
     assert (s[~t] >= thr).mean() <= 0.3, "more than 30% of benign objects flagged"
     # the map and the score share one scale (a monotone normalisation of the raw map): the score is the map's
     # maximum (PaDiM) or the mean of its 16 largest pixels (STFPM v2), so it lies between the 16th largest pixel
@@ -114,7 +117,7 @@ def test_classifier_separates_threat_crops(fresh_items: list) -> None:
     assert p[t].mean() > p[~t].mean() + 0.2, "threat crops are not clearly more 'anomaly' than benign ones"
 
 
-@pytest.mark.parametrize("name", ["scorer-stfpm", "scorer-padim", "classifier-threat"])
+@pytest.mark.parametrize("name", ["scorer-stfpm", "scorer-stfpm-pc", "scorer-padim", "classifier-threat"])
 def test_item_thresholds_belong_to_the_shipped_detector(name: str) -> None:
     """A committed scorer's item operating point was measured through the committed detector (re-measure with
     `edge eval --write-item-threshold` after changing either)."""

@@ -344,3 +344,57 @@ def test_classifier_init_bundle_must_be_an_stfpm_scorer(cache: Path, tmp_path: P
                                           "--steps", "1", "--init-bundle", str(bundle)])
         assert result.exit_code == 1 and message in result.output, result.output
         assert not (tmp_path / "ck" / "classifier.pt").exists()  # refused before any training
+
+
+def test_crop_inputs_are_what_the_runtime_composes_for_each_input(fresh_items: list[tuple[object, object]]) -> None:
+    """The cache stores hlz then pc; a scorer trained on either slice must see what the composer gives the
+    runtime for a bundle of that input, or a pc scorer would be trained on one picture and served another."""
+    from edge.condition.composer import compose
+    from export.recipes.simdata import CropSet, crop_store_contract
+
+    image, _truth = fresh_items[0]
+    boxes = np.asarray([[10.0, 20.0, 90.0, 70.0], [40.0, 5.0, 60.0, 120.0]])
+    stored = compose(image, crop_store_contract(), boxes).astype(np.float16)  # type: ignore[arg-type]  # as cached
+    cached = CropSet(stored, np.zeros(2, np.int64), np.asarray(["a", "b"]), np.asarray(["", ""]),
+                     np.zeros(2, bool), np.zeros(2, bool), np.zeros(2, bool))
+    for channels in ("hlz", "pc"):
+        served = compose(image, sc.contract(channels=channels), boxes)  # type: ignore[arg-type]
+        assert np.allclose(sc.crop_inputs(cached, channels), served, atol=5e-3), channels  # float16 cache
+    assert not np.allclose(sc.crop_inputs(cached, "hlz"), sc.crop_inputs(cached, "pc"))
+    with pytest.raises(ValueError, match="hlz, pc"):
+        sc.crop_inputs(cached, "h")
+
+
+def test_pc_scorer_trains_packs_and_repacks_on_pseudo_colour_crops(cache: Path, tmp_path: Path) -> None:
+    """`train scorer --channels pc` writes a bundle that asks the runtime for pc crops, and `stfpm-kind` re-packs
+    it on pc crops (its scores through ONNX Runtime equal the rebuilt graph's on the cache's pc channels)."""
+    from edge.backends import open_backend
+    from edge.bundles.manifest import Precision
+    from edge.contracts import Channel
+    from export.recipes.rebuild import torch_from_bundle
+
+    first = tmp_path / "pc"
+    result = CliRunner().invoke(app, ["scorer", "--data", str(cache), "--val", str(cache), "--ckpt-dir",
+                                      str(tmp_path / "ck"), "--teacher-steps", "2", "--student-steps", "2",
+                                      "--batch", "4", "--channels", "pc", "--kind-share", "2", "-o", str(first)])
+    assert result.exit_code == 0, result.output
+    assert load_bundle(first).contract.channels == (Channel.PC,)
+    assert load_bundle(first).manifest.name == "scorer-stfpm-pc"
+    assert "(pc 64x64)" in load_bundle(first).manifest.training_data
+    out = tmp_path / "pc-energy"
+    result = CliRunner().invoke(app, ["stfpm-kind", str(first), "--val", str(cache), "--uncertainty", "energy",
+                                      "--kind-share", "2", "--version", "0.1", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    bundle = load_bundle(out)
+    assert bundle.contract.channels == (Channel.PC,) and bundle.manifest.name == "scorer-stfpm-pc"  # kept
+    x = sc.crop_inputs(load_crops(cache), "pc")[:8]
+    with torch.inference_mode():
+        _, score = torch_from_bundle(out)(torch.from_numpy(x))
+    session = open_backend(bundle, "onnxruntime", Precision.FP32, 1, None)
+    try:
+        assert np.allclose(score.numpy(), session.run(x)["score"], atol=1e-4)
+    finally:
+        session.close()
+    bad = CliRunner().invoke(app, ["scorer", "--data", str(cache), "--val", str(cache), "--ckpt-dir",
+                                   str(tmp_path / "ck2"), "--channels", "h"])
+    assert bad.exit_code != 0 and "--channels must be one of hlz, pc" in bad.output
