@@ -708,13 +708,14 @@ def stfpm_kind(
     if not isinstance(model, sc.StfpmScorer) or model.teacher.fc is None:
         raise typer.BadParameter(f"{source}: not an STFPM scorer with a kind-classifying teacher")
     was = f"{model.uncertainty} x {model.kind_weight:.4f}"
-    channels = sc.channels_of(load_bundle(source).contract)
+    bundle = load_bundle(source)
+    channels = sc.channels_of(bundle.contract)
     va = load_crops(val)
     model.uncertainty = uncertainty
     model.kind_weight = kind_share * sc.kind_weight_for(
         model, sc.crop_inputs(va.select(sc.benign_training_mask(va)), channels))
     _say(f"kind term {was} -> {uncertainty} x {model.kind_weight:.4f} (share {kind_share})")
-    m = load_bundle(source).manifest
+    m = bundle.manifest
     _finish_scorer(model, name or m.name, val, test, out, version,
                    training_data=f"the networks of {m.name} {m.version} ({m.training_data}); kind term re-weighted "
                                  f"on the benign crops of {val.name}: {uncertainty} x {model.kind_weight:.4f} "
