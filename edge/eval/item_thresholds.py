@@ -22,7 +22,6 @@ set with threats.
 from __future__ import annotations
 
 import argparse
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,10 +30,11 @@ import numpy as np
 
 from edge.bundles.loader import load_bundle
 from edge.bundles.outputs import ITEM_THRESHOLD_KEY
-from edge.errors import BundleError, EdgeError
+from edge.errors import BundleError
 from edge.eval.operating_point import pooled_item_threshold, write_threshold
 from edge.eval.pooled import PooledRun, run_scanners
-from edge.eval.scanners import benchmark_seeds_among, prepare_scanner, reference_bundles
+from edge.eval.scanner_cli import add_scanner_arguments, scanner_run
+from edge.eval.scanners import prepare_scanner
 
 DEFAULT_SEEDS = (102, 301, 302, 303)
 """Seed 102 set the shipped item thresholds alone until 2026-11-23; 301–303 are used for nothing else."""
@@ -92,43 +92,26 @@ def markdown(rows: Sequence[PooledThreshold], seeds: Sequence[int], n: int) -> s
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Set scorer bundles' item thresholds on several virtual scanners.")
-    parser.add_argument("bundles", type=Path, nargs="+", help="scorer/classifier bundles")
-    parser.add_argument("--work", type=Path, default=Path("/tmp/xray-op"), help="work folder (kept; reused)")
-    parser.add_argument("--seeds", default=",".join(map(str, DEFAULT_SEEDS)), help="scanner seeds, comma-separated")
-    parser.add_argument("--n", type=int, default=200, help="benign items per scanner")
-    parser.add_argument("--detector", type=Path, default=None, help="detector bundle (default: the reference one)")
+    add_scanner_arguments(parser, Path("/tmp/xray-op"), DEFAULT_SEEDS, "scorer/classifier bundles",
+                          "benign items per scanner")
     parser.add_argument("--out", type=Path, default=None, help="write a re-thresholded copy of each bundle to "
                         "OUT/<bundle name> (replaced if present); without it, only print the table")
     parser.add_argument("--bundle-version", default=None, help="the copies' version; {version} stands for each "
                         "bundle's own (default {version}-op.<date>)")
-    parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
     args = parser.parse_args(argv)
-    try:
-        seeds = [int(s) for s in str(args.seeds).split(",") if s.strip()]
-    except ValueError:
-        parser.error(f"--seeds {args.seeds!r}: expected integers separated by commas")
-    if len(set(seeds)) != len(seeds) or not seeds:
-        parser.error(f"--seeds {args.seeds!r}: give each scanner once (a repeated one would count its items twice)")
-    for path in args.bundles:  # before minutes of generating scanners
-        try:
-            load_bundle(path, verify_hashes=False)
-        except EdgeError as exc:
-            parser.error(f"{path}: {exc}")
-    reserved = benchmark_seeds_among(seeds)
-    if reserved:
-        parser.error(f"{reserved}: set thresholds on other scanners")
-    detector = args.detector or reference_bundles(Path(__file__).resolve().parents[2] / "models")[0]
-    scanners = [prepare_scanner(seed, args.n, args.work / f"seed-{seed}", detector, args.bundles[0], args.workers,
+    sr = scanner_run(parser, args, "set thresholds")
+    seeds = sr.seeds
+    scanners = [prepare_scanner(seed, sr.n, sr.work / f"seed-{seed}", sr.detector, sr.bundles[0], sr.workers,
                                 threat_rate=0.0) for seed in seeds]
-    run = run_scanners(scanners, args.bundles, args.workers)
+    run = run_scanners(scanners, sr.bundles, sr.workers)
     try:
-        rows = pooled_thresholds(run, args.bundles)
+        rows = pooled_thresholds(run, sr.bundles)
     except BundleError as exc:
         parser.exit(1, f"edge.eval.item_thresholds: {exc}\n")
-    print(markdown(rows, seeds, args.n))
+    print(markdown(rows, seeds, sr.n))
     if args.out is None:
         return
-    source = f"{len(run.labels)} benign items of virtual scanners {', '.join(map(str, seeds))} ({args.n} each)"
+    source = f"{len(run.labels)} benign items of virtual scanners {', '.join(map(str, seeds))} ({sr.n} each)"
     for r in rows:
         try:
             bundle = write_threshold(r.bundle, args.out / r.bundle.name, r.threshold, source,

@@ -22,13 +22,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 
 from edge.eval.pooled import Comparison, paired_comparison, run_scanners
-from edge.eval.scanners import BENCH_THREAT_RATE, benchmark_seeds_among, prepare_scanner, reference_bundles
+from edge.eval.scanner_cli import add_scanner_arguments, scanner_run
+from edge.eval.scanners import BENCH_THREAT_RATE, prepare_scanner
 
 DEFAULT_SEEDS = (103, 104, 105, 106)
 
@@ -47,25 +47,18 @@ def markdown(rows: Sequence[Comparison], seeds: Sequence[int], n: int) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Compare scorer bundles on several virtual scanners, paired.")
-    parser.add_argument("bundles", type=Path, nargs="+", help="scorer/classifier bundles; the first is the baseline")
-    parser.add_argument("--work", type=Path, default=Path("/tmp/xray-val"), help="work folder (kept; reused)")
-    parser.add_argument("--seeds", default=",".join(map(str, DEFAULT_SEEDS)), help="scanner seeds, comma-separated")
-    parser.add_argument("--n", type=int, default=200, help="items per scanner")
-    parser.add_argument("--detector", type=Path, default=None, help="detector bundle (default: the reference one)")
-    parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
+    add_scanner_arguments(parser, Path("/tmp/xray-val"), DEFAULT_SEEDS,
+                          "scorer/classifier bundles; the first is the baseline", "items per scanner")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures as JSON here")
     args = parser.parse_args(argv)
-    seeds = [int(s) for s in str(args.seeds).split(",") if s.strip()]
-    reserved = benchmark_seeds_among(seeds)
-    if reserved:
-        parser.error(f"{reserved}: validate on other scanners")
-    detector = args.detector or reference_bundles(Path(__file__).resolve().parents[2] / "models")[0]
-    scanners = [prepare_scanner(seed, args.n, args.work / f"seed-{seed}", detector, args.bundles[0], args.workers)
+    sr = scanner_run(parser, args, "validate")
+    seeds = sr.seeds
+    scanners = [prepare_scanner(seed, sr.n, sr.work / f"seed-{seed}", sr.detector, sr.bundles[0], sr.workers)
                 for seed in seeds]
-    run = run_scanners(scanners, args.bundles, args.workers)
-    rows = paired_comparison([str(b) for b in args.bundles], [b.max_scores for b in run.bundles], run.labels,
+    run = run_scanners(scanners, sr.bundles, sr.workers)
+    rows = paired_comparison([str(b) for b in sr.bundles], [b.max_scores for b in run.bundles], run.labels,
                              run.groups)
-    print(markdown(rows, seeds, args.n))
+    print(markdown(rows, seeds, sr.n))
     if args.json is not None:
         args.json.write_text(json.dumps([asdict(r) for r in rows], indent=1), encoding="utf-8")
 

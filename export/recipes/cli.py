@@ -14,7 +14,7 @@ command again). A whole retrain::
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 import typer
 
@@ -23,6 +23,12 @@ if TYPE_CHECKING:
 
 app = typer.Typer(name="train", help="Train the reference detector and scorers on the virtual scanner and pack them.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+
+
+def _fail(why: object) -> NoReturn:
+    """Stop a command with ``edge-export: error: <why>`` on stderr and exit status 1 (bad input, not a crash)."""
+    typer.echo(f"edge-export: error: {why}", err=True)
+    raise typer.Exit(1)
 
 
 def _say(msg: str) -> None:
@@ -597,7 +603,7 @@ def scorer(
     if channels not in sc.INPUTS:
         raise typer.BadParameter(f"--channels must be one of {', '.join(sc.INPUTS)}, got {channels!r}")
     cfg = sc.ScorerConfig(teacher_steps=teacher_steps, student_steps=student_steps, batch=batch, seed=seed,
-                          threads=threads, teacher_init=teacher_init)
+                          threads=threads, teacher_init=teacher_init, channels=channels)
     tr = load_crops(data)
     tr = tr.select(sc.benign_training_mask(tr))
     # Detector crops (`train detcrops`) that match no object at IoU 0.5 have no kind: benign evidence for the
@@ -609,7 +615,10 @@ def scorer(
     weights = tuple(float(w) for w in scales.split(","))
     if len(weights) != 3 or not any(weights):
         raise typer.BadParameter(f"--scales wants three comma-separated weights, not all 0; got {scales!r}")
-    teacher, names = sc.train_teacher(x[kinded], tr.kind[kinded], ckpt_dir / "teacher.pt", cfg, _say)
+    try:
+        teacher, names = sc.train_teacher(x[kinded], tr.kind[kinded], ckpt_dir / "teacher.pt", cfg, _say)
+    except ValueError as exc:
+        _fail(exc)
     trained = sc.train_student(teacher, x, ckpt_dir / "student.pt", cfg, _say)
     model = sc.StfpmScorer(trained.teacher, trained.student, topk, weights).eval()
     kind_weight = 0.0
@@ -655,8 +664,11 @@ def padim(
     from export.recipes import scorer as sc
     from export.recipes.simdata import load_crops
 
-    teacher, _ = sc.train_teacher(np.zeros((0, 3, 64, 64), np.float32), np.zeros(0, str), ckpt_dir / "teacher.pt",
-                                  sc.ScorerConfig(), _say)
+    try:  # the PaDiM recipe reads hlz crops only
+        teacher, _ = sc.train_teacher(np.zeros((0, 3, 64, 64), np.float32), np.zeros(0, str),
+                                      ckpt_dir / "teacher.pt", sc.ScorerConfig(channels="hlz"), _say)
+    except ValueError as exc:
+        _fail(exc)
     embedder = pd.Embedder(sc.Backbone(3, 0), pd.channel_subset())
     embedder.backbone.load_state_dict(teacher.state_dict(), strict=False)
     embedder.eval()
@@ -761,24 +773,20 @@ def fuse(
     try:
         stfpm, classifier = torch_from_bundle(scorer), torch_from_bundle(insert)
     except (BundleError, ValueError, FileNotFoundError) as exc:
-        typer.echo(f"edge-export: error: {exc}", err=True)
-        raise typer.Exit(1) from exc
+        _fail(exc)
     if not isinstance(stfpm, sc.StfpmScorer) or not isinstance(classifier, sc.ThreatClassifier):
         wrong = (f"{scorer}: not an STFPM scorer" if not isinstance(stfpm, sc.StfpmScorer)
                  else f"{insert}: not a two-class crop classifier")
-        typer.echo(f"edge-export: error: {wrong} bundle", err=True)
-        raise typer.Exit(1)
+        _fail(f"{wrong} bundle")
     contract = load_bundle(scorer).contract
     if load_bundle(insert).contract != contract:
-        typer.echo(f"edge-export: error: {scorer} and {insert} read different inputs; one graph needs one", err=True)
-        raise typer.Exit(1)
+        _fail(f"{scorer} and {insert} read different inputs; one graph needs one")
     channels = sc.channels_of(contract)
     va = load_crops(val)
     try:  # fuse() refuses a negative share and an unknown rule
         model = fuse(stfpm, classifier, sc.crop_inputs(va.select(sc.benign_training_mask(va)), channels), share, rule)
     except ValueError as exc:
-        typer.echo(f"edge-export: error: --{exc}", err=True)
-        raise typer.Exit(1) from exc
+        _fail(f"--{exc}")
     term = f"{float(model.insert_offset):.4f} + {float(model.insert_weight):.4f} x log-odds"
     _say(f"insert term {term} (rule {rule}, share {share})")
     ms, mi = load_bundle(scorer).manifest, load_bundle(insert).manifest
@@ -925,17 +933,18 @@ def classifier(
         try:
             rebuilt = torch_from_bundle(init_bundle)
         except (BundleError, ValueError, FileNotFoundError) as exc:
-            typer.echo(f"edge-export: error: {exc}", err=True)
-            raise typer.Exit(1) from exc
+            _fail(exc)
         if not isinstance(rebuilt, sc.StfpmScorer):
-            typer.echo(f"edge-export: error: {init_bundle}: not an STFPM scorer bundle (--init-bundle)", err=True)
-            raise typer.Exit(1)
+            _fail(f"{init_bundle}: not an STFPM scorer bundle (--init-bundle)")
         if sc.channels_of(load_bundle(init_bundle).contract) != channels:
-            typer.echo(f"edge-export: error: {init_bundle} reads another input than --channels {channels}", err=True)
-            raise typer.Exit(1)
+            _fail(f"{init_bundle} reads another input than --channels {channels}")
         init, start = rebuilt.teacher, f"the teacher of {init_bundle}"
     elif (ckpt_dir / "teacher.pt").is_file():
-        init, start = sc.load_teacher(ckpt_dir / "teacher.pt")[0], f"the STFPM teacher in {ckpt_dir}"
+        try:
+            init = sc.load_teacher(ckpt_dir / "teacher.pt", channels)[0]
+        except ValueError as exc:
+            _fail(exc)
+        start = f"the STFPM teacher in {ckpt_dir}"
     else:
         init, start = None, "scratch"
     cfg = sc.ScorerConfig(teacher_steps=steps, batch=batch)
@@ -1013,6 +1022,5 @@ def add_int8_crops(
         result = add_int8(bundle, data, out, version, validation=check, max_drop=max_drop,
                           max_flag_change=max_flag_change, overwrite=overwrite, progress=_say)
     except (ExportError, BundleError, FileNotFoundError) as exc:
-        typer.echo(f"edge-export: error: {exc}", err=True)
-        raise typer.Exit(1) from exc
+        _fail(exc)
     _say(f"wrote {result.root} ({result.manifest.name}@{version}, openvino/int8 added)")

@@ -230,14 +230,31 @@ class ScorerConfig:
     checkpoint_every: int = 100
     teacher_init: str = ""
     """A teacher checkpoint whose weights start a new run (its own fresh schedule), used only without ``ckpt``."""
+    channels: str = "hlz"
+    """The crop input (:data:`INPUTS`) the crops are; stored in the teacher's checkpoint and checked on reuse."""
 
 
-def load_teacher(ckpt: Path) -> tuple[Backbone, tuple[str, ...]]:
-    """The backbone (eval mode) and kind names of a teacher checkpoint, finished or not."""
+def load_teacher(ckpt: Path, channels: str | None = None) -> tuple[Backbone, tuple[str, ...]]:
+    """The backbone (eval mode) and kind names of a teacher checkpoint, finished or not.
+
+    With ``channels``, refuses a teacher trained on another crop input: hlz and pc crops both have three
+    channels, so a pc run would otherwise start from (or finish with) an hlz teacher without a word.
+    """
     state = torch.load(ckpt, weights_only=False)
+    _check_input(ckpt, state, channels)
     model = Backbone(3, len(state["names"]))
     model.load_state_dict(state["model"])
     return model.eval(), tuple(state["names"])
+
+
+def _check_input(ckpt: Path, state: dict[str, Any], channels: str | None) -> None:
+    # Checkpoints written before 2026-11-24 do not say; all but `train scorer --channels pc` runs of the day
+    # before were hlz, so they are taken as hlz and the message says so (set state["channels"] to relabel one).
+    trained = str(state.get("channels", "hlz"))
+    if channels is not None and trained != channels:
+        said = "" if "channels" in state else " (it does not say its input: taken as hlz)"
+        raise ValueError(f"{ckpt}: this teacher was trained on {trained} crops{said}, not {channels} "
+                         "(use another checkpoint folder)")
 
 
 def train_teacher(x: NDArray[np.float32], kinds: NDArray[np.str_], ckpt: Path, cfg: ScorerConfig,
@@ -251,6 +268,7 @@ def train_teacher(x: NDArray[np.float32], kinds: NDArray[np.str_], ckpt: Path, c
     state: dict[str, Any] | None = None
     if ckpt.is_file():
         state = torch.load(ckpt, weights_only=False)
+        _check_input(ckpt, state, cfg.channels)
         if "step" not in state or int(state["step"]) >= int(state["total"]):  # v1.0 files: finished, no step
             progress(f"teacher loaded from {ckpt}")
             return load_teacher(ckpt)
@@ -270,7 +288,7 @@ def train_teacher(x: NDArray[np.float32], kinds: NDArray[np.str_], ckpt: Path, c
         step = int(state["step"])
         progress(f"teacher resumed at step {step}")
     elif cfg.teacher_init:
-        init, init_names = load_teacher(Path(cfg.teacher_init))
+        init, init_names = load_teacher(Path(cfg.teacher_init), cfg.channels)
         if init_names != names:
             raise ValueError(f"{cfg.teacher_init}: the initial teacher's kinds differ from the training crops' kinds")
         model.load_state_dict(init.state_dict())
@@ -296,7 +314,8 @@ def train_teacher(x: NDArray[np.float32], kinds: NDArray[np.str_], ckpt: Path, c
             progress(f"teacher step {step}/{cfg.teacher_steps} loss {loss.item():.3f} acc~{acc:.3f} "
                      f"({time.monotonic() - t0:.0f} s)")
             atomic_save({"model": model.state_dict(), "names": names, "opt": opt.state_dict(),
-                   "sched": sched.state_dict(), "step": step, "total": cfg.teacher_steps}, ckpt)
+                   "sched": sched.state_dict(), "step": step, "total": cfg.teacher_steps,
+                         "channels": cfg.channels}, ckpt)
     model = model.to(memory_format=torch.contiguous_format).eval()
     return model, names
 

@@ -65,13 +65,16 @@ def test_benchmark_scanners_are_refused_before_anything_is_generated(eval_assets
 
 @pytest.mark.parametrize("extra", [["--seeds", "301,301"], ["--seeds", "3x"], ["--seeds", "301", "/nonexistent"]])
 def test_bad_arguments_are_refused_before_anything_is_generated(eval_assets: EvalAssets, tmp_path: Path,
-                                                                extra: list[str]) -> None:
+                                                                extra: list[str],
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
     args = [str(eval_assets.scorer), "--work", str(tmp_path)]
-    if len(extra) == 3:
-        args, extra = [*args, extra[2]], extra[:2]
+    if len(extra) == 3:  # a second bundle: before the options (after one, argparse would not take it)
+        args, extra = [str(eval_assets.scorer), extra[2], "--work", str(tmp_path)], extra[:2]
     with pytest.raises(SystemExit) as exc:
         item_thresholds.main([*args, *extra])
     assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "unrecognized" not in err and ("/nonexistent: " in err if len(args) == 4 else "--seeds" in err)
     assert not any(tmp_path.iterdir())
 
 

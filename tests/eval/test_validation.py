@@ -59,3 +59,25 @@ def test_the_benchmark_scanners_are_refused(seeds: str, reserved: str, capsys: p
     err = capsys.readouterr().err
     assert f"seed(s) {reserved} belong to the benchmark of docs/results.md" in err
     assert not any(tmp_path.iterdir())  # refused before anything was generated
+
+
+@pytest.mark.parametrize(("extra", "says"), [
+    (["--seeds", "103,103"], "give each scanner once"),
+    (["--seeds", "10x"], "expected integers"),
+    (["--n", "0"], "at least one item"),
+    (["--bundle-first", "/nonexistent-bundle"], "/nonexistent-bundle: "),
+])
+def test_bad_arguments_are_refused_before_anything_is_generated(extra: list[str], says: str,
+                                                                capsys: pytest.CaptureFixture[str],
+                                                                tmp_path: Path) -> None:
+    # the same checks as edge.eval.item_thresholds (edge.eval.scanner_cli): a repeated seed would count its
+    # items twice in the pooled figures, a missing bundle would fail only after minutes of generating scanners
+    bundles = ["models/scorer-stfpm"]
+    if extra[0] == "--bundle-first":  # a second positional bundle (after an option argparse would not take it)
+        bundles, extra = [*bundles, *extra[1:]], []
+    with pytest.raises(SystemExit) as exc:
+        main([*bundles, "--work", str(tmp_path), *extra])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert says in err and "unrecognized" not in err
+    assert not any(tmp_path.iterdir())

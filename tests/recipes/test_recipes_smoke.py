@@ -158,6 +158,15 @@ def test_teacher_checkpoint_resumes_then_loads_when_finished(cache: Path, tmp_pa
                                       progress=msgs.append)
     assert msgs == [f"teacher loaded from {ckpt}"] and not teacher.training
     assert names == tuple(sorted(set(crops.kind.tolist())))
+    # the input it was trained on is kept; a checkpoint from before that was stored is taken as hlz, and says so
+    assert state["channels"] == "hlz"
+    with pytest.raises(ValueError, match="trained on hlz crops, not pc"):
+        sc.load_teacher(ckpt, "pc")
+    del state["channels"]
+    torch.save(state, ckpt)
+    assert sc.load_teacher(ckpt, "hlz")[1] == names
+    with pytest.raises(ValueError, match="does not say its input: taken as hlz"):
+        sc.train_teacher(x[:0], crops.kind[:0], ckpt, sc.ScorerConfig(channels="pc"), progress=msgs.append)
 
 
 def test_box_augmentation_pads_with_air_and_is_identity_without_zoom() -> None:
@@ -398,3 +407,10 @@ def test_pc_scorer_trains_packs_and_repacks_on_pseudo_colour_crops(cache: Path, 
     bad = CliRunner().invoke(app, ["scorer", "--data", str(cache), "--val", str(cache), "--ckpt-dir",
                                    str(tmp_path / "ck2"), "--channels", "h"])
     assert bad.exit_code != 0 and "--channels must be one of hlz, pc" in bad.output
+    # the pc teacher in ck/ is not reused for hlz crops (both have 3 channels, so it would run)
+    assert torch.load(tmp_path / "ck" / "teacher.pt", weights_only=False)["channels"] == "pc"
+    for cmd in (["scorer", "--val", str(cache)], ["classifier", "--calib", str(cache)]):
+        mixed = CliRunner().invoke(app, [*cmd, "--data", str(cache), "--ckpt-dir", str(tmp_path / "ck"),
+                                         "--channels", "hlz"])
+        assert mixed.exit_code == 1 and "trained on pc crops, not hlz" in mixed.output, cmd
+    assert not (tmp_path / "ck" / "classifier.pt").exists()
