@@ -947,10 +947,13 @@ def classifier(
         start = f"the STFPM teacher in {ckpt_dir}"
     else:
         init, start = None, "scratch"
-    cfg = sc.ScorerConfig(teacher_steps=steps, batch=batch)
+    cfg = sc.ScorerConfig(teacher_steps=steps, batch=batch, channels=channels)
     _say(f"{int(tr.threat.sum())} threat and {int((~tr.threat).sum())} benign training crops")
-    model = sc.train_classifier(sc.crop_inputs(tr, channels), tr.threat, ckpt_dir / "classifier.pt", cfg, init, _say,
-                                frozen_batchnorm=init_bundle is not None)
+    try:
+        model = sc.train_classifier(sc.crop_inputs(tr, channels), tr.threat, ckpt_dir / "classifier.pt", cfg, init,
+                                    _say, frozen_batchnorm=init_bundle is not None)
+    except ValueError as exc:  # a finished classifier.pt trained on the other input
+        _fail(exc)
 
     def anomaly_prob(x: np.ndarray) -> np.ndarray:
         with torch.inference_mode():

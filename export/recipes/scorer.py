@@ -253,7 +253,7 @@ def _check_input(ckpt: Path, state: dict[str, Any], channels: str | None) -> Non
     trained = str(state.get("channels", "hlz"))
     if channels is not None and trained != channels:
         said = "" if "channels" in state else " (it does not say its input: taken as hlz)"
-        raise ValueError(f"{ckpt}: this teacher was trained on {trained} crops{said}, not {channels} "
+        raise ValueError(f"{ckpt}: this network was trained on {trained} crops{said}, not {channels} "
                          "(use another checkpoint folder)")
 
 
@@ -417,7 +417,11 @@ def train_classifier(x: NDArray[np.float32], threat: NDArray[np.bool_], ckpt: Pa
     weights has its batch norms folded into identity statistics, which batch statistics would overwrite)."""
     model = ThreatClassifier()
     if ckpt.is_file():
-        model.load_state_dict(torch.load(ckpt, weights_only=False))
+        state = torch.load(ckpt, weights_only=False)
+        if "model" not in state:  # written before 2026-11-24: the bare weights, no input stored
+            state = {"model": state}
+        _check_input(ckpt, state, cfg.channels)
+        model.load_state_dict(state["model"])
         progress(f"classifier loaded from {ckpt}")
         return model.eval()
     torch.set_num_threads(cfg.threads)
@@ -449,5 +453,5 @@ def train_classifier(x: NDArray[np.float32], threat: NDArray[np.bool_], ckpt: Pa
             progress(f"classifier step {step}/{steps} loss {loss.item():.3f} ({time.monotonic() - t0:.0f} s)")
     model.eval()
     ckpt.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(model.state_dict(), ckpt)
+    torch.save({"model": model.state_dict(), "channels": cfg.channels}, ckpt)
     return model

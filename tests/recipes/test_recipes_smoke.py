@@ -343,6 +343,15 @@ def test_classifier_from_a_rebuilt_teacher_keeps_its_folded_batch_norms(tmp_path
     assert not torch.equal(loose.net.state_dict()[key], teacher.state_dict()[key])
     conv = "s1.0.0.weight"  # started from the teacher, moved by three small steps only
     assert torch.allclose(frozen.net.state_dict()[conv], teacher.state_dict()[conv], atol=0.05)
+    # a finished classifier.pt keeps its input: reused for the same input, refused for the other one
+    assert torch.load(tmp_path / "a.pt", weights_only=False)["channels"] == "hlz"
+    again = sc.train_classifier(x, y, tmp_path / "a.pt", cfg, None, lambda _m: None)
+    assert torch.equal(again.net.state_dict()[conv], frozen.net.state_dict()[conv])
+    with pytest.raises(ValueError, match="trained on hlz crops, not pc"):
+        sc.train_classifier(x, y, tmp_path / "a.pt", sc.ScorerConfig(teacher_steps=3, batch=8, channels="pc"))
+    torch.save(frozen.state_dict(), tmp_path / "old.pt")  # the bare weights, as written before the input was kept
+    old = sc.train_classifier(x, y, tmp_path / "old.pt", cfg, None, lambda _m: None)
+    assert torch.equal(old.net.state_dict()[conv], frozen.net.state_dict()[conv])
 
 
 def test_classifier_init_bundle_must_be_an_stfpm_scorer(cache: Path, tmp_path: Path) -> None:
