@@ -242,7 +242,9 @@ def eval_detector(
     from edge.boxes import box_iou
     from export.recipes import detector as det
     from export.recipes.evaluate import (
+        OVERLAP_BANDS,
         coco_metrics,
+        overlap_band,
         postprocess,
         real_images,
         real_recall,
@@ -286,6 +288,9 @@ def eval_detector(
     m = coco_metrics(gts, dets)
     m["recall50@20"] = recall_at(gts, [d[0][:20] for d in dets])
     out: dict[str, object] = {"sim": m, "items": len(gts), "boxes": int(sum(len(g) for g in gts))}
+    # the same figures on the objects that overlap no other, a little, or heavily (is AR@100 lost to clutter?)
+    out["sim_by_overlap"] = {band: coco_metrics(gts, dets, [overlap_band(g, band) for g in gts])
+                             for band in OVERLAP_BANDS}
     sweep = {}
     for t in (0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65):
         kept = [postprocess(b, s, t, nms_iou, 32, vote_iou)[0] for b, s in raw]  # as the detect stage

@@ -93,11 +93,9 @@ class ClassDetSet:
 
     def heavy(self, i: int, iou: float = HEAVY_OVERLAP_IOU) -> NDArray[np.bool_]:
         """Per box of item ``i``: does it overlap another object's box (any kind) at IoU ≥ ``iou``?"""
-        from edge.boxes import box_iou
+        from export.recipes.evaluate import max_overlap
 
-        m = box_iou(self.boxes[i], self.boxes[i])
-        np.fill_diagonal(m, 0.0)
-        return np.asarray(m.max(axis=1, initial=0.0) >= iou) if len(m) else np.zeros(0, bool)
+        return np.asarray(max_overlap(self.boxes[i]) >= iou)
 
 
 def load_class_det(folder: Path, limit: int | None = None) -> ClassDetSet:
