@@ -609,6 +609,10 @@ def scorer(
         raise typer.BadParameter(f"--channels must be one of {', '.join(sc.INPUTS)}, got {channels!r}")
     cfg = sc.ScorerConfig(teacher_steps=teacher_steps, student_steps=student_steps, batch=batch, seed=seed,
                           threads=threads, teacher_init=teacher_init, channels=channels)
+    try:
+        sc.check_checkpoint(ckpt_dir / "teacher.pt", channels)
+    except ValueError as exc:
+        _fail(exc)
     tr = load_crops(data)
     tr = tr.select(sc.benign_training_mask(tr))
     # Detector crops (`train detcrops`) that match no object at IoU 0.5 have no kind: benign evidence for the
@@ -620,10 +624,7 @@ def scorer(
     weights = tuple(float(w) for w in scales.split(","))
     if len(weights) != 3 or not any(weights):
         raise typer.BadParameter(f"--scales wants three comma-separated weights, not all 0; got {scales!r}")
-    try:
-        teacher, names = sc.train_teacher(x[kinded], tr.kind[kinded], ckpt_dir / "teacher.pt", cfg, _say)
-    except ValueError as exc:
-        _fail(exc)
+    teacher, names = sc.train_teacher(x[kinded], tr.kind[kinded], ckpt_dir / "teacher.pt", cfg, _say)
     trained = sc.train_student(teacher, x, ckpt_dir / "student.pt", cfg, _say)
     model = sc.StfpmScorer(trained.teacher, trained.student, topk, weights).eval()
     kind_weight = 0.0
@@ -670,10 +671,11 @@ def padim(
     from export.recipes.simdata import load_crops
 
     try:  # the PaDiM recipe reads hlz crops only
-        teacher, _ = sc.train_teacher(np.zeros((0, 3, 64, 64), np.float32), np.zeros(0, str),
-                                      ckpt_dir / "teacher.pt", sc.ScorerConfig(channels="hlz"), _say)
+        sc.check_checkpoint(ckpt_dir / "teacher.pt", "hlz")
     except ValueError as exc:
         _fail(exc)
+    teacher, _ = sc.train_teacher(np.zeros((0, 3, 64, 64), np.float32), np.zeros(0, str), ckpt_dir / "teacher.pt",
+                                  sc.ScorerConfig(channels="hlz"), _say)
     embedder = pd.Embedder(sc.Backbone(3, 0), pd.channel_subset())
     embedder.backbone.load_state_dict(teacher.state_dict(), strict=False)
     embedder.eval()
@@ -930,6 +932,11 @@ def classifier(
 
     if channels not in sc.INPUTS:
         raise typer.BadParameter(f"--channels must be one of {', '.join(sc.INPUTS)}, got {channels!r}")
+    try:  # checkpoints trained on the other input (teacher.pt only matters without --init-bundle)
+        for ckpt in [ckpt_dir / "classifier.pt"] + ([] if init_bundle is not None else [ckpt_dir / "teacher.pt"]):
+            sc.check_checkpoint(ckpt, channels)
+    except ValueError as exc:
+        _fail(exc)
     tr = load_crops(data)
     keep = tr.threat | ~tr.tainted
     tr = tr.select(keep)
@@ -945,20 +952,13 @@ def classifier(
             _fail(f"{init_bundle} reads another input than --channels {channels}")
         init, start = rebuilt.teacher, f"the teacher of {init_bundle}"
     elif (ckpt_dir / "teacher.pt").is_file():
-        try:
-            init = sc.load_teacher(ckpt_dir / "teacher.pt", channels)[0]
-        except ValueError as exc:
-            _fail(exc)
-        start = f"the STFPM teacher in {ckpt_dir}"
+        init, start = sc.load_teacher(ckpt_dir / "teacher.pt", channels)[0], f"the STFPM teacher in {ckpt_dir}"
     else:
         init, start = None, "scratch"
     cfg = sc.ScorerConfig(teacher_steps=steps, batch=batch, channels=channels)
     _say(f"{int(tr.threat.sum())} threat and {int((~tr.threat).sum())} benign training crops")
-    try:
-        model = sc.train_classifier(sc.crop_inputs(tr, channels), tr.threat, ckpt_dir / "classifier.pt", cfg, init,
-                                    _say, frozen_batchnorm=init_bundle is not None)
-    except ValueError as exc:  # a finished classifier.pt trained on the other input
-        _fail(exc)
+    model = sc.train_classifier(sc.crop_inputs(tr, channels), tr.threat, ckpt_dir / "classifier.pt", cfg, init, _say,
+                                frozen_batchnorm=init_bundle is not None)
 
     def anomaly_prob(x: np.ndarray) -> np.ndarray:
         with torch.inference_mode():

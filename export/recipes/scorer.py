@@ -257,6 +257,14 @@ def _check_input(ckpt: Path, state: dict[str, Any], channels: str | None) -> Non
                          "(use another checkpoint folder)")
 
 
+def check_checkpoint(ckpt: Path, channels: str) -> None:
+    """Raise ValueError when ``ckpt`` (a teacher or classifier checkpoint) exists and was trained on another crop
+    input, before any training starts (the trainers check too, but a CLI wants to refuse before loading data)."""
+    if ckpt.is_file():
+        state = torch.load(ckpt, weights_only=False)
+        _check_input(ckpt, state if "model" in state else {"model": state}, channels)
+
+
 def train_teacher(x: NDArray[np.float32], kinds: NDArray[np.str_], ckpt: Path, cfg: ScorerConfig,
                   progress: Callable[[str], None] = print) -> tuple[Backbone, tuple[str, ...]]:
     """Object-kind classifier on benign crops; returns the backbone (eval mode) and the kind names.

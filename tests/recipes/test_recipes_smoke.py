@@ -352,6 +352,13 @@ def test_classifier_from_a_rebuilt_teacher_keeps_its_folded_batch_norms(tmp_path
     torch.save(frozen.state_dict(), tmp_path / "old.pt")  # the bare weights, as written before the input was kept
     old = sc.train_classifier(x, y, tmp_path / "old.pt", cfg, None, lambda _m: None)
     assert torch.equal(old.net.state_dict()[conv], frozen.net.state_dict()[conv])
+    # the check the CLI runs before loading any data: the same verdicts, nothing to check without a file
+    with pytest.raises(ValueError, match="trained on hlz crops, not pc"):
+        sc.check_checkpoint(tmp_path / "a.pt", "pc")
+    with pytest.raises(ValueError, match="taken as hlz"):
+        sc.check_checkpoint(tmp_path / "old.pt", "pc")
+    sc.check_checkpoint(tmp_path / "old.pt", "hlz")
+    sc.check_checkpoint(tmp_path / "none.pt", "pc")
 
 
 def test_classifier_init_bundle_must_be_an_stfpm_scorer(cache: Path, tmp_path: Path) -> None:
