@@ -45,6 +45,10 @@ log = logging.getLogger(__name__)
 StageFn = Callable[[Any], Any]
 
 
+SOURCE_RETRY_MAX_S = 2.0
+"""Longest wait between two calls to a frame source that keeps raising (the wait doubles from 0.2 s)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Stage:
     """One pipeline stage: ``fn`` takes the previous stage's record (the first takes a ``RawItem``).
@@ -131,7 +135,11 @@ class Pipeline:
         self._publisher: threading.Thread | None = None
         self.last_progress_mono = self._mono()
         self.source_exhausted = threading.Event()
+        self.source_problem: str | None = None
+        """Set while the frame source keeps failing (the service reports itself degraded); cleared by its next
+        good answer."""
         self.on_decision: Callable[[Decision], None] | None = None
+        self._intake_thread: threading.Thread | None = None
 
     # ---------------------------------------------------------------- lifecycle
     def start(self) -> None:
@@ -141,17 +149,21 @@ class Pipeline:
         for n in range(self._workers):
             self._spawn(f"worker-{n}", self._worker_loop)
         self._spawn("watchdog", self._watchdog_loop)
-        self._spawn("intake", self._intake_loop)
+        self._intake_thread = self._spawn("intake", self._intake_loop)
 
-    def _spawn(self, name: str, target: Callable[..., None], *args: Any) -> None:
+    def _spawn(self, name: str, target: Callable[..., None], *args: Any) -> threading.Thread:
         thread = threading.Thread(target=target, args=args, name=name, daemon=True)
         thread.start()
         self._threads.append(thread)
+        return thread
 
     def stop(self, timeout_s: float = 10.0) -> None:
         """Stop intake, give in-flight items until ``timeout_s`` to finish, UNSCREEN the rest, flush sinks."""
         deadline = self._mono() + timeout_s
         self._stop_intake.set()
+        if self._intake_thread is not None:
+            # an item the source hands over now must be in the ledger before the open items are settled below
+            self._intake_thread.join(timeout=max(0.1, deadline - self._mono()))
         while self.ledger.in_flight() and self._mono() < deadline - min(2.0, timeout_s / 3):
             time.sleep(0.02)
         for meta in self.ledger.open_items():
@@ -205,13 +217,22 @@ class Pipeline:
 
     # ---------------------------------------------------------------- threads
     def _intake_loop(self) -> None:
+        failures = 0
         while not self._stop_intake.is_set():
             try:
                 item = self._source.next_item(timeout_s=0.1)
             except Exception as exc:
-                log.error("frame source failed", extra={"error": str(exc)})
-                self.source_exhausted.set()
-                return
+                # A disk hiccup or a vanished file must not end intake for good: log, back off, ask again, and
+                # say so in the service status until the source answers again.
+                failures += 1
+                if self.source_problem is None:  # the first error names the trouble; the text stays until recovery
+                    self.source_problem = f"frame source failing: {exc}"
+                log.error("frame source failed", extra={"error": str(exc), "failures": failures})
+                self._stop_intake.wait(min(SOURCE_RETRY_MAX_S, 0.1 * 2 ** min(failures, 6)))
+                continue
+            if failures:
+                log.info("frame source recovered", extra={"failures": failures})
+                failures, self.source_problem = 0, None
             if item is None:
                 if getattr(self._source, "exhausted", False):
                     # Done (files replayed): stop asking. An exhausted source may answer at once instead of
@@ -231,6 +252,9 @@ class Pipeline:
         now = self._mono()
         if not self.ledger.register(meta, now):
             log.warning("duplicate item from source ignored", extra={"item_id": meta.item_id})
+            return
+        if self._stop_workers.is_set():  # handed over after stop() gave up waiting for the source
+            self._settle_unscreened(meta, UnscreenedReason.SHUTDOWN, "service stopped before the item was screened")
             return
         if item.problem is not None:
             self._settle_unscreened(meta, UnscreenedReason.CORRUPT_FRAME, item.problem)
@@ -330,6 +354,9 @@ class Pipeline:
                         log.exception("sink failed", extra={"sink": type(sink).__name__,
                                                             "item_id": decision.item_id})
                 if self.on_decision is not None:
-                    self.on_decision(decision)
+                    try:  # a failing observer must not stop the decisions after this one
+                        self.on_decision(decision)
+                    except Exception:
+                        log.exception("decision callback failed", extra={"item_id": decision.item_id})
             finally:
                 self._publish_q.task_done()

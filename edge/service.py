@@ -77,6 +77,8 @@ class Service:
 
     def _current_state(self) -> tuple[StatusState, str]:
         problems = list(self.runtime.problems)
+        if self.runtime.pipeline.source_problem:
+            problems.append(self.runtime.pipeline.source_problem)
         if self.reload_error:
             problems.append(f"reload failed, previous config and models kept: {self.reload_error}")
         if problems:
@@ -179,6 +181,9 @@ class Service:
         while not self._stop.is_set():
             now = time.monotonic()
             if now >= next_report:
+                state, text = self._current_state()
+                if text != self.status_text:  # e.g. the frame source started or stopped failing
+                    self._set_status(state, text)
                 self._publish_report()
                 next_report = now + 1.0
             if self._reload.is_set():

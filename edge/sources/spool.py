@@ -74,11 +74,19 @@ class SpoolSource:
         self._poll_s = poll_s
         self._done = done_directory
         self._seq = 0
+        self._stuck: set[Path] = set()
+        """Items already handed over whose file could not be moved away: never handed over twice."""
 
     def _candidates(self) -> list[Path]:
-        entries = [p for p in self._dir.iterdir()
-                   if not _incomplete(p) and p != self._rejected and (p.suffix == ".npz" or p.is_dir())]
-        return sorted(entries, key=lambda p: (p.stat().st_mtime, p.name))
+        keyed = []
+        for p in self._dir.iterdir():
+            if _incomplete(p) or p == self._rejected or p in self._stuck or not (p.suffix == ".npz" or p.is_dir()):
+                continue
+            try:
+                keyed.append((p.stat().st_mtime, p.name, p))
+            except FileNotFoundError:  # taken away between the listing and now (an operator, another reader)
+                continue
+        return [p for _, _, p in sorted(keyed)]
 
     def next_item(self, timeout_s: float) -> RawItem | None:
         end = time.monotonic() + timeout_s
@@ -98,17 +106,25 @@ class SpoolSource:
             high, low = read_spool_item(path)
         except (OSError, ValueError) as exc:
             log.error("rejected spool item", extra={"path": str(path), "error": str(exc)})
-            self._rejected.mkdir(exist_ok=True)
-            shutil.move(str(path), str(self._rejected / path.name))
+            self._put_away(path, self._rejected)
             return RawItem(meta=meta, problem=f"spool item {path.name}: {exc}")
-        if self._done is not None:
-            self._done.mkdir(parents=True, exist_ok=True)
-            shutil.move(str(path), str(self._done / path.name))
-        elif path.is_dir():
-            shutil.rmtree(path)
-        else:
-            path.unlink()
+        self._put_away(path, self._done)
         return RawItem(meta=meta, high=high, low=low)
+
+    def _put_away(self, path: Path, folder: Path | None) -> None:
+        """Move a taken item into ``folder`` (or delete it); if that fails the item is still screened, once."""
+        try:
+            if folder is not None:
+                folder.mkdir(parents=True, exist_ok=True)
+                shutil.move(str(path), str(folder / path.name))
+            elif path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+        except OSError as exc:
+            log.error("spool item screened but not moved away; it stays in the spool and is not read again",
+                      extra={"path": str(path), "error": str(exc)})
+            self._stuck.add(path)
 
     def close(self) -> None:
         return None

@@ -281,3 +281,114 @@ def test_two_workers_screen_two_items_at_once(tmp_path: Path) -> None:
     _, sink = _run(VotiSource(tmp_path, "lane1", deadline_s=30, channels=64), [Stage("decide", rendezvous)], 2,
                    workers=2)
     assert [d.verdict for d in sink.decisions] == [Verdict.CLEAR, Verdict.CLEAR]
+
+
+class _FlakySource:
+    """A frame source whose disk fails twice before it hands over its one item (the port, as a real source
+    behaves when its folder is unreadable for a moment); it checks what the pipeline reports meanwhile."""
+
+    def __init__(self, item: RawItem, pipeline_ref: list[Pipeline]) -> None:
+        self._item: RawItem | None = item
+        self._pipeline = pipeline_ref
+        self.calls = 0
+        self.problem_seen: str | None = None
+        self.exhausted = False
+
+    def next_item(self, timeout_s: float) -> RawItem | None:
+        self.calls += 1
+        if self.calls <= 2:
+            raise OSError("spool folder unreadable")
+        if self._item is not None:
+            self.problem_seen = self._pipeline[0].source_problem
+            item, self._item = self._item, None
+            return item
+        self.exhausted = True
+        return None
+
+    def close(self) -> None:
+        return None
+
+
+def test_a_failing_source_is_asked_again_and_reported_until_it_recovers(tmp_path: Path) -> None:
+    _write_items(tmp_path, 1, np.random.default_rng(10))
+    item = VotiSource(tmp_path, "lane1", deadline_s=30, channels=64).next_item(1.0)
+    assert item is not None
+    ref: list[Pipeline] = []
+    source = _FlakySource(item, ref)
+    sink = MemorySink()
+    pipeline = Pipeline(source, [Stage("decide", _clear)], [sink])
+    ref.append(pipeline)
+    pipeline.start()
+    assert sink.wait_for(1, timeout_s=10), "intake stopped at the first source error"
+    assert pipeline.wait_idle(5.0)
+    pipeline.stop(timeout_s=2)
+    assert source.calls >= 4 and sink.decisions[0].item_id == "lane1-item0000"
+    assert source.problem_seen == "frame source failing: spool folder unreadable"  # reported while failing
+    assert pipeline.source_problem is None  # and cleared once it answered again
+
+
+class _LateSource:
+    """Hands over its item only once ``armed`` and only after ``delay_s``: an item arriving while stop() runs."""
+
+    def __init__(self, item: RawItem, delay_s: float) -> None:
+        self._item: RawItem | None = item
+        self.armed = threading.Event()
+        self._delay_s = delay_s
+
+    def next_item(self, timeout_s: float) -> RawItem | None:
+        if not self.armed.is_set() or self._item is None:
+            time.sleep(timeout_s)
+            return None
+        time.sleep(self._delay_s)
+        item, self._item = self._item, None
+        return item
+
+    def close(self) -> None:
+        return None
+
+
+def test_an_item_handed_over_while_stopping_still_gets_its_decision(tmp_path: Path) -> None:
+    _write_items(tmp_path, 1, np.random.default_rng(11))
+    item = VotiSource(tmp_path, "lane1", deadline_s=30, channels=64).next_item(1.0)
+    assert item is not None
+    source = _LateSource(item, delay_s=0.3)
+    sink = MemorySink()
+    pipeline = Pipeline(source, [Stage("decide", _clear)], [sink])
+    pipeline.start()
+    time.sleep(0.2)
+    source.armed.set()
+    time.sleep(0.2)  # the source is now inside next_item, handing the item over in 0.2 s
+    pipeline.stop(timeout_s=3)
+    assert [d.item_id for d in sink.decisions] == ["lane1-item0000"]
+    assert pipeline.ledger.in_flight() == 0
+
+
+def test_a_failing_decision_callback_does_not_stop_publishing(tmp_path: Path) -> None:
+    _write_items(tmp_path, 3, np.random.default_rng(12))
+    seen: list[str] = []
+
+    def broken(decision: Any) -> None:
+        seen.append(decision.item_id)
+        raise OSError("disk full")
+
+    sink = MemorySink()
+    pipeline = Pipeline(VotiSource(tmp_path, "lane1", deadline_s=30, channels=64), [Stage("decide", _clear)], [sink])
+    pipeline.on_decision = broken
+    pipeline.start()
+    assert sink.wait_for(3, timeout_s=10), f"publishing stopped after {len(sink.decisions)} decision(s)"
+    assert pipeline.wait_idle(5.0)
+    pipeline.stop(timeout_s=2)
+    assert len(seen) == 3
+
+
+def test_spool_item_that_cannot_be_moved_away_is_screened_once(tmp_path: Path) -> None:
+    spool, done = tmp_path / "spool", tmp_path / "done"
+    spool.mkdir()
+    done.write_text("a file where the done folder should be")  # moving the item away fails
+    high = np.random.default_rng(13).integers(0, 65535, size=(20, 32), dtype=np.uint16)
+    np.savez(spool / "a.npz", high=high, low=high)
+    source = SpoolSource(spool, "lane1", deadline_s=10, poll_s=0.01, done_directory=done)
+    first = source.next_item(0.3)
+    assert first is not None and first.problem is None and np.array_equal(first.high, high)
+    assert source.next_item(0.1) is None  # not handed over a second time
+    assert (spool / "a.npz").exists()  # and nothing lost: it is still there for the operator
