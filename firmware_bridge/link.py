@@ -341,6 +341,9 @@ class FirmwareLink:
                 delay = s.reconnect_max_s  # a wrong firmware will not change its mind quickly
             except (TransportError, _SessionEnded) as exc:
                 reason = str(exc)
+            except Exception as exc:  # a bug must take the link down (items become UNSCREENED), not end the thread
+                reason = f"link error: {type(exc).__name__}: {exc}"
+                log.exception("firmware link session failed")
             finally:
                 transport.close()
                 self._retire_decoder()
@@ -379,17 +382,32 @@ class FirmwareLink:
             seq = self._take_seq()
         wire = encode_message(message, seq)
         self._write(transport, wire)
-        if self._on_message is not None:
-            self._on_message(Direction.TX, seq, message)
+        self._trace_message(Direction.TX, seq, message)
 
     def _write(self, transport: Transport, wire: bytes) -> None:
         transport.write(wire)
         self._counters.frames_tx += 1
-        if self._on_bytes is not None:
-            self._on_bytes(Direction.TX, wire)
+        self._trace_bytes(Direction.TX, wire)
 
     def _hello(self) -> Hello:
-        return Hello(PROTOCOL_MAJOR, PROTOCOL_MINOR, 0, self._software[:32])
+        # the field holds 32 bytes of UTF-8, not 32 characters
+        return Hello(PROTOCOL_MAJOR, PROTOCOL_MINOR, 0, self._software.encode()[:32].decode(errors="ignore"))
+
+    def _trace_bytes(self, direction: Direction, data: bytes) -> None:
+        """The diagnostic byte hook; its failure is logged, never taken for a link failure."""
+        if self._on_bytes is not None:
+            try:
+                self._on_bytes(direction, data)
+            except Exception:
+                log.exception("firmware link byte trace hook failed")
+
+    def _trace_message(self, direction: Direction, seq: int, message: Message) -> None:
+        """The diagnostic message hook; its failure is logged, never taken for a link failure."""
+        if self._on_message is not None:
+            try:
+                self._on_message(direction, seq, message)
+            except Exception:
+                log.exception("firmware link message trace hook failed")
 
     def _session(self, transport: Transport) -> None:
         """Talk to one opened port until it fails (raises) or the link is closed (returns)."""
@@ -404,8 +422,7 @@ class FirmwareLink:
             data = transport.read(4096, s.poll_s)
             now = self._clock()
             if data:
-                if self._on_bytes is not None:
-                    self._on_bytes(Direction.RX, data)
+                self._trace_bytes(Direction.RX, data)
                 for frame in decoder.feed(data):
                     self._counters.frames_rx += 1
                     self._last_rx = now  # a CRC-valid frame proves the link is alive, known type or not
@@ -415,8 +432,7 @@ class FirmwareLink:
                         self._counters.codec_errors += 1
                         log.warning("firmware frame seq %d rejected: %s", frame.seq, exc)
                         continue
-                    if self._on_message is not None:
-                        self._on_message(Direction.RX, frame.seq, message)
+                    self._trace_message(Direction.RX, frame.seq, message)
                     self._handle(transport, frame.seq, message, now)
             if self._up:
                 assert self._last_rx is not None
@@ -527,8 +543,7 @@ class FirmwareLink:
                 continue
             if transport is not None and self._up and now >= p.next_send:
                 self._write(transport, p.wire)
-                if self._on_message is not None:
-                    self._on_message(Direction.TX, p.seq, p.command)
+                self._trace_message(Direction.TX, p.seq, p.command)
                 p.attempts += 1
                 if p.attempts > 1:
                     self._counters.command_retries += 1

@@ -302,3 +302,53 @@ def test_reopen_backoff_doubles_up_to_the_maximum() -> None:
     assert max(gaps) <= 0.16 + 0.1
     assert lk.stats().open_failures == len(attempts)
     assert "No such file" in str(lk.stats().last_error)
+
+
+def test_failing_trace_hooks_are_logged_not_taken_for_a_link_failure(firmware: MakeFw, link: MakeLink,
+                                                                     wait: Wait) -> None:
+    def broken(*_args: object) -> None:
+        raise RuntimeError("trace bug")
+
+    fw = firmware()
+    received: list[ReceivedEvent] = []
+    lk = link(fw.port, on_bytes=broken, on_message=broken, on_event=received.append)
+    assert lk.wait_until_up(2.0)
+    fw.send(XrayState(True, 1))
+    wait(lambda: len(received) == 1, what="the event despite the failing hooks")
+    lk.send_command(Divert(4, 0))  # the command path calls the message hook too
+    assert lk.is_up and [s.status for s in states(lk)] == [LinkStatus.UP]
+
+
+def test_an_unexpected_error_takes_the_link_down_then_it_reconnects(firmware: MakeFw, link: MakeLink,
+                                                                     wait: Wait) -> None:
+    """A bug inside the session (any exception) must end the session like a dead port: the link goes DOWN in
+    the history, so items scanned meanwhile are UNSCREENED, and it comes back; it once ended the link's thread
+    with ``is_up`` still True and no DOWN recorded."""
+    fw = firmware()
+    lk = link(fw.port)
+    assert lk.wait_until_up(2.0)
+    handle = lk._handle
+    calls: list[int] = []
+
+    def bug_once(*args: object, **kwargs: object) -> None:
+        calls.append(1)
+        if len(calls) == 1:
+            raise KeyError("bug in a message handler")
+        handle(*args, **kwargs)  # type: ignore[arg-type]
+
+    lk._handle = bug_once  # type: ignore[method-assign]
+    fw.send(XrayState(True, 1))
+    wait(lambda: any(s.status is LinkStatus.DOWN for s in states(lk)), what="the link down after the bug")
+    down = next(s for s in states(lk) if s.status is LinkStatus.DOWN)
+    assert "link error: KeyError" in down.reason
+    wait(lambda: lk.is_up, what="the link up again")
+    assert lk.history.down_between(down.since, down.since + 0.001)
+
+
+def test_hello_software_name_is_cut_to_32_bytes_of_utf8(firmware: MakeFw, link: MakeLink) -> None:
+    fw = firmware()
+    seen: list[Message] = []
+    lk = link(fw.port, software="é" * 40, on_message=lambda d, s, m: seen.append(m))
+    assert lk.wait_until_up(2.0)  # 80 bytes cut by characters would not encode, and the link never came up
+    hello = next(m for m in seen if isinstance(m, Hello) and m.software.startswith("é"))
+    assert hello.software == "é" * 16
