@@ -53,7 +53,9 @@ class MqttConfig(EdgeBaseConfig):
         100, ge=1, le=65535, description="records published but not yet acknowledged (PUBACK), at most"
     )
     topic_prefix: str | None = Field(None, description="topic prefix; default xray/<site_id>/<scanner_id>")
-    qos: Literal[0, 1, 2] = Field(1, description="QoS of items and alarms (1 = at least once)")
+    qos: Literal[1, 2] = Field(1, description="QoS of items, alarms, images and health (1 = at least once); 0 is "
+                                              "refused: the outbox forgets a record only when the broker "
+                                              "acknowledges it, and QoS 0 has no acknowledgement")
     username: str | None = Field(None, description="user name, if the broker wants one")
     password: None = Field(None, description="never set: use password_file or password_credential")
     password_file: Path | None = Field(None, description="file holding the password (mode 0600)")

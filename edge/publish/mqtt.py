@@ -449,14 +449,15 @@ class MqttSink:
                     cursor = min(rejected) - 1
                     rejected.clear()
                     exclude = frozenset(s.seq for s in inflight.values())
-                room = self._receive_maximum - len(inflight)
+                # the retained status message is QoS 1 too and counts against the broker's Receive Maximum
+                room = self._receive_maximum - len(inflight) - (status_mid is not None)
                 if room <= 0:
                     continue
                 rows = self.outbox.fetch(cursor, room, exclude)
                 expired: list[int] = []
                 for stored in rows:
+                    mid = self._send_record(stored, expired)  # raises: the cursor stays, the record is sent again
                     cursor = max(cursor, stored.seq)
-                    mid = self._send_record(stored, expired)
                     if mid is not None:
                         inflight[mid] = stored
                 if expired:

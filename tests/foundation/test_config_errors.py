@@ -128,3 +128,12 @@ def test_firmware_retry_must_be_below_timeout(tmp_path: Path) -> None:
     path = _write(tmp_path, MINIMAL + "firmware:\n  port: /dev/ttyUSB0\n  command_retry_s: 2\n  command_timeout_s: 1\n")
     assert _problems(path) == [f"{path}:8: firmware.command_retry_s: 2.0 is not below firmware.command_timeout_s "
                                "(1.0); expected command_retry_s < command_timeout_s"]
+
+
+def test_qos_0_is_refused_because_the_outbox_needs_acknowledgements(tmp_path: Path) -> None:
+    # at QoS 0 paho reports a message "published" once written to the socket, so the outbox would forget an
+    # alarm the broker never received
+    path = _write(tmp_path, MINIMAL + "mqtt:\n  host: broker\n  qos: 0\n")
+    (problem,) = _problems(path)
+    assert problem.startswith(f"{path}:8: mqtt.qos: ") and "1" in problem and "2" in problem
+    assert load_config(_write(tmp_path, MINIMAL + "mqtt:\n  host: broker\n  qos: 2\n")).mqtt.qos == 2

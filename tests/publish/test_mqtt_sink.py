@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -13,6 +14,7 @@ from publish_helpers import Broker, Collector, make_decision
 
 from edge.config.mqtt import MqttConfig
 from edge.config.site import SiteConfig
+from edge.errors import PublishError
 from edge.publish import HealthSnapshot, LinkState, MqttSink, QueueDepth, StatusState
 from edge.schemas import validator
 
@@ -141,4 +143,31 @@ def test_health_source_is_polled_every_interval(broker: Broker, tmp_path: Path) 
     bodies = col.json_on("/health")
     assert [b["uptime_s"] for b in bodies[:2]] == [1.0, 2.0]
     assert bodies[0]["status"] == "degraded" and bodies[0]["status_reason"] == "camera lost"
+    col.stop()
+
+
+def test_a_record_paho_refuses_once_is_sent_again_not_skipped(broker: Broker, tmp_path: Path) -> None:
+    """paho can refuse a publish (e.g. MQTT_ERR_QUEUE_SIZE); the record stays in the outbox and must be sent on
+    the next round (the publisher once moved past it, so it sat on disk until a restart and flush() never
+    succeeded)."""
+    col = Collector(broker.port, f"{PREFIX}/items", client_id="cr-refused").start()
+    sink = MqttSink(config(broker.port, tmp_path), SITE)
+    send = sink._send_record
+    refused: list[str] = []
+
+    def refuse_first(stored: Any, expired: list[int]) -> int | None:
+        if stored.record.item_id == "s1-000002" and not refused:
+            refused.append(stored.record.record_id)
+            raise PublishError("paho refused it: queue full")
+        return send(stored, expired)
+
+    sink._send_record = refuse_first  # type: ignore[method-assign]
+    sink.start()
+    for i in range(4):
+        sink.publish_decision(make_decision(i))
+    assert sink.flush(10), sink.backlog()
+    assert refused
+    want = {f"s1-{i:06d}" for i in range(4)}
+    assert col.wait_for(lambda: {p["item_id"] for p in col.json_on("/items")} == want, 5)
+    sink.close(2)
     col.stop()
