@@ -66,6 +66,8 @@ class Direction(StrEnum):
 
 
 ByteHook = Callable[[Direction, bytes], None]
+REJECT_LOG_INTERVAL_S = 5.0
+"""At most one warning about garbled serial segments per this many seconds (the counters keep every one)."""
 MessageHook = Callable[[Direction, int, Message], None]
 
 
@@ -418,12 +420,21 @@ class FirmwareLink:
         self._last_rx = None
         self._send(transport, self._hello())
         next_hello = opened + s.heartbeat_s
+        logged_rejects, next_reject_log = 0, opened
         while not self._stop.is_set():
             data = transport.read(4096, s.poll_s)
             now = self._clock()
             if data:
                 self._trace_bytes(Direction.RX, data)
-                for frame in decoder.feed(data):
+                frames = decoder.feed(data)
+                rejects = sum(decoder.rejected.values())
+                if rejects > logged_rejects and now >= next_reject_log:  # garbage on the wire: say so, not per byte
+                    log.warning("firmware link: %d garbled segment(s) dropped (%s; %d bytes dropped this session)",
+                                rejects - logged_rejects,
+                                ", ".join(f"{r.value} {n}" for r, n in sorted(decoder.rejected.items())),
+                                decoder.bytes_dropped)
+                    logged_rejects, next_reject_log = rejects, now + REJECT_LOG_INTERVAL_S
+                for frame in frames:
                     self._counters.frames_rx += 1
                     self._last_rx = now  # a CRC-valid frame proves the link is alive, known type or not
                     try:

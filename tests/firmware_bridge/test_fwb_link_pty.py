@@ -219,7 +219,9 @@ def test_each_transition_is_in_the_history_before_is_up_shows_it(firmware: MakeF
 
 
 def test_garbage_on_the_wire_is_skipped_without_dropping_the_link(firmware: MakeFw, link: MakeLink,
-                                                                   wait: Wait) -> None:
+                                                                   wait: Wait,
+                                                                   caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level("WARNING", logger="firmware_bridge.link")
     fw = firmware()
     lk = link(fw.port)
     assert lk.wait_until_up(2.0)
@@ -235,6 +237,8 @@ def test_garbage_on_the_wire_is_skipped_without_dropping_the_link(firmware: Make
     stats = lk.stats()
     assert stats.frames_rejected >= 2 and stats.bytes_dropped > 250
     assert [s.status for s in states(lk)] == [LinkStatus.UP]
+    warned = [r.getMessage() for r in caplog.records if "garbled segment" in r.getMessage()]
+    assert len(warned) == 1 and "bytes dropped this session" in warned[0]  # logged once, not per segment
 
 
 def test_incompatible_protocol_keeps_the_link_down(firmware: MakeFw, link: MakeLink, wait: Wait) -> None:
