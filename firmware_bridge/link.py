@@ -384,32 +384,26 @@ class FirmwareLink:
             seq = self._take_seq()
         wire = encode_message(message, seq)
         self._write(transport, wire)
-        self._trace_message(Direction.TX, seq, message)
+        self._trace(self._on_message, Direction.TX, seq, message)
 
     def _write(self, transport: Transport, wire: bytes) -> None:
         transport.write(wire)
         self._counters.frames_tx += 1
-        self._trace_bytes(Direction.TX, wire)
+        self._trace(self._on_bytes, Direction.TX, wire)
 
     def _hello(self) -> Hello:
         # the field holds 32 bytes of UTF-8, not 32 characters
         return Hello(PROTOCOL_MAJOR, PROTOCOL_MINOR, 0, self._software.encode()[:32].decode(errors="ignore"))
 
-    def _trace_bytes(self, direction: Direction, data: bytes) -> None:
-        """The diagnostic byte hook; its failure is logged, never taken for a link failure."""
-        if self._on_bytes is not None:
+    @staticmethod
+    def _trace(hook: Callable[..., None] | None, *args: object) -> None:
+        """Call a diagnostic hook (``on_bytes``/``on_message``); its failure is logged, never taken for a link
+        failure."""
+        if hook is not None:
             try:
-                self._on_bytes(direction, data)
+                hook(*args)
             except Exception:
-                log.exception("firmware link byte trace hook failed")
-
-    def _trace_message(self, direction: Direction, seq: int, message: Message) -> None:
-        """The diagnostic message hook; its failure is logged, never taken for a link failure."""
-        if self._on_message is not None:
-            try:
-                self._on_message(direction, seq, message)
-            except Exception:
-                log.exception("firmware link message trace hook failed")
+                log.exception("firmware link trace hook failed")
 
     def _session(self, transport: Transport) -> None:
         """Talk to one opened port until it fails (raises) or the link is closed (returns)."""
@@ -425,7 +419,7 @@ class FirmwareLink:
             data = transport.read(4096, s.poll_s)
             now = self._clock()
             if data:
-                self._trace_bytes(Direction.RX, data)
+                self._trace(self._on_bytes, Direction.RX, data)
                 frames = decoder.feed(data)
                 rejects = sum(decoder.rejected.values())
                 if rejects > logged_rejects and now >= next_reject_log:  # garbage on the wire: say so, not per byte
@@ -443,7 +437,7 @@ class FirmwareLink:
                         self._counters.codec_errors += 1
                         log.warning("firmware frame seq %d rejected: %s", frame.seq, exc)
                         continue
-                    self._trace_message(Direction.RX, frame.seq, message)
+                    self._trace(self._on_message, Direction.RX, frame.seq, message)
                     self._handle(transport, frame.seq, message, now)
             if self._up:
                 assert self._last_rx is not None
@@ -554,7 +548,7 @@ class FirmwareLink:
                 continue
             if transport is not None and self._up and now >= p.next_send:
                 self._write(transport, p.wire)
-                self._trace_message(Direction.TX, p.seq, p.command)
+                self._trace(self._on_message, Direction.TX, p.seq, p.command)
                 p.attempts += 1
                 if p.attempts > 1:
                     self._counters.command_retries += 1

@@ -257,12 +257,18 @@ def _check_input(ckpt: Path, state: dict[str, Any], channels: str | None) -> Non
                          "(use another checkpoint folder)")
 
 
+def _load_state(ckpt: Path) -> dict[str, Any]:
+    """A teacher or classifier checkpoint as ``{"model": weights, ...}`` (classifier files written before
+    2026-11-24 hold the bare weights)."""
+    state = torch.load(ckpt, weights_only=False)
+    return state if "model" in state else {"model": state}
+
+
 def check_checkpoint(ckpt: Path, channels: str) -> None:
     """Raise ValueError when ``ckpt`` (a teacher or classifier checkpoint) exists and was trained on another crop
     input, before any training starts (the trainers check too, but a CLI wants to refuse before loading data)."""
     if ckpt.is_file():
-        state = torch.load(ckpt, weights_only=False)
-        _check_input(ckpt, state if "model" in state else {"model": state}, channels)
+        _check_input(ckpt, _load_state(ckpt), channels)
 
 
 def train_teacher(x: NDArray[np.float32], kinds: NDArray[np.str_], ckpt: Path, cfg: ScorerConfig,
@@ -425,9 +431,7 @@ def train_classifier(x: NDArray[np.float32], threat: NDArray[np.bool_], ckpt: Pa
     weights has its batch norms folded into identity statistics, which batch statistics would overwrite)."""
     model = ThreatClassifier()
     if ckpt.is_file():
-        state = torch.load(ckpt, weights_only=False)
-        if "model" not in state:  # written before 2026-11-24: the bare weights, no input stored
-            state = {"model": state}
+        state = _load_state(ckpt)
         _check_input(ckpt, state, cfg.channels)
         model.load_state_dict(state["model"])
         progress(f"classifier loaded from {ckpt}")
