@@ -8,6 +8,7 @@ are built from. Times: ``*_wall`` is UNIX time in seconds (for people and other 
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -39,6 +40,18 @@ class UnscreenedReason(StrEnum):
     SOURCE_STALLED = "source_stalled"
     SHUTDOWN = "shutdown"
     INTERNAL_ERROR = "internal_error"
+    RESTART = "restart"
+    """Accepted before a crash or kill and not decided then: decided at the next start, never screened twice."""
+    OVERSIZE = "oversize"
+    """The source's item declares more lines, channels or bytes than the configured maxima (nothing allocated)."""
+    NO_XRAY = "no_xray"
+    """The frames hold no X-ray: dark level or zeros (tube off, shutter closed, cable)."""
+    SATURATED = "saturated"
+    """Too much of the image sits at the detector's full scale: nothing behind it can be seen."""
+    LINES_MISSING = "lines_missing"
+    """Too many belt lines are missing (zeroed or dark rows): part of the item was never imaged."""
+    DEAD_COLUMNS = "dead_columns"
+    """Too many detector channels are dead (dark along the whole item): a strip of the belt was never imaged."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +136,8 @@ class Decision:
     models: tuple[ModelRef, ...] = ()
     overlay_jpeg: bytes | None = field(default=None, repr=False)
     overlay_note: str | None = None
+    item_uid: str = ""
+    """The item's ``ItemMeta.uid``: unique across restarts and boxes; record ids are made from it."""
 
     def __post_init__(self) -> None:
         if (self.verdict is Verdict.UNSCREENED) != (self.reason is not None):
@@ -133,8 +148,11 @@ class Decision:
 class ItemMeta:
     """Identity and timing of one scanned item, fixed when the source hands it over.
 
-    ``item_id`` is stable and unique per scanner (``<scanner_id>-<scan start ms>-<seq>``) so subscribers can drop
-    redeliveries. ``deadline_mono`` is when the item reaches the diverter: past it, only UNSCREENED is useful.
+    ``item_id`` names the item for people (``<scanner_id>-<scan start ms>-<seq>``, or the source's file name); it
+    can repeat (a firmware counter restarting after a power cycle, a file dropped twice). ``uid`` cannot: it is
+    drawn once when the item is accepted (a UUID4, kept in the intake journal across restarts) and goes into every
+    record id, so a subscriber drops true redeliveries but never a new item that reuses an old name.
+    ``deadline_mono`` is when the item reaches the diverter: past it, only UNSCREENED is useful.
     """
 
     item_id: str
@@ -147,6 +165,11 @@ class ItemMeta:
     deadline_mono: float
     encoder_start: int | None = None
     encoder_end: int | None = None
+    uid: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.uid:
+            object.__setattr__(self, "uid", uuid.uuid4().hex)
 
 
 @dataclass(frozen=True, slots=True, eq=False)

@@ -205,7 +205,8 @@ class MqttSink:
                 image_note = f"{image_note}; {fitted.note}" if image_note else fitted.note
             if fitted.jpeg is not None:
                 image_record = OutboxRecord(
-                    record_id=record_id(site_id, scanner_id, item_id, RecordKind.IMAGE), kind=RecordKind.IMAGE,
+                    record_id=record_id(site_id, scanner_id, item_id, RecordKind.IMAGE, decision.item_uid),
+                    kind=RecordKind.IMAGE,
                     topic=self.topics.image(item_id), payload=fitted.jpeg, qos=cfg.qos, retain=False,
                     content_type=JPEG, created_wall=now, item_id=item_id,
                 )

@@ -2,8 +2,10 @@
 
 Every payload carries ``schema`` (e.g. ``xray-edge/item@1``), ``schema_version`` and ``record_id``. The JSON
 Schema of each lives in ``edge/schemas/`` and is checked in the tests; a field is added only with a new
-``schema_version`` if a subscriber could misread it. ``record_id`` is a UUIDv5 of site, scanner, item id and
-record kind, so a redelivered or re-published record carries the same id and subscribers can drop it.
+``schema_version`` if a subscriber could misread it. ``record_id`` is a UUIDv5 of site, scanner, item id, the
+item's ``uid`` (drawn once when the item was accepted, kept across restarts) and record kind, so a redelivered
+or re-published record carries the same id and subscribers can drop it, while a new item that reuses an old
+item id (a firmware counter restarting, a file dropped twice) gets new ids.
 
 Built once, when the record enters the outbox: the stored bytes are what every (re)delivery sends. Non-finite
 floats become ``null`` (JSON has no NaN). No I/O here.
@@ -31,9 +33,10 @@ _NAMESPACE = uuid.UUID("6f3c2a55-7d0e-5b7e-9a51-8c1d0e2f4b10")
 JsonValue = None | bool | int | float | str | Sequence["JsonValue"] | Mapping[str, "JsonValue"]
 
 
-def record_id(site_id: str, scanner_id: str, item_id: str, kind: RecordKind | str) -> str:
-    """Stable id of one record: the same item and kind always give the same id (UUIDv5)."""
-    return str(uuid.uuid5(_NAMESPACE, f"{site_id}/{scanner_id}/{item_id}/{kind}"))
+def record_id(site_id: str, scanner_id: str, item_id: str, kind: RecordKind | str, uid: str = "") -> str:
+    """Stable id of one record: the same item (``uid``) and kind always give the same id (UUIDv5)."""
+    key = f"{site_id}/{scanner_id}/{item_id}/{kind}" + (f"/{uid}" if uid else "")
+    return str(uuid.uuid5(_NAMESPACE, key))
 
 
 def encode(payload: Mapping[str, JsonValue]) -> bytes:
@@ -97,7 +100,7 @@ def decision_payload(
     body: dict[str, JsonValue] = {
         "schema": ITEM_SCHEMA if kind is RecordKind.ITEM else ALARM_SCHEMA,
         "schema_version": SCHEMA_VERSION,
-        "record_id": record_id(site_id, decision.scanner_id, decision.item_id, kind),
+        "record_id": record_id(site_id, decision.scanner_id, decision.item_id, kind, decision.item_uid),
         "site_id": site_id,
         "scanner_id": decision.scanner_id,
         "item_id": decision.item_id,
@@ -118,7 +121,8 @@ def decision_payload(
         "image_note": image_note,
     }
     if kind is RecordKind.ALARM:
-        body["item_record_id"] = record_id(site_id, decision.scanner_id, decision.item_id, RecordKind.ITEM)
+        body["item_record_id"] = record_id(site_id, decision.scanner_id, decision.item_id, RecordKind.ITEM,
+                                           decision.item_uid)
     return body
 
 

@@ -55,6 +55,7 @@ def unscreened(meta: ItemMeta, reason: UnscreenedReason, detail: str, now_wall: 
         encoder_start=meta.encoder_start,
         encoder_end=meta.encoder_end,
         models=tuple(models),
+        item_uid=meta.uid,
     )
 
 
@@ -84,4 +85,5 @@ def decide(meta: ItemMeta, objects: Sequence[ObjectResult], now_wall: float, now
         models=tuple(models),
         overlay_jpeg=overlay_jpeg,
         overlay_note=overlay_note,
+        item_uid=meta.uid,
     )
