@@ -46,6 +46,15 @@ class ItemTracker:
         """Set where announcements go (the pipeline is built after the link that feeds this tracker)."""
         self._announce = announce
 
+    def scanning(self, item_id: str) -> bool:
+        """True while the scanner is scanning this item (ItemStart seen, ItemEnd not yet): its frames, if they
+        come first, wait for the ItemEnd that carries the scan times and belt range."""
+        prefix = f"{self._scanner}-"
+        if not item_id.startswith(prefix) or not item_id[len(prefix):].isdigit():
+            return False
+        with self._lock:
+            return int(item_id[len(prefix):]) in self._open
+
     def on_event(self, received: ReceivedEvent) -> None:
         event = received.event
         if isinstance(event, ItemStart):

@@ -90,6 +90,10 @@ class DemoScanner:
         time.sleep(0.05)  # let the item events reach the service before the frames do, as on a real line
         return item
 
+    def acknowledge(self, source_ref: str) -> None:
+        """Passed through to the wrapped source."""
+        self._source.acknowledge(source_ref)
+
     def close(self) -> None:
         self._source.close()
 

@@ -31,13 +31,15 @@ import logging
 import queue
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from edge.journal import IntakeJournal
 from edge.ledger import DecisionLedger
 from edge.ports import FrameSource, LinkMonitor, ResultSink
-from edge.records import Decision, ItemMeta, RawItem, UnscreenedReason
+from edge.records import Decision, ItemMeta, ModelRef, RawItem, UnscreenedReason, Verdict
 from edge.stages.decide import reason_for, unscreened
 
 log = logging.getLogger(__name__)
@@ -47,6 +49,26 @@ StageFn = Callable[[Any], Any]
 
 SOURCE_RETRY_MAX_S = 2.0
 """Longest wait between two calls to a frame source that keeps raising (the wait doubles from 0.2 s)."""
+
+SINK_RETRY_MAX_S = 5.0
+"""Longest wait before a sink that could not store a decision is asked again (the wait doubles from 0.25 s)."""
+
+MAX_UNSTORED = 1000
+"""Decisions kept in memory while a sink cannot store them. Past it, their overlay pictures are dropped first,
+then (past twice it) the oldest CLEAR decisions; ALARM and UNSCREENED decisions are never dropped."""
+
+LINK_SETTLE_MARGIN_S = 0.5
+"""Added to the link's own timeout: how long after an item's scan the link history is final for its window."""
+
+
+@dataclass
+class _Unstored:
+    """A decision some sinks have not stored yet, and when to ask them again."""
+
+    decision: Decision
+    sinks: list[ResultSink]
+    attempts: int = 0
+    next_try_mono: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,8 +126,11 @@ class Pipeline:
         queue_depth: int = 8,
         source_stall_s: float = 5.0,
         link: LinkMonitor | None = None,
+        link_settle_s: float = 0.0,
+        scanning: Callable[[str], bool] | None = None,
         backpressure: bool = False,
-        models: Sequence[Any] = (),
+        models: Sequence[ModelRef] | Callable[[], Sequence[ModelRef]] = (),
+        journal: IntakeJournal | None = None,
         clock_mono: Callable[[], float] = time.monotonic,
         clock_wall: Callable[[], float] = time.time,
     ) -> None:
@@ -118,8 +143,12 @@ class Pipeline:
         self._stages = list(stages)
         self._sinks = list(sinks)
         self._link = link
+        self._link_settle_s = link_settle_s
+        self._scanning = scanning
         self._backpressure = backpressure
-        self._models = tuple(models)
+        fixed = tuple(models) if not callable(models) else ()
+        self._model_refs: Callable[[], Sequence[ModelRef]] = models if callable(models) else (lambda: fixed)
+        self._journal = journal
         self._mono = clock_mono
         self._wall = clock_wall
         self._stall_s = source_stall_s
@@ -129,6 +158,22 @@ class Pipeline:
         self.stats = {s.name: StageStats() for s in self._stages}
         self._announced: dict[str, tuple[ItemMeta, float]] = {}
         self._announced_lock = threading.Lock()
+        self._early: dict[str, tuple[RawItem, float]] = {}
+        """Items whose frames came before the scanner's ItemEnd: held (by the intake thread) until it arrives."""
+        self._unannounced: dict[str, float] = {}
+        """Items accepted before the scanner announced them (item id -> when), so that the late ItemEnd is not
+        taken for an item whose frames never came."""
+        self._stalled: OrderedDict[str, None] = OrderedDict()
+        """Announced items already decided ``source_stalled``: frames arriving late for them are let go."""
+        self._held: list[tuple[float, Decision, ItemMeta]] = []
+        """Results waiting until the link history is final for their scan window (see ``link_settle_s``)."""
+        self._held_lock = threading.Lock()
+        self._refs: dict[str, str] = {}
+        """uid -> the source's ref of every accepted item not yet acknowledged."""
+        self._refs_lock = threading.Lock()
+        self._unstored: list[_Unstored] = []
+        """Decisions some sink has not stored yet (publisher thread only)."""
+        self.unstored_dropped = 0
         self._stop_intake = threading.Event()
         self._stop_workers = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -138,14 +183,17 @@ class Pipeline:
         self.source_problem: str | None = None
         """Set while the frame source keeps failing (the service reports itself degraded); cleared by its next
         good answer."""
+        self.sink_problem: str | None = None
+        """Set while some sink cannot store decisions (they wait in memory, their source items unacknowledged)."""
         self.on_decision: Callable[[Decision], None] | None = None
         self._intake_thread: threading.Thread | None = None
 
     # ---------------------------------------------------------------- lifecycle
     def start(self) -> None:
-        """Start intake, item workers, watchdog and publisher threads."""
+        """Settle what an earlier run left undecided, then start intake, workers, watchdog and publisher."""
         self._publisher = threading.Thread(target=self._publish_loop, name="publish", daemon=True)
         self._publisher.start()
+        self._recover()
         for n in range(self._workers):
             self._spawn(f"worker-{n}", self._worker_loop)
         self._spawn("watchdog", self._watchdog_loop)
@@ -157,6 +205,35 @@ class Pipeline:
         self._threads.append(thread)
         return thread
 
+    def _recover(self) -> None:
+        """Items an earlier run accepted but did not finish (killed, power lost): exactly one decision each.
+
+        A decision written ahead of the sinks is stored again (same record ids: subscribers see it once); an
+        item never decided is decided UNSCREENED ``restart``. Either way its source item is acknowledged before
+        intake starts, so the spool does not deliver it a second time.
+        """
+        if self._journal is None:
+            return
+        leftovers = self._journal.leftovers()
+        for left in leftovers:
+            decision = left.decision
+            if decision is None:
+                decision = unscreened(left.meta, UnscreenedReason.RESTART,
+                                      "accepted before the service stopped unexpectedly (crash, kill or power "
+                                      "loss) and not screened then", self._wall(), self._mono(),
+                                      self._model_refs())
+                self._journal.deciding(decision)
+            if left.source_ref is not None:
+                with self._refs_lock:
+                    self._refs[left.meta.uid] = left.source_ref
+                self._acknowledge(left.source_ref)
+            self.ledger.register(left.meta, self._mono())
+            self.ledger.settle(decision)
+        if leftovers:
+            log.warning("items left undecided or unstored by the previous run settled",
+                        extra={"items": len(leftovers),
+                               "restart": sum(1 for left in leftovers if left.decision is None)})
+
     def stop(self, timeout_s: float = 10.0) -> None:
         """Stop intake, give in-flight items until ``timeout_s`` to finish, UNSCREEN the rest, flush sinks."""
         deadline = self._mono() + timeout_s
@@ -164,8 +241,13 @@ class Pipeline:
         if self._intake_thread is not None:
             # an item the source hands over now must be in the ledger before the open items are settled below
             self._intake_thread.join(timeout=max(0.1, deadline - self._mono()))
+        for item, _ in list(self._early.values()):  # frames still waiting for their ItemEnd
+            self._accept(item)
+        self._early.clear()
         while self.ledger.in_flight() and self._mono() < deadline - min(2.0, timeout_s / 3):
+            self._release_held(final=False)
             time.sleep(0.02)
+        self._release_held(final=True)
         for meta in self.ledger.open_items():
             self._settle_unscreened(meta, UnscreenedReason.SHUTDOWN, "service stopped before the item was screened")
         with self._announced_lock:
@@ -186,6 +268,8 @@ class Pipeline:
             except Exception:
                 log.exception("sink close failed", extra={"sink": type(sink).__name__})
         self._source.close()
+        if self._journal is not None:
+            self._journal.close()
 
     def wait_idle(self, timeout_s: float) -> bool:
         """Block until the source is exhausted and every item is decided and published (tests, demo, eval)."""
@@ -199,11 +283,27 @@ class Pipeline:
             time.sleep(0.02)
         return False
 
+    def problems(self) -> list[str]:
+        """Why the pipeline cannot keep its promises in full right now (empty when it can): for the health model."""
+        found = [p for p in (self.source_problem, self.sink_problem) if p]
+        if self._journal is not None and self._journal.problem:
+            found.append(self._journal.problem)
+        return found
+
     # ---------------------------------------------------------------- inputs
     def announce(self, meta: ItemMeta) -> None:
-        """The scanner says this item was scanned (item-end event); its frames must follow within the stall time."""
+        """The scanner says this item was scanned (item-end event); its frames must follow within the stall time.
+
+        Frames that beat even the item's ItemStart were accepted without waiting: their late ItemEnd is matched
+        here and dropped, so it does not turn into a second, ``source_stalled`` decision."""
+        now = self._mono()
         with self._announced_lock:
-            self._announced.setdefault(meta.item_id, (meta, self._mono() + self._stall_s))
+            delivered = self._unannounced.pop(meta.item_id, None)
+            if delivered is not None and now - delivered < self._stall_s:
+                log.info("item end came after the item's frames; the item is already accepted",
+                         extra={"item_id": meta.item_id})
+                return
+            self._announced.setdefault(meta.item_id, (meta, now + self._stall_s))
 
     def making_progress(self, stall_s: float) -> bool:
         """True when idle or when some stage finished an item within ``stall_s`` (the watchdog's test)."""
@@ -219,6 +319,7 @@ class Pipeline:
     def _intake_loop(self) -> None:
         failures = 0
         while not self._stop_intake.is_set():
+            self._admit_early()
             try:
                 item = self._source.next_item(timeout_s=0.1)
             except Exception as exc:
@@ -234,30 +335,80 @@ class Pipeline:
                 log.info("frame source recovered", extra={"failures": failures})
                 failures, self.source_problem = 0, None
             if item is None:
-                if getattr(self._source, "exhausted", False):
+                if getattr(self._source, "exhausted", False) and not self._early:
                     # Done (files replayed): stop asking. An exhausted source may answer at once instead of
                     # waiting out the timeout, and polling it would spin a core for nothing.
                     self.source_exhausted.set()
                     return
                 continue
+            if self._frames_before_item_end(item):
+                self._early[item.meta.item_id] = (item, self._mono() + self._stall_s)
+                continue
             self._accept(item)
+
+    def _frames_before_item_end(self, item: RawItem) -> bool:
+        """True when the scanner is still scanning this item (ItemStart seen, ItemEnd not yet): its belt range
+        and scan times come with the ItemEnd, so the item waits for it (at most the stall time)."""
+        if self._scanning is None:
+            return False
+        with self._announced_lock:
+            if item.meta.item_id in self._announced:
+                return False
+        return self._scanning(item.meta.item_id)
+
+    def _admit_early(self) -> None:
+        if not self._early:
+            return
+        now = self._mono()
+        for item_id, (item, due) in list(self._early.items()):
+            with self._announced_lock:
+                announced = item_id in self._announced
+            if announced or due <= now or not (self._scanning and self._scanning(item_id)):
+                del self._early[item_id]
+                self._accept(item)
 
     def _accept(self, item: RawItem) -> None:
         with self._announced_lock:
             announced = self._announced.pop(item.meta.item_id, None)
+            if announced is None and self._scanning is not None:
+                self._unannounced[item.meta.item_id] = self._mono()
         if announced is not None:
             # The scanner's own times and encoder range are the truth about when the item was scanned.
             item = replace(item, meta=announced[0])
+        elif item.meta.item_id in self._stalled:
+            # Frames for an item the scanner announced and that was already decided source_stalled: it has its
+            # one decision; let the source forget these frames.
+            log.warning("frames arrived after the item was decided source_stalled; not screened again",
+                        extra={"item_id": item.meta.item_id})
+            if item.source_ref is not None:
+                self._acknowledge(item.source_ref)
+            return
         meta = item.meta
+        if self.ledger.item_id_in_use(meta.item_id):
+            # A second item under a name already used (a file dropped twice, a counter that restarted): it is
+            # another parcel and gets its own decision, under a distinct id.
+            n = 2
+            while self.ledger.item_id_in_use(f"{meta.item_id}-{n}"):
+                n += 1
+            renamed = f"{meta.item_id}-{n}"
+            log.warning("item id already used in this run; the new item is renamed",
+                        extra={"item_id": meta.item_id, "renamed": renamed})
+            meta = replace(meta, item_id=renamed)
+            item = replace(item, meta=meta)
         now = self._mono()
         if not self.ledger.register(meta, now):
-            log.warning("duplicate item from source ignored", extra={"item_id": meta.item_id})
+            log.warning("the same item delivered twice; ignored", extra={"item_id": meta.item_id})
             return
+        if self._journal is not None:
+            self._journal.accept(meta, item.source_ref)
+        if item.source_ref is not None:
+            with self._refs_lock:
+                self._refs[meta.uid] = item.source_ref
         if self._stop_workers.is_set():  # handed over after stop() gave up waiting for the source
             self._settle_unscreened(meta, UnscreenedReason.SHUTDOWN, "service stopped before the item was screened")
             return
         if item.problem is not None:
-            self._settle_unscreened(meta, UnscreenedReason.CORRUPT_FRAME, item.problem)
+            self._settle_unscreened(meta, item.problem_reason or UnscreenedReason.CORRUPT_FRAME, item.problem)
             return
         if self._link is not None and self._link.down_between(meta.scan_start_mono, meta.scan_end_mono):
             self._settle_unscreened(meta, UnscreenedReason.LINK_DOWN,
@@ -286,7 +437,7 @@ class Pipeline:
         meta = work.meta
         record = work.payload
         for stage in self._stages:
-            if not self.ledger.is_open(meta.item_id):
+            if not self.ledger.is_open(meta.uid):
                 return  # decided meanwhile (deadline, shutdown): do not spend the cores on it
             stats = self.stats[stage.name]
             started = self._mono()
@@ -304,12 +455,38 @@ class Pipeline:
         if not isinstance(record, Decision):
             self._settle_unscreened(meta, UnscreenedReason.INTERNAL_ERROR,
                                     f"last stage returned {type(record).__name__}, not a Decision")
-        elif not self.ledger.settle(record):
+            return
+        if self._link is not None and record.verdict is not Verdict.UNSCREENED:
+            final_at = meta.scan_end_mono + self._link_settle_s
+            if self._mono() < final_at:
+                # The link may have gone blind just after the scan and not know it yet (it declares DOWN a
+                # timeout later, backdated): hold the result until the history is final for the scan window.
+                with self._held_lock:
+                    self._held.append((final_at, record, meta))
+                return
+        self._settle_result(record, meta)
+
+    def _settle_result(self, decision: Decision, meta: ItemMeta) -> None:
+        if (self._link is not None and decision.verdict is not Verdict.UNSCREENED
+                and self._link.down_between(meta.scan_start_mono, meta.scan_end_mono)):
+            self._settle_unscreened(meta, UnscreenedReason.LINK_DOWN,
+                                    "scanner link was down while the item was scanned (found after screening)")
+            return
+        if not self.ledger.settle(decision):
             log.warning("late result dropped", extra={"item_id": meta.item_id})
+
+    def _release_held(self, final: bool) -> None:
+        """Settle held results whose scan window the link history now covers (all of them when ``final``)."""
+        now = self._mono()
+        with self._held_lock:
+            due = [h for h in self._held if final or h[0] <= now]
+            self._held = [h for h in self._held if not (final or h[0] <= now)]
+        for _, decision, meta in due:
+            self._settle_result(decision, meta)
 
     def _wait_for_room(self, work: _Work) -> None:
         while not self._stop_workers.is_set():
-            if not self.ledger.is_open(work.meta.item_id):
+            if not self.ledger.is_open(work.meta.uid):
                 return
             try:
                 self._intake.put(work, timeout=0.1)
@@ -319,6 +496,7 @@ class Pipeline:
 
     def _watchdog_loop(self) -> None:
         while not self._stop_workers.is_set():
+            self._release_held(final=False)
             now = self._mono()
             for meta in self.ledger.overdue(now):
                 self._settle_unscreened(meta, UnscreenedReason.DEADLINE_MISSED,
@@ -328,35 +506,117 @@ class Pipeline:
                 stalled = [m for m, due in self._announced.values() if due <= now]
                 for meta in stalled:
                     del self._announced[meta.item_id]
+                for item_id, seen in list(self._unannounced.items()):
+                    if now - seen >= self._stall_s:
+                        del self._unannounced[item_id]
             for meta in stalled:
                 if self.ledger.register(meta, now):
+                    self._stalled[meta.item_id] = None
+                    while len(self._stalled) > 10_000:
+                        self._stalled.popitem(last=False)
+                    if self._journal is not None:
+                        self._journal.accept(meta, None)
                     self._settle_unscreened(meta, UnscreenedReason.SOURCE_STALLED,
                                             f"scanner reported the item but no frames arrived within "
                                             f"{self._stall_s:.1f} s")
             time.sleep(0.02)
 
     def _settle_unscreened(self, meta: ItemMeta, reason: UnscreenedReason, detail: str) -> None:
-        decision = unscreened(meta, reason, detail, self._wall(), self._mono(), self._models)
+        decision = unscreened(meta, reason, detail, self._wall(), self._mono(), self._model_refs())
         if self.ledger.settle(decision):
             log.warning("item unscreened", extra={"item_id": meta.item_id, "reason": reason.value,
                                                   "detail": detail})
 
+    # ---------------------------------------------------------------- publishing
     def _publish_loop(self) -> None:
         while True:
-            decision = self._publish_q.get()
+            try:
+                decision = self._publish_q.get(timeout=0.25 if self._unstored else None)
+            except queue.Empty:
+                self._retry_unstored(final=False)
+                continue
             try:
                 if decision is None:
+                    self._retry_unstored(final=True)
                     return
-                for sink in self._sinks:
-                    try:
-                        sink.publish(decision)
-                    except Exception:
-                        log.exception("sink failed", extra={"sink": type(sink).__name__,
-                                                            "item_id": decision.item_id})
+                if self._journal is not None:
+                    self._journal.deciding(decision)  # ahead of the sinks: a crash now repeats this decision
+                self._store(_Unstored(decision, list(self._sinks)))
                 if self.on_decision is not None:
                     try:  # a failing observer must not stop the decisions after this one
                         self.on_decision(decision)
                     except Exception:
                         log.exception("decision callback failed", extra={"item_id": decision.item_id})
+                self._retry_unstored(final=False)
             finally:
                 self._publish_q.task_done()
+
+    def _store(self, entry: _Unstored) -> None:
+        """Ask every sink that has not stored ``entry`` yet; acknowledge the source item once all have."""
+        failed = []
+        for sink in entry.sinks:
+            try:
+                sink.publish(entry.decision)
+            except Exception as exc:
+                failed.append(sink)
+                if entry.attempts == 0:
+                    log.error("sink could not store the decision; kept in memory and retried",
+                              extra={"sink": type(sink).__name__, "item_id": entry.decision.item_id,
+                                     "error": str(exc)})
+                self.sink_problem = f"{type(sink).__name__} cannot store decisions: {exc}"
+        if not failed:
+            self._finish(entry.decision)
+            return
+        entry.sinks = failed
+        entry.attempts += 1
+        entry.next_try_mono = self._mono() + min(SINK_RETRY_MAX_S, 0.25 * 2 ** min(entry.attempts - 1, 5))
+        if entry not in self._unstored:
+            self._unstored.append(entry)
+            self._bound_unstored()
+
+    def _retry_unstored(self, final: bool) -> None:
+        if not self._unstored:
+            return
+        now = self._mono()
+        due = [e for e in self._unstored if final or e.next_try_mono <= now]
+        for entry in due:
+            self._unstored.remove(entry)
+            self._store(entry)
+        if final and self._unstored:
+            log.error("decisions not stored by every sink at stop; the intake journal repeats them at the next "
+                      "start", extra={"decisions": len(self._unstored)})
+        if not self._unstored and self.sink_problem is not None:
+            log.info("every sink stores decisions again")
+            self.sink_problem = None
+
+    def _bound_unstored(self) -> None:
+        """Keep memory flat while a sink cannot store: pictures go first, then the oldest CLEARs, never alarms."""
+        if len(self._unstored) <= MAX_UNSTORED:
+            return
+        for entry in self._unstored[: len(self._unstored) - MAX_UNSTORED]:
+            if entry.decision.overlay_jpeg is not None:
+                entry.decision = replace(entry.decision, overlay_jpeg=None,
+                                         overlay_note="picture dropped: decision waited too long to be stored")
+        excess = len(self._unstored) - 2 * MAX_UNSTORED
+        if excess > 0:
+            clears = [e for e in self._unstored if e.decision.verdict is Verdict.CLEAR][:excess]
+            for entry in clears:
+                self._unstored.remove(entry)
+            self.unstored_dropped += len(clears)
+            log.error("CLEAR decisions dropped unstored (a sink has failed for long)",
+                      extra={"dropped": len(clears), "total_dropped": self.unstored_dropped})
+
+    def _finish(self, decision: Decision) -> None:
+        """Every sink stored ``decision``: the source may let the item go, and the journal forget it."""
+        with self._refs_lock:
+            ref = self._refs.pop(decision.item_uid, None)
+        if ref is not None:
+            self._acknowledge(ref)
+        if self._journal is not None:
+            self._journal.done(decision.item_uid)
+
+    def _acknowledge(self, ref: str) -> None:
+        try:
+            self._source.acknowledge(ref)
+        except Exception:
+            log.exception("source could not acknowledge an item", extra={"ref": ref})

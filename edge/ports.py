@@ -19,6 +19,12 @@ class FrameSource(Protocol):
         an unreadable item comes back with ``problem`` set. Raises ``SourceError`` only when the source is gone."""
         ...
 
+    def acknowledge(self, source_ref: str) -> None:
+        """The item delivered with ``source_ref`` has its decision durably stored: let it go (move the spool file
+        to done/). Until then the source keeps the item and never delivers it again in this run; after a crash
+        the intake journal settles it. Must not raise for a ref that is already gone."""
+        ...
+
     def close(self) -> None:
         """Release files, threads and devices."""
         ...
@@ -28,7 +34,9 @@ class ResultSink(Protocol):
     """Takes every decision exactly once (MQTT outbox, audit store, memory, JSON lines)."""
 
     def publish(self, decision: Decision) -> None:
-        """Persist or forward ``decision``; must not block for long (disk-backed queues, not network waits)."""
+        """Persist ``decision``; returns once it is durably stored, raises ``PublishError`` when it could not be
+        (the pipeline calls again later with the same decision, so this must be idempotent). Must not block for
+        long (disk-backed queues, not network waits)."""
         ...
 
     def close(self, timeout_s: float) -> None:

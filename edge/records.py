@@ -179,7 +179,8 @@ class RawItem:
     Dual-energy sources fill ``high``/``low``: (H, W) uint16 raw counts, rows = belt lines, columns = detector
     channels. Degraded sources fill ``image`` instead: (H, W, 3) uint8 RGB pseudo-colour or (H, W) uint8 grey.
     ``problem`` is set when the source saw the item but could not read it (truncated file, bad shape): the item
-    still flows so that it gets its UNSCREENED decision.
+    still flows so that it gets its UNSCREENED decision. The source keeps the item (its file stays where it is)
+    until the pipeline calls ``acknowledge(source_ref)``, after the decision is durably stored.
     """
 
     meta: ItemMeta
@@ -188,6 +189,11 @@ class RawItem:
     image: np.ndarray | None = None
     problem: str | None = None
     truth: object | None = None
+    problem_reason: UnscreenedReason | None = None
+    """Why a ``problem`` item is UNSCREENED (e.g. ``oversize``); None means ``corrupt_frame``."""
+    source_ref: str | None = None
+    """What the source needs to acknowledge the item once its decision is stored (e.g. the spool file's path);
+    None for sources that keep nothing to acknowledge (the virtual scanner)."""
 
     def __post_init__(self) -> None:
         for name in ("high", "low", "image"):

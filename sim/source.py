@@ -96,6 +96,10 @@ class SimFrameSource:
         )
         return RawItem(meta=meta, high=sim_item.raw.high, low=sim_item.raw.low, truth=sim_item.truth)
 
+    def acknowledge(self, source_ref: str) -> None:
+        """Nothing to let go: the virtual scanner keeps no files (items carry no ref)."""
+        return None
+
     def close(self) -> None:
         self._stop.set()
         self._thread.join(timeout=5.0)

@@ -164,5 +164,9 @@ class ReplaySource:
                         scan_end_mono=now_mono, deadline_mono=now_mono + self._deadline)
         return RawItem(meta=meta, high=high, low=low)
 
+    def acknowledge(self, source_ref: str) -> None:
+        """Nothing to let go: benchmark items are read, never moved."""
+        return None
+
     def close(self) -> None:
         self._next = len(self._files)

@@ -21,6 +21,10 @@ class ServiceConfig(EdgeBaseConfig):
     stop_timeout_s: float = Field(
         20.0, gt=0, le=600, description="seconds to finish in-flight items on SIGTERM (keep < TimeoutStopSec)"
     )
+    journal: Path | None = Field(
+        None, description="SQLite intake journal: items accepted and not yet decided and stored, so a crash loses "
+        "none; absent = intake.sqlite3 beside the MQTT outbox (mqtt.outbox.path)"
+    )
     stall_s: float = Field(
         30.0, gt=0, le=3600, description="no stage progress for this long with items in flight = stalled (no watchdog)"
     )

@@ -99,6 +99,10 @@ class DatasetSource:
         self.keys[meta.item_id] = item.key
         return load_raw_item(item, meta, self._grey)
 
+    def acknowledge(self, source_ref: str) -> None:
+        """Nothing to let go: evaluation reads a labelled set and leaves it where it is."""
+        return None
+
     def close(self) -> None:
         self.exhausted = True
 

@@ -185,7 +185,14 @@ def test_spool_rejects_partial_and_corrupt_items(tmp_path: Path) -> None:
     assert "unreadable archive" in (got["lane1-broken"].problem or "")
     assert "uint16" in (got["lane1-wrongdtype"].problem or "")
     assert (spool / "incoming.npz.part").exists(), "a partial item must be left alone"
+    # Nothing leaves the spool before its decision is stored (acknowledged): a crash now loses no item.
+    assert not (spool / "rejected").exists() and (spool / "broken.npz").exists()
+    assert source.next_item(0.1) is None, "a taken item is never delivered twice"
+    for item in got.values():
+        assert item.source_ref is not None
+        source.acknowledge(item.source_ref)
     assert sorted(p.name for p in (spool / "rejected").iterdir()) == ["broken.npz", "wrongdtype.npz"]
+    assert not (spool / "good.npz").exists()
 
 
 def test_stop_unscreens_in_flight_items(tmp_path: Path) -> None:
