@@ -12,10 +12,19 @@ Item workers and one bounded intake queue::
   every hand-over woke a thread, moved a large image between cores and let idle stages spin. With one item per
   worker the only hand-over is intake → worker, the image stays on one core's cache, and the two workers
   overlap one item's numpy/OpenCV work with the other's inference (both release the GIL).
-* Every item the source delivers is registered in the :class:`~edge.ledger.DecisionLedger` before anything
-  else, and gets exactly one decision: its result, or UNSCREENED with a reason when a stage raised, the item
-  missed its deadline, the intake queue was full (overload), the scanner link was down during the scan, the
-  source reported the item unreadable, or the service stopped.
+* Every item the source delivers is registered in the :class:`~edge.ledger.DecisionLedger` (by its ``uid``)
+  and in the intake journal (:mod:`edge.journal`, on disk) before anything else, and gets exactly one decision:
+  its result, or UNSCREENED with a reason when a stage raised, the item missed its deadline, the intake queue was
+  full (overload), the scanner link was down during the scan, the source reported the item unreadable or
+  oversize, the service stopped, or it was accepted by a run that was killed (``restart``, settled at start).
+* Acknowledged intake: the publisher writes the decision into the journal ahead of the sinks, asks every sink to
+  store it (a sink that cannot is asked again with back-off, the decision kept in bounded memory), and only then
+  acknowledges the item to its source (the spool file moves to done/) and forgets the journal row. A crash at
+  any instant therefore loses no item and decides none twice (sinks are idempotent by record id).
+* A second item under an item id already used is renamed ``<id>-2`` (logged) and decided like any other.
+* With a scanner link, a result is held until the link history is final for the item's scan window (the link's
+  timeout after the scan: a link that went blind just after the scan only says so a timeout later, backdated),
+  then checked again; frames that arrive before their ItemEnd wait for it to get the scanner's belt range.
 * Items announced by the scanner (item-end events) but never delivered by the source within
   ``source_stall_s`` become UNSCREENED ``source_stalled``: the box never forgets an item it was told about.
 * A live source (scanner, spool) never waits: a full intake queue makes the item UNSCREENED ``overload`` at
