@@ -3,6 +3,11 @@
 Stages read ``ModelHolder.current`` once per item, so a SIGHUP reload that swaps the holder's ``ModelSet``
 never mixes an old detector with a new scorer inside one item. A new set is loaded and warmed completely
 before the swap; if that fails the old set stays in service.
+
+Every load (start and reload) goes through :func:`edge.bundles.signing.verify_bundle`: each bundle is read once
+into memory, its hashes and its signature by a key of ``models.trusted_keys`` are checked on those bytes, and the
+backends compile those same bytes, so a bundle changed on disk afterwards changes nothing until the next reload,
+which verifies again. With ``models.allow_unsigned`` an unsigned bundle runs, and the set reports degraded.
 """
 
 from __future__ import annotations
@@ -14,9 +19,10 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from edge.backends import BundleSession, open_backend
-from edge.bundles.loader import Bundle, load_bundle
+from edge.bundles.loader import Bundle
 from edge.bundles.manifest import Precision
 from edge.bundles.outputs import DECISION_THRESHOLD_KEY, ITEM_THRESHOLD_KEY, Role, item_threshold_detector
+from edge.bundles.signing import TrustedKey, load_trusted_keys, verify_bundle
 from edge.config.models import ModelsConfig
 from edge.errors import BackendError, BundleError
 from edge.records import ModelRef
@@ -26,12 +32,14 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class LoadedModel:
-    """A bundle and the compiled session that runs it."""
+    """A bundle and the compiled session that runs it; ``unsigned`` says why it runs without a valid trusted
+    signature (``models.allow_unsigned``), None when a trusted key signed it."""
 
     bundle: Bundle
     session: BundleSession
     backend: str
     operating_point: str = "item"
+    unsigned: str | None = None
 
     @property
     def threshold(self) -> float:
@@ -69,13 +77,16 @@ class ModelSet:
             self.scorer.session.close()
 
 
-def _open(path: str, role: set[Role], cfg: ModelsConfig, streams: int) -> tuple[LoadedModel, str | None]:
-    """Open a bundle on the configured backend and device; fall back to CPU rather than crash-loop.
+def _open(path: str, role: set[Role], cfg: ModelsConfig, streams: int, trusted: tuple[TrustedKey, ...]
+          ) -> tuple[LoadedModel, str | None]:
+    """Verify a bundle (in memory) and open it on the configured backend and device; fall back to CPU rather
+    than crash-loop.
 
     Order tried: (backend, device) as configured; the same backend on CPU; the other backend on CPU. Any
     fallback is returned as a note that makes the service report ``degraded``.
     """
-    bundle = load_bundle(path)
+    verified = verify_bundle(path, trusted, cfg.allow_unsigned)
+    bundle = verified.bundle
     if bundle.role not in role:
         raise BundleError(f"{path}: bundle role is {bundle.role}, expected {' or '.join(sorted(role))}")
     if bundle.forced:
@@ -105,7 +116,7 @@ def _open(path: str, role: set[Role], cfg: ModelsConfig, streams: int) -> tuple[
         if failures:
             note = (f"{bundle.manifest.name} runs on {backend}/{device} because "
                     f"{'; '.join(failures)}")
-        return LoadedModel(bundle, session, backend), note
+        return LoadedModel(bundle, session, backend, unsigned=verified.unsigned), note
     raise BackendError(f"{path}: no backend could load the model: {'; '.join(failures)}")
 
 
@@ -141,14 +152,16 @@ def load_models(cfg: ModelsConfig, streams: int = 1) -> ModelSet:
     ``streams``: items in flight at once (``decide.workers``); each model serves that many calls in parallel.
 
     Raises:
-        BundleError: a bundle is missing, tampered or of the wrong role.
+        BundleError: a bundle is missing, tampered, of the wrong role, or (unless ``cfg.allow_unsigned``) not
+            signed by a key of ``cfg.trusted_keys``; a trusted-key file is unusable.
         BackendError: no backend could run a bundle.
     """
-    detector, note_d = _open(str(cfg.detector), {Role.DETECTOR}, cfg, streams)
+    trusted = load_trusted_keys(cfg.trusted_keys)
+    detector, note_d = _open(str(cfg.detector), {Role.DETECTOR}, cfg, streams, trusted)
     scorer = None
     note_s = None
     if cfg.scorer is not None:
-        scorer, note_s = _open(str(cfg.scorer), {Role.SCORER, Role.CLASSIFIER}, cfg, streams)
+        scorer, note_s = _open(str(cfg.scorer), {Role.SCORER, Role.CLASSIFIER}, cfg, streams, trusted)
         scorer = replace(scorer, operating_point=cfg.operating_point)
         has_item = ITEM_THRESHOLD_KEY in scorer.bundle.manifest.thresholds
         if cfg.operating_point == "item" and not has_item:
@@ -165,8 +178,16 @@ def load_models(cfg: ModelsConfig, streams: int = 1) -> ModelSet:
             seconds = warm(model)
             log.info("model warmed", extra={"bundle": model.bundle.manifest.name, "backend": model.backend,
                                             "seconds": round(seconds, 3)})
-    notes = "; ".join(n for n in (note_d, note_s) if n)
+    notes = "; ".join(n for n in (_unsigned_note(detector, scorer), note_d, note_s) if n)
     return ModelSet(detector, scorer, notes or None)
+
+
+def _unsigned_note(*models: LoadedModel | None) -> str | None:
+    """The degraded reason for bundles running without a valid trusted signature (``models.allow_unsigned``)."""
+    unsigned = [f"{m.bundle.manifest.name} ({m.unsigned})" for m in models if m is not None and m.unsigned]
+    if not unsigned:
+        return None
+    return "bundles unsigned (models.allow_unsigned is true): " + "; ".join(unsigned)
 
 
 class ModelHolder:

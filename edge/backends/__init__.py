@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Mapping
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 import numpy.typing as npt
 
 from edge.backends.adapters import adapt
 from edge.backends.base import DEFAULT_OPTIONS, InferenceSession, PerformanceHint, SessionOptions, check_batch
+from edge.backends.memory import ModelBytes
 from edge.bundles.loader import Bundle
 from edge.bundles.manifest import ModelFormat, Precision
 from edge.bundles.outputs import RoleOutputs
@@ -43,15 +44,26 @@ def _unknown(name: str) -> BackendError:
     return BackendError(f"unknown backend {name!r}{hint}; expected one of {', '.join(BACKENDS)}")
 
 
-def open_model(path: Path | str, backend: str = "openvino", options: SessionOptions = DEFAULT_OPTIONS,
+def open_model(path: Path | str | ModelBytes, backend: str = "openvino", options: SessionOptions = DEFAULT_OPTIONS,
                ) -> InferenceSession:
-    """Open a bare model file (no bundle checks): for the export toolchain and tests."""
+    """Open a bare model file (no bundle checks: for the export toolchain and tests), or a model's verified
+    bytes (what :func:`open_backend` hands over for a bundle read into memory)."""
     if backend not in BACKENDS:
         raise _unknown(backend)
     module_name, class_name, _ = BACKENDS[backend]
     cls = getattr(importlib.import_module(module_name), class_name)
-    session: InferenceSession = cls(Path(path), options)
+    session: InferenceSession = cls(path if isinstance(path, ModelBytes) else Path(path), options)
     return session
+
+
+def model_bytes(bundle: Bundle, fmt: ModelFormat, precision: Precision) -> ModelBytes | None:
+    """The verified bytes of the bundle's model at ``fmt``/``precision``, or None for a bundle checked on disk
+    only (then the backend opens the file)."""
+    if not bundle.files:
+        return None
+    entry = bundle.model(fmt, precision)
+    extra = {PurePosixPath(p).name: bundle.files[p] for p in entry.files if p != entry.path}
+    return ModelBytes(PurePosixPath(entry.path).name, bundle.files[entry.path], extra)
 
 
 class BundleSession:
@@ -95,7 +107,8 @@ def open_backend(bundle: Bundle, backend: str = "openvino", precision: Precision
     """Compile the bundle's model for ``backend`` at ``precision``.
 
     OpenVINO prefers the bundle's IR and falls back to its ONNX file at that precision; ONNX Runtime opens
-    ONNX only. Raises BundleError when the bundle has no model the backend can open at that precision, and
+    ONNX only. A bundle read into memory (``Bundle.files``) is compiled from those verified bytes, never from
+    its folder. Raises BundleError when the bundle has no model the backend can open at that precision, and
     BackendError when the runtime is missing or refuses the model.
     """
     if backend not in BACKENDS:
@@ -110,7 +123,8 @@ def open_backend(bundle: Bundle, backend: str = "openvino", precision: Precision
                           f"{' or '.join(map(str, formats))} at {precision}; the bundle has {have}")
     options = SessionOptions(threads=threads, hint=PerformanceHint(hint), cache_dir=cache_dir, device=device,
                              streams=streams)
-    session = open_model(bundle.model_path(chosen, precision), backend, options)
+    source = model_bytes(bundle, chosen, precision)
+    session = open_model(bundle.model_path(chosen, precision) if source is None else source, backend, options)
     return BundleSession(bundle, session, precision)
 
 
@@ -118,9 +132,11 @@ __all__ = [
     "BACKENDS",
     "BundleSession",
     "InferenceSession",
+    "ModelBytes",
     "PerformanceHint",
     "SessionOptions",
     "adapt",
+    "model_bytes",
     "open_backend",
     "open_model",
 ]

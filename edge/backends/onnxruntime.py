@@ -1,7 +1,9 @@
 """ONNX Runtime inference session on the CPU execution provider.
 
 Imports ``onnxruntime`` here and only here. ``SessionOptions.cache_dir`` and ``hint`` do not apply to ONNX
-Runtime and are ignored. Translates ONNX Runtime exceptions into :class:`~edge.errors.BackendError`.
+Runtime and are ignored. Opens a path (the export toolchain's bare files) or
+:class:`~edge.backends.memory.ModelBytes` (the runtime's verified bundle bytes, parsed from memory so the bundle
+folder is never read again). Translates ONNX Runtime exceptions into :class:`~edge.errors.BackendError`.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import numpy as np
 import numpy.typing as npt
 
 from edge.backends.base import DEFAULT_OPTIONS, SessionOptions, check_batch
+from edge.backends.memory import ModelBytes, onnx_bytes
 from edge.errors import BackendError
 
 try:
@@ -33,11 +36,11 @@ def _require_onnxruntime() -> None:
 class OnnxRuntimeSession:
     """An ``InferenceSession`` over ``onnxruntime.InferenceSession`` (thread-safe ``run`` per ORT docs)."""
 
-    def __init__(self, model_path: Path, options: SessionOptions = DEFAULT_OPTIONS) -> None:
+    def __init__(self, model_path: Path | ModelBytes, options: SessionOptions = DEFAULT_OPTIONS) -> None:
         _require_onnxruntime()
         assert ort is not None
         self._where = f"onnxruntime:{model_path.name}"
-        if model_path.suffix != ".onnx":
+        if Path(model_path.name).suffix != ".onnx":
             raise BackendError(f"{self._where}: onnxruntime opens .onnx files only")
         so = ort.SessionOptions()
         if options.threads > 0:
@@ -46,8 +49,11 @@ class OnnxRuntimeSession:
         so.log_severity_level = 3
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         try:
+            model: str | bytes = str(model_path) if isinstance(model_path, Path) else onnx_bytes(model_path)
             self._session: ort.InferenceSession | None = ort.InferenceSession(
-                str(model_path), sess_options=so, providers=["CPUExecutionProvider"])
+                model, sess_options=so, providers=["CPUExecutionProvider"])
+        except BackendError:
+            raise
         except Exception as exc:
             raise BackendError(f"{self._where}: cannot load model: {exc}") from exc
         inputs = self._session.get_inputs()

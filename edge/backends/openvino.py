@@ -1,9 +1,13 @@
 """OpenVINO inference session (IR ``.xml`` or ``.onnx``), the box's default backend.
 
 Imports ``openvino`` here and only here, so the registry can name this backend without loading it.
-Sets ``INFERENCE_PRECISION_HINT=f32`` explicitly: on CPUs with BF16 support OpenVINO otherwise silently runs
-FP32 models in bfloat16, which breaks the parity the bundle was verified with. Translates OpenVINO exceptions
-into :class:`~edge.errors.BackendError`.
+Opens a path (the export toolchain's bare model files) or :class:`~edge.backends.memory.ModelBytes` (the runtime's
+verified bundle bytes): from bytes, the IR weights are wrapped in an ``ov.Tensor`` over memory this session keeps
+alive, so OpenVINO never memory-maps the bundle's ``.bin`` (a file overwritten under a mapped model changed every
+score; a truncated one raised SIGBUS). The compiled-model cache works the same for both: OpenVINO keys it by a
+hash of the model. Sets ``INFERENCE_PRECISION_HINT=f32`` explicitly: on CPUs with BF16 support OpenVINO
+otherwise silently runs FP32 models in bfloat16, which breaks the parity the bundle was verified with. Translates
+OpenVINO exceptions into :class:`~edge.errors.BackendError`.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import numpy as np
 import numpy.typing as npt
 
 from edge.backends.base import DEFAULT_OPTIONS, PerformanceHint, SessionOptions, check_batch
+from edge.backends.memory import ModelBytes, onnx_bytes
 from edge.errors import BackendError
 
 try:
@@ -39,10 +44,12 @@ class OpenVinoSession:
     streams as ``options.streams`` asks for (one stream would run them in turn). ``close`` waits for running
     calls."""
 
-    def __init__(self, model_path: Path, options: SessionOptions = DEFAULT_OPTIONS) -> None:
+    def __init__(self, model_path: Path | ModelBytes, options: SessionOptions = DEFAULT_OPTIONS) -> None:
         _require_openvino()
         assert ov is not None
         self._where = f"openvino:{model_path.name}"
+        # The bytes a model read from memory may point into: kept for as long as the compiled model lives.
+        self._keep: tuple[object, ...] = ()
         try:
             core = ov.Core()
             if options.cache_dir is not None:
@@ -59,7 +66,7 @@ class OpenVinoSession:
                 # The latency hint pins one stream whatever NUM_STREAMS says; the throughput hint honours it.
                 config["PERFORMANCE_HINT"] = "THROUGHPUT"
                 config["NUM_STREAMS"] = streams
-            model = core.read_model(str(model_path))
+            model = self._read(core, model_path)
             if len(model.inputs) != 1:
                 raise BackendError(f"{self._where}: expected one input, the model has {len(model.inputs)}")
             self._compiled = core.compile_model(model, options.device, config)
@@ -74,6 +81,18 @@ class OpenVinoSession:
         self._idle = threading.Condition()
         self._running = 0
         self._closed = False
+
+    def _read(self, core: ov.Core, source: Path | ModelBytes) -> ov.Model:
+        """Parse the model from a file, or from verified bytes without touching the disk."""
+        if isinstance(source, Path):
+            return core.read_model(str(source))
+        if source.suffix == ".xml":
+            weights = np.frombuffer(source.weights(), np.uint8)
+            self._keep = (source, weights)
+            return core.read_model(model=source.main, weights=ov.Tensor(weights))
+        graph = onnx_bytes(source)
+        self._keep = (graph,)
+        return core.read_model(model=graph)
 
     @property
     def input_name(self) -> str:
@@ -124,3 +143,4 @@ class OpenVinoSession:
             self._requests.clear()
             self._local = threading.local()
             del self._compiled
+            self._keep = ()

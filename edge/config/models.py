@@ -27,3 +27,10 @@ class ModelsConfig(EdgeBaseConfig):
         "items clear; falls back to 'object' when the bundle has none) or 'object' (thresholds.score, 95% of benign "
         "objects clear, so an item of many objects alarms far more often)")
     max_objects: int = Field(32, ge=1, le=1000, description="most objects scored per item")
+    trusted_keys: tuple[Path, ...] = Field(
+        (), description="public-key files (Ed25519, PEM or the raw 32 bytes in base64) whose signatures "
+        "(bundle.sig, `edge-export sign`) this box accepts; a bundle signed by any other key is refused")
+    allow_unsigned: bool = Field(
+        False, description="run bundles without a valid signature by a trusted key (no signature, unknown key, bad "
+        "signature, changed after signing); the service then reports degraded 'bundles unsigned'. For the "
+        "bench only: nothing proves who made such a bundle")

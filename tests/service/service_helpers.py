@@ -1,17 +1,21 @@
-"""Builders for the service tests: real (untrained) bundles exported through the toolchain, real calibrations
-made by the commissioning commands from the virtual scanner, and config files that tie them together."""
+"""Builders for the service tests: real (untrained) bundles exported through the toolchain and signed with a test
+key, real calibrations made by the commissioning commands from the virtual scanner, and config files that tie
+them together (trusting the test key, so the service's signature check runs as on a real box)."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
+import tempfile
 from dataclasses import replace
+from functools import cache
 from pathlib import Path
 
 import numpy as np
 import onnx
 
 from edge.bundles import ModelFormat, Precision, Role
+from edge.bundles.signing import SIGNATURE_FILE, generate_key, sign_bundle
 from edge.contracts import Channel, InputContract, ResizePolicy
 from export import tiny_models
 from export.bundle import BundleModel, make_bundle
@@ -26,15 +30,30 @@ DETECTOR_CONTRACT = InputContract(channels=(Channel.PC,), height=128, width=128,
 SCORER_CONTRACT = InputContract(channels=(Channel.HLZ,), height=32, width=32)
 
 
-def build_bundle(role: Role, workdir: Path, name: str, fixed_batch: bool = False) -> Path:
+@cache
+def test_key() -> tuple[Path, Path]:
+    """(private, public) Ed25519 key files made once per test process: the key every test bundle is signed with
+    and every test config trusts. Never a key any box trusts: it lives in a temporary folder."""
+    folder = Path(tempfile.mkdtemp(prefix="edge-test-key-"))
+    return generate_key(folder / "test-signing.key")
+
+
+def sign(bundle: Path) -> Path:
+    """Sign ``bundle`` with the test key (again after a change); returns the bundle folder."""
+    sign_bundle(bundle, test_key()[0])
+    return bundle
+
+
+def build_bundle(role: Role, workdir: Path, name: str, fixed_batch: bool = False, seed: int = 0) -> Path:
     """Export an untrained tiny model of ``role`` to ONNX + OpenVINO and bundle it (parity verified).
 
     ``fixed_batch`` pins the graph's batch axis to 1: such a scorer raises at run time as soon as an item has
-    two objects, which is how the tests get a real model that fails mid-service.
+    two objects, which is how the tests get a real model that fails mid-service. ``seed`` draws the weights
+    (another seed, another model of the same shape).
     """
     contract = DETECTOR_CONTRACT if role is Role.DETECTOR else SCORER_CONTRACT
-    torch_model = (tiny_models.tiny_detector(contract.tensor_channels) if role is Role.DETECTOR
-                   else tiny_models.tiny_scorer(contract.tensor_channels))
+    torch_model = (tiny_models.tiny_detector(contract.tensor_channels, seed=seed) if role is Role.DETECTOR
+                   else tiny_models.tiny_scorer(contract.tensor_channels, seed=seed))
     meta = ExportMeta(role=role, contract=contract, outputs=default_outputs(role), classes=())
     inputs = synthetic_inputs(contract, 8, seed=5).inputs
     ref = run_torch(torch_model, inputs, meta.output_names)
@@ -64,7 +83,7 @@ def build_bundle(role: Role, workdir: Path, name: str, fixed_batch: bool = False
                          [BundleModel(ModelFormat.ONNX, Precision.FP32, onnx_path),
                           BundleModel(ModelFormat.OPENVINO, Precision.FP32, xml)],
                          report, training_data="untrained test model")
-    return bundle.root
+    return sign(bundle.root)
 
 
 def calibrate(workdir: Path, seed: int = 0) -> tuple[Path, Path]:
@@ -79,8 +98,17 @@ def calibrate(workdir: Path, seed: int = 0) -> tuple[Path, Path]:
 
 
 def write_config(path: Path, *, detector: Path, scorer: Path | None, flat: Path, energy: Path, state: Path,
-                 items: int = 4, per_minute: float = 240.0, mqtt: str = "enabled: false", extra: str = "") -> Path:
+                 items: int = 4, per_minute: float = 240.0, mqtt: str = "enabled: false", extra: str = "",
+                 allow_unsigned: bool | None = None) -> Path:
+    """A service config over the given bundles that trusts the test key.
+
+    ``allow_unsigned`` None: set only when a bundle has no signature at all (the reference bundles in
+    ``models/`` are not signed: ``edge demo`` signs copies with its own key; docs/install.md).
+    """
     scorer_line = f"  scorer: {scorer}\n" if scorer is not None else ""
+    if allow_unsigned is None:
+        allow_unsigned = any(not (b / SIGNATURE_FILE).is_file() for b in (detector, scorer) if b is not None)
+    trust = f"  trusted_keys: [{test_key()[1]}]\n" + ("  allow_unsigned: true\n" if allow_unsigned else "")
     path.write_text(
         f"""site:
   site_id: test-site
@@ -99,7 +127,7 @@ models:
 {scorer_line}  backend: openvino
   threads: 1
   max_objects: 6
-decide:
+{trust}decide:
   deadline_s: 30
 audit:
   directory: {state / "audit"}
