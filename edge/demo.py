@@ -6,6 +6,12 @@ The virtual scanner plugs in through the same ports a real one uses: frames thro
 events through the serial protocol on a pty that the service's ``FirmwareLink`` opens like a USB adapter. The
 broker is a private Mosquitto on a free loopback port (the README's setup command installs it when missing);
 without one the demo still screens and prints decisions from inside the process, and says so.
+
+Bundles: the box refuses bundles not signed by a key in ``models.trusted_keys``, and the reference bundles in
+``models/`` are not signed (no private key is kept in the repository: one that every checkout shared could sign
+anything for any box that trusted it). So the demo makes its own throw-away key pair in its working folder, signs
+copies of the two reference bundles with it and trusts only that key, exactly as a site does with its own key
+(docs/install.md): the demo runs the real verification path, and the key it trusts signs nothing else.
 """
 
 from __future__ import annotations
@@ -98,8 +104,27 @@ class DemoScanner:
         self._source.close()
 
 
+DEMO_BUNDLES = ("detector-agnostic", "scorer-stfpm")
+
+
+def sign_demo_bundles(workdir: Path, models: Path) -> tuple[Path, Path]:
+    """Copy the reference bundles into ``workdir/models`` and sign them with a key made for this run; returns
+    (the signed bundles' folder, the public key the demo config trusts)."""
+    from edge.bundles.signing import generate_key, sign_bundle
+
+    keys, signed = workdir / "keys", workdir / "models"
+    for old in (keys, signed):
+        if old.exists():
+            shutil.rmtree(old)
+    private, public = generate_key(keys / "demo-signing.key")
+    for name in DEMO_BUNDLES:
+        shutil.copytree(models / name, signed / name, ignore=shutil.ignore_patterns("bundle.sig"))
+        sign_bundle(signed / name, private)
+    return signed, public
+
+
 def write_demo_config(workdir: Path, port: int | None, items: int | None, per_minute: float, seed: int,
-                      models: Path, fw_port: Path) -> Path:
+                      models: Path, fw_port: Path, trusted_key: Path) -> Path:
     mqtt = (f"host: 127.0.0.1\n  port: {port}\n  topic_prefix: xray/demo/lane1\n  health_interval_s: 10"
             if port else "enabled: false")
     max_items = f"\n  max_items: {items}" if items else ""
@@ -123,6 +148,7 @@ models:
   scorer: {models / "scorer-stfpm"}
   backend: openvino
   threads: 1
+  trusted_keys: [{trusted_key}]   # made by this demo run; it signed the copies above and nothing else
 decide:
   deadline_s: 20
 audit:
@@ -154,11 +180,13 @@ def calibrate(workdir: Path, seed: int, echo: Any) -> None:
 def run_demo(workdir: Path, items: int | None, per_minute: float, seed: int, models: Path,
              echo: Any = print) -> int:
     """Run the demo until ``items`` are decided (or forever) or Ctrl-C; returns the exit code."""
-    for name in ("detector-agnostic", "scorer-stfpm"):
+    for name in DEMO_BUNDLES:
         if not (models / name / "bundle.yaml").exists():
             echo(f"edge demo: reference bundle {models / name} is missing (see docs/models.md to train it)")
             return 2
     workdir.mkdir(parents=True, exist_ok=True)
+    signed, demo_key = sign_demo_bundles(workdir, models)
+    echo(f"signed copies of the reference bundles in {signed} with a key made for this demo ({demo_key})")
     calibrate(workdir, seed, echo)
     broker, port = start_broker(workdir)
     if broker is None:
@@ -168,7 +196,7 @@ def run_demo(workdir: Path, items: int | None, per_minute: float, seed: int, mod
     fw.send(XrayState(True, 0))
     client = None
     try:
-        cfg_path = write_demo_config(workdir, port, items, per_minute, seed, models, fw.port)
+        cfg_path = write_demo_config(workdir, port, items, per_minute, seed, signed, fw.port, demo_key)
         cfg = load_config(cfg_path)
         assert isinstance(cfg.source, SimSourceConfig)
         scanner = DemoScanner(SimFrameSource(cfg.source, cfg.site.scanner_id, cfg.decide.deadline_s), fw)

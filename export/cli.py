@@ -12,6 +12,9 @@ A whole run::
         --factory export.tiny_models:tiny_scorer -o parity.json
     edge-export bundle --model m.onnx --model m.xml --model m_int8.xml --parity parity.json \
         --name scorer --version 1 -o bundles/scorer
+    edge-export keygen ~/keys/site-models.key          # once; keep the private key off the box
+    edge-export sign bundles/scorer --key ~/keys/site-models.key
+    edge-export verify-signature bundles/scorer --trusted-key ~/keys/site-models.key.pub
 """
 
 from __future__ import annotations
@@ -489,6 +492,76 @@ def import_anomalib(
         from export.parity import format_report
 
         typer.echo(format_report(result.manifest.parity))
+
+
+@app.command()
+def keygen(
+    out: Path = typer.Argument(..., help="private key file to create (mode 0600); the public key goes to OUT.pub"),
+) -> None:
+    """Make an Ed25519 signing key pair for bundles.
+
+    The private key signs (`edge-export sign`) and stays with whoever releases bundles, never on a box; the
+    public key OUT.pub goes into the box's models.trusted_keys. Refuses to overwrite an existing key.
+
+    Example: edge-export keygen ~/keys/site-models.key
+    """
+    from edge.bundles.signing import generate_key, key_id_of, load_private_key
+    from edge.errors import BundleError
+
+    try:
+        private, public = generate_key(out)
+        kid = key_id_of(load_private_key(private).public_key())
+    except BundleError as exc:
+        raise _fail(exc) from exc
+    _say(f"wrote private key {private} (keep it secret, off the box) and public key {public} (key id {kid}); "
+         "list the public key in models.trusted_keys")
+
+
+@app.command()
+def sign(
+    bundle_dir: Path = typer.Argument(..., metavar="BUNDLE", help="bundle folder to sign"),
+    key: Path = typer.Option(..., "--key", help="Ed25519 private key file (from `edge-export keygen`)"),
+) -> None:
+    """Sign a bundle: write BUNDLE/bundle.sig over bundle.yaml and every model file (sha256 and size of each).
+
+    The bundle is checked first (schema, content hash, every file's hash). Any later change to any of its files,
+    bundle.yaml included, makes a box refuse it until it is signed again. Format: docs/bundles.md.
+
+    Example: edge-export sign models/scorer-stfpm --key ~/keys/site-models.key
+    """
+    from edge.bundles.signing import sign_bundle
+    from edge.errors import BundleError
+
+    try:
+        sig = sign_bundle(bundle_dir, key)
+        body = json.loads(sig.read_text())
+    except BundleError as exc:
+        raise _fail(exc) from exc
+    _say(f"signed {bundle_dir} with key {body['key_id']}: {len(body['files'])} files covered; wrote {sig}")
+
+
+@app.command("verify-signature")
+def verify_signature(
+    bundle_dir: Path = typer.Argument(..., metavar="BUNDLE", help="bundle folder to check"),
+    trusted_key: list[Path] = typer.Option(..., "--trusted-key",
+                                           help="public key file (PEM or raw base64) to accept; repeat"),
+) -> None:
+    """Check a bundle as a box does: hashes, and a signature by one of the given public keys over its exact bytes.
+
+    Exits 1, saying why (no signature, unknown key id, bad signature, a file changed after signing), when a box
+    trusting these keys would refuse it.
+
+    Example: edge-export verify-signature /opt/edge/models/scorer-2026.12 --trusted-key /etc/edge/keys/site.pub
+    """
+    from edge.bundles.signing import verify_bundle
+    from edge.errors import BundleError
+
+    try:
+        verified = verify_bundle(bundle_dir, trusted_key, allow_unsigned=False)
+    except BundleError as exc:
+        raise _fail(exc) from exc
+    m = verified.bundle.manifest
+    _say(f"{bundle_dir}: {m.name}@{m.version} verified, signed by key {verified.key_id}")
 
 
 def _mount_training() -> None:
