@@ -116,9 +116,9 @@ def test_a_swapped_model_with_a_resealed_manifest_is_refused(bundle: Path, keys:
 def test_unknown_key_and_bad_signature_are_refused(bundle: Path, keys: tuple[Path, Path], tmp_path: Path) -> None:
     _, stranger = generate_key(tmp_path / "other" / "stranger.key")
     sign_bundle(bundle, keys[0])
-    with pytest.raises(BundleError, match="signed by unknown key id .*models.trusted_keys has .*stranger.key.pub"):
+    with pytest.raises(BundleError, match=r"signed by unknown key id .*models.trusted_keys has .*stranger.key.pub"):
         verify_bundle(bundle, [stranger])
-    with pytest.raises(BundleError, match="unknown key id .*none configured"):
+    with pytest.raises(BundleError, match=r"unknown key id .*none configured"):
         verify_bundle(bundle, [])
     sig = bundle / SIGNATURE_FILE
     body = json.loads(sig.read_text())
@@ -152,11 +152,11 @@ def test_raw_base64_public_keys_and_unusable_key_files(bundle: Path, keys: tuple
     b64 = tmp_path / "site.b64"
     b64.write_text(base64.b64encode(raw).decode() + "\n")
     assert verify_bundle(bundle, [b64]).key_id == load_public_key(keys[1]).key_id
-    with pytest.raises(BundleError, match="models.trusted_keys: .*missing.pub: cannot read"):
+    with pytest.raises(BundleError, match=r"models.trusted_keys: .*missing.pub: cannot read"):
         verify_bundle(bundle, [tmp_path / "missing.pub"])
     bad = tmp_path / "bad.pub"
     bad.write_text("hello")
-    with pytest.raises(BundleError, match="models.trusted_keys: .*bad.pub: not an Ed25519 public key"):
+    with pytest.raises(BundleError, match=r"models.trusted_keys: .*bad.pub: not an Ed25519 public key"):
         verify_bundle(bundle, [bad])
 
 
