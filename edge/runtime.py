@@ -20,6 +20,7 @@ from threadpoolctl import threadpool_limits
 from edge.condition.conditioner import Conditioner
 from edge.config import EdgeConfig
 from edge.errors import CalibrationError, ConfigError
+from edge.health import link_problem
 from edge.pipeline import Pipeline, Stage
 from edge.ports import FrameSource, LinkMonitor, ResultSink
 from edge.publish.health import (
@@ -135,7 +136,11 @@ def build_stages(cfg: EdgeConfig, models: ModelHolder, conditioner: Conditioner 
 
 @dataclass
 class Runtime:
-    """Everything the service runs, built and wired."""
+    """Everything the service runs, built and wired.
+
+    ``problems`` are the start-up notes (missing calibration, uncalibrated camera, the models' note at start);
+    the health model (``edge/health.py``) adds what each component says about itself now.
+    """
 
     cfg: EdgeConfig
     pipeline: Pipeline
@@ -158,12 +163,21 @@ class Runtime:
                                               values[-1], stats.processed))
         links: list[LinkHealth] = []
         if self.link is not None:
-            up = bool(self.link.is_up)
-            links.append(LinkHealth("firmware", LinkState.UP if up else LinkState.DOWN))
+            # the same reason the status gives (edge/health.py), and since when
+            current = self.link.history.current()
+            links.append(LinkHealth("firmware", LinkState.UP if self.link.is_up else LinkState.DOWN,
+                                    link_problem(self.link) or "",
+                                    current.wall_time if current is not None else None))
         counts = self.pipeline.ledger.counts
         disks = []
-        for path in {self.cfg.audit.directory}:
-            usage = shutil.disk_usage(path)
+        stores = [self.cfg.audit.directory]
+        if self.mqtt is not None:
+            stores.append(self.cfg.mqtt.outbox.path.parent)
+        for path in dict.fromkeys(stores):
+            try:
+                usage = shutil.disk_usage(path)
+            except OSError:  # not there (yet): the store's own problem says why; health must still go out
+                continue
             disks.append(DiskUsage(str(path), usage.free, usage.total))
         return HealthSnapshot(
             uptime_s=now_mono - self.started_mono,

@@ -4,7 +4,12 @@
 * WATCHDOG=1 is sent only while the pipeline makes progress (idle, or some stage finished an item within
   ``stall_s``); a wedged pipeline stops the pings and systemd restarts the service.
 * SIGHUP reloads the config file and the bundles: the new models are loaded and warmed first and swapped in
-  atomically; if anything fails, the old ones stay in service and the status says why.
+  atomically; if anything fails, the old ones stay in service and the status says why. Other sections are
+  applied where that is safe while running (``edge/reload.py``); a changed section that needs a restart is
+  refused and named in the log and the status until the file and the running config agree again.
+* One health model (``edge/health.py``) feeds every status output: the status file, the retained MQTT status,
+  the metrics and systemd's STATUS line. It is asked several times a second, and the retained status is
+  published again whenever the state or its reasons change.
 * SIGTERM/SIGINT: STOPPING=1, intake stops, in-flight items finish or become UNSCREENED (``shutdown``), the
   outbox is flushed, all within ``stop_timeout_s`` (keep it below the unit's TimeoutStopSec).
 """
@@ -16,13 +21,16 @@ import os
 import signal
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 from types import FrameType
 
 from edge.config import EdgeConfig, load_config
 from edge.errors import EdgeError
+from edge.health import Health, assess
 from edge.notify import Notifier, watchdog_interval_s
 from edge.publish.health import StatusState
+from edge.reload import plan_reload
 from edge.runtime import Runtime, build_runtime
 from edge.screening import load_models
 from edge.status import MetricsServer, RecentDecisions, StatusReport, write_status
@@ -34,19 +42,37 @@ class Service:
     """One run of the screening service."""
 
     def __init__(self, config_path: Path, runtime: Runtime, notifier: Notifier | None = None,
-                 stall_s: float = 30.0, stop_timeout_s: float = 20.0) -> None:
+                 stall_s: float | None = None, stop_timeout_s: float | None = None,
+                 log_level: str | None = None) -> None:
+        """``stall_s`` and ``stop_timeout_s`` override ``service.stall_s``/``stop_timeout_s`` (tests); else the
+        config's values are read at each use, so a reload changes them. ``log_level`` is the command line's
+        override of ``logging.level``, which a reload must keep."""
         self._config_path = config_path
         self.runtime = runtime
         self._notify = notifier or Notifier()
-        self._stall_s = stall_s
-        self._stop_timeout_s = stop_timeout_s
+        self._stall_override = stall_s
+        self._stop_timeout_override = stop_timeout_s
+        self._log_level_override = log_level
         self._stop = threading.Event()
         self._reload = threading.Event()
         self.status_text = "starting"
+        self._shown: tuple[StatusState, str] | None = None
         self.reload_error: str | None = None
+        self.reload_refused: tuple[str, ...] = ()
         self.recent = RecentDecisions()
         runtime.pipeline.on_decision = self.recent.add
         self._metrics: MetricsServer | None = None
+        self._next_health_mono = 0.0
+
+    @property
+    def _stall_s(self) -> float:
+        return self._stall_override if self._stall_override is not None else self.runtime.cfg.service.stall_s
+
+    @property
+    def _stop_timeout_s(self) -> float:
+        if self._stop_timeout_override is not None:
+            return self._stop_timeout_override
+        return self.runtime.cfg.service.stop_timeout_s
 
     # -------------------------------------------------------------- signals
     def install_signal_handlers(self) -> None:
@@ -68,29 +94,33 @@ class Service:
         self._reload.set()
 
     # -------------------------------------------------------------- status
-    def _set_status(self, state: StatusState, text: str) -> None:
-        self.status_text = text
-        self._notify.status(f"{state.value}: {text}")
-        if self.runtime.mqtt is not None:
-            self.runtime.mqtt.set_status(state, text)
-        log.info("status", extra={"state": state.value, "reason": text})
-
-    def _current_state(self) -> tuple[StatusState, str]:
-        problems = list(self.runtime.problems)
-        if self.runtime.pipeline.source_problem:
-            problems.append(self.runtime.pipeline.source_problem)
+    def health(self) -> Health:
+        """The one answer every status output gives (see ``edge/health.py``)."""
+        notes = list(self.reload_refused)
         if self.reload_error:
-            problems.append(f"reload failed, previous config and models kept: {self.reload_error}")
-        if problems:
-            return StatusState.DEGRADED, "; ".join(problems)
-        return StatusState.ONLINE, "screening"
+            notes.insert(0, f"reload failed, previous config and models kept: {self.reload_error}")
+        return assess(self.runtime, notes)
 
-    def report(self) -> StatusReport:
-        """The service's state now, for the status file and /metrics."""
+    def _show(self, health: Health) -> bool:
+        """Send a changed state or reason to systemd, the retained MQTT status and the log; True if changed."""
+        shown = (health.state, health.text)
+        if shown == self._shown:
+            return False
+        self._shown = shown
+        self.status_text = health.text
+        self._notify.status(f"{health.state.value}: {health.text}")
+        if self.runtime.mqtt is not None:
+            self.runtime.mqtt.set_status(health.state, health.text)
+        (log.info if health.state is StatusState.ONLINE else log.warning)(
+            "status", extra={"state": health.state.value, "reason": health.text})
+        return True
+
+    def report(self, health: Health | None = None) -> StatusReport:
+        """The service's state now, for the status file and /metrics (``health``: as just shown elsewhere)."""
         from importlib.metadata import version
 
         runtime = self.runtime
-        state, text = self._current_state()
+        health = health if health is not None else self.health()
         pipeline = runtime.pipeline
         links = {}
         if runtime.link is not None:
@@ -103,8 +133,8 @@ class Service:
             if values:
                 p50[name] = round(values[len(values) // 2], 2)
         return StatusReport(
-            state=state.value,
-            reason=text,
+            state=health.state.value,
+            reason=health.text,
             pid=os.getpid(),
             written_wall=time.time(),
             uptime_s=time.monotonic() - runtime.started_mono,
@@ -117,41 +147,80 @@ class Service:
             late_results=pipeline.ledger.late,
             stage_p50_ms=p50,
             recent=self.recent.snapshot(),
+            problems=list(health.problems),
+            checked=[c.value for c in health.checked],
         )
 
-    def _publish_report(self) -> None:
+    def _publish_report(self, health: Health | None = None) -> None:
         try:
-            report = self.report()
-            write_status(self.runtime.cfg.service.status_file, report)
+            report = self.report(health)
             if self._metrics is not None:
                 self._metrics.report = report
+            write_status(self.runtime.cfg.service.status_file, report)
         except OSError as exc:
             log.warning("status file not written", extra={"error": str(exc)})
 
+    def _publish_final_report(self) -> None:
+        """The last status file says offline, as the retained MQTT status does (``edge status`` exits 1)."""
+        try:
+            final = replace(self.report(), state=StatusState.OFFLINE.value, reason="service stopped")
+            write_status(self.runtime.cfg.service.status_file, final)
+        except OSError as exc:
+            log.warning("status file not written", extra={"error": str(exc)})
+
+    def _publish_health_record(self, now: float) -> None:
+        """Queue the periodic MQTT health record; a failing outbox is a status problem, never the end of the
+        process (an exception here used to end ``edge run`` at the first health tick of a full disk)."""
+        if self.runtime.mqtt is None:
+            return
+        try:
+            self.runtime.mqtt.publish_health(self.runtime.health(now))
+        except (EdgeError, OSError) as exc:
+            log.warning("health record not queued", extra={"error": str(exc)})
+
     # -------------------------------------------------------------- reload
     def reload(self) -> bool:
-        """Load the config and bundles again; swap them in only if all of it works."""
+        """Read the config again; apply what can change while running, refuse (and say) what cannot, and swap
+        the bundles in only once the new ones are loaded and warmed. True if the config loaded and the models
+        were swapped (even when some section was refused)."""
         self._notify.reloading()
+        runtime = self.runtime
         try:
-            cfg: EdgeConfig = load_config(self._config_path)
+            wanted: EdgeConfig = load_config(self._config_path)
+            plan = plan_reload(runtime.cfg, wanted)
             # The running pipeline keeps its item workers (decide.* needs a restart): streams for those.
-            models = load_models(cfg.models, self.runtime.cfg.decide.workers)
+            models = load_models(plan.config.models, runtime.cfg.decide.workers)
         except EdgeError as exc:
             self.reload_error = str(exc).replace("\n", "; ")
-            log.error("reload failed; keeping the running models", extra={"error": self.reload_error})
+            log.error("reload failed; keeping the running config and models", extra={"error": self.reload_error})
         else:
-            old = self.runtime.models.swap(models)
+            old = runtime.models.swap(models)
             self.reload_error = None
-            if old.degraded:
-                self.runtime.problems = [p for p in self.runtime.problems if p != old.degraded]
-            if models.degraded:
-                self.runtime.problems.append(models.degraded)
+            if old.degraded:  # the models' note is read live from the set in service (edge/health.py)
+                runtime.problems = [p for p in runtime.problems if p != old.degraded]
             # In-flight items hold a reference to the old set; give them time before closing it.
-            threading.Timer(30.0, old.close).start()
-            log.info("reloaded", extra={"models": ", ".join(f"{r.name}@{r.version}" for r in models.refs)})
-        state, text = self._current_state()
-        self._notify.ready(f"{state.value}: {text}")
-        self._set_status(state, text)
+            timer = threading.Timer(30.0, old.close)
+            timer.daemon = True
+            timer.start()
+            before, runtime.cfg = runtime.cfg, plan.config
+            if runtime.mqtt is not None:
+                runtime.mqtt.config = plan.config.mqtt  # only its live keys can differ (health interval)
+            if plan.config.logging != before.logging:
+                from edge.logs import setup_logging
+
+                setup_logging(self._log_level_override or plan.config.logging.level, plan.config.logging.format)
+            self._next_health_mono = min(self._next_health_mono,
+                                         time.monotonic() + plan.config.mqtt.health_interval_s)
+            self.reload_refused = plan.refused
+            for message in plan.refused:
+                log.warning(message)
+            log.info("reloaded", extra={"models": ", ".join(f"{r.name}@{r.version}" for r in models.refs),
+                                        "applied": ", ".join(plan.applied) or "models reloaded, nothing else",
+                                        "refused": len(plan.refused)})
+        health = self.health()
+        self._notify.ready(f"{health.state.value}: {health.text}")
+        self._show(health)
+        self._publish_report(health)
         return self.reload_error is None
 
     # -------------------------------------------------------------- main loop
@@ -162,6 +231,8 @@ class Service:
         if runtime.cfg.service.metrics_port is not None:
             self._metrics = MetricsServer(runtime.cfg.service.metrics_port)
         if runtime.mqtt is not None:
+            # Until the first health check the retained status must not claim anything it has not checked.
+            runtime.mqtt.set_status(StatusState.DEGRADED, "starting")
             runtime.mqtt.start()
         if runtime.link is not None:
             # Give the scanner link a moment before screening: items scanned before it is up are UNSCREENED.
@@ -171,21 +242,24 @@ class Service:
         if runtime.camera is not None:
             runtime.camera.start()
         runtime.pipeline.start()
-        state, text = self._current_state()
-        self._notify.ready(f"{state.value}: {text}")
-        self._set_status(state, text)
+        health = self.health()
+        self._notify.ready(f"{health.state.value}: {health.text}")
+        self._show(health)
         interval = watchdog_interval_s()
         next_ping = time.monotonic()
-        next_health = time.monotonic() + runtime.cfg.mqtt.health_interval_s
+        self._next_health_mono = time.monotonic() + runtime.cfg.mqtt.health_interval_s
         next_report = time.monotonic()
+        next_check = time.monotonic()
         while not self._stop.is_set():
             now = time.monotonic()
-            if now >= next_report:
-                state, text = self._current_state()
-                if text != self.status_text:  # e.g. the frame source started or stopped failing
-                    self._set_status(state, text)
-                self._publish_report()
-                next_report = now + 1.0
+            if now >= next_check:
+                # Every output from the one health model: a change is shown and written at once, not only on
+                # the next round of the status file.
+                health = self.health()
+                if self._show(health) or now >= next_report:
+                    self._publish_report(health)
+                    next_report = now + 1.0
+                next_check = now + 0.25
             if self._reload.is_set():
                 self._reload.clear()
                 self.reload()
@@ -196,10 +270,9 @@ class Service:
                     log.error("pipeline stalled; withholding watchdog ping",
                               extra={"in_flight": runtime.pipeline.ledger.in_flight()})
                 next_ping = now + interval
-            if now >= next_health:
-                if runtime.mqtt is not None:
-                    runtime.mqtt.publish_health(runtime.health(now))
-                next_health = now + runtime.cfg.mqtt.health_interval_s
+            if now >= self._next_health_mono:
+                self._publish_health_record(now)
+                self._next_health_mono = now + runtime.cfg.mqtt.health_interval_s
             self._stop.wait(0.05 if interval is None else min(0.05, interval / 4))
         self._notify.stopping("stopping: finishing in-flight items and flushing the outbox")
         if runtime.mqtt is not None:
@@ -210,7 +283,7 @@ class Service:
         if runtime.camera is not None:
             runtime.camera.stop()
         runtime.models.current.close()
-        self._publish_report()
+        self._publish_final_report()
         if self._metrics is not None:
             self._metrics.close()
         self._notify.close()
@@ -225,6 +298,6 @@ def run_service(config_path: Path, log_level: str | None = None) -> int:
     cfg = load_config(config_path)
     setup_logging(log_level or cfg.logging.level, cfg.logging.format)
     runtime = build_runtime(cfg)
-    service = Service(config_path, runtime)
+    service = Service(config_path, runtime, log_level=log_level)
     service.install_signal_handlers()
     return service.run()

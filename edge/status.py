@@ -1,9 +1,11 @@
 """What the running service says about itself: a status file for ``edge status`` and Prometheus ``/metrics``.
 
-The service rewrites one JSON file (``service.status_file``) every second, atomically; ``edge status`` reads it
+The service rewrites one JSON file (``service.status_file``) every second and at once when its health changes,
+atomically and with the process umask (the unit's ``UMask=`` decides who may read it); ``edge status`` reads it
 and calls the service stale when the file stops changing. The optional metrics endpoint serves the same numbers
 in Prometheus text format on 127.0.0.1 only (the box is not a web server; scrape it through a tunnel or a local
-agent).
+agent). State, reason and problems come from the one health model (``edge/health.py``), as do the retained MQTT
+status and systemd's STATUS line.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from edge.files import atomic_write_bytes
+from edge.health import Problem
 from edge.records import Decision
 
 STATUS_SCHEMA = "xray-edge/service-status@1"
@@ -52,6 +55,10 @@ class StatusReport:
     late_results: int
     stage_p50_ms: dict[str, float]
     recent: list[RecentDecision] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+    """Every reason the state is not online, by component (``reason`` joins them)."""
+    checked: list[str] = field(default_factory=list)
+    """The components whose health was asked (the ones not in ``problems`` are fine)."""
     schema: str = STATUS_SCHEMA
 
 
@@ -92,8 +99,9 @@ def format_status(data: dict[str, Any], now_wall: float | None = None) -> str:
     """Human-readable status for a commissioning engineer."""
     now = time.time() if now_wall is None else now_wall
     age = now - float(data["written_wall"])
-    lines = [
-        f"state: {data['state']} ({data['reason']})",
+    lines = [f"state: {data['state']} ({data['reason']})"]
+    lines += [f"  {p['component']}: {p['reason']}" for p in data.get("problems", [])]
+    lines += [
         f"pid {data['pid']}, up {data['uptime_s']:.0f} s, status written {age:.1f} s ago",
         "models: " + (", ".join(data["models"]) or "none"),
         "links: " + (", ".join(f"{k}={v}" for k, v in data["links"].items()) or "none configured"),
@@ -117,6 +125,15 @@ def prometheus_text(report: StatusReport) -> str:
         "# HELP edge_up 1 when the service is online, 0.5 degraded, 0 otherwise.",
         "# TYPE edge_up gauge",
         f"edge_up {dict(online=1.0, degraded=0.5).get(report.state, 0.0)}",
+        "# HELP edge_problems Reasons the service is not online (0 when online).",
+        "# TYPE edge_problems gauge",
+        f"edge_problems {len(report.problems)}",
+        "# HELP edge_component_ok 1 when a component the health model checks works, 0 when it has a problem.",
+        "# TYPE edge_component_ok gauge",
+    ]
+    failing = {p.component for p in report.problems}
+    out += [f'edge_component_ok{{component="{c}"}} {0 if c in failing else 1}' for c in report.checked]
+    out += [
         "# HELP edge_decisions_total Decisions since start, by verdict.",
         "# TYPE edge_decisions_total counter",
     ]

@@ -1,0 +1,136 @@
+"""One health model: the single answer to "is the box screening as it should?".
+
+Every output that states the box's availability -- the status file (and so ``edge status``), the retained MQTT
+``status`` topic, the Prometheus metrics and systemd's ``STATUS=`` line -- is fed from the one ``Health`` that
+:func:`assess` computes, so they cannot disagree. (They used to be computed in three places, and none of them
+looked at the firmware link, the outbox or the audit store: the box said "online" with its scanner link
+unplugged.)
+
+The box is online only when every component it runs says it works: the frame source and the pipeline around it,
+the firmware link (when one is configured), the models, the calibrations, the outbox and the broker connection
+(when MQTT is enabled), the audit store, and a config that is applied as written. Otherwise it is degraded, and
+the reason lists every problem, each named by its component.
+
+Each component reports for itself through a ``problem`` (``str | None``: None when fine, else a short reason for
+people); this module only collects them, so adding a component means giving it a ``problem``, not teaching the
+status outputs about it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any
+
+from edge.publish.health import LinkState, StatusState
+
+if TYPE_CHECKING:
+    from edge.runtime import Runtime
+
+ONLINE_TEXT = "screening"
+"""The reason shown while the box is online."""
+
+
+class Component(StrEnum):
+    """The parts of the box whose health the status reports (the metrics label ``component``)."""
+
+    PIPELINE = "pipeline"
+    """The frame source, the intake journal and the sinks as the pipeline sees them."""
+    FIRMWARE_LINK = "firmware_link"
+    MODELS = "models"
+    CALIBRATION = "calibration"
+    """Start-up notes: missing calibrations (items UNSCREENED), an uncalibrated exit camera."""
+    OUTBOX = "outbox"
+    MQTT_BROKER = "mqtt_broker"
+    AUDIT = "audit"
+    CONFIG = "config"
+    """A reload that failed, or config sections changed on disk that need a restart."""
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One reason the box is not fully online."""
+
+    component: Component
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Health:
+    """The box's health at one moment: online iff ``problems`` is empty.
+
+    ``checked`` lists the components that were asked (a firmware link or a broker that is not configured is
+    not checked), so the metrics can say which ones are fine rather than only which ones are not.
+    """
+
+    problems: tuple[Problem, ...] = ()
+    checked: tuple[Component, ...] = ()
+
+    @property
+    def state(self) -> StatusState:
+        return StatusState.DEGRADED if self.problems else StatusState.ONLINE
+
+    @property
+    def text(self) -> str:
+        """Every reason, in component order, or "screening" when there is none."""
+        return "; ".join(p.reason for p in self.problems) if self.problems else ONLINE_TEXT
+
+    def ok(self, component: Component) -> bool:
+        return all(p.component is not component for p in self.problems)
+
+
+def link_problem(link: Any) -> str | None:
+    """Why the firmware link is not up (None when it is): its last recorded transition says why it went down."""
+    if link.is_up:
+        return None
+    current = link.history.current() if getattr(link, "history", None) is not None else None
+    if current is None:
+        return "firmware link not up yet (no handshake with the scanner controller); items are UNSCREENED"
+    return f"firmware link down ({current.reason}); items scanned meanwhile are UNSCREENED"
+
+
+def _pipeline_problems(pipeline: Any) -> list[str]:
+    problems = getattr(pipeline, "problems", None)
+    if callable(problems):
+        return [str(p) for p in problems() if p]
+    source = getattr(pipeline, "source_problem", None)
+    return [source] if source else []
+
+
+def assess(runtime: Runtime, config_notes: Sequence[str] = ()) -> Health:
+    """Ask every component of ``runtime`` how it is; ``config_notes`` are the reload's own problems.
+
+    Cheap and side-effect free (reads attributes only), so the service calls it several times a second.
+    """
+    found: list[tuple[Component, Iterable[str | None]]] = [
+        (Component.PIPELINE, _pipeline_problems(runtime.pipeline)),
+    ]
+    checked = [Component.PIPELINE]
+    if runtime.link is not None:
+        found.append((Component.FIRMWARE_LINK, [link_problem(runtime.link)]))
+        checked.append(Component.FIRMWARE_LINK)
+    models_note = runtime.models.current.degraded
+    found.append((Component.MODELS, [models_note]))
+    # runtime.problems holds the start-up notes; the models' note in it is the one read live above (a reload
+    # replaces it), so it is not repeated.
+    found.append((Component.CALIBRATION, [p for p in runtime.problems if p != models_note]))
+    checked += [Component.MODELS, Component.CALIBRATION]
+    if runtime.mqtt is not None:
+        found.append((Component.OUTBOX, [getattr(runtime.mqtt, "problem", None)]))
+        broker = runtime.mqtt.link()
+        found.append((Component.MQTT_BROKER, [None if broker.state is LinkState.UP
+                                              else f"MQTT broker not connected ({broker.reason}); records wait "
+                                                   "in the outbox"]))
+        checked += [Component.OUTBOX, Component.MQTT_BROKER]
+    found.append((Component.AUDIT, [getattr(runtime.audit, "problem", None)]))
+    found.append((Component.CONFIG, config_notes))
+    checked += [Component.AUDIT, Component.CONFIG]
+    problems: list[Problem] = []
+    seen: set[str] = set()
+    for component, reasons in found:
+        for reason in reasons:
+            if reason and reason not in seen:  # a sink failure may be told by the sink and by the pipeline
+                seen.add(reason)
+                problems.append(Problem(component, reason))
+    return Health(tuple(problems), tuple(checked))
