@@ -1,0 +1,93 @@
+"""The reload plan (what a SIGHUP applies live, what it refuses and says) and the health model's outputs.
+
+The end-to-end versions run the real service (tests/faults/test_fault_status.py); these pin the rules.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+from edge.config import EdgeConfig
+from edge.health import Component, Health, Problem
+from edge.publish.health import StatusState
+from edge.reload import plan_reload
+from edge.status import StatusReport, format_status, prometheus_text
+
+
+def _config(**sections: object) -> EdgeConfig:
+    base: dict[str, object] = {"site": {"site_id": "s", "scanner_id": "l"}, "models": {"detector": "/m/det"}}
+    base.update(sections)
+    return EdgeConfig.model_validate(base)
+
+
+def test_unchanged_config_reloads_only_the_bundles() -> None:
+    plan = plan_reload(_config(), _config())
+    assert plan.applied == () and plan.refused == () and plan.config == _config()
+
+
+def test_live_keys_apply_and_the_rest_is_refused_by_name() -> None:
+    running = _config(mqtt={"topic_prefix": "xray/a"})
+    wanted = _config(models={"detector": "/m/det2", "scorer": "/m/sc", "max_objects": 9},
+                     mqtt={"topic_prefix": "xray/b", "health_interval_s": 7}, logging={"level": "debug"},
+                     decide={"queue_depth": 3}, service={"stall_s": 12})
+    plan = plan_reload(running, wanted)
+    assert set(plan.applied) == {"models.detector", "models.scorer", "mqtt.health_interval_s", "logging.level",
+                                 "service.stall_s"}
+    assert plan.refused == (
+        "reload: section 'models' changed and needs a restart (models.max_objects); it was not applied; "
+        "applied: models.detector, models.scorer",
+        "reload: section 'decide' changed and needs a restart (decide.queue_depth); it was not applied",
+        "reload: section 'mqtt' changed and needs a restart (mqtt.topic_prefix); it was not applied; "
+        "applied: mqtt.health_interval_s",
+    )
+    # What runs from now on: the live keys new, the refused ones as they were.
+    cfg = plan.config
+    assert cfg.models.detector == Path("/m/det2") and cfg.models.max_objects == running.models.max_objects
+    assert cfg.mqtt.health_interval_s == 7 and cfg.mqtt.topic_prefix == "xray/a"
+    assert cfg.decide == running.decide and cfg.logging.level == "debug" and cfg.service.stall_s == 12
+
+
+def test_a_section_added_needs_a_restart() -> None:
+    plan = plan_reload(_config(), _config(firmware={"port": "/dev/ttyUSB0"}))
+    assert plan.refused == ("reload: section 'firmware' changed and needs a restart; it was not applied",)
+    assert plan.config.firmware is None
+
+
+def test_reloading_the_running_config_again_clears_the_refusal() -> None:
+    running = _config()
+    first = plan_reload(running, _config(decide={"workers": 1}))
+    assert first.refused
+    assert plan_reload(first.config, _config()).refused == ()
+
+
+def _report(health: Health) -> StatusReport:
+    return StatusReport(
+        state=health.state.value, reason=health.text, pid=1, written_wall=time.time(), uptime_s=3.0, versions={},
+        models=["detector:det@1"], links={"firmware": "down"}, queues={"intake": 0}, in_flight=0, decisions={},
+        late_results=0, stage_p50_ms={}, problems=list(health.problems), checked=[c.value for c in health.checked])
+
+
+def test_every_output_of_a_degraded_health_names_each_problem() -> None:
+    health = Health((Problem(Component.FIRMWARE_LINK, "firmware link down (no frame for 2.0 s)"),
+                     Problem(Component.AUDIT, "audit store cannot write: read-only file system")),
+                    (Component.PIPELINE, Component.FIRMWARE_LINK, Component.AUDIT))
+    assert health.state is StatusState.DEGRADED
+    assert health.text == "firmware link down (no frame for 2.0 s); audit store cannot write: read-only file system"
+    report = _report(health)
+    text = prometheus_text(report)
+    assert "edge_up 0.5" in text and "edge_problems 2" in text
+    assert 'edge_component_ok{component="pipeline"} 1' in text
+    assert 'edge_component_ok{component="firmware_link"} 0' in text
+    assert 'edge_component_ok{component="audit"} 0' in text
+    shown = format_status(json.loads(json.dumps(asdict(report))))
+    assert "state: degraded (firmware link down" in shown
+    assert "  audit: audit store cannot write: read-only file system" in shown
+
+
+def test_healthy_is_online_screening() -> None:
+    health = Health((), (Component.PIPELINE,))
+    assert health.state is StatusState.ONLINE and health.text == "screening"
+    assert "edge_up 1.0" in prometheus_text(_report(health))
