@@ -114,7 +114,8 @@ def load_bundle(path: Path | str, verify_hashes: bool = True, in_memory: bool = 
             file whose size or sha256 differs from the manifest (tampered or truncated weights).
     """
     path = Path(path)
-    root = path.parent if path.is_file() else path
+    # Resolved once, so a symlink switched to another bundle while this one is read cannot mix the two.
+    root = (path.parent if path.is_file() else path).resolve()
     manifest_path = root / MANIFEST_FILE
     raw_manifest, data = _read_manifest(manifest_path)
     manifest = manifest_from_dict(data, source=str(manifest_path))
@@ -149,5 +150,5 @@ def load_bundle(path: Path | str, verify_hashes: bool = True, in_memory: bool = 
         raise BundleError("refusing bundle " + str(root) + ":\n" + "\n".join(problems))
     ref = ModelRef(role=str(manifest.role), name=manifest.name, version=manifest.version,
                    sha256=manifest.content_sha256)
-    return Bundle(root=root.resolve(), manifest=manifest, model_ref=ref,
+    return Bundle(root=root, manifest=manifest, model_ref=ref,
                   files=MappingProxyType(files) if in_memory else _NO_FILES)

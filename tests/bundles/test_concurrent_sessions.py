@@ -100,7 +100,8 @@ def test_openvino_compiles_one_stream_per_concurrent_caller(streams: int) -> Non
 
 
 def test_the_service_compiles_its_models_for_its_item_workers() -> None:
-    cfg = ModelsConfig(detector=REPO / "models" / "detector-agnostic", scorer=SCORER, backend="openvino", threads=1)
+    cfg = ModelsConfig(detector=REPO / "models" / "detector-agnostic", scorer=SCORER, backend="openvino", threads=1,
+                       allow_unsigned=True)  # the reference bundles are not signed
     models = load_models(cfg, streams=2)
     try:
         for model in (models.detector, models.scorer):

@@ -22,6 +22,7 @@ from edge.eval.runner import RunSettings, run_dataset
 from edge.screening import load_models
 from sim.dataset import GenerateConfig, generate
 from tests.eval.eval_helpers import EvalAssets
+from tests.service.service_helpers import sign
 
 BENIGN_ITEMS = 24
 
@@ -57,6 +58,7 @@ def test_item_threshold_is_written_and_the_service_decides_at_it(eval_assets: Ev
     assert result.exit_code == 0, result.output
     source = load_bundle(eval_assets.scorer)
     written = load_bundle(out / eval_assets.scorer.name)  # verifies every hash and the sealed manifest
+    sign(written.root)  # a rewritten bundle is unsigned until its owner signs it again (docs/bundles.md)
     m = written.manifest
     assert m.version == source.manifest.version + ".7"
     assert m.thresholds["score"] == source.manifest.thresholds["score"]
@@ -101,6 +103,7 @@ def test_item_threshold_is_written_and_the_service_decides_at_it(eval_assets: Ev
     # Another detector (the same model re-versioned) in service: the point is stale, the service says so.
     other = rewrite_manifest(load_bundle(eval_assets.detector), tmp_path / "det2", thresholds=det.thresholds,
                              version="0.2", notes="")
+    sign(other.root)
     stale_cfg = tmp_path / "stale.yaml"
     stale_cfg.write_text(item_cfg.read_text().replace(f"  detector: {eval_assets.detector}\n",
                                                       f"  detector: {other.root}\n"))

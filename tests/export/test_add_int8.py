@@ -132,7 +132,8 @@ def test_add_int8_writes_a_bundle_the_service_runs_at_int8(built: dict[Role, Bui
     assert again.parity.reference.count("added in") == 1 and "added in 0.4" in again.parity.reference
     assert again.parity.reference.startswith(with_item.manifest.parity.reference)  # type: ignore[union-attr]
     models = load_models(ModelsConfig(detector=REPO / "models" / "detector-agnostic", scorer=out.root,
-                                      backend="openvino", precision="int8", threads=1))
+                                      backend="openvino", precision="int8", threads=1,
+                                      allow_unsigned=True))  # the reference bundles are not signed
     try:
         assert models.scorer is not None and models.scorer.session.precision is Precision.INT8
         # INT8 found for both (no fallback note); the item threshold was measured through another detector

@@ -50,7 +50,7 @@ def test_cached_crops_are_what_the_score_stage_composes(tmp_path: Path) -> None:
     cached = load_crops(out)
     assert set(cached.item.tolist()) <= {FRESH_FIRST, FRESH_FIRST + 1} and cached.threat.any()
     # The same items through the runtime's stages: same boxes, and the scorer's input equals the cache's.
-    models = load_models(ModelsConfig(detector=DETECTOR, backend="onnxruntime", threads=1))
+    models = load_models(ModelsConfig(detector=DETECTOR, backend="onnxruntime", threads=1, allow_unsigned=True))
     try:
         detect = DetectStage(ModelHolder(models), 32)
         expected = []

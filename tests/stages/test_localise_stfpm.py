@@ -29,7 +29,8 @@ FRESH_FIRST = 5_000_000
 def test_flagged_objects_of_a_threat_item_get_parts_inside_their_box() -> None:
     models = load_models(ModelsConfig(detector=REPO / "models" / "detector-agnostic",
                                       scorer=REPO / "models" / "scorer-stfpm", backend="onnxruntime", threads=1,
-                                      operating_point="object"))  # parts geometry, not the item decision
+                                      operating_point="object",  # parts geometry, not the item decision
+                                      allow_unsigned=True))
     holder = ModelHolder(models)
     meta = ItemMeta("sim-5000000", "sim", 0, 0.0, 0.0, 0.0, 0.0, time.monotonic() + 60)
     flagged = []
