@@ -42,18 +42,37 @@ app.command(name="bench")(bench_command)
 @app.command()
 def check(
     config: Path = typer.Option(DEFAULT_CONFIG_PATH, "--config", "-c", help="config file to validate"),
+    no_preflight: bool = typer.Option(False, "--no-preflight",
+                                      help="validate the file only, e.g. on another machine than the box: skip "
+                                           "bundles, calibrations, devices and folders"),
 ) -> None:
-    """Validate a config file; print every problem as file:line: key: message and exit 1 if any.
+    """Validate a config file and preflight the box; print every problem as file:line: key: message, exit 1 if any.
 
-    Example: edge check --config /etc/edge/edge.yaml
+    Besides the file itself (keys, values, duplicate keys, topic prefix), the preflight checks that bundles exist,
+    verify and are signed by a trusted key; that calibrations exist and load; that the serial port and camera
+    exist; that the source and state folders are writable; and that the models can raise an alarm at all. Run it
+    as the service's user (sudo -u edge ...): writability depends on who asks.
+
+    Example: sudo -u edge edge check --config /etc/edge/edge.yaml
     """
+    from edge.config.preflight import preflight, run_refusals
+
     try:
         cfg = load_config(config)
     except ConfigError as exc:
-        for problem in exc.problems:
-            typer.echo(problem, err=True)
+        for line in exc.problems:
+            typer.echo(line, err=True)
         raise typer.Exit(code=1) from None
-    typer.echo(f"{config}: ok (site {cfg.site.site_id}, scanner {cfg.site.scanner_id}, source {cfg.source.type})")
+    problems = run_refusals(cfg, config) if no_preflight else preflight(cfg, config)
+    for problem in problems:
+        typer.echo(str(problem), err=True)
+    errors = [p for p in problems if not p.warning]
+    if errors:
+        typer.echo(f"{config}: {len(errors)} problem{'s' if len(errors) > 1 else ''}", err=True)
+        raise typer.Exit(code=1)
+    what = "file only (--no-preflight)" if no_preflight else "file and box"
+    typer.echo(f"{config}: ok, {what} (site {cfg.site.site_id}, scanner {cfg.site.scanner_id}, "
+               f"source {cfg.source.type})")
 
 
 @app.command()
@@ -65,10 +84,14 @@ def run(
 
     Example: edge run --config /etc/edge/edge.yaml --log-level debug
     """
+    from edge.config.preflight import run_refusals
     from edge.errors import EdgeError
     from edge.service import run_service
 
     try:
+        refusals = run_refusals(load_config(config), config)
+        if refusals:  # e.g. no scorer: every item would be CLEAR
+            raise ConfigError([str(p) for p in refusals])
         code = run_service(config, log_level)
     except ConfigError as exc:
         for problem in exc.problems:

@@ -3,6 +3,10 @@
 YAML is composed once into nodes so that every key keeps its line; the plain data is validated by pydantic;
 each pydantic error's ``loc`` is mapped back to the line of that key (or of its parent mapping when the key is
 missing). All problems are reported at once, sorted by line, so an engineer fixes a file in one pass.
+
+A key given twice in one mapping, at any depth, is refused with the lines of both: plain YAML keeps the last value
+and drops the first without a word (a second ``models:`` block pasted below the first once removed the scorer, and
+the box cleared everything).
 """
 
 from __future__ import annotations
@@ -24,22 +28,54 @@ Check = Callable[[Any], list[tuple[Loc, str]]]
 """A cross-section rule: takes the validated model, returns (key path, message) for each violation."""
 
 
-def _line_map(node: yaml.Node, prefix: Loc, lines: dict[Loc, int]) -> None:
-    """Record the 1-based line of every key (and list item) under ``node``."""
+def _line_map(node: yaml.Node, prefix: Loc, lines: dict[Loc, int], duplicates: list[tuple[Loc, int, int]],
+              path: frozenset[int] = frozenset()) -> None:
+    """Record the 1-based line of every key (and list item) under ``node``, and every key given twice.
+
+    A key repeated in one mapping is recorded in ``duplicates`` as (key path, line of the repeat, line of the
+    first): YAML keeps only the last value and drops the first without a word, which is how a second
+    ``models:`` block pasted below the first once removed the scorer. ``path`` holds the nodes above this one,
+    so an alias that refers to its own ancestor cannot recurse for ever.
+    """
+    if id(node) in path:
+        return
+    path = path | {id(node)}
     if isinstance(node, yaml.MappingNode):
+        seen: dict[str, int] = {}
         for key_node, value_node in node.value:
             key = key_node.value
+            if not isinstance(key, str):  # a complex (mapping or list) key: no pydantic field can match it
+                continue
             loc = (*prefix, key)
-            lines[loc] = key_node.start_mark.line + 1
-            _line_map(value_node, loc, lines)
+            line = key_node.start_mark.line + 1
+            if key in seen and key != "<<":  # '<<' is YAML's merge key, repeated on purpose
+                duplicates.append((loc, line, seen[key]))
+            seen.setdefault(key, line)
+            lines[loc] = line  # the last occurrence is the value YAML keeps, so errors point there
+            _line_map(value_node, loc, lines, duplicates, path)
     elif isinstance(node, yaml.SequenceNode):
         for index, item in enumerate(node.value):
             loc = (*prefix, index)
             lines[loc] = item.start_mark.line + 1
-            _line_map(item, loc, lines)
+            _line_map(item, loc, lines, duplicates, path)
 
 
-def _line_for(loc: Loc, lines: Mapping[Loc, int]) -> int:
+def key_lines(path: Path) -> dict[Loc, int]:
+    """The 1-based line of every key path in the YAML file at ``path``; empty when it cannot be read or parsed.
+
+    For checks that run after loading (``edge.config.preflight``) and report in the loader's format.
+    """
+    try:
+        node = yaml.compose(path.read_text(encoding="utf-8"), Loader=yaml.SafeLoader)
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return {}
+    lines: dict[Loc, int] = {}
+    if node is not None:
+        _line_map(node, (), lines, [])
+    return lines
+
+
+def line_for(loc: Loc, lines: Mapping[Loc, int]) -> int:
     """The line of ``loc`` or of its nearest ancestor that the file actually has (line 1 for the root)."""
     for cut in range(len(loc), 0, -1):
         if loc[:cut] in lines:
@@ -148,7 +184,8 @@ def _describe(error: Mapping[str, Any], root: type[BaseModel]) -> str:
     return f"{error['msg']}, got {got!r}"
 
 
-def _format_loc(loc: Loc) -> str:
+def format_loc(loc: Loc) -> str:
+    """``("models", "scorer")`` -> ``models.scorer``; list items as ``[0]``."""
     out = ""
     for part in loc:
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
@@ -180,22 +217,27 @@ def load_yaml_model(path: Path, model: type[M], checks: Sequence[Check] = ()) ->
     if not isinstance(data, dict):
         raise ConfigError([f"{name}:1: <root>: expected a mapping of sections, got {type(data).__name__}"])
     lines: dict[Loc, int] = {}
+    duplicates: list[tuple[Loc, int, int]] = []
     if node is not None:
-        _line_map(node, (), lines)
+        _line_map(node, (), lines, duplicates)
+    problems: list[tuple[int, str]] = [
+        (line, f"{name}:{line}: {format_loc(loc)}: duplicate key (first at line {first}); each key may appear once "
+               "in its block: YAML keeps only the last and silently drops the first, so merge the two into one")
+        for loc, line, first in duplicates]
     try:
         result = model.model_validate(data)
     except ValidationError as exc:
-        problems: list[tuple[int, str]] = []
         for error in exc.errors():
             loc = tuple(p for p in error["loc"] if not (isinstance(p, str) and p.startswith("function-")))
             if error["type"] in {"union_tag_invalid", "union_tag_not_found"}:
                 loc = (*loc, str((error.get("ctx") or {}).get("discriminator", "type")).strip("'"))
-            line = _line_for(loc, lines)
-            problems.append((line, f"{name}:{line}: {_format_loc(loc)}: {_describe(error, model)}"))
+            line = line_for(loc, lines)
+            problems.append((line, f"{name}:{line}: {format_loc(loc)}: {_describe(error, model)}"))
         problems.sort(key=lambda p: p[0])
         raise ConfigError([p for _, p in problems]) from exc
-    found = [(_line_for(loc, lines), f"{name}:{_line_for(loc, lines)}: {_format_loc(loc)}: {message}")
-             for check in checks for loc, message in check(result)]
+    # Duplicates are refused even when the rest validates: it may validate only because YAML dropped a block.
+    found = problems + [(line_for(loc, lines), f"{name}:{line_for(loc, lines)}: {format_loc(loc)}: {message}")
+                        for check in checks for loc, message in check(result)]
     if found:
         found.sort(key=lambda p: p[0])
         raise ConfigError([p for _, p in found])

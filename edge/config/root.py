@@ -100,8 +100,73 @@ def check_segment_order(cfg: EdgeConfig) -> list[tuple[Loc, str]]:
     return []
 
 
+TOPIC_PREFIX_MAX_BYTES = 184
+"""Longest ``mqtt.topic_prefix`` in UTF-8 bytes: ``<prefix>/images/<item id of 64 characters>`` then stays within
+256 bytes, the smallest topic limit among common brokers (AWS IoT Core); the default prefix
+``xray/<site_id>/<scanner_id>`` is at most 134 bytes."""
+
+
+def topic_prefix_problem(prefix: str) -> str | None:
+    """Why ``prefix`` cannot start the box's topic names, or None when it can.
+
+    The box publishes to ``<prefix>/status``, ``<prefix>/items`` and so on, so the prefix must be a valid topic
+    name itself (MQTT 5, 4.7): no wildcards ``+``/``#`` (a PUBLISH to a filter is a protocol error: the broker
+    drops the connection, and paho refuses it before that), no NUL, and no empty level. A leading ``$`` is the
+    brokers' own namespace (``$SYS``) that ``#`` subscribers never see, and a trailing ``/`` would give
+    ``prefix//items``.
+    """
+    valid = "expected levels such as xray/<site>/<scanner>: no '+', '#' or NUL, no empty level, not starting with '$'"
+    if not prefix:
+        return f"the prefix is empty; {valid}"
+    bad = [c for c in ("+", "#") if c in prefix]
+    if bad:
+        return (f"{prefix!r} contains the wildcard {' and '.join(repr(c) for c in bad)}, which no published topic "
+                f"may; {valid}")
+    if any(ord(c) < 32 or 127 <= ord(c) < 160 for c in prefix):
+        return f"{prefix!r} contains a NUL or control character; {valid}"
+    if prefix.startswith("$"):
+        return (f"{prefix!r} starts with '$', the broker's own namespace (e.g. $SYS) that '#' subscribers do not "
+                f"see; {valid}")
+    if prefix.endswith("/"):
+        return f"{prefix!r} ends with '/', which would give topics like {prefix + '/items'!r}; drop the trailing '/'"
+    if "" in prefix.split("/"):
+        return f"{prefix!r} has an empty level ('//' or a leading '/'); {valid}"
+    size = len(prefix.encode("utf-8"))
+    if size > TOPIC_PREFIX_MAX_BYTES:
+        return (f"{size} bytes long; expected at most {TOPIC_PREFIX_MAX_BYTES} bytes (UTF-8) so that every topic "
+                "stays within 256 bytes")
+    return None
+
+
+def check_topic_prefix(cfg: EdgeConfig) -> list[tuple[Loc, str]]:
+    """A prefix that is not a valid topic name passed validation and then crashed ``edge run`` (issue 29)."""
+    prefix = cfg.mqtt.topic_prefix
+    problem = None if prefix is None else topic_prefix_problem(prefix)
+    return [(("mqtt", "topic_prefix"), problem)] if problem else []
+
+
+def check_can_alarm(cfg: EdgeConfig) -> list[tuple[Loc, str]]:
+    """A service whose models can never raise an ALARM clears every item without a word.
+
+    The decide stage (``edge.stages.decide``) alarms only on objects the scorer (or benign/anomaly classifier)
+    scores at or above its threshold; detections alone, whatever their class, never alarm. So without
+    ``models.scorer`` every item is CLEAR. Not part of :data:`CHECKS`: tools that only need the detector (and
+    the tests of single stages) still load such a file, but ``edge run`` refuses it and ``edge check`` flags it.
+    No opt-out key: no use of the service needs it (``edge fit`` collects benign items with the scorer in
+    service, and a survey that publishes CLEAR for every item would be a blind CLEAR).
+    """
+    if cfg.models.scorer is None:
+        return [(("models", "scorer"),
+                 "absent, so no item can ever ALARM (the decide stage alarms only on scorer or classifier scores; "
+                 "detections alone, of any class, never alarm) and every item would be CLEAR; set models.scorer to "
+                 "a scorer or benign/anomaly classifier bundle, e.g. /opt/edge/models/scorer-stfpm")]
+    return []
+
+
 CHECKS: tuple[Check, ...] = (check_reconnect_order, check_palette_order, check_link_timeout, check_command_retry,
-                             check_segment_order)
+                             check_segment_order, check_topic_prefix)
+RUN_CHECKS: tuple[Check, ...] = (check_can_alarm,)
+"""Rules only the service needs (``edge run``, flagged by ``edge check``), not every reader of the file."""
 
 
 def load_config(path: Path) -> EdgeConfig:
