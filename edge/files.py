@@ -4,6 +4,9 @@
 A file is written to a temporary name in the same directory, flushed and fsynced, then renamed over the target
 (atomic on POSIX within one file system), and the directory is fsynced so the rename survives power loss.
 Optionally the version it replaces is copied to ``history/<stem>-<UTC stamp><suffix>`` first.
+
+The new file gets mode ``0o666 & ~umask``, as ``open()`` would give it: ``mkstemp`` creates 0600 whatever the
+process umask, which made audit records and the status file unreadable to the group a unit's ``UMask=`` named.
 """
 
 from __future__ import annotations
@@ -13,6 +16,21 @@ import shutil
 import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
+
+
+def current_umask() -> int:
+    """The process umask, read without changing it (``os.umask`` can only be read by setting it, which would
+    briefly change the mode of files other threads create)."""
+    try:
+        with open("/proc/self/status", encoding="ascii", errors="replace") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)  # no /proc (not Linux): the only other way to read it
+    os.umask(mask)
+    return mask
 
 
 def history_dir(path: Path) -> Path:
@@ -33,6 +51,7 @@ def atomic_write_bytes(path: Path, data: bytes, *, keep_history: bool = False, s
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
+            os.fchmod(fh.fileno(), 0o666 & ~current_umask())
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())

@@ -28,7 +28,19 @@ class OutboxConfig(EdgeBaseConfig):
 
     path: Path = Field(Path("/var/lib/edge/outbox.sqlite3"), description="SQLite file of the outbox")
     max_records: int = Field(
-        100_000, ge=100, le=10_000_000, description="bound on stored records; health is evicted first, never alarms"
+        100_000, ge=100, le=10_000_000,
+        description="bound on stored records during a broker outage: past it the oldest health, then image records "
+        "are evicted; item records only past four times this (they are small); alarms never",
+    )
+    max_bytes: int = Field(
+        512_000_000, ge=100_000, le=1_000_000_000_000,
+        description="bound on the bytes of stored payloads (images are up to image_max_bytes each): past it the "
+        "oldest health, then image, then item records are evicted; alarms never",
+    )
+    memory_max_bytes: int = Field(
+        64_000_000, ge=100_000, le=4_000_000_000,
+        description="bytes of records kept in memory while the outbox cannot write (disk full, I/O error, "
+        "read-only); past it the oldest health, image, then item records are dropped; alarms never",
     )
     synchronous: Literal["full", "normal"] = Field(
         "full",

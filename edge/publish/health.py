@@ -100,7 +100,13 @@ class HealthSnapshot:
 
 @dataclass(frozen=True, slots=True)
 class OutboxBacklog:
-    """Records waiting in the outbox, by kind, and how old the oldest is (seconds; 0 when empty)."""
+    """Records waiting to be published, by kind, and how old the oldest on disk is (seconds; 0 when empty).
+
+    The counts include records held in memory while the outbox could not write (``in_memory`` of them,
+    ``memory_bytes``); ``evicted_*`` count records dropped since start, from the outbox over its bounds and
+    from the memory overflow over its bound (alarms are never evicted). ``bytes`` is the outbox's payload
+    bytes (its ``max_bytes`` bound).
+    """
 
     alarm: int
     item: int
@@ -110,6 +116,9 @@ class OutboxBacklog:
     evicted_item: int = 0
     evicted_image: int = 0
     evicted_health: int = 0
+    bytes: int = 0
+    in_memory: int = 0
+    memory_bytes: int = 0
 
     @property
     def total(self) -> int:

@@ -15,16 +15,31 @@ The retained ``status`` topic is not queued in the outbox: it always says the *c
 on every (re)connect and change, and the last will (set before each connect) says offline.
 
 It must not block the pipeline on the broker, and it must not drop a record that has no PUBACK.
+
+Storage faults: when the outbox cannot write (disk full, I/O error, read-only file system, or it could not
+even be opened at start), ``publish_decision`` keeps the decision's records in a memory overflow bounded by
+``mqtt.outbox.memory_max_bytes`` (over it the oldest health, image, then item records are dropped and counted;
+alarms never), publishes them from memory while the broker is connected, says why in ``problem`` and raises
+``PublishError`` so the pipeline offers the decision again later. The publisher thread retries the outbox
+every second (opening it, writing the overflow into it, deleting acknowledged records) and clears ``problem``
+once it writes again. A decision counts as stored when each of its records is in the outbox or acknowledged
+by the broker (``_delivered``), so a retry after delivery from memory returns without writing anything.
+Health never raises: a health tick on a full disk used to raise out of the service's main loop and end it.
+
+Backpressure, not eviction: while the broker is connected and acknowledging, a put that would take the outbox
+over its bounds first waits (at most ``_DRAIN_WAIT_S``) for the publisher to drain it, so a burst is
+delivered whole; only a stalled or disconnected broker lets the bounds evict (``edge.publish.outbox``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import shutil
 import threading
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
@@ -41,7 +56,7 @@ from edge.config.site import SiteConfig
 from edge.errors import PublishError
 from edge.publish.health import HealthSnapshot, LinkHealth, LinkState, OutboxBacklog, StageLatency, StatusState
 from edge.publish.images import fit_jpeg
-from edge.publish.outbox import Outbox, OutboxRecord, StoredRecord
+from edge.publish.outbox import Outbox, OutboxRecord, OutboxWriteError, StoredRecord
 from edge.publish.payloads import (
     ALARM_SCHEMA,
     HEALTH_SCHEMA,
@@ -63,6 +78,16 @@ JSON = "application/json"
 JPEG = "image/jpeg"
 _REJECTED_RETRY_S = 5.0
 _LATENCY_WINDOW = 2000
+_STORE_RETRY_S = 1.0
+"""How often the publisher thread retries a failing outbox (open, write the overflow, delete acked records)."""
+_DRAIN_WAIT_S = 2.0
+"""Longest a put waits for a connected broker to drain an outbox over its bounds before evicting."""
+_DRAIN_STALL_S = 2.0
+"""A connected broker that acknowledged nothing for this long is not draining: puts do not wait for it."""
+_DELIVERED_MEMORY = 50_000
+"""Record ids delivered from memory remembered, so a retried decision is not stored and sent again."""
+_MEMORY_ORDER = (RecordKind.ALARM, RecordKind.ITEM, RecordKind.IMAGE, RecordKind.HEALTH)
+_MEMORY_EVICTION = (RecordKind.HEALTH, RecordKind.IMAGE, RecordKind.ITEM)
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,10 +161,48 @@ class MqttSink:
         self._flushed = threading.Condition()
         self._thread: threading.Thread | None = None
         self._closed = False
+        self._last_progress_mono = 0.0
+        # Storage faults (module docstring): all under _store_lock.
+        self._store_lock = threading.RLock()
+        self._overflow: OrderedDict[str, OutboxRecord] = OrderedDict()
+        self._overflow_bytes = 0
+        self._memory_sending: set[str] = set()
+        self._memory_evicted = dict.fromkeys(RecordKind, 0)
+        self._memory_over: str | None = None
+        self._delivered: OrderedDict[str, None] = OrderedDict()
+        self._pending_deletes: list[int] = []
+        self._store_problem: str | None = None
 
         self._client = self._build_client()
-        self.outbox = Outbox(config.outbox.path, config.outbox.max_records, config.outbox.synchronous,
-                             on_put=self._wake.set)
+        self.outbox: Outbox | None = None
+        self._open_outbox()
+
+    def _open_outbox(self) -> bool:
+        """Open the outbox; on a storage fault (disk full, read-only, I/O) set ``problem`` and return False.
+
+        Raises:
+            PublishError: the file is not an outbox this software can use (corrupt, newer schema).
+        """
+        cfg = self.config.outbox
+        try:
+            self.outbox = Outbox(cfg.path, cfg.max_records, cfg.synchronous, on_put=self._wake.set,
+                                 max_bytes=cfg.max_bytes)
+        except OutboxWriteError as exc:
+            self._set_store_problem(exc.reason, str(exc))
+            return False
+        return True
+
+    def _set_store_problem(self, reason: str, detail: str) -> None:
+        problem = f"outbox cannot write: {reason} ({self.config.outbox.path})"
+        if problem != self._store_problem:
+            log.error("mqtt: %s; records kept in memory (at most %d bytes) and published from there: %s",
+                      problem, self.config.outbox.memory_max_bytes, detail)
+        self._store_problem = problem
+
+    def _clear_store_problem(self) -> None:
+        if self._store_problem is not None:
+            log.warning("mqtt: outbox %s writes again", self.config.outbox.path)
+        self._store_problem = None
 
     # ---- construction -------------------------------------------------------------------------------------
 
@@ -224,10 +287,127 @@ class MqttSink:
             ))
         if image_record is not None:
             records.append(image_record)
-        self.outbox.put(records)
+        self._store(records, wait_for_drain=True)
+
+    @property
+    def problem(self) -> str | None:
+        """Why publishing is unhealthy (None when fine): the outbox cannot write, or holds only alarms over its
+        bounds, or the memory overflow does. The broker link is reported apart, by ``link()``."""
+        with self._store_lock:
+            parts = [self._store_problem, self._memory_over,
+                     self.outbox.over_bound if self.outbox is not None else None]
+        return "; ".join(p for p in parts if p) or None
+
+    def _store(self, records: list[OutboxRecord], wait_for_drain: bool) -> None:
+        """Put ``records`` in the outbox, or keep them in memory and raise (module docstring)."""
+        with self._store_lock:
+            pending = [r for r in records if r.record_id not in self._delivered]
+        if not pending:
+            return
+        if wait_for_drain:
+            self._wait_for_drain(pending)
+        with self._store_lock:
+            if self.outbox is not None:
+                try:
+                    if self._overflow:
+                        self._migrate_locked()  # older records first
+                    self.outbox.put(pending)
+                except OutboxWriteError as exc:
+                    self._set_store_problem(exc.reason, str(exc))
+                else:
+                    for r in pending:
+                        self._forget_locked(r.record_id)
+                    if not self._overflow and not self._pending_deletes:
+                        self._clear_store_problem()
+                    return
+            self._keep_in_memory_locked(pending)
+            problem = self._store_problem
+        raise PublishError(f"{records[0].item_id or records[0].record_id}: not stored ({problem}); kept in "
+                           "memory and published from there until the outbox writes again")
+
+    def _wait_for_drain(self, pending: list[OutboxRecord]) -> None:
+        outbox = self.outbox
+        if outbox is None or not self._connected:
+            return
+        size = sum(len(r.payload) for r in pending)
+        deadline = time.monotonic() + _DRAIN_WAIT_S
+        while outbox.is_over_bound(len(pending), size):
+            now = time.monotonic()
+            if now >= deadline or not self._connected or now - self._last_progress_mono > _DRAIN_STALL_S:
+                return
+            with self._flushed:
+                self._flushed.wait(0.05)
+
+    def _migrate_locked(self) -> None:
+        """Write the overflow (except records in flight from memory) into the outbox."""
+        assert self.outbox is not None
+        movable = [r for rid, r in self._overflow.items() if rid not in self._memory_sending]
+        if movable:
+            self.outbox.put(movable)
+            for r in movable:
+                self._forget_locked(r.record_id)
+            log.info("mqtt: %d record(s) kept in memory written to the outbox", len(movable))
+
+    def _forget_locked(self, record_id: str) -> None:
+        if record_id in self._memory_sending:
+            return  # in flight from memory: its PUBACK removes it
+        record = self._overflow.pop(record_id, None)
+        if record is not None:
+            self._overflow_bytes -= len(record.payload)
+            if self._overflow_bytes <= self.config.outbox.memory_max_bytes:
+                self._memory_over = None
+
+    def _keep_in_memory_locked(self, records: list[OutboxRecord]) -> None:
+        for r in records:
+            if r.record_id not in self._overflow:
+                self._overflow[r.record_id] = r
+                self._overflow_bytes += len(r.payload)
+        limit = self.config.outbox.memory_max_bytes
+        for kind in _MEMORY_EVICTION:
+            if self._overflow_bytes <= limit:
+                break
+            for rid, r in list(self._overflow.items()):
+                if self._overflow_bytes <= limit:
+                    break
+                if r.kind is kind and rid not in self._memory_sending:
+                    del self._overflow[rid]
+                    self._overflow_bytes -= len(r.payload)
+                    self._memory_evicted[kind] += 1
+        if self._overflow_bytes > limit:
+            if self._memory_over is None:
+                log.warning("mqtt: %d bytes of alarms kept in memory, over mqtt.outbox.memory_max_bytes (%d): "
+                            "alarms are never dropped", self._overflow_bytes, limit)
+            self._memory_over = f"alarms kept in memory over mqtt.outbox.memory_max_bytes ({limit} bytes)"
+        self._wake.set()
+
+    def _retry_storage(self) -> None:
+        """Publisher thread, every ``_STORE_RETRY_S`` while something failed: open, migrate, delete, probe."""
+        with self._store_lock:
+            if self._store_problem is None and not self._overflow and not self._pending_deletes:
+                return
+            if self.outbox is None and not self._open_outbox():
+                return
+            assert self.outbox is not None
+            try:
+                if self._pending_deletes:
+                    self.outbox.delete(self._pending_deletes)
+                    self._pending_deletes = []
+                if self._overflow:
+                    self._migrate_locked()
+                elif self._store_problem is not None:
+                    self.outbox.probe()
+            except OutboxWriteError as exc:
+                self._set_store_problem(exc.reason, str(exc))
+                return
+            if not self._overflow:
+                self._clear_store_problem()
 
     def publish_health(self, snapshot: HealthSnapshot) -> None:
-        """Queue a health record (expires after two health intervals: stale health misleads)."""
+        """Queue a health record (expires after two health intervals: stale health misleads).
+
+        Never raises for storage faults: the record then goes out from memory (the service's main loop calls
+        this, and an exception here used to end the process).
+        """
         state, reason, _ = self.status()
         body = health_payload(self.site.site_id, self.site.scanner_id, snapshot, (state, reason), self.link(),
                               self.backlog())
@@ -236,12 +416,15 @@ class MqttSink:
             body["latencies"] = [*cast(list[Any], body["latencies"]), {
                 "stage": latency.stage, "p50_ms": latency.p50_ms, "p99_ms": latency.p99_ms,
                 "max_ms": latency.max_ms, "count": latency.count}]
-        self.outbox.put([OutboxRecord(
+        record = OutboxRecord(
             record_id=str(body["record_id"]), kind=RecordKind.HEALTH, topic=self.topics.health,
             payload=encode(body), qos=self.config.qos, retain=False, content_type=JSON,
             created_wall=time.time(), expiry_s=max(10, round(2 * self.config.health_interval_s)),
             schema=HEALTH_SCHEMA,
-        )])
+        )
+        # On a storage fault the record is kept in memory and sent from there; ``problem`` already says why.
+        with contextlib.suppress(PublishError):
+            self._store([record], wait_for_drain=False)
 
     def set_status(self, state: StatusState, reason: str) -> None:
         """Change the retained status (published now if connected, else on the next connect)."""
@@ -262,8 +445,22 @@ class MqttSink:
             return self._link
 
     def backlog(self) -> OutboxBacklog:
-        """Records waiting in the outbox, by kind."""
-        return self.outbox.backlog()
+        """Records waiting (in the outbox and in memory), by kind, and evictions since start."""
+        base = self.outbox.backlog() if self.outbox is not None else OutboxBacklog(0, 0, 0, 0, 0.0)
+        with self._store_lock:
+            waiting = dict.fromkeys(RecordKind, 0)
+            for r in self._overflow.values():
+                waiting[r.kind] += 1
+            evicted = dict(self._memory_evicted)
+            in_memory, memory_bytes = len(self._overflow), self._overflow_bytes
+        return OutboxBacklog(
+            alarm=base.alarm + waiting[RecordKind.ALARM], item=base.item + waiting[RecordKind.ITEM],
+            image=base.image + waiting[RecordKind.IMAGE], health=base.health + waiting[RecordKind.HEALTH],
+            oldest_age_s=base.oldest_age_s, evicted_item=base.evicted_item + evicted[RecordKind.ITEM],
+            evicted_image=base.evicted_image + evicted[RecordKind.IMAGE],
+            evicted_health=base.evicted_health + evicted[RecordKind.HEALTH], bytes=base.bytes,
+            in_memory=in_memory, memory_bytes=memory_bytes,
+        )
 
     def publish_latency(self) -> StageLatency | None:
         """Outbox-to-PUBACK latency over the last acknowledged records (None before the first ack)."""
@@ -282,7 +479,7 @@ class MqttSink:
         """Wait until the outbox is empty and nothing is in flight; False on timeout."""
         deadline = time.monotonic() + timeout
         with self._flushed:
-            while self.outbox.backlog().total > 0:
+            while self.backlog().total > 0:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return False
@@ -312,7 +509,19 @@ class MqttSink:
                     log.warning("mqtt: offline status not confirmed on close (%s)", exc)
             self._client.disconnect()
             self._client.loop_stop()
-        self.outbox.close()
+        with self._store_lock:
+            self._memory_sending.clear()
+            if self._overflow and (self.outbox is not None or self._open_outbox()):
+                try:
+                    self._migrate_locked()
+                except OutboxWriteError as exc:
+                    self._set_store_problem(exc.reason, str(exc))
+            if self._overflow:
+                kinds = {k.value: sum(1 for r in self._overflow.values() if r.kind is k) for k in RecordKind}
+                log.error("mqtt: closing with %s record(s) only in memory (the outbox cannot write): they are "
+                          "lost unless their decisions are offered again", kinds)
+            if self.outbox is not None:
+                self.outbox.close()
         return flushed
 
     def __enter__(self) -> MqttSink:
@@ -345,6 +554,7 @@ class MqttSink:
         receive_max = getattr(properties, "ReceiveMaximum", None) if properties is not None else None
         self._receive_maximum = min(self.config.inflight_max, int(receive_max or self.config.inflight_max))
         self._had_connack = True
+        self._last_progress_mono = time.monotonic()
         self._connected = True
         with self._state_lock:
             self._connect_generation += 1
@@ -396,10 +606,13 @@ class MqttSink:
 
     def _run(self) -> None:
         inflight: dict[int, StoredRecord] = {}
+        memory_inflight: dict[int, str] = {}
         cursor = 0
         generation = 0
         rejected: list[int] = []
         rewind_at = 0.0
+        memory_retry_at = 0.0
+        next_store_retry = 0.0
         next_health = time.monotonic() + self.config.health_interval_s
         status_mid: int | None = None
         while not self._stop.is_set():
@@ -415,6 +628,11 @@ class MqttSink:
                     if ack.mid == status_mid:
                         status_mid = None
                         continue
+                    if ack.mid in memory_inflight:
+                        self._memory_acked(memory_inflight.pop(ack.mid), ack)
+                        if ack.failed:
+                            memory_retry_at = time.monotonic() + _REJECTED_RETRY_S
+                        continue
                     stored = inflight.pop(ack.mid, None)
                     if stored is None:
                         continue
@@ -428,12 +646,16 @@ class MqttSink:
                     else:
                         done.append(stored)
                 if done:
-                    self.outbox.delete(s.seq for s in done)
+                    self._last_progress_mono = time.monotonic()
+                    self._delete_acked([s.seq for s in done])
                     now = time.time()
                     self._acked += len(done)
                     self._latencies_s.extend(now - s.record.created_wall for s in done)
                     with self._flushed:
                         self._flushed.notify_all()
+                if time.monotonic() >= next_store_retry:
+                    next_store_retry = time.monotonic() + _STORE_RETRY_S
+                    self._retry_storage()
                 if self._health_source is not None and time.monotonic() >= next_health:
                     next_health = time.monotonic() + self.config.health_interval_s
                     self.publish_health(self._health_source())
@@ -451,8 +673,10 @@ class MqttSink:
                     rejected.clear()
                     exclude = frozenset(s.seq for s in inflight.values())
                 # the retained status message is QoS 1 too and counts against the broker's Receive Maximum
-                room = self._receive_maximum - len(inflight) - (status_mid is not None)
-                if room <= 0:
+                room = self._receive_maximum - len(inflight) - len(memory_inflight) - (status_mid is not None)
+                if room > 0 and time.monotonic() >= memory_retry_at:
+                    room -= self._send_from_memory(room, memory_inflight)
+                if room <= 0 or self.outbox is None:
                     continue
                 rows = self.outbox.fetch(cursor, room, exclude)
                 expired: list[int] = []
@@ -462,7 +686,8 @@ class MqttSink:
                     if mid is not None:
                         inflight[mid] = stored
                 if expired:
-                    self._expired += self.outbox.delete(expired)
+                    self._expired += len(expired)
+                    self._delete_acked(expired)
                 if len(rows) == room:
                     self._wake.set()  # more waiting: keep going as acks free room
             except PublishError as exc:
@@ -472,8 +697,59 @@ class MqttSink:
                 log.exception("mqtt publisher: unexpected error; continuing")
                 self._stop.wait(1.0)
 
+    def _delete_acked(self, seqs: list[int]) -> None:
+        """Delete acknowledged records; on a full disk keep their seqs and retry (they may be sent again)."""
+        if self.outbox is None:
+            return
+        with self._store_lock:
+            try:
+                self.outbox.delete([*self._pending_deletes, *seqs])
+                self._pending_deletes = []
+            except OutboxWriteError as exc:
+                self._pending_deletes.extend(seqs)
+                self._set_store_problem(exc.reason, str(exc))
+
+    def _send_from_memory(self, room: int, memory_inflight: dict[int, str]) -> int:
+        """Send overflow records not yet in flight, alarms first; return how many were sent."""
+        with self._store_lock:
+            if not self._overflow:
+                return 0
+            waiting = [r for rid, r in self._overflow.items() if rid not in self._memory_sending]
+            waiting.sort(key=lambda r: _MEMORY_ORDER.index(r.kind))
+            sent = 0
+            for r in waiting[:room]:
+                mid = self._send(r)
+                if mid is None:  # expired health
+                    self._forget_locked(r.record_id)
+                    continue
+                memory_inflight[mid] = r.record_id
+                self._memory_sending.add(r.record_id)
+                sent += 1
+            return sent
+
+    def _memory_acked(self, record_id: str, ack: _Ack) -> None:
+        with self._store_lock:
+            self._memory_sending.discard(record_id)
+            if ack.failed:
+                log.error("mqtt: broker rejected %s (%s); kept in memory, retrying", record_id, ack.reason)
+                return
+            self._forget_locked(record_id)
+            self._delivered[record_id] = None
+            while len(self._delivered) > _DELIVERED_MEMORY:
+                self._delivered.popitem(last=False)
+        self._last_progress_mono = time.monotonic()
+        self._acked += 1
+        with self._flushed:
+            self._flushed.notify_all()
+
     def _send_record(self, stored: StoredRecord, expired: list[int]) -> int | None:
-        r = stored.record
+        mid = self._send(stored.record)
+        if mid is None:
+            expired.append(stored.seq)
+        return mid
+
+    def _send(self, r: OutboxRecord) -> int | None:
+        """Publish one record; its message id, or None when it expired before it could be sent."""
         props = None
         if self._v5:
             props = Properties(PacketTypes.PUBLISH)
@@ -487,7 +763,6 @@ class MqttSink:
             if r.expiry_s is not None:
                 remaining = r.expiry_s - (time.time() - r.created_wall)
                 if remaining < 1:
-                    expired.append(stored.seq)
                     return None
                 props.MessageExpiryInterval = int(remaining)
         info = self._client.publish(r.topic, r.payload, qos=r.qos, retain=r.retain, properties=props)

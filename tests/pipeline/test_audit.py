@@ -37,9 +37,8 @@ def test_prunes_by_age_and_quota(tmp_path: Path) -> None:
     store.publish(_decision("old", now - 5 * 86400))
     for i in range(30):
         store.publish(_decision(f"new{i}", now, jpeg=b"x" * 500_000))
-    assert store.usage_bytes() > 10 * 1024 * 1024
-    removed = store.prune(now)
-    assert removed >= 1 and store.pruned_records == removed
+    store.prune(now)  # its background thread may have pruned for the quota already
+    assert store.pruned_records >= 2 and store.last_prune_wall is not None
     assert not list(tmp_path.rglob("old.json")), "records older than retention are gone"
     assert store.usage_bytes() <= 10 * 1024 * 1024
     remaining = sorted(p.stem for p in tmp_path.rglob("*.json"))

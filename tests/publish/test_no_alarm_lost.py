@@ -70,7 +70,10 @@ def test_every_alarm_survives_broker_restarts_and_publisher_kill(broker: Broker,
     def alarm_items() -> set[str]:
         return {str(p["item_id"]) for p in collector.json_on("/alarms")}
 
-    collector.wait_for(lambda: expected_alarm_items <= alarm_items(), timeout=15)
+    every_item = {f"s1-{i:06d}" for i in range(COUNT)}
+    # items 996..999 follow the last alarm: wait for them too, not only for the alarms
+    collector.wait_for(lambda: expected_alarm_items <= alarm_items()
+                       and {str(p["item_id"]) for p in collector.json_on("/items")} == every_item, timeout=15)
     collector.stop()
 
     alarms = collector.json_on("/alarms")

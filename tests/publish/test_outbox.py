@@ -47,7 +47,10 @@ def test_wal_mode_and_duplicate_record_ids_are_stored_once(tmp_path: Path) -> No
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
-def test_eviction_drops_health_then_images_then_items_but_never_alarms(tmp_path: Path) -> None:
+def test_eviction_drops_health_then_images_keeps_items_to_four_times_the_bound_and_never_alarms(
+        tmp_path: Path) -> None:
+    """Issue 29 point 11: item records went at ``max_records`` (32 of 120 items lost); they are small and the
+    only trace of an item, so past the bound images go first and items only past four times it."""
     box = Outbox(tmp_path / "o.sqlite3", max_records=10)
     box.put([rec(i, RecordKind.ALARM) for i in range(3)] + [rec(i, RecordKind.ITEM) for i in range(3)]
             + [rec(i, RecordKind.IMAGE) for i in range(2)] + [rec(i, RecordKind.HEALTH) for i in range(2)])
@@ -57,14 +60,45 @@ def test_eviction_drops_health_then_images_then_items_but_never_alarms(tmp_path:
     assert (b.alarm, b.item, b.image, b.health, b.evicted_health) == (3, 5, 2, 0, 2)
     box.put([rec(20, RecordKind.ALARM), rec(21, RecordKind.ALARM), rec(22, RecordKind.ALARM)])  # images next
     b = box.backlog()
-    assert (b.alarm, b.item, b.image, b.evicted_image, b.evicted_item) == (6, 4, 0, 2, 1)
-    ids = [s.record.record_id for s in box.fetch(0, 100)]
-    assert "item-0" not in ids and "item-1" in ids  # the oldest item went first
-    box.put([rec(i, RecordKind.ALARM) for i in range(30, 45)])  # only alarms left: bound exceeded, none lost
+    assert (b.alarm, b.item, b.image, b.evicted_image, b.evicted_item) == (6, 5, 0, 2, 0)
+    assert box.over_bound is None  # over, but not with alarms only: items are kept until 4 x the bound
+    box.put([rec(i, RecordKind.ITEM) for i in range(100, 132)])  # 43 records: the 3 oldest items go
     b = box.backlog()
-    assert b.item == 0 and b.alarm == 21
-    assert sum(1 for s in box.fetch(0, 100) if s.record.kind is RecordKind.ALARM) == 21
+    assert (b.alarm, b.item, b.evicted_item) == (6, 34, 3)
+    ids = [s.record.record_id for s in box.fetch(0, 100)]
+    assert "item-2" not in ids and "item-10" in ids  # the oldest items went first
     box.close()
+
+
+def test_only_alarms_over_the_bound_are_kept_and_said(tmp_path: Path) -> None:
+    box = Outbox(tmp_path / "o.sqlite3", max_records=10)
+    box.put([rec(i, RecordKind.ALARM) for i in range(15)])
+    assert box.backlog().alarm == 15 and box.over_bound and "alarms are never evicted" in box.over_bound
+    box.delete(s.seq for s in box.fetch(0, 8))
+    assert box.over_bound is None
+    box.close()
+
+
+def test_byte_bound_evicts_images_then_items_never_alarms(tmp_path: Path) -> None:
+    def big(i: int, kind: RecordKind, size: int) -> OutboxRecord:
+        return OutboxRecord(record_id=f"{kind}-{i}", kind=kind, topic="t", payload=bytes(size), qos=1,
+                            retain=False, content_type="x", created_wall=time.time())
+
+    box = Outbox(tmp_path / "o.sqlite3", max_records=1000, max_bytes=10_000)
+    box.put([big(0, RecordKind.ALARM, 1000), big(0, RecordKind.ITEM, 1000)]
+            + [big(i, RecordKind.IMAGE, 3000) for i in range(2)])
+    assert box.backlog().bytes == 8000
+    box.put([big(2, RecordKind.IMAGE, 3000)])  # 11,000 bytes: the oldest image goes
+    b = box.backlog()
+    assert (b.image, b.evicted_image, b.bytes) == (2, 1, 8000)
+    box.put([big(i, RecordKind.ALARM, 3000) for i in range(1, 4)])  # images, then the item go; alarms stay
+    b = box.backlog()
+    assert (b.alarm, b.item, b.image, b.evicted_image, b.evicted_item) == (4, 0, 0, 3, 1)
+    assert b.bytes == 10_000
+    box.close()
+    reopened = Outbox(tmp_path / "o.sqlite3", max_records=1000, max_bytes=10_000)
+    assert reopened.backlog().bytes == 10_000, "byte counts are read back at open"
+    reopened.close()
 
 
 def test_concurrent_producers_and_a_consumer_lose_nothing(tmp_path: Path) -> None:

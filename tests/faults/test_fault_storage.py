@@ -1,0 +1,371 @@
+"""Storage faults (issue 29, points 3, 11 and 12): a full disk under the outbox and the audit store, an outbox at
+its cap, the audit prune and file modes.
+
+Real parts: a small tmpfs mounted by the test (root only; skipped with the reason when mount is refused) holding
+the outbox and the audit store, a real Mosquitto broker and a control-room subscriber with a persistent session
+at QoS 1 (``tests/publish/publish_helpers.py``). The disk is filled with a real file until ENOSPC and freed by
+deleting it. The sinks are driven as the pipeline drives them: a decision whose ``publish`` raised
+``PublishError`` is offered again later, and counts as stored only once ``publish`` returned.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import stat
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "publish"))
+
+from publish_helpers import Broker, Collector, broker, broker_factory, make_decision
+
+from edge.config.audit import AuditConfig
+from edge.config.mqtt import MqttConfig, OutboxConfig
+from edge.config.site import SiteConfig
+from edge.errors import PublishError
+from edge.files import atomic_write_bytes
+from edge.publish import HealthSnapshot, MqttSink
+from edge.records import Decision
+from edge.sinks.audit import AuditStore
+
+__all__ = ["broker", "broker_factory"]
+
+SITE = SiteConfig(site_id="hub", scanner_id="s1")
+PREFIX = "xray/hub/s1"
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+@pytest.fixture
+def small_fs(tmp_path: Path) -> Iterator[Callable[[int], Path]]:
+    """Mount a tmpfs of the given size (bytes) under tmp_path; unmounted at the end."""
+    mounted: list[Path] = []
+
+    def mount(size: int) -> Path:
+        where = tmp_path / f"fs{len(mounted)}"
+        where.mkdir()
+        result = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)],
+                                capture_output=True, text=True)
+        if result.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs for the full-disk case (needs root): {result.stderr.strip()}")
+        mounted.append(where)
+        return where
+
+    yield mount
+    for where in mounted:
+        subprocess.run(["umount", "-l", str(where)], capture_output=True)
+
+
+def fill(directory: Path) -> Path:
+    """Write a filler file until the file system says ENOSPC; return it (delete it to free the space)."""
+    filler = directory / "filler"
+    chunk = b"\0" * 65536
+    with open(filler, "wb") as fh:
+        while True:
+            try:
+                fh.write(chunk)
+                fh.flush()
+            except OSError:
+                break
+    with contextlib.suppress(OSError), open(filler, "ab") as fh:  # the last few bytes
+        for _ in range(1024):
+            fh.write(b"\0" * 512)
+            fh.flush()
+    return filler
+
+
+def mqtt_config(port: int, outbox: Path, **outbox_kw: object) -> MqttConfig:
+    return MqttConfig.model_validate({
+        "port": port, "reconnect_min_s": 0.1, "reconnect_max_s": 0.5, "keepalive_s": 5,
+        "health_interval_s": 1.0, "outbox": {"path": outbox, **outbox_kw},
+    })
+
+
+def audit_config(directory: Path, **kw: object) -> AuditConfig:
+    if "min_free_mb" in kw and "min_free_mb" not in AuditConfig.model_fields:
+        kw.pop("min_free_mb")  # measuring the code before the setting existed
+    return AuditConfig.model_validate({"directory": directory, **kw})
+
+
+def problem(component: object) -> str | None:
+    return getattr(component, "problem", None)
+
+
+def jpeg(size_kb: int, seed: int) -> bytes:
+    """A noise JPEG of roughly ``size_kb`` kB (noise does not compress)."""
+    side = int((size_kb * 1024 / 1.5) ** 0.5)
+    rng = np.random.default_rng(seed)
+    ok, buf = cv2.imencode(".jpg", rng.integers(0, 256, (side, side, 3), dtype=np.uint8),
+                           [cv2.IMWRITE_JPEG_QUALITY, 90])
+    assert ok
+    return buf.tobytes()
+
+
+class PipelineDriver:
+    """Offers decisions to the sinks the way the pipeline does: retried until every sink stored them."""
+
+    def __init__(self, sinks: dict[str, Callable[[Decision], None]]) -> None:
+        self.sinks = sinks
+        self.pending: dict[str, dict[str, Decision]] = {name: {} for name in sinks}
+        self.errors: dict[str, int] = dict.fromkeys(sinks, 0)
+        self.other_errors: list[str] = []
+
+    def offer(self, decision: Decision) -> None:
+        for name in self.sinks:
+            self.pending[name][decision.item_id] = decision
+        self.retry()
+
+    def retry(self) -> None:
+        for name, publish in self.sinks.items():
+            for item_id, decision in list(self.pending[name].items()):
+                try:
+                    publish(decision)
+                except PublishError:
+                    self.errors[name] += 1
+                    continue
+                except Exception as exc:  # the code before the fix raised OSError from the audit store
+                    self.other_errors.append(f"{name}: {type(exc).__name__}: {exc}")
+                    continue
+                del self.pending[name][item_id]
+
+    def unstored(self) -> int:
+        return sum(len(p) for p in self.pending.values())
+
+
+def alarm_ids(indices: range) -> set[str]:
+    return {f"s1-{i:06d}" for i in indices if i % 5 == 0 or i % 11 == 0}
+
+
+# ---------------------------------------------------------------------------------------------- point 3
+def test_full_disk_keeps_every_alarm_says_why_and_recovers_by_itself(
+        broker: Broker, small_fs: Callable[[int], Path]) -> None:
+    fs = small_fs(3 * 1024 * 1024)
+    col = Collector(broker.port, f"{PREFIX}/#", client_id="cr-full").start()
+    sink = MqttSink(mqtt_config(broker.port, fs / "outbox.sqlite3"), SITE).start()
+    audit = AuditStore(audit_config(fs / "audit", min_free_mb=0), "hub")
+    driver = PipelineDriver({"mqtt": sink.publish_decision, "audit": audit.publish})
+    for i in range(5):
+        driver.offer(make_decision(i))
+    assert driver.unstored() == 0 and problem(sink) is None and problem(audit) is None
+
+    filler = fill(fs)
+    report: dict[str, Any] = {}
+    health_error = None
+    for i in range(5, 45):
+        driver.offer(make_decision(i, overlay=b"\xff\xd8" + bytes(2000)))
+    try:
+        sink.publish_health(HealthSnapshot(uptime_s=1.0))  # the service main loop's health tick
+    except Exception as exc:
+        health_error = f"{type(exc).__name__}: {exc}"
+    report["while_full"] = {"mqtt_errors": driver.errors["mqtt"], "audit_errors": driver.errors["audit"],
+                            "other_errors": driver.other_errors[:2], "health_error": health_error,
+                            "mqtt_problem": problem(sink), "audit_problem": problem(audit)}
+    fed_while_full = alarm_ids(range(5, 45))
+
+    def alarms_seen() -> set[str]:
+        return {str(p["item_id"]) for p in col.json_on("/alarms")}
+
+    col.wait_for(lambda: fed_while_full <= alarms_seen(), 15)
+    report["alarms_published_while_full"] = len(fed_while_full & alarms_seen())
+    report["alarms_fed_while_full"] = len(fed_while_full)
+    print(report)
+    assert health_error is None, f"the health tick raised while the disk was full: {report}"
+    assert problem(sink) and "outbox" in str(problem(sink)), report
+    assert problem(audit) and "audit" in str(problem(audit)), report
+    assert fed_while_full <= alarms_seen(), f"alarms fed while the disk was full never reached the subscriber: " \
+                                            f"{report}"
+    assert driver.unstored() > 0, "the audit store cannot have stored anything on a full disk"
+
+    filler.unlink()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and (driver.unstored() or problem(sink) or problem(audit)):
+        driver.retry()
+        time.sleep(0.2)
+    assert driver.unstored() == 0, driver.pending
+    assert problem(sink) is None and problem(audit) is None, (problem(sink), problem(audit))
+    assert sink.flush(15), sink.backlog()
+    everything = {f"s1-{i:06d}" for i in range(45)}
+    assert col.wait_for(lambda: {str(p["item_id"]) for p in col.json_on("/items")} == everything, 15)
+    assert alarms_seen() == alarm_ids(range(45))
+    stored = {p.stem for p in (fs / "audit").rglob("*.json")}
+    assert stored == everything, sorted(everything - stored)[:5]
+    sink.close(3)
+    col.stop()
+
+
+def test_the_sinks_start_on_a_full_disk_and_recover(broker: Broker, small_fs: Callable[[int], Path]) -> None:
+    fs = small_fs(2 * 1024 * 1024)
+    (fs / "state").mkdir()
+    filler = fill(fs)
+    col = Collector(broker.port, f"{PREFIX}/#", client_id="cr-start-full").start()
+    try:
+        sink = MqttSink(mqtt_config(broker.port, fs / "state" / "outbox.sqlite3"), SITE).start()
+        audit = AuditStore(audit_config(fs / "state" / "audit", min_free_mb=0), "hub")
+    except Exception as exc:
+        pytest.fail(f"the sinks cannot be built on a full disk: {type(exc).__name__}: {exc}")
+    assert problem(sink) is not None and problem(audit) is None  # the audit store has not written yet
+    driver = PipelineDriver({"mqtt": sink.publish_decision, "audit": audit.publish})
+    for i in range(12):
+        driver.offer(make_decision(i))
+    assert col.wait_for(lambda: {str(p["item_id"]) for p in col.json_on("/alarms")} >= alarm_ids(range(12)), 15)
+    assert problem(audit) is not None
+    filler.unlink()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and (driver.unstored() or problem(sink) or problem(audit)):
+        driver.retry()
+        time.sleep(0.2)
+    assert driver.unstored() == 0 and problem(sink) is None and problem(audit) is None
+    assert (fs / "state" / "outbox.sqlite3").exists()
+    everything = {f"s1-{i:06d}" for i in range(12)}
+    assert col.wait_for(lambda: {str(p["item_id"]) for p in col.json_on("/items")} == everything, 15)
+    sink.close(3)
+    col.stop()
+
+
+# ---------------------------------------------------------------------------------------------- point 11
+def cap_config(port: int, path: Path) -> MqttConfig:
+    extra: dict[str, object] = {"max_records": 100}
+    if "max_bytes" in OutboxConfig.model_fields:
+        extra["max_bytes"] = 2_000_000
+    return mqtt_config(port, path, **extra)
+
+
+def test_120_items_through_a_small_cap_all_reach_the_subscriber_while_the_broker_is_up(
+        broker: Broker, tmp_path: Path) -> None:
+    col = Collector(broker.port, f"{PREFIX}/#", client_id="cr-cap-up").start()
+    cfg = cap_config(broker.port, tmp_path / "outbox.sqlite3").model_copy(update={"inflight_max": 1})
+    sink = MqttSink(cfg, SITE).start()  # few in flight: the broker acknowledges slower than decisions come
+    assert col.wait_for(lambda: sink.link().state.value == "up", 10)
+    images = [jpeg(20, seed) for seed in range(4)]
+    for i in range(120):
+        sink.publish_decision(make_decision(i, overlay=images[i % 4]))
+    assert sink.flush(60), sink.backlog()
+    want = {f"s1-{i:06d}" for i in range(120)}
+    col.wait_for(lambda: {str(p["item_id"]) for p in col.json_on("/items")} == want, 20)
+    got = {str(p["item_id"]) for p in col.json_on("/items")}
+    backlog = sink.backlog()
+    print({"items_received": len(got), "evicted_item": backlog.evicted_item, "evicted_image": backlog.evicted_image})
+    assert got == want, f"{len(want - got)} of 120 item records never reached the subscriber"
+    assert {str(p["item_id"]) for p in col.json_on("/alarms")} == alarm_ids(range(120))
+    assert (backlog.evicted_item, backlog.evicted_image) == (0, 0), "a connected outbox drains, it does not evict"
+    assert len([m for m in col.snapshot() if "/images/" in m.topic]) >= 120
+    sink.close(3)
+    col.stop()
+
+
+def test_a_capped_outbox_with_the_broker_down_evicts_images_keeps_items_and_says_so(
+        broker: Broker, tmp_path: Path) -> None:
+    col = Collector(broker.port, f"{PREFIX}/#", client_id="cr-cap-down").start()
+    sink = MqttSink(cap_config(broker.port, tmp_path / "outbox.sqlite3"), SITE).start()
+    assert col.wait_for(lambda: sink.link().state.value == "up", 10)
+    broker.stop()
+    assert col.wait_for(lambda: sink.link().state.value != "up", 10)
+    images = [jpeg(20, seed) for seed in range(4)]
+    for i in range(120):
+        sink.publish_decision(make_decision(i, overlay=images[i % 4]))
+    backlog = sink.backlog()
+    print({"while_down": backlog})
+    assert backlog.evicted_image > 0, "over its cap the outbox must evict (images first)"
+    broker.start()
+    assert sink.flush(60), sink.backlog()
+    sink.publish_health(HealthSnapshot(uptime_s=2.0))  # (health is the first thing evicted over the bound)
+    want = {f"s1-{i:06d}" for i in range(120)}
+    col.wait_for(lambda: {str(p["item_id"]) for p in col.json_on("/items")} == want, 20)
+    got = {str(p["item_id"]) for p in col.json_on("/items")}
+    assert got == want, f"{len(want - got)} of 120 item records evicted: {sink.backlog()}"
+    assert {str(p["item_id"]) for p in col.json_on("/alarms")} == alarm_ids(range(120))
+    assert col.wait_for(lambda: col.json_on("/health"), 10)
+    evicted = col.json_on("/health")[-1]["outbox"]["evicted"]
+    assert evicted["image"] == backlog.evicted_image and evicted["item"] == 0, evicted
+    sink.close(3)
+    col.stop()
+
+
+# ---------------------------------------------------------------------------------------------- point 12
+def test_audit_prune_never_walks_the_store_on_the_publish_thread(tmp_path: Path) -> None:
+    store = AuditStore(audit_config(tmp_path / "audit", quota_mb=10), "hub", prune_every=50)
+    for i in range(2000):  # a store with history, as after weeks of service
+        atomic_write_bytes(tmp_path / "audit" / "2026-01-01" / f"old{i}.json", b"{}", sync_dir=False)
+    walked_on: list[str] = []
+    real_scandir, real_rglob, real_walk = os.scandir, Path.rglob, os.walk
+    me = threading.current_thread().name
+
+    def note(name: str) -> None:
+        if threading.current_thread().name == me:
+            walked_on.append(name)
+
+    def scandir(*a: Any, **k: Any) -> Any:
+        note("scandir")
+        return real_scandir(*a, **k)
+
+    def rglob(self: Path, *a: Any, **k: Any) -> Any:
+        note("rglob")
+        return real_rglob(self, *a, **k)
+
+    def walk(*a: Any, **k: Any) -> Any:
+        note("walk")
+        return real_walk(*a, **k)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(os, "scandir", scandir)
+        mp.setattr(Path, "rglob", rglob)
+        mp.setattr(os, "walk", walk)
+        for i in range(120):
+            store.publish(make_decision(i))
+    assert not walked_on, f"publish walked the store on the publish thread: {walked_on[:3]}"
+    store.close(2)
+
+
+def test_audit_prune_keeps_the_configured_free_space(small_fs: Callable[[int], Path]) -> None:
+    if "min_free_mb" not in AuditConfig.model_fields:
+        pytest.fail("audit has no min_free_mb: the prune ignores free disk space")
+    fs = small_fs(4 * 1024 * 1024)
+    store = AuditStore(audit_config(fs / "audit", min_free_mb=1), "hub", prune_every=5)
+    picture = jpeg(100, 1)
+    failures = 0
+    for i in range(80):  # 80 x ~100 kB = twice the file system
+        for _ in range(50):
+            try:
+                store.publish(make_decision(i, overlay=picture))
+                break
+            except PublishError:
+                failures += 1
+                time.sleep(0.1)  # the pipeline retries later
+        else:
+            pytest.fail(f"decision {i} never stored: {problem(store)}")
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and os.statvfs(fs).f_bavail * os.statvfs(fs).f_frsize < 900_000:
+        time.sleep(0.1)
+    vfs = os.statvfs(fs)
+    assert vfs.f_bavail * vfs.f_frsize >= 900_000, "the prune let the disk fill"
+    assert store.pruned_records > 0
+    names = {p.stem for p in (fs / "audit").rglob("*.json")}
+    assert "s1-000079" in names and "s1-000000" not in names, "oldest records go first"
+    assert abs(store.usage_bytes() - sum(p.stat().st_size for p in (fs / "audit").rglob("*") if p.is_file())) \
+        < 64 * 1024, "the running usage total drifted from the files on disk"
+    store.close(2)
+
+
+@pytest.mark.parametrize("mask", [0o027, 0o002])
+def test_files_are_created_with_the_process_umask(tmp_path: Path, mask: int) -> None:
+    old = os.umask(mask)
+    try:
+        atomic_write_bytes(tmp_path / "status.json", b"{}")
+        store = AuditStore(audit_config(tmp_path / "audit"), "hub")
+        store.publish(make_decision(0, overlay=b"\xff\xd8jpeg"))
+        store.close(1)
+    finally:
+        os.umask(old)
+    want = 0o666 & ~mask
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in [tmp_path / "status.json",
+                                                                *(tmp_path / "audit").rglob("*.*")]}
+    assert modes and all(m == want for m in modes.values()), {k: oct(v) for k, v in modes.items()}
