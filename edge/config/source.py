@@ -8,6 +8,7 @@ from typing import Annotated, Literal
 from pydantic import Field
 
 from edge.config.base import EdgeBaseConfig
+from edge.sources.bounds import DEFAULT_MAX_CHANNELS, DEFAULT_MAX_ITEM_BYTES, DEFAULT_MAX_LINES, InputLimits
 
 
 class SimSourceConfig(EdgeBaseConfig):
@@ -21,7 +22,25 @@ class SimSourceConfig(EdgeBaseConfig):
     max_items: int | None = Field(None, ge=1, description="stop after this many items; absent = run forever")
 
 
-class SpoolSourceConfig(EdgeBaseConfig):
+class FileSourceConfig(EdgeBaseConfig):
+    """Limits of a source that reads item files: each file's declared size (array/image header, DICOM Rows and
+    Columns, file size) is checked before it is decoded; an item over a limit is UNSCREENED ``oversize``
+    (docs/frame-sources.md, "Input bounds"; defaults measured in docs/performance.md, "Memory per item")."""
+
+    max_lines: int = Field(DEFAULT_MAX_LINES, ge=2, le=1_000_000,
+                           description="most belt lines (image rows) per item and energy")
+    max_channels: int = Field(DEFAULT_MAX_CHANNELS, ge=2, le=65_536,
+                              description="most detector channels (image columns) per energy")
+    max_item_bytes: int = Field(DEFAULT_MAX_ITEM_BYTES, ge=1024, le=8 * 1024**3,
+                                description="most decoded bytes per item (both energies), and largest item file")
+
+    @property
+    def limits(self) -> InputLimits:
+        """The limits as the sources take them."""
+        return InputLimits(self.max_lines, self.max_channels, self.max_item_bytes)
+
+
+class SpoolSourceConfig(FileSourceConfig):
     """A directory into which vendor software drops finished items (see docs/frame-sources.md)."""
 
     type: Literal["spool"] = "spool"
@@ -30,7 +49,7 @@ class SpoolSourceConfig(EdgeBaseConfig):
     done_directory: Path | None = Field(None, description="where processed items are moved; absent = deleted")
 
 
-class VotiSourceConfig(EdgeBaseConfig):
+class VotiSourceConfig(FileSourceConfig):
     """Durham VOTI raw line files (uint16, 640 channels, [low | high] per line, 30-line header)."""
 
     type: Literal["voti"] = "voti"
@@ -39,7 +58,7 @@ class VotiSourceConfig(EdgeBaseConfig):
     header_lines: int = Field(30, ge=0, le=10_000, description="lines to skip at the start of each file")
 
 
-class DicosSourceConfig(EdgeBaseConfig):
+class DicosSourceConfig(FileSourceConfig):
     """DICOS DX files: a low- and a high-energy DX image per item."""
 
     type: Literal["dicos"] = "dicos"

@@ -40,6 +40,7 @@ from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, UID, ExplicitVRLittleEndian,
 from edge.dicos._io import encode, write_atomic
 from edge.dicos.tags import DICOS_VERSION, DX_SOP_CLASSES, SOP_CLASS_DX_PROCESSING
 from edge.errors import FrameError, SourceError
+from edge.sources.bounds import InputLimits, OversizeError, check_file_size
 
 DX_SUFFIXES: Final = (".dcs", ".dcm", ".dicom")
 """File extensions the source looks at (case-insensitive); hidden files (temporary writes) are skipped."""
@@ -219,14 +220,48 @@ def _check_dx(path: Path, ds: Dataset) -> str:
     return sop_class
 
 
-def read_dx(path: Path | str) -> DxImage:
-    """Read and decode one DX image (native or JPEG Lossless, via pylibjpeg).
+def check_dx_size(path: Path, limits: InputLimits) -> None:
+    """Refuse a DX file whose declared image (Rows x Columns x frames x samples, read with
+    ``stop_before_pixels``) or whose file size is over ``limits``, before its pixel data is read or decoded.
+
+    A DX item is a pair, so one image's decoded bytes count twice against ``max_item_bytes``.
 
     Raises:
-        FrameError: unreadable, truncated, not DX, not single-frame 16-bit unsigned single-sample, or
-            pixel data that does not decode to rows x columns.
+        FrameError: the file is over a limit (its cause is an ``OversizeError``: UNSCREENED ``oversize``) or
+            its header is unreadable.
+    """
+    try:
+        try:
+            check_file_size(path, limits)
+        except FileNotFoundError as exc:
+            raise FrameError(f"{path}: file not found") from exc
+        except OSError as exc:
+            raise FrameError(f"{path}: unreadable ({exc})") from exc
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ds = _read_dataset(path, header_only=True)
+        try:
+            rows, cols = int(ds.Rows), int(ds.Columns)
+            per_pixel = int(ds.get("SamplesPerPixel") or 1) * max(1, int(ds.get("BitsAllocated") or 16) // 8)
+            frames = int(ds.get("NumberOfFrames") or 1)
+        except (AttributeError, TypeError, ValueError) as exc:
+            raise FrameError(f"{path}: DX image attributes missing or invalid ({exc})") from exc
+        limits.check(path.name, rows, cols, 2 * rows * cols * per_pixel * frames)
+    except OversizeError as exc:
+        raise FrameError(str(exc)) from exc
+
+
+def read_dx(path: Path | str, limits: InputLimits | None = None) -> DxImage:
+    """Read and decode one DX image (native or JPEG Lossless, via pylibjpeg).
+
+    The declared size is checked against ``limits`` (:func:`check_dx_size`) before pixel data is read.
+
+    Raises:
+        FrameError: unreadable, truncated, over ``limits``, not DX, not single-frame 16-bit unsigned
+            single-sample, or pixel data that does not decode to rows x columns.
     """
     path = Path(path)
+    check_dx_size(path, limits or InputLimits())
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         ds = _read_dataset(path, header_only=False)
@@ -266,17 +301,22 @@ def read_dx(path: Path | str) -> DxImage:
         )
 
 
-def read_dx_pair(low_path: Path | str, high_path: Path | str, item_id: str | None = None) -> DxPair:
+def read_dx_pair(low_path: Path | str, high_path: Path | str, item_id: str | None = None,
+                 limits: InputLimits | None = None) -> DxPair:
     """Read one item's low- and high-energy DX images into a ``DxPair``.
 
     Raises:
         DxPairError: either file is unusable, the energies declared in the files contradict their roles,
-            the images are not MONOCHROME2 raw counts with identity rescale, or shapes/spacings differ.
+            the images are not MONOCHROME2 raw counts with identity rescale, or shapes/spacings differ. Over
+            ``limits``, its cause chain holds an ``OversizeError`` (``bounds.problem_reason``).
     """
     low_path, high_path = Path(low_path), Path(high_path)
     key = item_id or _name_energy(low_path)[1]
+    limits = limits or InputLimits()
     try:
-        low, high = read_dx(low_path), read_dx(high_path)
+        check_dx_size(low_path, limits)  # both headers before either image is decoded
+        check_dx_size(high_path, limits)
+        low, high = read_dx(low_path, limits), read_dx(high_path, limits)
     except FrameError as exc:
         raise DxPairError(key, str(exc)) from exc
     key = item_id or low.ooi_id or high.ooi_id or key
@@ -372,8 +412,9 @@ class DicosDxSource:
     a partner file may still be arriving, so only the caller knows when an orphan becomes an UNSCREENED item.
     """
 
-    def __init__(self, directory: Path | str) -> None:
+    def __init__(self, directory: Path | str, limits: InputLimits | None = None) -> None:
         self._directory = Path(directory)
+        self._limits = limits or InputLimits()
 
     def scan(self) -> DxScan:
         """Match the directory now.
@@ -387,7 +428,7 @@ class DicosDxSource:
 
     def load(self, files: DxPairFiles) -> DxPair:
         """Decode one matched pair; raises ``DxPairError`` (carrying ``item_id``) when it cannot."""
-        return read_dx_pair(files.low, files.high, item_id=files.item_id)
+        return read_dx_pair(files.low, files.high, item_id=files.item_id, limits=self._limits)
 
     def __iter__(self) -> Iterator[DxPair | DxPairError]:
         """Every matched pair in item order: the decoded pair, or the error that makes it UNSCREENED."""

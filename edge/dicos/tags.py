@@ -78,5 +78,11 @@ def abort_reason_codes() -> dict[str, str]:
         R.SOURCE_STALLED: "SOURCE_STALLED",
         R.SHUTDOWN: "SHUTDOWN",
         R.INTERNAL_ERROR: "INTERNAL_ERROR",
+        R.RESTART: "RESTART",
+        R.OVERSIZE: "OVERSIZE",
+        R.NO_XRAY: "NO_XRAY",
+        R.SATURATED: "SATURATED",
+        R.LINES_MISSING: "LINES_MISSING",
+        R.DEAD_COLUMNS: "DEAD_COLUMNS",
     }
     return {str(reason.value): code for reason, code in codes.items()}
