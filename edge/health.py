@@ -90,21 +90,13 @@ def link_problem(link: Any) -> str | None:
     return f"firmware link down ({current.reason}); items scanned meanwhile are UNSCREENED"
 
 
-def _pipeline_problems(pipeline: Any) -> list[str]:
-    problems = getattr(pipeline, "problems", None)
-    if callable(problems):
-        return [str(p) for p in problems() if p]
-    source = getattr(pipeline, "source_problem", None)
-    return [source] if source else []
-
-
 def assess(runtime: Runtime, config_notes: Sequence[str] = ()) -> Health:
     """Ask every component of ``runtime`` how it is; ``config_notes`` are the reload's own problems.
 
     Cheap and side-effect free (reads attributes only), so the service calls it several times a second.
     """
     found: list[tuple[Component, Iterable[str | None]]] = [
-        (Component.PIPELINE, _pipeline_problems(runtime.pipeline)),
+        (Component.PIPELINE, runtime.pipeline.problems()),
     ]
     checked = [Component.PIPELINE]
     if runtime.link is not None:

@@ -21,7 +21,6 @@ import os
 import signal
 import threading
 import time
-from dataclasses import replace
 from pathlib import Path
 from types import FrameType
 
@@ -57,6 +56,7 @@ class Service:
         self._reload = threading.Event()
         self.status_text = "starting"
         self._shown: tuple[StatusState, str] | None = None
+        self._last_health: Health | None = None
         self.reload_error: str | None = None
         self.reload_refused: tuple[str, ...] = ()
         self.recent = RecentDecisions()
@@ -103,6 +103,7 @@ class Service:
 
     def _show(self, health: Health) -> bool:
         """Send a changed state or reason to systemd, the retained MQTT status and the log; True if changed."""
+        self._last_health = health
         shown = (health.state, health.text)
         if shown == self._shown:
             return False
@@ -157,14 +158,6 @@ class Service:
             if self._metrics is not None:
                 self._metrics.report = report
             write_status(self.runtime.cfg.service.status_file, report)
-        except OSError as exc:
-            log.warning("status file not written", extra={"error": str(exc)})
-
-    def _publish_final_report(self) -> None:
-        """The last status file says offline, as the retained MQTT status does (``edge status`` exits 1)."""
-        try:
-            final = replace(self.report(), state=StatusState.OFFLINE.value, reason="service stopped")
-            write_status(self.runtime.cfg.service.status_file, final)
         except OSError as exc:
             log.warning("status file not written", extra={"error": str(exc)})
 
@@ -283,7 +276,8 @@ class Service:
         if runtime.camera is not None:
             runtime.camera.stop()
         runtime.models.current.close()
-        self._publish_final_report()
+        # the last health seen while running (asked now, it would report the stop itself: broker link closed)
+        self._publish_report(self._last_health)
         if self._metrics is not None:
             self._metrics.close()
         self._notify.close()
