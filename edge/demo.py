@@ -110,7 +110,7 @@ DEMO_BUNDLES = ("detector-agnostic", "scorer-stfpm")
 def sign_demo_bundles(workdir: Path, models: Path) -> tuple[Path, Path]:
     """Copy the reference bundles into ``workdir/models`` and sign them with a key made for this run; returns
     (the signed bundles' folder, the public key the demo config trusts)."""
-    from edge.bundles.signing import generate_key, sign_bundle
+    from edge.bundles.signing import generate_key, signed_copy
 
     keys, signed = workdir / "keys", workdir / "models"
     for old in (keys, signed):
@@ -118,8 +118,7 @@ def sign_demo_bundles(workdir: Path, models: Path) -> tuple[Path, Path]:
             shutil.rmtree(old)
     private, public = generate_key(keys / "demo-signing.key")
     for name in DEMO_BUNDLES:
-        shutil.copytree(models / name, signed / name, ignore=shutil.ignore_patterns("bundle.sig"))
-        sign_bundle(signed / name, private)
+        signed_copy(models / name, signed / name, private)
     return signed, public
 
 

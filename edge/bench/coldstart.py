@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edge.bench.stats import load_average
+from edge.bundles.signing import generate_key, signed_copy
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,7 +40,8 @@ class ColdStart:
 
 
 def write_service_config(path: Path, state: Path, detector: Path, scorer: Path | None, flatfield: Path,
-                         energy: Path, backend: str, precision: str, cache_dir: Path | None) -> Path:
+                         energy: Path, backend: str, precision: str, cache_dir: Path | None,
+                         trusted_key: Path | None = None) -> Path:
     """A minimal production-like edge.yaml: spool source, no MQTT, state under ``state``."""
     lines = [
         "site:", "  site_id: bench", "  scanner_id: bench",
@@ -52,6 +54,8 @@ def write_service_config(path: Path, state: Path, detector: Path, scorer: Path |
         lines.append(f"  scorer: {scorer}")
     if cache_dir is not None:
         lines.append(f"  cache_dir: {cache_dir}")
+    if trusted_key is not None:
+        lines.append(f"  trusted_keys: [{trusted_key}]")
     lines += ["audit:", f"  directory: {state / 'audit'}", "mqtt:", "  enabled: false",
               "service:", f"  status_file: {state / 'status.json'}", "  stop_timeout_s: 5"]
     (state / "spool").mkdir(parents=True, exist_ok=True)
@@ -111,6 +115,10 @@ def measure_cold_start(detector: Path, scorer: Path | None, flatfield: Path, ene
     load = load_average()
     with tempfile.TemporaryDirectory(prefix="edge-coldstart-") as tmp:
         root = Path(tmp)
+        # Start as a box does, signature check included: copies signed with a key made for this run.
+        key, trusted = generate_key(root / "keys" / "bench.key")
+        detector = signed_copy(detector, root / "detector", key)
+        scorer = None if scorer is None else signed_copy(scorer, root / "scorer", key)
         for run in range(runs):
             cache = root / f"cache-{run}"
             cache.mkdir()
@@ -118,7 +126,7 @@ def measure_cold_start(detector: Path, scorer: Path | None, flatfield: Path, ene
                 state = root / f"state-{run}-{int(cached)}"
                 state.mkdir()
                 cfg = write_service_config(state / "edge.yaml", state, detector, scorer, flatfield, energy,
-                                           backend, precision, cache)
+                                           backend, precision, cache, trusted)
                 seconds, status[cached] = time_to_ready(cfg)
                 times.append(round(seconds, 3))
     return [ColdStart(backend, precision, cached, tuple(times), round(statistics.median(times), 3), status[cached],

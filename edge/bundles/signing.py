@@ -23,6 +23,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -214,6 +215,17 @@ def sign_bundle(path: Path | str, private_key: Path | str | Ed25519PrivateKey) -
     except OSError as exc:
         tmp.unlink(missing_ok=True)
         raise BundleError(f"{out}: cannot write the signature: {exc}") from exc
+    return out
+
+
+def signed_copy(bundle: Path | str, out: Path, private_key: Path | str | Ed25519PrivateKey) -> Path:
+    """Copy the bundle folder to ``out`` (its old signature left behind) and sign the copy; returns ``out``.
+
+    For the demo and the benchmarks, which run the unsigned reference bundles through the real trust check with
+    a key made for the run, without writing into ``models/``.
+    """
+    shutil.copytree(bundle, out, ignore=shutil.ignore_patterns(SIGNATURE_FILE))
+    sign_bundle(out, private_key)
     return out
 
 
