@@ -72,7 +72,8 @@ def _write_item_thresholds(reports: list[EvalReport], variants: list[RunSettings
         m = bundle.manifest
         typer.echo(f"wrote {bundle.root} ({m.name}@{m.version}): thresholds.item "
                    f"{m.thresholds[ITEM_THRESHOLD_KEY]:.6g}, object threshold "
-                   f"{m.thresholds.get(DECISION_THRESHOLD_KEY, float('nan')):.6g}")
+                   f"{m.thresholds.get(DECISION_THRESHOLD_KEY, float('nan')):.6g}; unsigned: sign it "
+                   f"(edge-export sign {bundle.root} --key KEYFILE) before a box will run it")
         if any(e.precision is Precision.INT8 for e in m.models):
             typer.echo(f"edge eval: {m.name}'s INT8 model was judged at the previous item threshold: re-run "
                        f"`edge-export add-int8 {bundle.root} --data … -o {bundle.root} --version …`", err=True)

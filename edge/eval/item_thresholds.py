@@ -120,7 +120,8 @@ def main(argv: list[str] | None = None) -> None:
         except BundleError as exc:
             parser.exit(1, f"edge.eval.item_thresholds: {exc}\n")
         print(f"wrote {bundle.root} ({bundle.manifest.name}@{bundle.manifest.version}): thresholds.item "
-              f"{r.threshold:.6g}")
+              f"{r.threshold:.6g}; unsigned: sign it (edge-export sign {bundle.root} --key KEYFILE) before a box "
+              "will run it")
 
 
 if __name__ == "__main__":
