@@ -84,14 +84,10 @@ def run(
 
     Example: edge run --config /etc/edge/edge.yaml --log-level debug
     """
-    from edge.config.preflight import run_refusals
     from edge.errors import EdgeError
     from edge.service import run_service
 
     try:
-        refusals = run_refusals(load_config(config), config)
-        if refusals:  # e.g. no scorer: every item would be CLEAR
-            raise ConfigError([str(p) for p in refusals])
         code = run_service(config, log_level)
     except ConfigError as exc:
         for problem in exc.problems:

@@ -25,6 +25,7 @@ from pathlib import Path
 from types import FrameType
 
 from edge.config import EdgeConfig, load_config
+from edge.config.preflight import refuse_if_never_alarms
 from edge.errors import EdgeError
 from edge.health import Health, assess
 from edge.notify import Notifier, watchdog_interval_s
@@ -180,6 +181,7 @@ class Service:
         runtime = self.runtime
         try:
             wanted: EdgeConfig = load_config(self._config_path)
+            refuse_if_never_alarms(wanted, self._config_path)
             plan = plan_reload(runtime.cfg, wanted)
             # The running pipeline keeps its item workers (decide.* needs a restart): streams for those.
             models = load_models(plan.config.models, runtime.cfg.decide.workers)
@@ -290,6 +292,7 @@ def run_service(config_path: Path, log_level: str | None = None) -> int:
     from edge.logs import setup_logging
 
     cfg = load_config(config_path)
+    refuse_if_never_alarms(cfg, config_path)
     setup_logging(log_level or cfg.logging.level, cfg.logging.format)
     runtime = build_runtime(cfg)
     service = Service(config_path, runtime, log_level=log_level)

@@ -37,7 +37,7 @@ from edge.config.firmware import FirmwareConfig
 from edge.config.loader import Loc, format_loc, key_lines, line_for
 from edge.config.models import ModelsConfig
 from edge.config.root import RUN_CHECKS, EdgeConfig
-from edge.errors import CalibrationError, EdgeError
+from edge.errors import CalibrationError, ConfigError, EdgeError
 
 
 @dataclass(frozen=True, slots=True)
@@ -250,6 +250,16 @@ def check_folders(cfg: EdgeConfig) -> list[_Finding]:
 def run_refusals(cfg: EdgeConfig, config_path: Path) -> list[Problem]:
     """Rules ``edge run`` refuses to start on (and ``edge check`` flags): a config that can never ALARM."""
     return _report([_Finding(loc, message) for check in RUN_CHECKS for loc, message in check(cfg)], config_path)
+
+
+def refuse_if_never_alarms(cfg: EdgeConfig, config_path: Path) -> None:
+    """Raise :class:`ConfigError` with :func:`run_refusals`' lines, if any: ``edge run`` at start and on reload.
+
+    A reload is refused too, so a SIGHUP after the scorer was dropped from the file keeps the running models.
+    """
+    refusals = run_refusals(cfg, config_path)
+    if refusals:
+        raise ConfigError([str(p) for p in refusals])
 
 
 def preflight(cfg: EdgeConfig, config_path: Path) -> list[Problem]:
