@@ -137,3 +137,57 @@ def test_qos_0_is_refused_because_the_outbox_needs_acknowledgements(tmp_path: Pa
     (problem,) = _problems(path)
     assert problem.startswith(f"{path}:8: mqtt.qos: ") and "1" in problem and "2" in problem
     assert load_config(_write(tmp_path, MINIMAL + "mqtt:\n  host: broker\n  qos: 2\n")).mqtt.qos == 2
+
+
+def test_duplicate_keys_are_refused_with_both_lines_at_any_depth(tmp_path: Path) -> None:
+    # YAML itself keeps the last value silently: a second models: block once dropped the scorer
+    path = _write(tmp_path, MINIMAL + "  scorer: /opt/edge/models/sc\nmqtt:\n  host: a\n  host: b\n"
+                  "models:\n  detector: /opt/edge/models/det\n")
+    problems = _problems(path)
+    assert [p.split(";")[0] for p in problems] == [f"{path}:9: mqtt.host: duplicate key (first at line 8)",
+                                                   f"{path}:10: models: duplicate key (first at line 4)"]
+    assert "merge the two" in problems[0]
+
+
+def test_duplicate_key_inside_a_list_item_is_refused(tmp_path: Path) -> None:
+    path = _write(tmp_path, MINIMAL + "  trusted_keys:\n    - {a: 1, a: 2}\n")
+    assert any(p.startswith(f"{path}:7: models.trusted_keys[0].a: duplicate key (first at line 7)")
+               for p in _problems(path))
+
+
+def test_yaml_merge_keys_and_aliases_are_not_duplicates(tmp_path: Path) -> None:
+    path = _write(tmp_path, MINIMAL + "mqtt: &broker\n  host: broker\n  port: 1884\n"
+                  "audit:\n  directory: /var/lib/edge/audit\n")
+    assert load_config(path).mqtt.port == 1884
+    text = ("site: &s\n  site_id: hub\n  scanner_id: lane-1\nmodels:\n  detector: /d\n"
+            "mqtt:\n  <<: {host: a}\n  port: 1884\n")
+    assert load_config(_write(tmp_path, text)).mqtt.host == "a"
+
+
+@pytest.mark.parametrize(("prefix", "words"), [
+    ("xray/#", "wildcard '#'"), ("xray/+/l1", "wildcard '+'"), ("a\\0b", "NUL"), ("xray//l1", "empty level"),
+    ("/xray", "empty level"), ("$SYS/edge", "starts with '$'"), ("xray/l1/", "ends with '/'"), ("", "empty"),
+    ("x" * 185, "at most 184 bytes")])
+def test_topic_prefix_must_be_a_legal_topic_name(tmp_path: Path, prefix: str, words: str) -> None:
+    path = _write(tmp_path, MINIMAL + f'mqtt:\n  topic_prefix: "{prefix}"\n')
+    (problem,) = _problems(path)
+    assert problem.startswith(f"{path}:7: mqtt.topic_prefix: ") and words in problem
+
+
+def test_legal_topic_prefixes_load(tmp_path: Path) -> None:
+    for prefix in ("xray/hub/lane-1", "site a/ø/lane", "x" * 184):
+        path = _write(tmp_path, MINIMAL + f'mqtt:\n  topic_prefix: "{prefix}"\n')
+        assert load_config(path).mqtt.topic_prefix == prefix
+
+
+def test_config_without_scorer_loads_but_is_refused_for_the_service(tmp_path: Path) -> None:
+    # tools that need only the detector still read it; edge run and edge check refuse it (tests/faults)
+    from edge.config.preflight import refuse_if_never_alarms
+
+    path = _write(tmp_path, MINIMAL)
+    cfg = load_config(path)
+    with pytest.raises(ConfigError) as info:
+        refuse_if_never_alarms(cfg, path)
+    (problem,) = info.value.problems
+    assert problem.startswith(f"{path}:4: models.scorer: absent, so no item can ever ALARM")
+    refuse_if_never_alarms(load_config(_write(tmp_path, MINIMAL + "  scorer: /s\n")), path)
