@@ -222,3 +222,34 @@ def test_a_truncated_bundle_and_sighup_keep_the_service_screening(tmp_path: Path
     assert service.proc.poll() is None
     service.proc.send_signal(signal.SIGTERM)
     assert service.proc.wait(timeout=60) == 0, service.stderr()
+
+
+def test_an_unsigned_bundle_stops_the_start_unless_allowed_and_then_the_service_is_degraded(
+        tmp_path: Path, tamper_assets: TamperAssets) -> None:
+    scorer = tmp_path / "scorer"
+    shutil.copytree(tamper_assets.scorer, scorer, ignore=shutil.ignore_patterns("bundle.sig"))
+    cfg = write_config(tmp_path / "edge.yaml", detector=tamper_assets.detector, scorer=scorer,
+                       flat=tamper_assets.flat, energy=tamper_assets.energy, state=tmp_path, items=100000,
+                       per_minute=60, allow_unsigned=False)
+    refused = subprocess.run([sys.executable, "-m", "edge", "run", "--config", str(cfg)], cwd=REPO,
+                             capture_output=True, text=True, timeout=120)
+    assert refused.returncode != 0 and f"refusing bundle {scorer}: no signature" in refused.stderr, refused.stderr
+    cfg.write_text(cfg.read_text().replace("  trusted_keys:", "  allow_unsigned: true\n  trusted_keys:"))
+    listener = NotifyListener(tmp_path / "notify.sock")
+    env = {**os.environ, "NOTIFY_SOCKET": str(listener.path)}
+    env.pop("WATCHDOG_USEC", None)
+    proc = subprocess.Popen([sys.executable, "-m", "edge", "run", "--config", str(cfg)], cwd=REPO, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        ready = listener.wait_for("READY", "1", timeout_s=120)
+        assert ready["STATUS"].startswith("degraded") and "bundles unsigned" in ready["STATUS"], ready
+        assert "scorer (no signature" in ready["STATUS"], ready
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            _, err = proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            _, err = proc.communicate()
+        listener.close()
+    assert "RUNNING AN UNVERIFIED BUNDLE" in err
