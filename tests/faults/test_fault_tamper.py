@@ -4,6 +4,8 @@ Point 8: ``bundle.yaml`` edited (a threshold that never alarms) with its content
 start and on SIGHUP, the old models staying in service: a hash the bundle carries about itself is not a signature.
 Point 9: a loaded bundle overwritten on disk (``cp`` of another bundle's files over it, as the old install guide
 advised) or truncated must change no score and must not crash the process; a reload verifies again.
+The trust rule at the process level: an unsigned bundle stops ``edge run`` unless ``models.allow_unsigned``, which
+then starts the service degraded ("bundles unsigned").
 
 Real parts: bundles exported through the toolchain and signed with a test key (``service_helpers``), real files,
 ``cp``, ``truncate``, and ``edge run`` subprocesses reloaded with a real SIGHUP and watched through a real
