@@ -21,7 +21,8 @@ from edge.condition.conditioner import Conditioner
 from edge.config import EdgeConfig
 from edge.errors import CalibrationError, ConfigError
 from edge.health import link_problem
-from edge.pipeline import Pipeline, Stage
+from edge.journal import IntakeJournal
+from edge.pipeline import LINK_SETTLE_MARGIN_S, Pipeline, Stage
 from edge.ports import FrameSource, LinkMonitor, ResultSink
 from edge.publish.health import (
     DecisionCounts,
@@ -66,15 +67,15 @@ def build_source(cfg: EdgeConfig) -> FrameSource:
     if src.type == "voti":
         from edge.sources.voti import VotiSource
 
-        return VotiSource(src.directory, scanner, deadline, src.channels, src.header_lines)
+        return VotiSource(src.directory, scanner, deadline, src.channels, src.header_lines, src.limits)
     if src.type == "spool":
         from edge.sources.spool import SpoolSource
 
-        return SpoolSource(src.directory, scanner, deadline, src.poll_s, src.done_directory)
+        return SpoolSource(src.directory, scanner, deadline, src.poll_s, src.done_directory, src.limits)
     if src.type == "dicos":
         from edge.sources.dicos import DicosFrameSource
 
-        return DicosFrameSource(src.directory, scanner, deadline)
+        return DicosFrameSource(src.directory, scanner, deadline, src.limits)
     # The virtual scanner plugs in through the same FrameSource port a real scanner uses (demo, tests).
     from sim.source import SimFrameSource
 
@@ -126,7 +127,7 @@ def build_stages(cfg: EdgeConfig, models: ModelHolder, conditioner: Conditioner 
     cv2.setNumThreads(1)
     threadpool_limits(1)
     return [
-        Stage("condition", ConditionStage(conditioner, missing or "")),
+        Stage("condition", ConditionStage(conditioner, missing or "", cfg.condition.quality)),
         Stage("detect", DetectStage(models, cfg.models.max_objects)),
         Stage("score", ScoreStage(models)),
         Stage("localise", LocaliseStage(cfg.localise)),
@@ -245,12 +246,20 @@ def build_runtime(cfg: EdgeConfig, source: FrameSource | None = None, extra_sink
         queue_depth=cfg.decide.queue_depth,
         source_stall_s=cfg.decide.source_stall_s,
         link=link,
+        link_settle_s=(cfg.firmware.link_timeout_s + LINK_SETTLE_MARGIN_S) if cfg.firmware is not None else 0.0,
+        scanning=tracker.scanning if tracker is not None else None,
         backpressure=cfg.source.type in ("voti", "dicos"),
-        models=models.current.refs,
+        models=lambda: models.current.refs,  # after a reload, decisions name the models that made them
+        journal=IntakeJournal(journal_path(cfg)),
     )
     if tracker is not None:
         tracker.announce_to(pipeline.announce)
     return Runtime(cfg, pipeline, models, mqtt, audit, firmware, problems, camera=camera)
+
+
+def journal_path(cfg: EdgeConfig) -> Path:
+    """Where the intake journal lives: ``service.journal``, else beside the MQTT outbox."""
+    return cfg.service.journal or cfg.mqtt.outbox.path.with_name("intake.sqlite3")
 
 
 def ensure_dirs(paths: Sequence[Path]) -> None:

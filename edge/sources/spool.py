@@ -9,20 +9,23 @@ atomic). We only ever open completed names:
 
 An item that cannot be read (bad archive, missing array, wrong dtype or shape) is delivered with ``problem`` set,
 so that it is UNSCREENED, and moved to ``rejected/`` for inspection. Processed items are moved to
-``done_directory`` or deleted.
+``done_directory`` or deleted, only once their decision is durably stored (``acknowledge``).
 """
 
 from __future__ import annotations
 
 import logging
 import shutil
+import threading
 import time
+import uuid
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 from edge.records import RawItem
+from edge.sources.bounds import InputLimits, check_images, check_npz, problem_reason
 from edge.sources.item_meta import file_item_meta
 
 log = logging.getLogger(__name__)
@@ -42,16 +45,26 @@ def _check_pair(high: np.ndarray | None, low: np.ndarray | None) -> tuple[np.nda
     return high, low
 
 
-def read_spool_item(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """Read one completed spool entry; raises ValueError/OSError with the reason when it is unusable."""
+def read_spool_item(path: Path, limits: InputLimits | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Read one completed spool entry; raises ValueError/OSError with the reason when it is unusable.
+
+    The declared sizes (the ``.npy`` headers and zip members of an archive, the PNG/TIFF headers of a directory)
+    are checked against ``limits`` before anything is decoded: an item over them raises ``OversizeError`` (a
+    ValueError; ``bounds.problem_reason`` makes it UNSCREENED ``oversize``).
+    """
+    limits = limits or InputLimits()
     if path.is_dir():
-        high = cv2.imread(str(path / "high.png"), cv2.IMREAD_UNCHANGED)
-        low = cv2.imread(str(path / "low.png"), cv2.IMREAD_UNCHANGED)
+        names = [_image_file(path, energy) for energy in ("high", "low")]
+        check_images((names[0], names[1]), limits)
+        high = cv2.imread(str(names[0]), cv2.IMREAD_UNCHANGED)
+        low = cv2.imread(str(names[1]), cv2.IMREAD_UNCHANGED)
         return _check_pair(high, low)
     try:
+        declared = check_npz(path, ("high", "low"), limits)
+        for name, (shape, dtype) in declared.items():  # refuse before decoding what _check_pair would refuse
+            if len(shape) != 2 or dtype != np.uint16:
+                raise ValueError(f"{name} is {dtype} {shape}; expected 2-D uint16")
         with np.load(path, allow_pickle=False) as archive:
-            if "high" not in archive or "low" not in archive:
-                raise ValueError(f"archive holds {sorted(archive.files)}, expected 'high' and 'low'")
             return _check_pair(archive["high"], archive["low"])
     except (OSError, EOFError, KeyError) as exc:
         raise ValueError(f"unreadable archive ({exc})") from exc
@@ -61,11 +74,26 @@ def read_spool_item(path: Path) -> tuple[np.ndarray, np.ndarray]:
         raise ValueError(f"unreadable archive ({type(exc).__name__}: {exc})") from exc
 
 
+def _image_file(directory: Path, energy: str) -> Path:
+    """``<energy>.png`` (or ``.tif``/``.tiff``) in an item directory."""
+    for suffix in (".png", ".tif", ".tiff"):
+        candidate = directory / f"{energy}{suffix}"
+        if candidate.is_file():
+            return candidate
+    raise ValueError(f"{energy}.png missing")
+
+
 class SpoolSource:
-    """Polls ``directory`` for completed items, oldest first."""
+    """Polls ``directory`` for completed items, oldest first; an item leaves the spool only when acknowledged.
+
+    A taken item stays where it is until the pipeline acknowledges it (its decision durably stored): a crash in
+    between leaves the file in the spool and its row in the intake journal, which settles it at the next start.
+    While taken, it is never delivered again. Acknowledged items move to ``done_directory`` (a name already
+    there gets a suffix, never overwritten) or are deleted; unreadable or oversize items move to ``rejected/``.
+    """
 
     def __init__(self, directory: Path, scanner_id: str, deadline_s: float, poll_s: float = 0.2,
-                 done_directory: Path | None = None) -> None:
+                 done_directory: Path | None = None, limits: InputLimits | None = None) -> None:
         self._dir = directory
         self._dir.mkdir(parents=True, exist_ok=True)
         self._rejected = directory / "rejected"
@@ -73,14 +101,23 @@ class SpoolSource:
         self._deadline_s = deadline_s
         self._poll_s = poll_s
         self._done = done_directory
+        self._limits = limits
         self._seq = 0
+        self._lock = threading.Lock()
+        self._taken: dict[Path, Path | None] = {}
+        """Items handed over and not yet acknowledged -> where they go when acknowledged (done/ or rejected/)."""
         self._stuck: set[Path] = set()
-        """Items already handed over whose file could not be moved away: never handed over twice."""
+        """Acknowledged items whose file could not be moved away: never handed over twice."""
 
     def _candidates(self) -> list[Path]:
+        """Completed items not taken, oldest first (called with ``_lock`` held: an acknowledgement moving a file
+        away cannot interleave, so a file is never listed between leaving ``_taken`` and leaving the spool)."""
         keyed = []
+        skip = set(self._taken) | self._stuck
         for p in self._dir.iterdir():
-            if _incomplete(p) or p == self._rejected or p in self._stuck or not (p.suffix == ".npz" or p.is_dir()):
+            if _incomplete(p) or p == self._rejected or p in skip or not (p.suffix == ".npz" or p.is_dir()):
+                continue
+            if self._done is not None and p == self._done:
                 continue
             try:
                 keyed.append((p.stat().st_mtime, p.name, p))
@@ -91,7 +128,10 @@ class SpoolSource:
     def next_item(self, timeout_s: float) -> RawItem | None:
         end = time.monotonic() + timeout_s
         while True:
-            candidates = self._candidates()
+            with self._lock:
+                candidates = self._candidates()
+                if candidates:
+                    self._taken[candidates[0]] = self._done
             if candidates:
                 return self._take(candidates[0])
             if time.monotonic() >= end:
@@ -102,27 +142,44 @@ class SpoolSource:
         self._seq += 1
         name = path.name.removesuffix(".npz")
         meta = file_item_meta(self._scanner_id, self._seq, name, self._deadline_s)
+        ref = str(path)
         try:
-            high, low = read_spool_item(path)
+            high, low = read_spool_item(path, self._limits)
         except (OSError, ValueError) as exc:
-            log.error("rejected spool item", extra={"path": str(path), "error": str(exc)})
-            self._put_away(path, self._rejected)
-            return RawItem(meta=meta, problem=f"spool item {path.name}: {exc}")
-        self._put_away(path, self._done)
-        return RawItem(meta=meta, high=high, low=low)
+            log.error("rejected spool item", extra={"path": ref, "error": str(exc)})
+            with self._lock:
+                self._taken[path] = self._rejected
+            return RawItem(meta=meta, problem=f"spool item {path.name}: {exc}", problem_reason=problem_reason(exc),
+                           source_ref=ref)
+        with self._lock:
+            self._taken[path] = self._done
+        return RawItem(meta=meta, high=high, low=low, source_ref=ref)
+
+    def acknowledge(self, source_ref: str) -> None:
+        """The item's decision is stored: move it to done/ (rejected/ if unreadable) or delete it."""
+        path = Path(source_ref)
+        with self._lock:
+            folder = self._taken.get(path, self._done)
+            if path.exists():
+                self._put_away(path, folder)
+            self._taken.pop(path, None)
 
     def _put_away(self, path: Path, folder: Path | None) -> None:
-        """Move a taken item into ``folder`` (or delete it); if that fails the item is still screened, once."""
+        """Move an item into ``folder`` (or delete it); if that fails it stays, never to be read again this run.
+        Called with ``_lock`` held."""
         try:
             if folder is not None:
                 folder.mkdir(parents=True, exist_ok=True)
-                shutil.move(str(path), str(folder / path.name))
+                target = folder / path.name
+                if target.exists():  # the same name screened before: keep both
+                    target = folder / f"{path.stem}.{uuid.uuid4().hex[:8]}{path.suffix}"
+                shutil.move(str(path), str(target))
             elif path.is_dir():
                 shutil.rmtree(path)
             else:
                 path.unlink()
         except OSError as exc:
-            log.error("spool item screened but not moved away; it stays in the spool and is not read again",
+            log.error("spool item decided but not moved away; it stays in the spool and is not read again",
                       extra={"path": str(path), "error": str(exc)})
             self._stuck.add(path)
 
