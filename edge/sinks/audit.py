@@ -313,6 +313,10 @@ class InputSavingSource:
                 log.error("audit inputs not saved", extra={"item_id": item.meta.item_id, "error": str(exc)})
         return item
 
+    def acknowledge(self, source_ref: str) -> None:
+        """Passed through: the wrapped source lets the item go once its decision is stored."""
+        self._source.acknowledge(source_ref)
+
     def close(self) -> None:
         self._source.close()
 
