@@ -116,7 +116,10 @@ def _open(path: str, role: set[Role], cfg: ModelsConfig, streams: int, trusted: 
         if failures:
             note = (f"{bundle.manifest.name} runs on {backend}/{device} because "
                     f"{'; '.join(failures)}")
-        return LoadedModel(bundle, session, backend, unsigned=verified.unsigned), note
+        # The session holds what it runs (OpenVINO keeps the weights it points into, ONNX Runtime copies); the
+        # bundle's other files (formats and precisions not chosen) need not stay in memory while it screens.
+        running = replace(bundle, files={})
+        return LoadedModel(running, session, backend, unsigned=verified.unsigned), note
     raise BackendError(f"{path}: no backend could load the model: {'; '.join(failures)}")
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path, PurePosixPath
 
 import numpy as np
@@ -125,7 +126,8 @@ def open_backend(bundle: Bundle, backend: str = "openvino", precision: Precision
                              streams=streams)
     source = model_bytes(bundle, chosen, precision)
     session = open_model(bundle.model_path(chosen, precision) if source is None else source, backend, options)
-    return BundleSession(bundle, session, precision)
+    # The session keeps the bytes it runs; the bundle's other files need not stay in memory with it.
+    return BundleSession(replace(bundle, files={}) if bundle.files else bundle, session, precision)
 
 
 __all__ = [
