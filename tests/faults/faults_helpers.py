@@ -487,15 +487,26 @@ class FaultRig:
         return exactly_one_decision(fed, self.records(), self.audit_dir)
 
     def wait_for_decisions(self, fed: Sequence[FedItem], timeout_s: float = 120.0,
-                           quiet_s: float = 1.5) -> DecisionReport:
-        """Wait until every fed item has at least its decisions at both ends (or ``timeout_s``), then
-        ``quiet_s`` more so that late duplicates show up too; return the final report."""
+                           quiet_s: float = 1.5, stall_s: float = 20.0) -> DecisionReport:
+        """Wait until every fed item has at least its decisions at both ends, then ``quiet_s`` more so that late
+        duplicates show up too; return the final report.
+
+        Gives up early (a lost item never comes) when the spool is empty and no new record has appeared for
+        ``stall_s``, or the service died; at the latest after ``timeout_s``.
+        """
         deadline = time.monotonic() + timeout_s
+        last: tuple[int, int] | None = None
+        changed = time.monotonic()
         while time.monotonic() < deadline:
             report = self.report(fed)
             if report.missing_subscriber == 0 and report.missing_audit == 0:
                 break
             if not self.service.alive:
+                break
+            seen = (len(self.records()), len(read_audit(self.audit_dir)))
+            if seen != last:
+                last, changed = seen, time.monotonic()
+            elif time.monotonic() - changed > stall_s and not self.spool.pending():
                 break
             time.sleep(0.25)
         time.sleep(quiet_s)

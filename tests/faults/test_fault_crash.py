@@ -14,6 +14,8 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+import pytest
+
 from tests.faults.faults_helpers import FaultAssets, FaultRig, FedItem, ItemPool
 
 PER_ROUND = 10
@@ -21,6 +23,7 @@ KILL_AFTER_S = (0.2, 0.05, 0.6, 0.35)
 """Seconds from the last drop of a round to the SIGKILL: spread over the 0.05-0.6 s of the issue."""
 
 
+@pytest.mark.timeout(600)
 def test_sigkill_mid_work_loses_no_item_and_decides_none_twice(rig: Callable[..., FaultRig],
                                                                 reference_assets: FaultAssets,
                                                                 full_item_pool: ItemPool) -> None:
