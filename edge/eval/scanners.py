@@ -83,7 +83,11 @@ def simulated_set(seed: int, n: int, out: Path, workers: int, threat_rate: float
 
 
 def write_config(path: Path, detector: Path, scorer: Path | None, flat: Path, energy: Path, state: Path) -> Path:
-    """A service config for offline evaluation (no MQTT; sim source named only because a source is required)."""
+    """A service config for offline evaluation (no MQTT; sim source named only because a source is required).
+
+    ``allow_unsigned``: evaluation runs on the workstation, on bundles (the reference ones, a fresh export) that are
+    signed only when released; hashes are still checked. Trust is the box's decision (docs/bundles.md).
+    """
     scorer_line = f"  scorer: {scorer}\n" if scorer is not None else ""
     path.write_text(f"""site:
   site_id: benchmark
@@ -95,6 +99,7 @@ models:
   detector: {detector}
 {scorer_line}  backend: openvino
   threads: 1
+  allow_unsigned: true
 decide:
   deadline_s: 30
 audit:
