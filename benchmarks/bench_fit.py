@@ -68,6 +68,7 @@ models:
   detector: {REPO / "models" / "detector-agnostic"}
 {scorer_line}  backend: openvino
   threads: 2
+  allow_unsigned: true   # the reference bundles in models/ are not signed (docs/install.md)
 decide:
   deadline_s: 600
   queue_depth: 64
