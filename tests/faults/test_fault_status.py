@@ -65,19 +65,24 @@ def _swap(text: str, old: str, new: str) -> str:
 
 def write_status_config(path: Path, assets: FaultAssets, state: Path, spool: Path, *, broker: Broker | None,
                         topic_prefix: str = "faults/status", audit: Path | None = None, outbox: Path | None = None,
-                        metrics_port: int | None = None, firmware_port: Path | None = None) -> Path:
+                        metrics_port: int | None = None, firmware_port: Path | None = None,
+                        health_interval_s: int | None = None) -> Path:
     """The fault suite's config (``write_fault_config``), with the audit store and the outbox where the test
-    wants them (on a tmpfs it can remount read-only) and the metrics endpoint on."""
+    wants them (on a tmpfs it can remount read-only or fill), the metrics endpoint on, and optionally MQTT
+    health records every ``health_interval_s`` (a health tick while a store fails must not end the process)."""
     write_fault_config(path, assets, state, spool, broker_port=None if broker is None else broker.port,
                        topic_prefix=topic_prefix, firmware_port=firmware_port, link_timeout_s=0.8)
     text = path.read_text(encoding="utf-8")
     if audit is not None:
-        text = _swap(text, f"directory: {state / 'audit'}\n", f"directory: {audit}\n")
+        # a small tmpfs: without this the store would prune every record to keep its default free space
+        text = _swap(text, f"directory: {state / 'audit'}\n", f"directory: {audit}\n  min_free_mb: 0\n")
     if outbox is not None:
         text = _swap(text, f"path: {state / 'outbox.sqlite3'}\n", f"path: {outbox}\n")
         # the intake journal stays on the good disk (by default it lives beside the outbox)
         status_line = f"  status_file: {state / 'status.json'}\n"
         text = _swap(text, status_line, status_line + f"  journal: {state / 'intake.sqlite3'}\n")
+    if health_interval_s is not None:
+        text = _swap(text, "  keepalive_s: 5\n", f"  keepalive_s: 5\n  health_interval_s: {health_interval_s}\n")
     if metrics_port is not None:
         status_line = f"  status_file: {state / 'status.json'}\n"
         text = _swap(text, status_line, status_line + f"  metrics_port: {metrics_port}\n")
@@ -274,7 +279,7 @@ def test_store_that_cannot_write_makes_the_status_degraded_until_it_can_again(
     state, spool = tmp_path / "state", tmp_path / "spool"
     cfg = write_status_config(tmp_path / "edge.yaml", fault_assets, state, spool, broker=broker, topic_prefix=prefix,
                               metrics_port=metrics_port, audit=disk / "audit" if store == "audit" else None,
-                              outbox=disk / "outbox.sqlite3" if store == "outbox" else None)
+                              outbox=disk / "outbox.sqlite3" if store == "outbox" else None, health_interval_s=1)
     service = services(cfg, state)
     wait_until(online(state), CHANGE_TIMEOUT_S, lambda: f"online at start; last: {status_file(state)}")
     _drop_corrupt_item(spool, "before")
