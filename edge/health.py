@@ -109,13 +109,13 @@ def assess(runtime: Runtime, config_notes: Sequence[str] = ()) -> Health:
     found.append((Component.CALIBRATION, [p for p in runtime.problems if p != models_note]))
     checked += [Component.MODELS, Component.CALIBRATION]
     if runtime.mqtt is not None:
-        found.append((Component.OUTBOX, [getattr(runtime.mqtt, "problem", None)]))
+        found.append((Component.OUTBOX, [runtime.mqtt.problem]))
         broker = runtime.mqtt.link()
         found.append((Component.MQTT_BROKER, [None if broker.state is LinkState.UP
                                               else f"MQTT broker not connected ({broker.reason}); records wait "
                                                    "in the outbox"]))
         checked += [Component.OUTBOX, Component.MQTT_BROKER]
-    found.append((Component.AUDIT, [getattr(runtime.audit, "problem", None)]))
+    found.append((Component.AUDIT, [runtime.audit.problem]))
     found.append((Component.CONFIG, config_notes))
     checked += [Component.AUDIT, Component.CONFIG]
     problems: list[Problem] = []
