@@ -99,9 +99,10 @@ class AuditStore:
         written = 0
         try:
             day = self._day_dir(decision.decided_wall)
+            stem = self._stem(day, decision.item_id, str(body["record_id"]))
             if decision.overlay_jpeg is not None:
-                written += self._write(day / f"{decision.item_id}.jpg", decision.overlay_jpeg)
-            written += self._write(day / f"{decision.item_id}.json", json.dumps(body, sort_keys=True).encode())
+                written += self._write(day / f"{stem}.jpg", decision.overlay_jpeg)
+            written += self._write(day / f"{stem}.json", json.dumps(body, sort_keys=True).encode())
         except OSError as exc:
             self.problem = f"audit store cannot write: {_reason(exc)} ({self._root})"
             self._wake.set()  # pruning may make room
@@ -119,6 +120,19 @@ class AuditStore:
                 self._since_prune = 0
         if due or self._over_bounds():
             self._wake.set()
+
+    @staticmethod
+    def _stem(day: Path, item_id: str, record_id: str) -> str:
+        """``<item_id>``, unless that name already holds another item's record (an item id reused after a restart
+        or a firmware power cycle): then ``<item_id>.<record id prefix>``, so no record is ever overwritten. A retry
+        of the same record finds its own file and writes it again under the same name."""
+        existing = day / f"{item_id}.json"
+        try:
+            if not existing.exists() or json.loads(existing.read_bytes()).get("record_id") == record_id:
+                return item_id
+        except (OSError, ValueError):
+            pass
+        return f"{item_id}.{record_id[:8]}"
 
     @staticmethod
     def _write(path: Path, data: bytes) -> int:
