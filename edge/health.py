@@ -119,10 +119,20 @@ def assess(runtime: Runtime, config_notes: Sequence[str] = ()) -> Health:
     found.append((Component.CONFIG, config_notes))
     checked += [Component.AUDIT, Component.CONFIG]
     problems: list[Problem] = []
-    seen: set[str] = set()
     for component, reasons in found:
         for reason in reasons:
-            if reason and reason not in seen:  # a sink failure may be told by the sink and by the pipeline
-                seen.add(reason)
+            if reason and all(reason != p.reason for p in problems):
                 problems.append(Problem(component, reason))
-    return Health(tuple(problems), tuple(checked))
+    return Health(tuple(_without_repeats(problems)), tuple(checked))
+
+
+def _without_repeats(problems: list[Problem]) -> list[Problem]:
+    """Leave out a reason that only repeats another one with more words around it.
+
+    A store that cannot write is told twice: by the store ("outbox cannot write: disk full (...)") and by the
+    pipeline, whose text wraps the store's error with the item that failed ("MqttResultSink cannot store
+    decisions: lane1-7: not stored (outbox cannot write: disk full (...))"). The pipeline's changes with every
+    item, so keeping it would re-publish the retained status once per item for one unchanged fault; the store's
+    own reason is kept (and its component is the one the metrics show failing).
+    """
+    return [p for p in problems if not any(q is not p and q.reason in p.reason for q in problems)]

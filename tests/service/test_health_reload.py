@@ -9,11 +9,14 @@ import json
 import time
 from dataclasses import asdict
 from pathlib import Path
+from types import SimpleNamespace
+from typing import cast
 
 from edge.config import EdgeConfig
-from edge.health import Component, Health, Problem
-from edge.publish.health import StatusState
+from edge.health import Component, Health, Problem, assess
+from edge.publish.health import LinkHealth, LinkState, StatusState
 from edge.reload import plan_reload
+from edge.runtime import Runtime
 from edge.status import StatusReport, format_status, prometheus_text
 
 
@@ -91,3 +94,56 @@ def test_healthy_is_online_screening() -> None:
     health = Health((), (Component.PIPELINE,))
     assert health.state is StatusState.ONLINE and health.text == "screening"
     assert "edge_up 1.0" in prometheus_text(_report(health))
+
+
+class _Link:
+    """A firmware link as the health model reads it: ``is_up`` and its history's last transition."""
+
+    def __init__(self, up: bool, reason: str | None) -> None:
+        self.is_up = up
+        self.history = SimpleNamespace(current=lambda: None if reason is None else SimpleNamespace(reason=reason))
+
+
+def _runtime(*, pipeline: list[str] | None = None, link: _Link | None = None, models: str | None = None,
+             notes: list[str] | None = None, outbox: str | None = None, broker: LinkState | None = None,
+             audit: str | None = None) -> Runtime:
+    mqtt = None
+    if broker is not None:
+        mqtt = SimpleNamespace(problem=outbox, link=lambda: LinkHealth("mqtt", broker, "connection refused"))
+    fake = SimpleNamespace(pipeline=SimpleNamespace(problems=lambda: list(pipeline or [])), link=link,
+                           models=SimpleNamespace(current=SimpleNamespace(degraded=models)),
+                           problems=list(notes or []), mqtt=mqtt, audit=SimpleNamespace(problem=audit))
+    return cast(Runtime, fake)
+
+
+def test_assess_is_online_only_when_every_configured_component_works() -> None:
+    health = assess(_runtime())
+    assert health.state is StatusState.ONLINE
+    assert health.checked == (Component.PIPELINE, Component.MODELS, Component.CALIBRATION, Component.AUDIT,
+                              Component.CONFIG)  # no link, no MQTT configured: not checked
+    full = assess(_runtime(link=_Link(True, "handshake ok"), broker=LinkState.UP))
+    assert full.state is StatusState.ONLINE
+    assert Component.FIRMWARE_LINK in full.checked and Component.OUTBOX in full.checked
+
+
+def test_assess_names_every_problem_once_by_component() -> None:
+    outbox = "outbox cannot write: disk full (/var/lib/edge/outbox.sqlite3)"
+    health = assess(_runtime(
+        pipeline=[f"MqttResultSink cannot store decisions: lane1-7: not stored ({outbox})"],
+        link=_Link(False, "no frame for 2.0 s"), models="bundles unsigned", notes=["bundles unsigned", "no flat"],
+        outbox=outbox, broker=LinkState.DOWN, audit=None), ["reload: section 'mqtt' changed"])
+    assert health.state is StatusState.DEGRADED
+    assert [(p.component, p.reason) for p in health.problems] == [
+        (Component.FIRMWARE_LINK, "firmware link down (no frame for 2.0 s); items scanned meanwhile are UNSCREENED"),
+        (Component.MODELS, "bundles unsigned"),
+        (Component.CALIBRATION, "no flat"),
+        (Component.OUTBOX, outbox),
+        (Component.MQTT_BROKER, "MQTT broker not connected (connection refused); records wait in the outbox"),
+        (Component.CONFIG, "reload: section 'mqtt' changed"),
+    ]
+    assert health.ok(Component.AUDIT) and not health.ok(Component.OUTBOX)
+
+
+def test_a_link_never_up_says_so() -> None:
+    health = assess(_runtime(link=_Link(False, None)))
+    assert health.text.startswith("firmware link not up yet")
