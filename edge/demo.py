@@ -119,6 +119,7 @@ def sign_demo_bundles(workdir: Path, models: Path) -> tuple[Path, Path]:
     private, public = generate_key(keys / "demo-signing.key")
     for name in DEMO_BUNDLES:
         signed_copy(models / name, signed / name, private)
+    private.unlink()  # it has signed what it was made for; nothing else can ever be signed with it
     return signed, public
 
 
