@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -125,6 +126,35 @@ def tmpfs(tmp_path: Path) -> Iterator[Callable[[str], Path]]:
         subprocess.run(["umount", "-l", str(path)], capture_output=True)
 
 
+class NotifyStatus:
+    """systemd's end of ``NOTIFY_SOCKET``: keeps every ``STATUS=`` line the service sends."""
+
+    def __init__(self, path: Path) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(str(path))
+        self.sock.settimeout(0.1)
+        self.lines: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                data = self.sock.recv(65536).decode()
+            except TimeoutError:
+                continue
+            self.lines += [line[len("STATUS="):] for line in data.splitlines() if line.startswith("STATUS=")]
+
+    def latest(self) -> str:
+        return self.lines[-1] if self.lines else ""
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.sock.close()
+
+
 def remount(path: Path, mode: str) -> None:
     subprocess.run(["mount", "-o", f"remount,{mode}", str(path)], check=True, capture_output=True)
 
@@ -211,9 +241,12 @@ def assert_everywhere(cfg: Path, broker_port: int, topic: str, metrics_port: int
 # ---------------------------------------------------------------------------------------------- tests
 
 def test_link_down_makes_every_status_output_degraded_and_recovery_online(
-        tmp_path: Path, fault_assets: FaultAssets, broker: Broker,
+        tmp_path: Path, fault_assets: FaultAssets, broker: Broker, monkeypatch: pytest.MonkeyPatch,
         services: Callable[[Path, Path], EdgeProcess]) -> None:
     fw = VirtualFirmware(tmp_path / "ttyVFW0", heartbeat_s=0.1).start()
+    notify = NotifyStatus(tmp_path / "notify.sock")
+    monkeypatch.setenv("NOTIFY_SOCKET", str(tmp_path / "notify.sock"))  # the child inherits it, as under systemd
+    monkeypatch.delenv("WATCHDOG_USEC", raising=False)
     try:
         prefix = f"faults/{uuid.uuid4().hex[:8]}"
         metrics_port = free_port()
@@ -231,13 +264,16 @@ def test_link_down_makes_every_status_output_degraded_and_recovery_online(
         assert_everywhere(cfg, broker.port, f"{prefix}/status", metrics_port, "degraded", ("firmware link",))
         assert 'edge_link_up{link="firmware"} 0' in metrics(metrics_port)
         assert 'edge_component_ok{component="firmware_link"} 0' in metrics(metrics_port)
+        assert notify.latest().startswith("degraded: firmware link down"), notify.lines  # systemctl status
 
         fw.plug_cable()
         wait_until(online(state), CHANGE_TIMEOUT_S, lambda: f"online after replug; last: {status_file(state)}")
         assert_everywhere(cfg, broker.port, f"{prefix}/status", metrics_port, "online", ())
+        assert notify.latest() == "online: screening", notify.lines
         assert service.alive, service.log_tail()
     finally:
         fw.stop()
+        notify.close()
 
 
 def _drop_corrupt_item(spool: Path, name: str) -> None:
