@@ -24,6 +24,9 @@ from edge.errors import FrameError
 
 F32 = NDArray[np.float32]
 
+STRIP_LINES = 8192
+"""Belt lines conditioned at once (Z_eff and colour lookups): bounds the temporaries of a long item."""
+
 
 class Conditioner:
     """Conditions dual-energy items with one scanner's calibrations."""
@@ -61,16 +64,18 @@ class Conditioner:
             raise FrameError(f"t_low/t_high must be equal (H, W), got {t_low.shape} and {t_high.shape}")
         if t_low.dtype != np.float32 or t_high.dtype != np.float32:
             raise FrameError(f"transmissions must be float32, got {t_low.dtype}/{t_high.dtype}")
-        map_x, map_y = self.lookup.maps(log_transmission(t_low), log_transmission(t_high))
-        zeff = self.lookup.remap(self.lookup.z_grid, map_x, map_y)
-        # Nearest node for colour: the grid is far finer than any visible hue step, and 3-channel 8-bit
-        # bilinear remap is several times slower than nearest in OpenCV.
-        pc = cv2.remap(self.colour_table, map_x, map_y, cv2.INTER_NEAREST, borderMode=cv2.BORDER_REPLICATE)
-        return ConditionedImage(
-            Modality.DUAL_ENERGY,
-            t_high=t_high,
-            t_low=t_low,
-            zeff=np.asarray(zeff, dtype=np.float32),
-            pc=np.asarray(pc, dtype=np.uint8),
-        )
+        height, width = t_high.shape
+        zeff = np.empty((height, width), np.float32)
+        pc = np.empty((height, width, 3), np.uint8)
+        # In strips of belt lines: the logs and remap coordinates (16 bytes a pixel) then exist for one strip
+        # only, not for the whole item (a 60,000-line item would hold 600 MB of them), and OpenCV's remap,
+        # which refuses images of 32,767 rows or more, always sees fewer.
+        for top in range(0, height, STRIP_LINES):
+            rows = slice(top, min(height, top + STRIP_LINES))
+            map_x, map_y = self.lookup.maps(log_transmission(t_low[rows]), log_transmission(t_high[rows]))
+            zeff[rows] = self.lookup.remap(self.lookup.z_grid, map_x, map_y)
+            # Nearest node for colour: the grid is far finer than any visible hue step, and 3-channel 8-bit
+            # bilinear remap is several times slower than nearest in OpenCV.
+            pc[rows] = cv2.remap(self.colour_table, map_x, map_y, cv2.INTER_NEAREST, borderMode=cv2.BORDER_REPLICATE)
+        return ConditionedImage(Modality.DUAL_ENERGY, t_high=t_high, t_low=t_low, zeff=zeff, pc=pc)
 

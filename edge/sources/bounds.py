@@ -29,13 +29,15 @@ from numpy.lib import format as npy_format
 
 from edge.records import UnscreenedReason
 
-DEFAULT_MAX_LINES: Final = 40_000
-"""Belt lines per item (= 32 m of belt at 0.8 mm pitch; a 2 m bag is 2,500 lines). Peak memory through the
-whole pipeline at this length and 640 channels is measured in docs/performance.md ("Memory per item")."""
+DEFAULT_MAX_LINES: Final = 20_000
+"""Belt lines per item (16 m of belt at 0.8 mm pitch; a 2 m bag is 2,500 lines). An item costs about 21 bytes a
+pixel while it is screened (docs/performance.md, "Memory per item"): with two workers on such items and the
+intake queue full of them, the service stays near 1.3 GB, well inside ``MemoryMax=2G``."""
 DEFAULT_MAX_CHANNELS: Final = 4_096
 """Detector channels per energy (the widest scanners we know have about 2,300)."""
-DEFAULT_MAX_ITEM_BYTES: Final = 40_000 * 640 * 2 * 2
-"""Raw bytes of one item, both energies together (102 MB: ``max_lines`` lines of 640 uint16 channels)."""
+DEFAULT_MAX_ITEM_BYTES: Final = 20_000 * 640 * 2 * 2
+"""Raw bytes of one item, both energies together (51.2 MB: ``max_lines`` lines of 640 uint16 channels); the
+limit that bounds memory whatever the detector's width."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,12 +88,17 @@ def problem_reason(exc: BaseException) -> UnscreenedReason | None:
     return None
 
 
+FILE_OVERHEAD_BYTES: Final = 1024 * 1024
+"""What a file may hold beyond its item's data: zip directories, ``.npy``/DICOM headers, VOTI header lines."""
+
+
 def check_file_size(path: Path, limits: InputLimits) -> int:
-    """Size of ``path`` in bytes; raises :class:`OversizeError` when it exceeds ``max_item_bytes``."""
+    """Size of ``path`` in bytes; raises :class:`OversizeError` when it exceeds ``max_item_bytes`` (plus
+    ``FILE_OVERHEAD_BYTES`` of headers)."""
     size = path.stat().st_size
-    if size > limits.max_item_bytes:
+    if size > limits.max_item_bytes + FILE_OVERHEAD_BYTES:
         raise OversizeError(f"{path.name}: file of {size} bytes; at most {limits.max_item_bytes} "
-                            "(source.max_item_bytes)")
+                            f"(source.max_item_bytes) + {FILE_OVERHEAD_BYTES} of headers")
     return size
 
 
@@ -128,7 +135,7 @@ def check_npz(path: Path, members: tuple[str, ...], limits: InputLimits) -> dict
     """
     check_file_size(path, limits)
     declared: dict[str, tuple[tuple[int, ...], np.dtype]] = {}
-    total = 0
+    total = member_total = 0
     try:
         with zipfile.ZipFile(path) as archive:
             names = set(archive.namelist())
@@ -141,17 +148,18 @@ def check_npz(path: Path, members: tuple[str, ...], limits: InputLimits) -> dict
                 what = f"{path.name}:{entry}"
                 with archive.open(info) as fp:  # inflates only the header's few hundred bytes
                     shape, dtype = npy_header(fp, what)  # type: ignore[arg-type]  # a zip member is a stream
+                    header_bytes = fp.tell()
                 lines = shape[0] if shape else 1
                 channels = shape[1] if len(shape) > 1 else 1
                 count = int(np.prod(shape, dtype=np.float64))  # float: a crafted header must not overflow
                 limits.check(f"{what} {shape}", lines, channels, total + count * dtype.itemsize)
-                total += info.file_size  # the member's own declaration, checked as well (header + data)
-                limits.check(f"{what} (zip member)", 0, 0, total)
+                # The member's own declaration (data after the header), checked as well: both must fit.
+                member_total += info.file_size - header_bytes
+                limits.check(f"{what} (zip member)", 0, 0, member_total)
+                total += count * dtype.itemsize
                 declared[member] = (shape, dtype)
     except zipfile.BadZipFile as exc:
         raise ValueError(f"unreadable archive ({exc})") from exc
-    decoded = sum(int(np.prod(s, dtype=np.float64)) * d.itemsize for s, d in declared.values())
-    limits.check(path.name, 0, 0, decoded)
     return declared
 
 

@@ -7,6 +7,8 @@ reason. The 50 items take about 15 s to render, so they are rendered once per mo
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -138,3 +140,44 @@ def test_condition_stage_raises_item_failed_with_the_reason(sim: Scanner, condit
     with pytest.raises(ItemFailed) as caught:
         stage(RawItem(meta=_meta(), image=np.zeros((64, 64, 3), np.uint8)))
     assert caught.value.reason is UnscreenedReason.NO_XRAY
+
+
+def test_conditioning_in_strips_equals_conditioning_at_once(sim: Scanner, conditioner: Conditioner,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """Long items are conditioned in strips of belt lines (memory, and OpenCV's 32,767-row remap limit); the
+    strips must not change a pixel."""
+    from edge.condition import conditioner as conditioner_module
+
+    cond = Conditioner(sim.flatfield, conditioner.lookup.calibration, conditioner.palette)
+    raw = sim.items[3]
+    whole = cond.condition(raw.low, raw.high)
+    monkeypatch.setattr(conditioner_module, "STRIP_LINES", 97)
+    strips = cond.condition(raw.low, raw.high)
+    for name in ("t_high", "t_low", "zeff", "pc"):
+        assert np.array_equal(getattr(whole, name), getattr(strips, name)), name
+
+
+def test_quality_and_bounds_config_errors_name_file_line_and_key(tmp_path: Path) -> None:
+    from edge.config import load_config
+    from edge.errors import ConfigError
+
+    path = tmp_path / "edge.yaml"
+    path.write_text("site:\n  site_id: hub\n  scanner_id: lane-1\nmodels:\n  detector: /opt/edge/models/det\n"
+                    "source:\n  type: spool\n  directory: /var/spool/edge\n  max_lines: 1\n"
+                    "condition:\n  quality:\n    max_saturated_fraction: 1.5\n    dark_level: 3\n", encoding="utf-8")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert info.value.problems == [
+        # The loader places errors inside the ``source:`` union at the section's line (its existing behaviour).
+        f"{path}:6: source.spool.max_lines: input should be greater than or equal to 2, got 1",
+        f"{path}:12: condition.quality.max_saturated_fraction: must be 0.0..1.0, got 1.5",
+        f"{path}:13: condition.quality.dark_level: unknown key 'dark_level' (did you mean 'degraded_black_level'?); "
+        "valid keys: dark_transmission, degraded_black_level, degraded_white_level, enabled, full_scale_counts, "
+        "max_dead_column_fraction, max_missing_line_fraction, max_saturated_fraction, min_lit_fraction",
+    ]
+    ok = tmp_path / "ok.yaml"
+    ok.write_text("site:\n  site_id: hub\n  scanner_id: lane-1\nmodels:\n  detector: /opt/edge/models/det\n"
+                  "source:\n  type: spool\n  directory: /var/spool/edge\n  max_lines: 30000\n", encoding="utf-8")
+    cfg = load_config(ok)
+    assert cfg.source.type == "spool" and cfg.source.limits.max_lines == 30000
+    assert cfg.condition.quality.min_lit_fraction == 0.05

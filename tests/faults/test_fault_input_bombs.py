@@ -140,9 +140,22 @@ def test_npy_headers_of_both_arrays_count_together(tmp_path: Path) -> None:
     path = npz_bomb(tmp_path / "mid.npz", lines=2000, channels=2000)  # 8 MB per array decoded
     with pytest.raises(OversizeError, match=r"high\.npy \(2000, 2000\): declares 8000000 bytes"):
         check_npz(path, ("high", "low"), InputLimits(max_item_bytes=4_000_000))
-    with pytest.raises(OversizeError, match=r"low\.npy \(2000, 2000\): declares 16000128 bytes"):
+    with pytest.raises(OversizeError, match=r"low\.npy \(2000, 2000\): declares 16000000 bytes"):
         check_npz(path, ("high", "low"), InputLimits(max_item_bytes=12_000_000))
-    assert check_npz(path, ("high", "low"), InputLimits(max_item_bytes=17_000_000))["low"][0] == (2000, 2000)
+    assert check_npz(path, ("high", "low"), InputLimits(max_item_bytes=16_000_000))["low"][0] == (2000, 2000)
+
+
+def test_the_largest_legal_item_is_read_and_one_line_more_is_oversize(tmp_path: Path) -> None:
+    """At the default limits (``source.max_lines`` 20,000; ``max_item_bytes`` 20,000 x 640 x 2 x 2): the file's
+    zip and ``.npy`` overheads must not push a legal item over."""
+    limits = InputLimits()
+    legal = np.zeros((limits.max_lines, 640), np.uint16)
+    np.savez(tmp_path / "legal.npz", high=legal, low=legal)
+    assert read_spool_item(tmp_path / "legal.npz")[0].shape == (limits.max_lines, 640)
+    longer = np.zeros((limits.max_lines + 1, 640), np.uint16)
+    np.savez(tmp_path / "longer.npz", high=longer, low=longer)
+    with pytest.raises(OversizeError, match="20001 lines"):
+        read_spool_item(tmp_path / "longer.npz")
 
 
 def test_zip_member_declared_size_is_checked_too(tmp_path: Path) -> None:
@@ -153,7 +166,7 @@ def test_zip_member_declared_size_is_checked_too(tmp_path: Path) -> None:
             buf = io.BytesIO()
             np.save(buf, np.ones((4, 4), np.uint16))
             archive.writestr(f"{name}.npy", buf.getvalue() + bytes(8_000_000))
-    with pytest.raises(OversizeError, match=r"high\.npy \(zip member\): declares 8000160 bytes"):
+    with pytest.raises(OversizeError, match=r"high\.npy \(zip member\): declares 8000032 bytes"):
         read_spool_item(path, InputLimits(max_item_bytes=4_000_000))
 
 
@@ -166,7 +179,7 @@ def test_npy_header_declaring_more_than_the_member_holds_is_oversize(tmp_path: P
             buf = io.BytesIO()
             npy_format.write_array_header_1_0(buf, {"descr": "<u2", "fortran_order": False, "shape": (30000, 30000)})
             archive.writestr(f"{name}.npy", buf.getvalue() + bytes(64))
-    with pytest.raises(OversizeError, match=r"\(30000, 30000\): declares 30000 channels"):
+    with pytest.raises(OversizeError, match=r"\(30000, 30000\): declares 30000 lines"):
         read_spool_item(path)
 
 
