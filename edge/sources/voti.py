@@ -35,8 +35,8 @@ def read_voti(path: Path, channels: int = 640, header_lines: int = 30,
     """
     limits = limits or InputLimits()
     size = check_file_size(path, limits)
-    lines = size // (4 * channels) - header_lines
-    limits.check(path.name, lines, channels, max(0, lines) * channels * 4)
+    declared_lines = size // (4 * channels) - header_lines
+    limits.check(path.name, declared_lines, channels, max(0, declared_lines) * channels * 4)
     data = np.fromfile(path, dtype="<u2")
     per_line = 2 * channels
     if data.size % per_line:
