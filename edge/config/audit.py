@@ -17,8 +17,8 @@ class AuditConfig(EdgeBaseConfig):
     quota_mb: float = Field(2048.0, ge=10, le=10_000_000, description="disk budget in MB; oldest pruned first")
     min_free_mb: float = Field(
         256.0, ge=0, le=10_000_000,
-        description="free space in MB the store keeps on its file system: below it the oldest records are pruned "
-        "(the newest decision matters more than the oldest; the outbox may share the disk)",
+        description="free space in MB the store keeps on its file system (at most a tenth of it): below it the "
+        "oldest records are pruned (the newest decision matters more than the oldest; the outbox may share the disk)",
     )
     prune_interval_s: float = Field(
         60.0, ge=1, le=86_400, description="seconds between background prunes (also run when a bound is reached)"

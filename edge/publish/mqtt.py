@@ -398,6 +398,7 @@ class MqttSink:
                     self.outbox.probe()
             except OutboxWriteError as exc:
                 self._set_store_problem(exc.reason, str(exc))
+                self.outbox.compact()
                 return
             if not self._overflow:
                 self._clear_store_problem()

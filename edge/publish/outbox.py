@@ -308,6 +308,12 @@ class Outbox:
                 reason = storage_reason(exc)
                 raise OutboxWriteError(f"outbox {self.path}: still cannot write ({reason})", reason) from exc
 
+    def compact(self) -> None:
+        """Fold the WAL into the database and truncate it: on a full disk this can give its space back (the WAL
+        grows to about 4 MB before SQLite checkpoints it). Failures are ignored: it is only worth a try."""
+        with self._lock, contextlib.suppress(sqlite3.Error):
+            self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
     def fetch(self, after_seq: int, limit: int, exclude: frozenset[int] = frozenset()) -> list[StoredRecord]:
         """Up to ``limit`` records with ``seq > after_seq`` in order, skipping the seqs in ``exclude``."""
         with self._lock:

@@ -14,8 +14,9 @@ took 1.3 s every 50 decisions. The store keeps a running total of its bytes (one
 then each write and each removal adjusts it), and the thread wakes every ``prune_interval_s``, every
 ``prune_every`` decisions and whenever a bound is crossed. It removes whole days older than ``retention_days``,
 then the oldest records (oldest day first, oldest file first within it) while the store is over ``quota_mb``
-(down to 90% of it) or its file system has less than ``min_free_mb`` free: the newest decision matters more
-than the oldest, and the outbox may share the disk. ``pruned_records`` tells health that it pruned.
+(down to 90% of it) or its file system has less than ``min_free_mb`` free (at most a tenth of the file system):
+the newest decision matters more than the oldest, and the outbox may share the disk. ``pruned_records`` tells
+health that it pruned.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ from edge.records import Decision, RawItem
 log = logging.getLogger(__name__)
 
 _MB = 1024 * 1024
+_MAX_FREE_FRACTION = 0.1
 
 
 def _reason(exc: OSError) -> str:
@@ -147,13 +149,22 @@ class AuditStore:
     def _over_bounds(self) -> bool:
         if self._usage > self._config.quota_mb * _MB:
             return True
-        return self._free_bytes() < self._config.min_free_mb * _MB
+        return self._free_bytes() < self._min_free_bytes()
 
     def _free_bytes(self) -> int:
         try:
             return shutil.disk_usage(self._root).free
         except OSError:
             return 0
+
+    def _min_free_bytes(self) -> float:
+        """``min_free_mb``, but at most a tenth of the file system: on a disk smaller than the setting assumes,
+        the store would otherwise prune every record it writes."""
+        try:
+            total = shutil.disk_usage(self._root).total
+        except OSError:
+            return 0.0
+        return min(self._config.min_free_mb * _MB, total * _MAX_FREE_FRACTION)
 
     def save_inputs(self, item: RawItem) -> None:
         """Keep the raw inputs of an item (for ``edge fit`` and audits) when the config asks for it."""
@@ -220,7 +231,7 @@ class AuditStore:
             for day in [d for d in days if d.name < cutoff]:
                 removed += self._remove_day(day)
             quota = self._config.quota_mb * _MB
-            min_free = self._config.min_free_mb * _MB
+            min_free = self._min_free_bytes()
             over_quota = self._usage > quota
             short_of_space = self._free_bytes() < min_free
             if over_quota or short_of_space:

@@ -14,20 +14,15 @@ import contextlib
 import os
 import stat
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import cv2
 import numpy as np
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "publish"))
-
-from publish_helpers import Broker, Collector, broker, broker_factory, make_decision
 
 from edge.config.audit import AuditConfig
 from edge.config.mqtt import MqttConfig, OutboxConfig
@@ -37,8 +32,8 @@ from edge.files import atomic_write_bytes
 from edge.publish import HealthSnapshot, MqttSink
 from edge.records import Decision
 from edge.sinks.audit import AuditStore
-
-__all__ = ["broker", "broker_factory"]
+from tests.faults.faults_helpers import DecisionReport, FaultRig, ItemPool, exactly_one_decision, wait_until
+from tests.publish.publish_helpers import Broker, Collector, make_decision
 
 SITE = SiteConfig(site_id="hub", scanner_id="s1")
 PREFIX = "xray/hub/s1"
@@ -284,7 +279,7 @@ def test_a_capped_outbox_with_the_broker_down_evicts_images_keeps_items_and_says
     assert got == want, f"{len(want - got)} of 120 item records evicted: {sink.backlog()}"
     assert {str(p["item_id"]) for p in col.json_on("/alarms")} == alarm_ids(range(120))
     assert col.wait_for(lambda: col.json_on("/health"), 10)
-    evicted = col.json_on("/health")[-1]["outbox"]["evicted"]
+    evicted = cast(dict[str, Any], col.json_on("/health")[-1]["outbox"])["evicted"]
     assert evicted["image"] == backlog.evicted_image and evicted["item"] == 0, evicted
     sink.close(3)
     col.stop()
@@ -328,11 +323,11 @@ def test_audit_prune_never_walks_the_store_on_the_publish_thread(tmp_path: Path)
 def test_audit_prune_keeps_the_configured_free_space(small_fs: Callable[[int], Path]) -> None:
     if "min_free_mb" not in AuditConfig.model_fields:
         pytest.fail("audit has no min_free_mb: the prune ignores free disk space")
-    fs = small_fs(4 * 1024 * 1024)
+    fs = small_fs(12 * 1024 * 1024)
     store = AuditStore(audit_config(fs / "audit", min_free_mb=1), "hub", prune_every=5)
     picture = jpeg(100, 1)
     failures = 0
-    for i in range(80):  # 80 x ~100 kB = twice the file system
+    for i in range(180):  # 180 x ~100 kB = 1.5 times the file system
         for _ in range(50):
             try:
                 store.publish(make_decision(i, overlay=picture))
@@ -349,7 +344,7 @@ def test_audit_prune_keeps_the_configured_free_space(small_fs: Callable[[int], P
     assert vfs.f_bavail * vfs.f_frsize >= 900_000, "the prune let the disk fill"
     assert store.pruned_records > 0
     names = {p.stem for p in (fs / "audit").rglob("*.json")}
-    assert "s1-000079" in names and "s1-000000" not in names, "oldest records go first"
+    assert "s1-000179" in names and "s1-000000" not in names, "oldest records go first"
     assert abs(store.usage_bytes() - sum(p.stat().st_size for p in (fs / "audit").rglob("*") if p.is_file())) \
         < 64 * 1024, "the running usage total drifted from the files on disk"
     store.close(2)
@@ -369,3 +364,72 @@ def test_files_are_created_with_the_process_umask(tmp_path: Path, mask: int) -> 
     modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in [tmp_path / "status.json",
                                                                 *(tmp_path / "audit").rglob("*.*")]}
     assert modes and all(m == want for m in modes.values()), {k: oct(v) for k, v in modes.items()}
+
+
+# ---------------------------------------------------------------------------------------------- end to end
+def _swap(text: str, old: str, new: str) -> str:
+    assert text.count(old) == 1, f"{old!r} not once in the config"
+    return text.replace(old, new)
+
+
+def test_edge_run_starts_on_a_full_disk_publishes_every_alarm_and_recovers(
+        rig: Callable[..., FaultRig], item_pool: ItemPool, small_fs: Callable[[int], Path]) -> None:
+    """`edge run` with its outbox and audit store on a full tmpfs from the start (status file and intake journal
+    on a good disk): it starts, decides, every alarm reaches a persistent QoS 1 subscriber, it says why it is
+    degraded, outlives its health ticks, and once space returns stores everything by itself: one decision per
+    item at the subscriber and in the audit store, nothing left in the spool."""
+    r = rig()
+    disk = small_fs(16 * 1024 * 1024)
+    text = r.config.read_text(encoding="utf-8")
+    text = _swap(text, f"directory: {r.state / 'audit'}\n", f"directory: {disk / 'audit'}\n  min_free_mb: 0\n")
+    text = _swap(text, f"path: {r.state / 'outbox.sqlite3'}\n", f"path: {disk / 'outbox.sqlite3'}\n")
+    status_line = f"  status_file: {r.state / 'status.json'}\n"
+    text = _swap(text, status_line, status_line + f"  journal: {r.state / 'intake.sqlite3'}\n")
+    text = _swap(text, "  keepalive_s: 5\n", "  keepalive_s: 5\n  health_interval_s: 1\n")
+    r.config.write_text(text, encoding="utf-8")
+    assert r.broker is not None
+    alarms = Collector(r.broker.port, f"{r.topic_prefix}/alarms", client_id=f"alarms-{r.topic_prefix[-8:]}").start()
+    filler = fill(disk)
+    try:
+        r.service.start()
+    except RuntimeError as exc:
+        pytest.fail(f"edge run did not start on a full disk: {str(exc)[-1500:]}")
+    fed = r.spool.drop_pool(item_pool, [f"full{k:02d}" for k in range(6)])
+    dark = np.zeros((300, item_pool.arrays(0)[0].shape[1]), np.uint16)  # X-ray off: UNSCREENED, an alarm
+    fed += [r.spool.drop(f"dark{k}", dark, dark, has_xray=False) for k in range(4)]
+
+    def report_now() -> DecisionReport:
+        return exactly_one_decision(fed, r.records(), disk / "audit")
+
+    wait_until(lambda: report_now().missing_subscriber == 0 or not r.service.alive, 180.0,
+               "every item's record at the subscriber while the disk is full")
+    time.sleep(3.0)  # three health ticks
+    assert r.service.alive, f"edge run exited while the disk was full:\n{r.service.log_tail()}"
+    status = r.service.status() or {}
+    reason = str(status.get("reason", "")).lower()
+    report = report_now()
+    decided = {str(rec["item_id"]): str(rec["verdict"]) for rec in r.records()}
+    want_alarms = {item for item, verdict in decided.items() if verdict in ("alarm", "unscreened")}
+    got_alarms = {str(body["item_id"]) for body in alarms.json_on("/alarms")}
+    print({"while_full": report.as_dict(), "status": status.get("state"), "reason": reason[:300],
+           "alarms": len(want_alarms), "alarms_at_subscriber": len(want_alarms & got_alarms),
+           "spool_pending": len(r.spool.pending())})
+    assert report.missing_subscriber == 0, report.summary()
+    assert want_alarms <= got_alarms, sorted(want_alarms - got_alarms)
+    assert status.get("state") == "degraded" and "outbox" in reason and "audit" in reason, status
+
+    filler.unlink()
+    try:
+        wait_until(lambda: report_now().ok, 120.0, "one decision per item at the subscriber and in the audit store")
+        wait_until(lambda: "outbox" not in str((r.service.status() or {}).get("reason", "")).lower()
+                   and "audit" not in str((r.service.status() or {}).get("reason", "")).lower(), 60.0,
+                   "the status to drop the outbox and audit problems")
+        wait_until(lambda: not r.spool.pending(), 60.0, "every spool item acknowledged")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}: status {r.service.status()}, spool {r.spool.pending()}, "
+                             f"{report_now().summary()}\n{r.service.log_tail(60)}") from None
+    time.sleep(1.5)  # late duplicates would show now
+    assert report_now().ok, report_now().summary()
+    assert r.service.alive
+    assert r.service.stop() == 0, r.service.log_tail()
+    alarms.stop()
