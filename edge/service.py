@@ -58,6 +58,7 @@ class Service:
         self.status_text = "starting"
         self._shown: tuple[StatusState, str] | None = None
         self._last_health: Health | None = None
+        self._version_cache: dict[str, str] | None = None
         self.reload_error: str | None = None
         self.reload_refused: tuple[str, ...] = ()
         self.recent = RecentDecisions()
@@ -119,8 +120,6 @@ class Service:
 
     def report(self, health: Health | None = None) -> StatusReport:
         """The service's state now, for the status file and /metrics (``health``: as just shown elsewhere)."""
-        from importlib.metadata import version
-
         runtime = self.runtime
         health = health if health is not None else self.health()
         pipeline = runtime.pipeline
@@ -140,7 +139,7 @@ class Service:
             pid=os.getpid(),
             written_wall=time.time(),
             uptime_s=time.monotonic() - runtime.started_mono,
-            versions={name: version(name) for name in ("xray-edge", "openvino", "onnxruntime")},
+            versions=self._versions(),
             models=[f"{r.role}:{r.name}@{r.version}" for r in runtime.models.current.refs],
             links=links,
             queues=pipeline.queue_depths(),
@@ -152,6 +151,14 @@ class Service:
             problems=list(health.problems),
             checked=[c.value for c in health.checked],
         )
+
+    def _versions(self) -> dict[str, str]:
+        """Package versions for the status file, looked up once (a metadata scan each second costs CPU)."""
+        if self._version_cache is None:
+            from importlib.metadata import version
+
+            self._version_cache = {name: version(name) for name in ("xray-edge", "openvino", "onnxruntime")}
+        return self._version_cache
 
     def _publish_report(self, health: Health | None = None) -> None:
         try:
