@@ -127,7 +127,7 @@ def assess(runtime: Runtime, config_notes: Sequence[str] = ()) -> Health:
 
 
 def _without_repeats(problems: list[Problem]) -> list[Problem]:
-    """Leave out a reason that only repeats another one with more words around it.
+    """Leave out a pipeline reason that only repeats a component's own one with more words around it.
 
     A store that cannot write is told twice: by the store ("outbox cannot write: disk full (...)") and by the
     pipeline, whose text wraps the store's error with the item that failed ("MqttResultSink cannot store
@@ -135,4 +135,6 @@ def _without_repeats(problems: list[Problem]) -> list[Problem]:
     item, so keeping it would re-publish the retained status once per item for one unchanged fault; the store's
     own reason is kept (and its component is the one the metrics show failing).
     """
-    return [p for p in problems if not any(q is not p and q.reason in p.reason for q in problems)]
+    return [p for p in problems
+            if p.component is not Component.PIPELINE
+            or not any(q.component is not Component.PIPELINE and q.reason in p.reason for q in problems)]
