@@ -12,12 +12,13 @@ a folder should be, which holds even for root (these tests run as root in CI).
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -266,3 +267,63 @@ def test_unsigned_bundle_is_flagged_unless_explicitly_allowed(tmp_path: Path, si
     code, lines = check(write(tmp_path, allowed))
     assert code == 0, lines
     assert any(": models.detector: warning: " in line and "unsigned" in line for line in lines), lines
+
+
+def _status(path: Path) -> dict[str, object]:
+    import json
+
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _reason_has(words: str, status: dict[str, object]) -> bool:
+    return words in str(status.get("reason", ""))
+
+
+def _models(status: dict[str, object]) -> list[str]:
+    models = status.get("models")
+    return [str(m) for m in models] if isinstance(models, list) else []
+
+
+def test_reload_keeps_the_scorer_when_the_file_would_drop_it(tmp_path: Path, site: Site) -> None:
+    # the incident on a running box: SIGHUP after a second models: block (or no scorer at all) was saved
+    import signal
+    import time
+
+    good = good_config(tmp_path, site)
+    path = write(tmp_path, good)
+    status = tmp_path / "state" / "run" / "status.json"
+    proc = subprocess.Popen([sys.executable, "-m", "edge", "run", "--config", str(path)], cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+    def wait_for(predicate: Callable[[dict[str, object]], bool], what: str, timeout_s: float = 90.0
+                 ) -> dict[str, object]:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            data = _status(status)
+            if data and predicate(data):
+                return data
+            assert proc.poll() is None, f"edge run ended: {proc.stderr.read() if proc.stderr else ''}"[-2000:]
+            time.sleep(0.2)
+        now = _status(status)
+        raise AssertionError(f"timed out waiting for {what}; models in service {_models(now)}, reason "
+                             f"{now.get('reason')!r}")
+
+    try:
+        started = wait_for(lambda d: len(_models(d)) == 2, "detector and scorer in service")
+        pasted = f"models:\n  detector: {site.detector}\n  trusted_keys: [{site.public_key}]\n"
+        for text, words in ((good + pasted, "duplicate key"),
+                            (good_config(tmp_path, site, scorer=False), "models.scorer: absent")):
+            path.write_text(text)
+            proc.send_signal(signal.SIGHUP)
+            data = wait_for(functools.partial(_reason_has, words), f"the reload refused ({words})")
+            assert _models(data) == _models(started), data  # the scorer stays in service
+            path.write_text(good)
+            proc.send_signal(signal.SIGHUP)
+            wait_for(lambda d: "reload failed" not in str(d.get("reason", "")), "a good reload")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
