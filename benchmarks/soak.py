@@ -18,7 +18,7 @@ CLEARs without X-ray data, verdicts and UNSCREENED reasons, the faults injected,
 ``benchmarks/results/soak.json``. Exit status 1 if the promise broke.
 
 Run: ``.venv/bin/python benchmarks/soak.py`` (10,000 items at 4 items/s: about 45 minutes).
-Smoke: ``.venv/bin/python benchmarks/soak.py --items 200 --duration-cap 25 --fault-every 5 --out /tmp/s.json``.
+Smoke: ``.venv/bin/python benchmarks/soak.py --items 200 --duration-cap 15 --fault-every 2.5 --out /tmp/s.json``.
 """
 
 from __future__ import annotations
@@ -109,6 +109,7 @@ class Soak:
     # ---------------------------------------------------------------------------------------------- setup
     def setup(self) -> None:
         args, work = self.args, self.work
+        t0 = time.monotonic()
         print("soak: building bundles and calibration ...", flush=True)
         assets_dir = work / "assets"
         assets_dir.mkdir()
@@ -130,6 +131,8 @@ class Soak:
         self.subscriber = Subscriber(self.broker.port, prefix, client_id=f"soak-room-{os.getpid()}").start()
         self.service = EdgeProcess(self.config, self.state / "status.json", work / "edge.log")
         self._start_service()
+        self.setup_s = time.monotonic() - t0
+        print(f"soak: ready after {self.setup_s:.1f} s", flush=True)
 
     def _start_service(self) -> None:
         self.service.start(ready_timeout_s=180.0)
@@ -274,6 +277,7 @@ class Soak:
                          "item_shape": list(self.pool.arrays(0)[0].shape), "fault_every_s": self.args.fault_every,
                          "seed": self.args.seed},
             "fed": report.fed,
+            "setup_s": round(self.setup_s, 1),
             "feed_s": round(feed_s, 1),
             "drain_s": round(drain_s, 1),
             "faults": self.faults,
