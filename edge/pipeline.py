@@ -572,7 +572,9 @@ class Pipeline:
                     log.error("sink could not store the decision; kept in memory and retried",
                               extra={"sink": type(sink).__name__, "item_id": entry.decision.item_id,
                                      "error": str(exc)})
-                self.sink_problem = f"{type(sink).__name__} cannot store decisions: {exc}"
+                # stable text (no item id): the health model publishes the status again whenever a reason changes
+                self.sink_problem = (f"{type(sink).__name__} cannot store decisions; they wait in memory and their "
+                                     "source items stay unacknowledged")
         if not failed:
             self._finish(entry.decision)
             return
