@@ -19,7 +19,7 @@ from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
-from tests.faults.faults_helpers import REPO, FaultRig, FedItem, ItemPool
+from tests.faults.faults_helpers import REPO, FaultRig, FedItem, ItemPool, wait_until
 
 
 def test_a_repeated_item_id_in_one_run_gets_its_own_decision(rig: Callable[..., FaultRig],
@@ -29,6 +29,9 @@ def test_a_repeated_item_id_in_one_run_gets_its_own_decision(rig: Callable[..., 
     first = r.spool.drop_pool(item_pool, ["same0001", "lot_0002"], first=0)
     report = r.wait_for_decisions(first, timeout_s=120.0, quiet_s=0.5)
     assert report.ok, f"the first items must be decided before the repeat: {report.summary()}"
+    # A writer never replaces a file the service still holds (it stays in the spool until its decision is
+    # stored): wait for the first one to be acknowledged before the name is used again.
+    wait_until(lambda: not r.spool.pending(), 30, "the first items to leave the spool")
     # The same file name again (the first file has been taken), and a name that sanitises to an id in use.
     second = [r.spool.drop("same0001", *item_pool.arrays(3), batch=1),
               r.spool.drop("lot#0002", *item_pool.arrays(4), batch=1)]
@@ -70,6 +73,7 @@ def test_item_ids_reused_after_a_restart_get_new_records(rig: Callable[..., Faul
         report = r.wait_for_decisions(fed, timeout_s=120.0, quiet_s=0.5)
         assert report.ok, f"first run: {report.summary()}"
         assert r.service.stop() == 0
+        assert r.spool.pending() == [], "a clean stop leaves no decided item in the spool"
         r.service.start()
         fed += r.spool.drop_pool(item_pool, names, batch=1, first=4)
         report = r.wait_for_decisions(fed, timeout_s=120.0, quiet_s=3.0)
