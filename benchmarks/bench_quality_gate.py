@@ -2,8 +2,8 @@
 
 Issue 29 asks that the gate (``edge.condition.quality``) never refuse a normal item: every item here is a normal
 scan (X-ray on, no dropped lines, no dead channels beyond those the flat-field knows), so every finding is a false
-UNSCREENED. Items come from several virtual scanners (seeds: each has its own gains, offsets and dead-channel
-pattern) and all three presets, with threats at the usual rate; each is flat-fielded with its own scanner's dark
+UNSCREENED. Items come from several virtual scanners (seeds: each has its own channel gains and offsets) and
+all three presets, with threats at the usual rate; each is flat-fielded with its own scanner's dark
 and air references (as ``edge calibrate flatfield`` would capture them) and judged with the default
 ``QualityConfig``. Besides the count of findings, the margins are reported: the smallest lit fraction (no_xray
 fires below 5%), the largest fraction of dark/constant lines and channels, and of full-scale pixels, so one can

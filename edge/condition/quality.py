@@ -32,6 +32,7 @@ repaired).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -74,9 +75,10 @@ class QualityGate:
         self.config = config
 
     def inspect_dual(self, low: NDArray[np.uint16], high: NDArray[np.uint16], t_low: NDArray[np.float32],
-                     t_high: NDArray[np.float32]) -> QualityFinding | None:
+                     t_high: NDArray[np.float32], known_dead: Sequence[int] = ()) -> QualityFinding | None:
         """Judge a dual-energy item from its raw ``(H, W) uint16`` counts and flat-fielded ``(H, W) float32``
-        transmissions; None when it may be screened."""
+        transmissions; None when it may be screened. ``known_dead``: channels the flat-field marked dead (their
+        transmissions are filled from a neighbour; their raw counts may be stuck), not counted as dead columns."""
         cfg = self.config
         if not cfg.enabled:
             return None
@@ -112,6 +114,7 @@ class QualityGate:
         channels = high.shape[1]
         dead = ((t_high.max(axis=0) <= dark) | (t_low.max(axis=0) <= dark)
                 | _constant_columns(high) | _constant_columns(low))
+        dead[list(known_dead)] = False
         return self._columns(dead, channels)
 
     def inspect_image(self, image: NDArray[np.uint8] | NDArray[np.uint16]) -> QualityFinding | None:

@@ -75,5 +75,5 @@ class ConditionStage:
         # Flat-field once, judge, then hand the same transmissions on (the conditioner takes ownership).
         t_low = self._conditioner.corrector.apply(low, 0)
         t_high = self._conditioner.corrector.apply(high, 1)
-        _fail(self._gate.inspect_dual(low, high, t_low, t_high))
+        _fail(self._gate.inspect_dual(low, high, t_low, t_high, self._conditioner.corrector.flatfield.dead))
         return ConditionedItem(item.meta, self._conditioner.from_transmission(t_low, t_high), item)

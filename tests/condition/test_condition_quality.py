@@ -181,3 +181,25 @@ def test_quality_and_bounds_config_errors_name_file_line_and_key(tmp_path: Path)
     cfg = load_config(ok)
     assert cfg.source.type == "spool" and cfg.source.limits.max_lines == 30000
     assert cfg.condition.quality.min_lit_fraction == 0.05
+
+
+def test_channels_the_flatfield_knows_are_dead_are_not_counted(sim: Scanner, conditioner: Conditioner) -> None:
+    """A diode dead at commissioning (air = dark in the references) reads a constant along every item; the
+    flat-field fills it from a neighbour, so the gate must not count it even with no allowance at all."""
+    dark, air = sim.stream.dark, sim.stream.air
+    air_low, air_high = air.low.copy(), air.high.copy()
+    air_low[:, 7], air_high[:, 7] = dark.low[:, 7], dark.high[:, 7]
+    flatfield = compute_flatfield(ReferenceLines(dark.low, dark.high), ReferenceLines(air_low, air_high), "dead 7")
+    assert flatfield.dead == (7,)
+    raw = sim.items[4]
+    low, high = raw.low.copy(), raw.high.copy()
+    low[:, 7], high[:, 7] = 300, 300  # stuck at its dark level
+    strict = QualityConfig(max_dead_column_fraction=0.0)
+    stage = ConditionStage(Conditioner(flatfield, conditioner.lookup.calibration, conditioner.palette),
+                           quality=strict)
+    stage(RawItem(meta=_meta(), high=high, low=low))  # passes: channel 7 is known
+    high = high.copy()  # (a RawItem makes its arrays read-only)
+    high[:, 8] = 300  # a channel that died since commissioning is still found
+    with pytest.raises(ItemFailed) as caught:
+        stage(RawItem(meta=_meta(), high=high, low=low))
+    assert caught.value.reason is UnscreenedReason.DEAD_COLUMNS and "[8]" in caught.value.detail

@@ -243,3 +243,19 @@ def test_dicos_pair_declaring_huge_rows_is_oversize_before_pixel_data(tmp_path: 
     (tmp_path / "ok").mkdir()
     ok_files = write_dx_pair(tmp_path / "ok", "bag2", high, low)
     assert read_dx_pair(ok_files.low, ok_files.high, limits=InputLimits(max_lines=40_000)).high.shape == (32, 48)
+
+
+def test_dicos_source_delivers_an_oversize_pair_as_oversize_and_rejects_it(tmp_path: Path) -> None:
+    from edge.sources.dicos import DicosFrameSource
+
+    high, low = _good(np.random.default_rng(4), lines=32, channels=48)
+    files = write_dx_pair(tmp_path, "bag1", high, low)
+    ds = dcmread(files.low)
+    ds.Rows, ds.Columns = 50_000, 50_000
+    ds.save_as(files.low)
+    source = DicosFrameSource(tmp_path, "lane1", deadline_s=10, limits=InputLimits())
+    item = source.next_item(1.0)
+    assert item is not None and item.problem_reason is UnscreenedReason.OVERSIZE, item
+    assert item.source_ref is not None
+    source.acknowledge(item.source_ref)
+    assert sorted(p.name for p in (tmp_path / "rejected").iterdir()) == ["bag1_high.dcs", "bag1_low.dcs"]
