@@ -228,22 +228,28 @@ def _file_problem(file: Path) -> str | None:
 
 
 def check_folders(cfg: EdgeConfig) -> list[_Finding]:
-    """Every folder the service writes to: source (spool, done), outbox, audit store, status file, model cache."""
+    """Every folder the service writes to: source (spool, DICOS, done), outbox, audit store, status file, model
+    cache; a VOTI source folder, which is only read, must exist and be readable."""
     valid = "; expected a folder the service user can write (systemd's StateDirectory= creates /var/lib/edge)"
-    targets: list[tuple[Loc, str | None]] = []
+    writes: list[tuple[Loc, str | None]] = []
+    found: list[_Finding] = []
     source = cfg.source
-    if source.type != "sim":
-        targets.append((("source", "directory"), folder_problem(source.directory)))
+    if source.type in ("spool", "dicos"):  # items are moved out (done/, rejected/) once decided
+        writes.append((("source", "directory"), folder_problem(source.directory)))
+    elif source.type == "voti" and not (source.directory.is_dir()
+                                        and os.access(source.directory, os.R_OK | os.X_OK)):
+        found.append(_Finding(("source", "directory"), f"{source.directory} is not a folder this user can read; "
+                                                       "expected the folder the scanner writes its .raw files to"))
     done = getattr(source, "done_directory", None)
     if isinstance(done, Path):
-        targets.append((("source", "done_directory"), folder_problem(done)))
+        writes.append((("source", "done_directory"), folder_problem(done)))
     if cfg.mqtt.enabled:
-        targets.append((("mqtt", "outbox", "path"), _file_problem(cfg.mqtt.outbox.path)))
-    targets.append((("audit", "directory"), folder_problem(cfg.audit.directory)))
-    targets.append((("service", "status_file"), _file_problem(cfg.service.status_file)))
+        writes.append((("mqtt", "outbox", "path"), _file_problem(cfg.mqtt.outbox.path)))
+    writes.append((("audit", "directory"), folder_problem(cfg.audit.directory)))
+    writes.append((("service", "status_file"), _file_problem(cfg.service.status_file)))
     if cfg.models.cache_dir is not None:
-        targets.append((("models", "cache_dir"), folder_problem(cfg.models.cache_dir)))
-    return [_Finding(loc, problem + valid) for loc, problem in targets if problem]
+        writes.append((("models", "cache_dir"), folder_problem(cfg.models.cache_dir)))
+    return found + [_Finding(loc, problem + valid) for loc, problem in writes if problem]
 
 
 # ------------------------------------------------------------------ entry points

@@ -327,3 +327,51 @@ def test_reload_keeps_the_scorer_when_the_file_would_drop_it(tmp_path: Path, sit
     finally:
         proc.terminate()
         proc.wait(timeout=60)
+
+
+def test_voti_folder_must_exist_but_may_be_read_only(tmp_path: Path, site: Site) -> None:
+    raw = tmp_path / "raw"
+    text = good_config(tmp_path, site).replace(f"  type: spool\n  directory: {tmp_path / 'spool'}\n"
+                                               f"  done_directory: {tmp_path / 'state' / 'done'}\n",
+                                               f"  type: voti\n  directory: {raw}\n")
+    path = write(tmp_path, text)
+    code, lines = check(path)
+    assert code == 1
+    assert any(line.startswith(f"{path}:6: source.directory: ") for line in lines), lines
+    raw.mkdir()
+    raw.chmod(0o555)  # the scanner's folder, read only to the service: fine, VOTI files are never moved
+    code, lines = check(path)
+    assert code == 0, lines
+
+
+@pytest.fixture
+def full_disk(tmp_path: Path) -> Iterator[Path]:
+    """A real 1 MiB tmpfs filled to the last byte (root only; skipped where mount is not allowed)."""
+    mount = tmp_path / "full"
+    mount.mkdir()
+    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], capture_output=True,
+                            text=True)
+    if result.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({result.stderr.strip()}); the full-disk case needs root")
+    try:
+        (mount / "audit").mkdir()
+        with (mount / "filler").open("wb") as fh:
+            try:
+                while True:
+                    fh.write(b"\0" * 65536)
+                    fh.flush()
+            except OSError:
+                pass
+        yield mount
+    finally:
+        subprocess.run(["umount", str(mount)], check=False)
+
+
+def test_full_disk_under_the_audit_store_is_flagged(tmp_path: Path, site: Site, full_disk: Path) -> None:
+    text = good_config(tmp_path, site).replace(f"  directory: {tmp_path / 'state' / 'audit'}\n",
+                                               f"  directory: {full_disk / 'audit'}\n")
+    path = write(tmp_path, text)
+    code, lines = check(path)
+    assert code == 1
+    assert any(line.startswith(f"{path}:{line_of(path, 'directory:', 2)}: audit.directory: ")
+               and "No space left on device" in line for line in lines), lines
