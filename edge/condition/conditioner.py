@@ -65,17 +65,25 @@ class Conditioner:
         if t_low.dtype != np.float32 or t_high.dtype != np.float32:
             raise FrameError(f"transmissions must be float32, got {t_low.dtype}/{t_high.dtype}")
         height, width = t_high.shape
-        zeff = np.empty((height, width), np.float32)
-        pc = np.empty((height, width, 3), np.uint8)
-        # In strips of belt lines: the logs and remap coordinates (16 bytes a pixel) then exist for one strip
-        # only, not for the whole item (a 60,000-line item would hold 600 MB of them), and OpenCV's remap,
-        # which refuses images of 32,767 rows or more, always sees fewer.
-        for top in range(0, height, STRIP_LINES):
-            rows = slice(top, min(height, top + STRIP_LINES))
-            map_x, map_y = self.lookup.maps(log_transmission(t_low[rows]), log_transmission(t_high[rows]))
-            zeff[rows] = self.lookup.remap(self.lookup.z_grid, map_x, map_y)
-            # Nearest node for colour: the grid is far finer than any visible hue step, and 3-channel 8-bit
-            # bilinear remap is several times slower than nearest in OpenCV.
-            pc[rows] = cv2.remap(self.colour_table, map_x, map_y, cv2.INTER_NEAREST, borderMode=cv2.BORDER_REPLICATE)
+        if height <= STRIP_LINES:  # the usual item: one strip, the lookups' outputs are the planes (no copy)
+            zeff, pc = self._lookups(t_low, t_high)
+        else:
+            # In strips of belt lines: the logs and remap coordinates (16 bytes a pixel) then exist for one strip
+            # only, not for the whole item (a 60,000-line item would hold 600 MB of them), and OpenCV's remap,
+            # which refuses images of 32,767 rows or more, always sees fewer.
+            zeff = np.empty((height, width), np.float32)
+            pc = np.empty((height, width, 3), np.uint8)
+            for top in range(0, height, STRIP_LINES):
+                rows = slice(top, min(height, top + STRIP_LINES))
+                zeff[rows], pc[rows] = self._lookups(t_low[rows], t_high[rows])
         return ConditionedImage(Modality.DUAL_ENERGY, t_high=t_high, t_low=t_low, zeff=zeff, pc=pc)
+
+    def _lookups(self, t_low: F32, t_high: F32) -> tuple[F32, NDArray[np.uint8]]:
+        """Effective Z ``(h, W) float32`` and pseudo-colour ``(h, W, 3) uint8`` of (a strip of) transmissions."""
+        map_x, map_y = self.lookup.maps(log_transmission(t_low), log_transmission(t_high))
+        zeff = self.lookup.remap(self.lookup.z_grid, map_x, map_y)
+        # Nearest node for colour: the grid is far finer than any visible hue step, and 3-channel 8-bit
+        # bilinear remap is several times slower than nearest in OpenCV.
+        pc = cv2.remap(self.colour_table, map_x, map_y, cv2.INTER_NEAREST, borderMode=cv2.BORDER_REPLICATE)
+        return np.asarray(zeff, dtype=np.float32), np.asarray(pc, dtype=np.uint8)
 
