@@ -201,9 +201,15 @@ def load_yaml_model(path: Path, model: type[M], checks: Sequence[Check] = ()) ->
     """
     name = str(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        raw = path.read_bytes()
     except OSError as exc:
         raise ConfigError([f"{path}:1: <file>: cannot read ({exc.strerror})"]) from exc
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise ConfigError([f"{path}:{line}: <file>: byte {raw[exc.start]:#04x} is not UTF-8 text; expected a YAML "
+                           "file in UTF-8"]) from exc
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
         data = yaml.safe_load(text)

@@ -375,3 +375,22 @@ def test_full_disk_under_the_audit_store_is_flagged(tmp_path: Path, site: Site, 
     assert code == 1
     assert any(line.startswith(f"{path}:{line_of(path, 'directory:', 2)}: audit.directory: ")
                and "No space left on device" in line for line in lines), lines
+
+
+@pytest.mark.parametrize("case", ["latin-1", "a-folder", "duplicate", "plus-prefix"])
+def test_run_with_a_bad_config_file_never_prints_a_traceback(tmp_path: Path, site: Site, case: str) -> None:
+    path = tmp_path / "edge.yaml"
+    good = good_config(tmp_path, site)
+    if case == "latin-1":
+        path.write_bytes(good.encode() + b"# r\xe9vision 2\n")
+    elif case == "a-folder":
+        path.mkdir()
+    elif case == "duplicate":
+        path.write_text(good + "audit:\n  directory: /tmp\n")
+    else:
+        path.write_text(good.replace("  enabled: false\n", '  enabled: true\n  topic_prefix: "xray/+/lane"\n'))
+    result = subprocess.run([sys.executable, "-m", "edge", "run", "--config", str(path)], capture_output=True,
+                            text=True, cwd=REPO, timeout=120)
+    assert result.returncode == 1, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert result.stderr.startswith(f"{path}:"), result.stderr[-2000:]

@@ -191,3 +191,9 @@ def test_config_without_scorer_loads_but_is_refused_for_the_service(tmp_path: Pa
     (problem,) = info.value.problems
     assert problem.startswith(f"{path}:4: models.scorer: absent, so no item can ever ALARM")
     refuse_if_never_alarms(load_config(_write(tmp_path, MINIMAL + "  scorer: /s\n")), path)
+
+
+def test_file_that_is_not_utf8_names_its_line(tmp_path: Path) -> None:
+    path = tmp_path / "edge.yaml"
+    path.write_bytes(MINIMAL.encode() + b"mqtt:\n  host: caf\xe9\n")
+    assert _problems(path) == [f"{path}:7: <file>: byte 0xe9 is not UTF-8 text; expected a YAML file in UTF-8"]
