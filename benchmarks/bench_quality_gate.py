@@ -45,7 +45,7 @@ def margins(low: np.ndarray, high: np.ndarray, t_low: np.ndarray, t_high: np.nda
     cols = (t_high.max(axis=0) <= dark) | (t_low.max(axis=0) <= dark)
     full = cfg.full_scale_counts
     return {
-        "lit_fraction": float(np.count_nonzero(t_high > dark) / t_high.size),
+        "lit_fraction": float(min(np.count_nonzero(t_high > dark), np.count_nonzero(t_low > dark)) / t_high.size),
         "dark_line_fraction": float(rows.mean()),
         "dark_column_fraction": float(cols.mean()),
         "saturated_fraction": float(max(np.count_nonzero(low >= full), np.count_nonzero(high >= full)) / high.size),

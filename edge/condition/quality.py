@@ -9,8 +9,9 @@ detector; lines dropped or channels dead) has no object for the detector to find
 
 The tests, in this order (the first that fires is reported; ``QualityConfig`` holds the thresholds):
 
-* ``no_xray``: fewer than ``min_lit_fraction`` of the high-energy pixels rise above ``dark_transmission`` of
-  the dark→air span (the flat-field's per-channel dark and air levels), or every raw count is zero.
+* ``no_xray``: in either energy, fewer than ``min_lit_fraction`` of the pixels rise above ``dark_transmission``
+  of the dark→air span (the flat-field's per-channel dark and air levels), or every raw count is zero (the high
+  energy is judged first: it is what the tube being off shows most plainly; a dead low-energy layer shows too).
 * ``saturated``: more than ``max_saturated_fraction`` of the raw pixels of either energy at ``full_scale_counts``.
   (A saturated frame flat-fields to transmission 1, i.e. empty belt, so only the raw counts show it.)
 * ``lines_missing``: more than ``max_missing_line_fraction`` of the belt lines are dark across the whole detector
@@ -84,15 +85,16 @@ class QualityGate:
             return None
         pixels = high.size
         dark = np.float32(cfg.dark_transmission)
-        if not high.any():
-            return QualityFinding(UnscreenedReason.NO_XRAY, "every high-energy count is zero (no frame data)")
-        lit = _fraction(int(np.count_nonzero(t_high > dark)), pixels)
-        if lit < cfg.min_lit_fraction:
-            return QualityFinding(
-                UnscreenedReason.NO_XRAY,
-                f"{lit:.1%} of high-energy pixels above the dark level (+{cfg.dark_transmission:g} of the dark-air "
-                f"span); at least {cfg.min_lit_fraction:.1%} expected: X-ray off?",
-            )
+        for energy, raw, t in (("high", high, t_high), ("low", low, t_low)):
+            if not raw.any():
+                return QualityFinding(UnscreenedReason.NO_XRAY, f"every {energy}-energy count is zero (no frame data)")
+            lit = _fraction(int(np.count_nonzero(t > dark)), pixels)
+            if lit < cfg.min_lit_fraction:
+                return QualityFinding(
+                    UnscreenedReason.NO_XRAY,
+                    f"{lit:.1%} of {energy}-energy pixels above the dark level (+{cfg.dark_transmission:g} of the "
+                    f"dark-air span); at least {cfg.min_lit_fraction:.1%} expected: X-ray off?",
+                )
         full = cfg.full_scale_counts
         saturated = max(int(np.count_nonzero(low >= full)), int(np.count_nonzero(high >= full)))
         if _fraction(saturated, pixels) > cfg.max_saturated_fraction:

@@ -30,7 +30,7 @@ from numpy.lib import format as npy_format
 from edge.records import UnscreenedReason
 
 DEFAULT_MAX_LINES: Final = 20_000
-"""Belt lines per item (16 m of belt at 0.8 mm pitch; a 2 m bag is 2,500 lines). An item costs about 21 bytes a
+"""Belt lines per item (16 m of belt at 0.8 mm pitch; a 2 m bag is 2,500 lines). An item costs about 22 bytes a
 pixel while it is screened (docs/performance.md, "Memory per item"): with two workers on such items and the
 intake queue full of them, the service stays near 1.3 GB, well inside ``MemoryMax=2G``."""
 DEFAULT_MAX_CHANNELS: Final = 4_096

@@ -60,6 +60,10 @@ def test_dark_level_and_all_zero_frames_are_no_xray(sim: Scanner) -> None:
     assert sim.judge(dark.low, dark.high) is UnscreenedReason.NO_XRAY
     zeros = np.zeros((500, 640), np.uint16)
     assert sim.judge(zeros, zeros) is UnscreenedReason.NO_XRAY
+    raw = sim.items[0]
+    assert sim.judge(np.zeros_like(raw.low), raw.high) is UnscreenedReason.NO_XRAY  # low-energy layer sent nothing
+    dark_low = sim.dark_frame(raw.low.shape[0], np.random.default_rng(3)).low
+    assert sim.judge(dark_low, raw.high) is UnscreenedReason.NO_XRAY  # low-energy layer at its dark level
 
 
 def test_saturated_frames_are_saturated(sim: Scanner) -> None:
