@@ -64,17 +64,15 @@ def fill(directory: Path) -> Path:
     """Write a filler file until the file system says ENOSPC; return it (delete it to free the space)."""
     filler = directory / "filler"
     chunk = b"\0" * 65536
-    with open(filler, "wb") as fh:
+    with open(filler, "wb", buffering=0) as fh:
         while True:
             try:
                 fh.write(chunk)
-                fh.flush()
             except OSError:
                 break
-    with contextlib.suppress(OSError), open(filler, "ab") as fh:  # the last few bytes
-        for _ in range(1024):
-            fh.write(b"\0" * 512)
-            fh.flush()
+        with contextlib.suppress(OSError):  # the last few bytes
+            for _ in range(1024):
+                fh.write(b"\0" * 512)
     return filler
 
 
@@ -222,6 +220,44 @@ def test_the_sinks_start_on_a_full_disk_and_recover(broker: Broker, small_fs: Ca
     assert (fs / "state" / "outbox.sqlite3").exists()
     everything = {f"s1-{i:06d}" for i in range(12)}
     assert col.wait_for(lambda: {str(p["item_id"]) for p in col.json_on("/items")} == everything, 15)
+    sink.close(3)
+    col.stop()
+
+
+def test_memory_overflow_is_bounded_drops_images_then_items_never_alarms(
+        broker: Broker, small_fs: Callable[[int], Path]) -> None:
+    """Disk full and broker down at once: records wait in memory within ``memory_max_bytes``; over it images go
+    first, then item records, never alarms; every drop is counted, and the alarms go out once the broker is
+    back."""
+    fs = small_fs(2 * 1024 * 1024)
+    col = Collector(broker.port, f"{PREFIX}/alarms", client_id="cr-memory").start()
+    sink = MqttSink(mqtt_config(broker.port, fs / "outbox.sqlite3", memory_max_bytes=200_000), SITE).start()
+    assert col.wait_for(lambda: sink.link().state.value == "up", 10)
+    broker.stop()
+    assert col.wait_for(lambda: sink.link().state.value != "up", 10)
+    filler = fill(fs)
+    picture = jpeg(20, 7)
+    for i in range(60):
+        with contextlib.suppress(PublishError):
+            sink.publish_decision(make_decision(i, overlay=picture))
+    backlog = sink.backlog()
+    print({"memory": backlog})
+    assert backlog.memory_bytes <= 200_000 and backlog.in_memory == backlog.total
+    assert backlog.evicted_image > 0 and backlog.alarm == len(alarm_ids(range(60)))
+    assert backlog.image == 0 or backlog.evicted_item == 0, "items go only once no image is left"
+    for i in range(60, 1500):  # alarms only from here on: they are kept past the bound, and it is said
+        if i % 5 == 0:
+            with contextlib.suppress(PublishError):
+                sink.publish_decision(make_decision(i, overlay=picture))
+    backlog = sink.backlog()
+    assert backlog.alarm == len(alarm_ids(range(60))) + len(range(60, 1500, 5))
+    assert backlog.memory_bytes > 200_000 and "memory" in str(problem(sink))
+    assert backlog.evicted_item > 0 and backlog.item == 0
+    broker.start()
+    want = alarm_ids(range(60)) | {f"s1-{i:06d}" for i in range(60, 1500, 5)}
+    assert col.wait_for(lambda: {str(p["item_id"]) for p in col.json_on("/alarms")} >= want, 30)
+    filler.unlink()
+    assert col.wait_for(lambda: problem(sink) is None, 15), problem(sink)
     sink.close(3)
     col.stop()
 
