@@ -258,13 +258,20 @@ class Outbox:
             if not over(record_bound) or counts[kind] == 0:
                 continue
             doomed: list[int] = []
-            for seq, size in self.db.execute(
-                    "SELECT seq, LENGTH(payload) FROM outbox WHERE rank = ? ORDER BY seq", (int(kind.rank),)):
-                doomed.append(int(seq))
-                evicted[kind] += 1
-                evicted_bytes[kind] += int(size)
-                if not over(record_bound):
+            after = 0
+            while over(record_bound):
+                rows = self.db.execute(
+                    "SELECT seq, LENGTH(payload) FROM outbox WHERE rank = ? AND seq > ? ORDER BY seq LIMIT 200",
+                    (int(kind.rank), after)).fetchall()
+                if not rows:
                     break
+                for seq, size in rows:
+                    after = int(seq)
+                    doomed.append(after)
+                    evicted[kind] += 1
+                    evicted_bytes[kind] += int(size)
+                    if not over(record_bound):
+                        break
             for start in range(0, len(doomed), 500):
                 chunk = doomed[start:start + 500]
                 self.db.execute(f"DELETE FROM outbox WHERE seq IN ({','.join('?' * len(chunk))})", chunk)
