@@ -394,3 +394,15 @@ def test_run_with_a_bad_config_file_never_prints_a_traceback(tmp_path: Path, sit
     assert result.returncode == 1, result.stderr[-2000:]
     assert "Traceback" not in result.stderr, result.stderr[-2000:]
     assert result.stderr.startswith(f"{path}:"), result.stderr[-2000:]
+
+
+def test_wrong_role_and_missing_precision_are_flagged(tmp_path: Path, site: Site) -> None:
+    # the scorer named as detector (swapped keys), and int8 with a scorer that ships fp32 only
+    text = good_config(tmp_path, site).replace(f"  detector: {site.detector}\n", f"  detector: {site.scorer}\n")
+    path = write(tmp_path, text.replace("  backend: onnxruntime\n", "  backend: onnxruntime\n  precision: int8\n"))
+    code, lines = check(path)
+    assert code == 1
+    assert any(line.startswith(f"{path}:{line_of(path, 'detector:')}: models.detector: ") and "expected detector"
+               in line for line in lines), lines
+    assert any(line.startswith(f"{path}:{line_of(path, 'precision:')}: models.precision: int8") for line in lines), \
+        lines
