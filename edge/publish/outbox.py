@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import sqlite3
 import threading
 import time
@@ -72,8 +73,16 @@ class OutboxWriteError(PublishError):
         self.reason = reason
 
 
-def storage_reason(exc: BaseException) -> str:
-    """A short reason for a SQLite or OS write failure: disk full, I/O error, read-only, or the message."""
+def storage_reason(exc: BaseException, path: Path | None = None) -> str:
+    """A short reason for a SQLite or OS write failure: disk full, I/O error, read-only, or the message.
+
+    SQLite says only "unable to open database file" when it cannot create its files on a read-only file
+    system, so ``path``'s file system is asked too.
+    """
+    if path is not None:
+        with contextlib.suppress(OSError):
+            if os.statvfs(path.parent if not path.is_dir() else path).f_flag & os.ST_RDONLY:
+                return "read-only file system"
     text = str(exc).lower()
     errno = getattr(exc, "errno", None)
     if errno == 28 or "disk is full" in text or "no space" in text:
@@ -161,17 +170,17 @@ class Outbox:
                 self._bytes[RecordKind(kind)] = int(size)
         except sqlite3.DatabaseError as exc:
             self._close_quietly()
-            reason = storage_reason(exc)
+            reason = storage_reason(exc, path)
             if isinstance(exc, sqlite3.OperationalError) or reason != str(exc):
                 raise OutboxWriteError(f"outbox {path}: cannot open ({reason})", reason) from exc
             raise PublishError(f"outbox {path}: cannot open ({exc}); move the file aside to start empty, "
                                "after saving its records") from exc
         except sqlite3.Error as exc:
             self._close_quietly()
-            raise OutboxWriteError(f"outbox {path}: cannot open ({exc})", storage_reason(exc)) from exc
+            raise OutboxWriteError(f"outbox {path}: cannot open ({exc})", storage_reason(exc, path)) from exc
         except OSError as exc:
             self._close_quietly()
-            reason = storage_reason(exc)
+            reason = storage_reason(exc, path)
             raise OutboxWriteError(f"outbox {path}: cannot create its folder ({reason})", reason) from exc
         except PublishError:
             self._close_quietly()
@@ -223,7 +232,7 @@ class Outbox:
                 self.db.execute("COMMIT")
             except sqlite3.Error as exc:
                 self._rollback_locked()
-                reason = storage_reason(exc)
+                reason = storage_reason(exc, self.path)
                 raise OutboxWriteError(f"outbox {self.path}: cannot store {len(records)} record(s) ({reason})",
                                        reason) from exc
             for kind in RecordKind:

@@ -262,6 +262,33 @@ def test_memory_overflow_is_bounded_drops_images_then_items_never_alarms(
     col.stop()
 
 
+def test_a_read_only_file_system_at_start_degrades_and_recovers_when_writable(
+        broker: Broker, small_fs: Callable[[int], Path]) -> None:
+    """EROFS: the outbox and the audit store on a file system mounted read-only (as after an ext4 error with
+    errors=remount-ro); the sinks say so, alarms go out from memory, and both recover once it is writable."""
+    fs = small_fs(4 * 1024 * 1024)
+    (fs / "audit").mkdir()
+    subprocess.run(["mount", "-o", "remount,ro", str(fs)], check=True, capture_output=True)
+    col = Collector(broker.port, f"{PREFIX}/#", client_id="cr-readonly").start()
+    sink = MqttSink(mqtt_config(broker.port, fs / "outbox.sqlite3"), SITE).start()
+    audit = AuditStore(audit_config(fs / "audit", min_free_mb=0), "hub")
+    driver = PipelineDriver({"mqtt": sink.publish_decision, "audit": audit.publish})
+    for i in range(11):
+        driver.offer(make_decision(i))
+    assert "read-only file system" in str(problem(sink)), problem(sink)
+    assert "read-only file system" in str(problem(audit)), problem(audit)
+    assert col.wait_for(lambda: {str(p["item_id"]) for p in col.json_on("/alarms")} >= alarm_ids(range(11)), 15)
+    subprocess.run(["mount", "-o", "remount,rw", str(fs)], check=True, capture_output=True)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and (driver.unstored() or problem(sink) or problem(audit)):
+        driver.retry()
+        time.sleep(0.2)
+    assert driver.unstored() == 0 and problem(sink) is None and problem(audit) is None
+    assert col.wait_for(lambda: len({str(p["item_id"]) for p in col.json_on("/items")}) == 11, 15)
+    sink.close(3)
+    col.stop()
+
+
 # ---------------------------------------------------------------------------------------------- point 11
 def cap_config(port: int, path: Path) -> MqttConfig:
     extra: dict[str, object] = {"max_records": 100}
