@@ -23,7 +23,8 @@ alarms never), publishes them from memory while the broker is connected, says wh
 ``PublishError`` so the pipeline offers the decision again later. The publisher thread retries the outbox
 every second (opening it, writing the overflow into it, deleting acknowledged records) and clears ``problem``
 once it writes again. A decision counts as stored when each of its records is in the outbox or acknowledged
-by the broker (``_delivered``), so a retry after delivery from memory returns without writing anything.
+by the broker from memory (``edge.publish.overflow`` remembers those), so a retry after such a delivery
+returns without writing anything.
 Health never raises: a health tick on a full disk used to raise out of the service's main loop and end it.
 
 Backpressure, not eviction: while the broker is connected and acknowledging, a put that would take the outbox
@@ -39,7 +40,7 @@ import queue
 import shutil
 import threading
 import time
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
@@ -57,6 +58,7 @@ from edge.errors import PublishError
 from edge.publish.health import HealthSnapshot, LinkHealth, LinkState, OutboxBacklog, StageLatency, StatusState
 from edge.publish.images import fit_jpeg
 from edge.publish.outbox import Outbox, OutboxRecord, OutboxWriteError, StoredRecord
+from edge.publish.overflow import MemoryOverflow
 from edge.publish.payloads import (
     ALARM_SCHEMA,
     HEALTH_SCHEMA,
@@ -86,8 +88,6 @@ _DRAIN_STALL_S = 2.0
 """A connected broker that acknowledged nothing for this long is not draining: puts do not wait for it."""
 _DELIVERED_MEMORY = 50_000
 """Record ids delivered from memory remembered, so a retried decision is not stored and sent again."""
-_MEMORY_ORDER = (RecordKind.ALARM, RecordKind.ITEM, RecordKind.IMAGE, RecordKind.HEALTH)
-_MEMORY_EVICTION = (RecordKind.HEALTH, RecordKind.IMAGE, RecordKind.ITEM)
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,12 +164,7 @@ class MqttSink:
         self._last_progress_mono = 0.0
         # Storage faults (module docstring): all under _store_lock.
         self._store_lock = threading.RLock()
-        self._overflow: OrderedDict[str, OutboxRecord] = OrderedDict()
-        self._overflow_bytes = 0
-        self._memory_sending: set[str] = set()
-        self._memory_evicted = dict.fromkeys(RecordKind, 0)
-        self._memory_over: str | None = None
-        self._delivered: OrderedDict[str, None] = OrderedDict()
+        self._memory = MemoryOverflow(config.outbox.memory_max_bytes, _DELIVERED_MEMORY)
         self._pending_deletes: list[int] = []
         self._store_problem: str | None = None
 
@@ -294,14 +289,14 @@ class MqttSink:
         """Why publishing is unhealthy (None when fine): the outbox cannot write, or holds only alarms over its
         bounds, or the memory overflow does. The broker link is reported apart, by ``link()``."""
         with self._store_lock:
-            parts = [self._store_problem, self._memory_over,
+            parts = [self._store_problem, self._memory.over,
                      self.outbox.over_bound if self.outbox is not None else None]
         return "; ".join(p for p in parts if p) or None
 
     def _store(self, records: list[OutboxRecord], wait_for_drain: bool) -> None:
         """Put ``records`` in the outbox, or keep them in memory and raise (module docstring)."""
         with self._store_lock:
-            pending = [r for r in records if r.record_id not in self._delivered]
+            pending = [r for r in records if not self._memory.was_delivered(r.record_id)]
         if not pending:
             return
         if wait_for_drain:
@@ -309,18 +304,23 @@ class MqttSink:
         with self._store_lock:
             if self.outbox is not None:
                 try:
-                    if self._overflow:
+                    if len(self._memory):
                         self._migrate_locked()  # older records first
                     self.outbox.put(pending)
                 except OutboxWriteError as exc:
                     self._set_store_problem(exc.reason, str(exc))
                 else:
                     for r in pending:
-                        self._forget_locked(r.record_id)
-                    if not self._overflow and not self._pending_deletes:
+                        self._memory.forget(r.record_id)
+                    if not len(self._memory) and not self._pending_deletes:
                         self._clear_store_problem()
                     return
-            self._keep_in_memory_locked(pending)
+            was_over = self._memory.over
+            self._memory.add(pending)
+            if self._memory.over and not was_over:
+                log.warning("mqtt: %d bytes of alarms kept in memory, over mqtt.outbox.memory_max_bytes (%d): "
+                            "alarms are never dropped", self._memory.bytes, self._memory.max_bytes)
+            self._wake.set()
             problem = self._store_problem
         raise PublishError(f"{records[0].item_id or records[0].record_id}: not stored ({problem}); kept in "
                            "memory and published from there until the outbox writes again")
@@ -339,51 +339,19 @@ class MqttSink:
                 self._flushed.wait(0.05)
 
     def _migrate_locked(self) -> None:
-        """Write the overflow (except records in flight from memory) into the outbox."""
+        """Write the records held in memory (except those in flight from there) into the outbox."""
         assert self.outbox is not None
-        movable = [r for rid, r in self._overflow.items() if rid not in self._memory_sending]
+        movable = self._memory.movable()
         if movable:
             self.outbox.put(movable)
             for r in movable:
-                self._forget_locked(r.record_id)
+                self._memory.forget(r.record_id)
             log.info("mqtt: %d record(s) kept in memory written to the outbox", len(movable))
-
-    def _forget_locked(self, record_id: str) -> None:
-        if record_id in self._memory_sending:
-            return  # in flight from memory: its PUBACK removes it
-        record = self._overflow.pop(record_id, None)
-        if record is not None:
-            self._overflow_bytes -= len(record.payload)
-            if self._overflow_bytes <= self.config.outbox.memory_max_bytes:
-                self._memory_over = None
-
-    def _keep_in_memory_locked(self, records: list[OutboxRecord]) -> None:
-        for r in records:
-            if r.record_id not in self._overflow:
-                self._overflow[r.record_id] = r
-                self._overflow_bytes += len(r.payload)
-        limit = self.config.outbox.memory_max_bytes
-        for kind in _MEMORY_EVICTION:
-            if self._overflow_bytes <= limit:
-                break
-            for rid, r in list(self._overflow.items()):
-                if self._overflow_bytes <= limit:
-                    break
-                if r.kind is kind and rid not in self._memory_sending:
-                    del self._overflow[rid]
-                    self._overflow_bytes -= len(r.payload)
-                    self._memory_evicted[kind] += 1
-        if self._overflow_bytes > limit:
-            if self._memory_over is None:
-                log.warning("mqtt: %d bytes of alarms kept in memory, over mqtt.outbox.memory_max_bytes (%d): "
-                            "alarms are never dropped", self._overflow_bytes, limit)
-            self._memory_over = f"alarms kept in memory over mqtt.outbox.memory_max_bytes ({limit} bytes)"
-        self._wake.set()
 
     def _retry_storage(self) -> None:
         """Publisher thread, every ``_STORE_RETRY_S`` while something failed: open, migrate, delete, probe."""
         with self._store_lock:
-            if self._store_problem is None and not self._overflow and not self._pending_deletes:
+            if self._store_problem is None and not len(self._memory) and not self._pending_deletes:
                 return
             if self.outbox is None and not self._open_outbox():
                 return
@@ -392,7 +360,7 @@ class MqttSink:
                 if self._pending_deletes:
                     self.outbox.delete(self._pending_deletes)
                     self._pending_deletes = []
-                if self._overflow:
+                if len(self._memory):
                     self._migrate_locked()
                 elif self._store_problem is not None:
                     self.outbox.probe()
@@ -400,7 +368,7 @@ class MqttSink:
                 self._set_store_problem(exc.reason, str(exc))
                 self.outbox.compact()
                 return
-            if not self._overflow:
+            if not len(self._memory):
                 self._clear_store_problem()
 
     def publish_health(self, snapshot: HealthSnapshot) -> None:
@@ -449,11 +417,9 @@ class MqttSink:
         """Records waiting (in the outbox and in memory), by kind, and evictions since start."""
         base = self.outbox.backlog() if self.outbox is not None else OutboxBacklog(0, 0, 0, 0, 0.0)
         with self._store_lock:
-            waiting = dict.fromkeys(RecordKind, 0)
-            for r in self._overflow.values():
-                waiting[r.kind] += 1
-            evicted = dict(self._memory_evicted)
-            in_memory, memory_bytes = len(self._overflow), self._overflow_bytes
+            waiting = self._memory.counts()
+            evicted = dict(self._memory.evicted)
+            in_memory, memory_bytes = len(self._memory), self._memory.bytes
         return OutboxBacklog(
             alarm=base.alarm + waiting[RecordKind.ALARM], item=base.item + waiting[RecordKind.ITEM],
             image=base.image + waiting[RecordKind.IMAGE], health=base.health + waiting[RecordKind.HEALTH],
@@ -511,14 +477,14 @@ class MqttSink:
             self._client.disconnect()
             self._client.loop_stop()
         with self._store_lock:
-            self._memory_sending.clear()
-            if self._overflow and (self.outbox is not None or self._open_outbox()):
+            self._memory.abandon_sending()
+            if len(self._memory) and (self.outbox is not None or self._open_outbox()):
                 try:
                     self._migrate_locked()
                 except OutboxWriteError as exc:
                     self._set_store_problem(exc.reason, str(exc))
-            if self._overflow:
-                kinds = {k.value: sum(1 for r in self._overflow.values() if r.kind is k) for k in RecordKind}
+            if len(self._memory):
+                kinds = {k.value: n for k, n in self._memory.counts().items() if n}
                 log.error("mqtt: closing with %s record(s) only in memory (the outbox cannot write): they are "
                           "lost unless their decisions are offered again", kinds)
             if self.outbox is not None:
@@ -711,33 +677,25 @@ class MqttSink:
                 self._set_store_problem(exc.reason, str(exc))
 
     def _send_from_memory(self, room: int, memory_inflight: dict[int, str]) -> int:
-        """Send overflow records not yet in flight, alarms first; return how many were sent."""
+        """Send records held in memory and not yet in flight, alarms first; return how many were sent."""
         with self._store_lock:
-            if not self._overflow:
-                return 0
-            waiting = [r for rid, r in self._overflow.items() if rid not in self._memory_sending]
-            waiting.sort(key=lambda r: _MEMORY_ORDER.index(r.kind))
             sent = 0
-            for r in waiting[:room]:
+            for r in self._memory.to_send(room):
                 mid = self._send(r)
                 if mid is None:  # expired health
-                    self._forget_locked(r.record_id)
+                    self._memory.forget(r.record_id)
                     continue
                 memory_inflight[mid] = r.record_id
-                self._memory_sending.add(r.record_id)
+                self._memory.sending(r.record_id)
                 sent += 1
             return sent
 
     def _memory_acked(self, record_id: str, ack: _Ack) -> None:
         with self._store_lock:
-            self._memory_sending.discard(record_id)
-            if ack.failed:
-                log.error("mqtt: broker rejected %s (%s); kept in memory, retrying", record_id, ack.reason)
-                return
-            self._forget_locked(record_id)
-            self._delivered[record_id] = None
-            while len(self._delivered) > _DELIVERED_MEMORY:
-                self._delivered.popitem(last=False)
+            self._memory.acknowledged(record_id, not ack.failed)
+        if ack.failed:
+            log.error("mqtt: broker rejected %s (%s); kept in memory, retrying", record_id, ack.reason)
+            return
         self._last_progress_mono = time.monotonic()
         self._acked += 1
         with self._flushed:
