@@ -185,8 +185,8 @@ class AuditStore:
             self._usage += grew
 
     def usage_bytes(self) -> int:
-        """Bytes used by the store (a running total, not a walk)."""
-        self._scanned.wait(30.0)
+        """Bytes used by the store: a running total, not a walk (files from before the start are in it once the
+        prune thread's first scan has finished; it never blocks for that scan)."""
         with self._lock:
             return self._usage
 

@@ -383,6 +383,28 @@ def test_audit_prune_never_walks_the_store_on_the_publish_thread(tmp_path: Path)
     store.close(2)
 
 
+def test_audit_store_reopened_over_its_quota_prunes_on_its_own_thread(tmp_path: Path) -> None:
+    """After a restart the store counts what is already there (one scan, off the publish thread) and its prune
+    thread brings it under the quota without any decision arriving."""
+    day = tmp_path / "audit" / time.strftime("%Y-%m-%d", time.gmtime())
+    day.mkdir(parents=True)
+    for i in range(26):  # 13 MB of records from before the restart, quota 10 MB
+        (day / f"old{i:02d}.json").write_bytes(b"{}")
+        (day / f"old{i:02d}.jpg").write_bytes(bytes(500_000))
+        os.utime(day / f"old{i:02d}.jpg", (time.time() - 100 + i, time.time() - 100 + i))
+        os.utime(day / f"old{i:02d}.json", (time.time() - 100 + i, time.time() - 100 + i))
+    store = AuditStore(audit_config(tmp_path / "audit", quota_mb=10, prune_interval_s=1), "hub")
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and store.pruned_records == 0:
+        time.sleep(0.1)
+    on_disk = sum(p.stat().st_size for p in day.iterdir())
+    assert store.pruned_records > 0 and on_disk <= 10 * 1024 * 1024, (store.pruned_records, on_disk)
+    assert abs(store.usage_bytes() - on_disk) < 1024
+    left = sorted(p.stem for p in day.glob("*.json"))
+    assert "old25" in left and "old00" not in left, "the oldest records went first"
+    store.close(2)
+
+
 def test_audit_prune_keeps_the_configured_free_space(small_fs: Callable[[int], Path]) -> None:
     if "min_free_mb" not in AuditConfig.model_fields:
         pytest.fail("audit has no min_free_mb: the prune ignores free disk space")
