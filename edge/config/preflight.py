@@ -20,7 +20,7 @@ from __future__ import annotations
 import os
 import stat
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -276,8 +276,16 @@ def preflight(cfg: EdgeConfig, config_path: Path) -> list[Problem]:
     service's own rules (:func:`run_refusals`). ``config_path`` is the file ``cfg`` was loaded from (for lines).
     """
     findings = [_Finding(loc, message) for check in RUN_CHECKS for loc, message in check(cfg)]
-    findings += check_bundles(cfg.models)
-    findings += check_calibrations(cfg.condition, cfg.camera)
-    findings += check_devices(cfg.firmware, cfg.camera)
-    findings += check_folders(cfg)
+    groups: tuple[tuple[Loc, Callable[[], list[_Finding]]], ...] = (
+        (("models",), lambda: check_bundles(cfg.models)),
+        (("condition",), lambda: check_calibrations(cfg.condition, cfg.camera)),
+        (("firmware",) if cfg.firmware is not None else ("camera",), lambda: check_devices(cfg.firmware, cfg.camera)),
+        (("audit", "directory"), lambda: check_folders(cfg)),
+    )
+    for section, run in groups:
+        try:
+            findings += run()
+        except (OSError, ValueError) as exc:  # e.g. a path with a NUL byte: say so rather than a traceback
+            findings.append(_Finding(section, f"could not be checked: {type(exc).__name__}: {exc}; expected paths "
+                                              "that exist or can be created"))
     return _report(findings, config_path)
