@@ -13,9 +13,9 @@ record is the box's fault, not the broker's), the virtual firmware on a pty (Ite
 pulled and re-plugged), a spool folder written atomically, and a persistent QoS 1 subscriber.
 
 Reports: items fed, items without a decision and items with two different decisions (subscriber and audit),
-CLEARs without X-ray data, verdicts and UNSCREENED reasons, the faults injected, and RSS per service lifetime
-(start = first sample 5 s after ready, end = last sample before it was killed or stopped) as JSON in
-``benchmarks/results/soak.json``. Exit status 1 if the promise broke.
+CLEARs without X-ray data, verdicts and UNSCREENED reasons (per distinct record), redeliveries, the faults
+injected, and RSS per service lifetime (start = first sample 5 s after ready, end = last sample before it was
+killed or stopped) as JSON in ``benchmarks/results/soak.json``. Exit status 1 if the promise broke.
 
 Run: ``.venv/bin/python benchmarks/soak.py`` (10,000 items at 4 items/s: about 45 minutes).
 Smoke: ``.venv/bin/python benchmarks/soak.py --items 200 --duration-cap 15 --fault-every 2.5 --out /tmp/s.json``.
@@ -259,9 +259,11 @@ class Soak:
             code = self.service.stop()
             self._end_segment(f"sigterm (exit {code})")
         report = exactly_one_decision(self.fed, self.subscriber.records(), self.state / "audit")
+        received = self.subscriber.records()
+        distinct = {str(body.get("record_id")): body for body in received}  # redeliveries counted once
         verdicts: dict[str, int] = {}
         reasons: dict[str, int] = {}
-        for body in self.subscriber.records():
+        for body in distinct.values():
             verdicts[str(body.get("verdict"))] = verdicts.get(str(body.get("verdict")), 0) + 1
             if body.get("reason"):
                 reasons[str(body.get("reason"))] = reasons.get(str(body.get("reason")), 0) + 1
@@ -285,7 +287,8 @@ class Soak:
             "without_decision": {"subscriber": report.missing_subscriber, "audit": report.missing_audit},
             "two_decisions": {"subscriber": report.extra_subscriber, "audit": report.extra_audit},
             "blind_clears": len(report.blind_clears),
-            "records_received": len(self.subscriber.records()),
+            "records_received": len(received),
+            "redeliveries": len(received) - len(distinct),
             "verdicts": verdicts,
             "unscreened_reasons": reasons,
             "left_in_spool": len(self.spool.pending()),
