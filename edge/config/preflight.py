@@ -3,16 +3,16 @@
 Validators are pure (``edge.config.base``), so a config can be valid and still name a bundle that is not there,
 a calibration that does not load, a serial port that does not exist or a state folder the service cannot write.
 Each of those used to pass ``edge check`` and surface later: a missing calibration as every item UNSCREENED, an
-unwritable folder as a crash at start, a tampered bundle only when ``edge run`` refused it. :func:`preflight`
-looks at every one of them, all at once, and reports each in the loader's format ``file:line: key.path: what is
-wrong; what is valid``, with the line of the key that names the file (or of its section when the key takes its
-default). It probes but changes nothing: no folder is created, a write test leaves no file behind, no device is
-opened.
+unwritable folder as a crash or a degraded service, a tampered or unsigned bundle only when ``edge run`` refused
+it. :func:`preflight` looks at every one of them, all at once, and reports each in the loader's format
+``file:line: key.path: what is wrong; what is valid``, with the line of the key that names the file (or of its
+section when the key takes its default). It probes but changes nothing: no folder is created, a write test leaves
+no file behind, no device is opened.
 
 Run it as the user the service runs as (``sudo -u edge edge check``): whether a folder is writable depends on who
 asks. The rule that needs no environment but is only the service's business (a config that can never ALARM,
-:func:`edge.config.root.check_can_alarm`) is here too, through :func:`run_refusals`, which ``edge run`` applies
-before it starts.
+:func:`edge.config.root.check_can_alarm`) is here too, through :func:`run_refusals`, which ``edge run`` applies at
+start and on every reload (:func:`refuse_if_never_alarms`).
 """
 
 from __future__ import annotations
@@ -59,7 +59,9 @@ class Problem:
 
 
 @dataclass(frozen=True, slots=True)
-class _Finding:
+class Finding:
+    """What one check found, at a key path; :func:`preflight` turns it into a :class:`Problem` with its line."""
+
     loc: Loc
     message: str
     warning: bool = False
@@ -69,7 +71,7 @@ def _one_line(exc: BaseException) -> str:
     return "; ".join(part.strip() for part in str(exc).splitlines() if part.strip())
 
 
-def _report(findings: Sequence[_Finding], config_path: Path) -> list[Problem]:
+def _report(findings: Sequence[Finding], config_path: Path) -> list[Problem]:
     lines = key_lines(config_path)
     problems = [Problem(str(config_path), line_for(f.loc, lines), format_loc(f.loc), f.message, f.warning)
                 for f in findings]
@@ -89,43 +91,43 @@ def _verify(path: Path, trusted: tuple[TrustedKey, ...], allow_unsigned: bool) -
 
 
 def _bundle_findings(loc: Loc, path: Path, roles: set[str], cfg: ModelsConfig, trusted: tuple[TrustedKey, ...],
-                     signature_checked: bool) -> list[_Finding]:
+                     signature_checked: bool) -> list[Finding]:
     if not path.exists():
-        return [_Finding(loc, f"{path} does not exist; expected a bundle folder holding bundle.yaml (copy the bundle "
-                              f"there, or point {format_loc(loc)} at it)")]
+        return [Finding(loc, f"{path} does not exist; expected a bundle folder holding bundle.yaml (copy the bundle "
+                             f"there, or point {format_loc(loc)} at it)")]
     try:
         bundle, unsigned = _verify(path, trusted, cfg.allow_unsigned or not signature_checked)
     except EdgeError as exc:
-        return [_Finding(loc, f"{_one_line(exc)} (`edge run` would refuse it too)")]
-    found: list[_Finding] = []
+        return [Finding(loc, f"{_one_line(exc)} (`edge run` would refuse it too)")]
+    found: list[Finding] = []
     if str(bundle.role) not in roles:
-        found.append(_Finding(loc, f"{path} is a {bundle.role} bundle; expected {' or '.join(sorted(roles))}"))
+        found.append(Finding(loc, f"{path} is a {bundle.role} bundle; expected {' or '.join(sorted(roles))}"))
     if unsigned and signature_checked:
-        found.append(_Finding(loc, f"{path} runs unsigned because models.allow_unsigned is true ({unsigned}); "
-                                   "nothing proves who made it: sign it (`edge-export sign`) and list the key in "
-                                   "models.trusted_keys", warning=True))
+        found.append(Finding(loc, f"{path} runs unsigned because models.allow_unsigned is true ({unsigned}); "
+                                  "nothing proves who made it: sign it (`edge-export sign`) and list the key in "
+                                  "models.trusted_keys", warning=True))
     if all(str(m.precision) != cfg.precision for m in bundle.manifest.models):
         have = ", ".join(sorted({str(m.precision) for m in bundle.manifest.models}))
-        found.append(_Finding(("models", "precision"),
-                              f"{cfg.precision}, but {path} has no {cfg.precision} model (it has {have}): it would run "
-                              f"fp32 and report degraded; expected one of: {have}"))
+        found.append(Finding(("models", "precision"),
+                             f"{cfg.precision}, but {path} has no {cfg.precision} model (it has {have}): it would "
+                             f"fall back and report degraded; expected one of: {have}"))
     thresholds = bundle.manifest.thresholds
     if bundle.role is Role.SCORER and DECISION_THRESHOLD_KEY not in thresholds and not (
             cfg.operating_point == "item" and ITEM_THRESHOLD_KEY in thresholds):
-        found.append(_Finding(loc, f"{path} has no '{DECISION_THRESHOLD_KEY}' threshold, so it cannot decide; "
-                                   "expected a scorer bundle with thresholds.score (edge-export set-thresholds)"))
+        found.append(Finding(loc, f"{path} has no '{DECISION_THRESHOLD_KEY}' threshold, so it cannot decide; "
+                                  "expected a scorer bundle with thresholds.score (edge-export set-thresholds)"))
     return found
 
 
-def check_bundles(cfg: ModelsConfig) -> list[_Finding]:
+def check_bundles(cfg: ModelsConfig) -> list[Finding]:
     """Detector and scorer exist, load, verify (hashes, signature by a trusted key) and have the right role."""
-    found: list[_Finding] = []
+    found: list[Finding] = []
     trusted: tuple[TrustedKey, ...] = ()
     signature_checked = True
     try:
         trusted = tuple(load_trusted_keys(cfg.trusted_keys))
     except EdgeError as exc:
-        found.append(_Finding(("models", "trusted_keys"), f"{_one_line(exc)}; expected Ed25519 public-key files"))
+        found.append(Finding(("models", "trusted_keys"), f"{_one_line(exc)}; expected Ed25519 public-key files"))
         signature_checked = False  # every bundle would be 'unsigned': check the rest of them only
     found += _bundle_findings(("models", "detector"), cfg.detector, {"detector"}, cfg, trusted, signature_checked)
     if cfg.scorer is not None:
@@ -135,13 +137,13 @@ def check_bundles(cfg: ModelsConfig) -> list[_Finding]:
 
 
 # ------------------------------------------------------------------ calibrations
-def check_calibrations(condition: ConditionConfig, camera: CameraConfig | None) -> list[_Finding]:
+def check_calibrations(condition: ConditionConfig, camera: CameraConfig | None) -> list[Finding]:
     """Flat-field, energy and (with a camera) camera calibration exist and load with the runtime's own readers.
 
     The service starts without them (items UNSCREENED, overlays on the X-ray image), so only this check says,
     before hand-over, that commissioning is not finished.
     """
-    found: list[_Finding] = []
+    found: list[Finding] = []
     for loc, path, load, command in (
             (("condition", "flatfield_file"), condition.flatfield_file, load_flatfield, "edge calibrate flatfield"),
             (("condition", "energy_file"), condition.energy_file, load_energy_calibration, "edge calibrate energy"),
@@ -150,36 +152,36 @@ def check_calibrations(condition: ConditionConfig, camera: CameraConfig | None) 
         try:
             load(path)
         except (CalibrationError, OSError, ValueError) as exc:
-            found.append(_Finding(loc, f"does not load: {_one_line(exc)}; expected a calibration written by "
-                                       f"`{command}`"))
+            found.append(Finding(loc, f"does not load: {_one_line(exc)}; expected a calibration written by "
+                                      f"`{command}`"))
     return found
 
 
 # ------------------------------------------------------------------ devices
-def check_devices(firmware: FirmwareConfig | None, camera: CameraConfig | None) -> list[_Finding]:
+def check_devices(firmware: FirmwareConfig | None, camera: CameraConfig | None) -> list[Finding]:
     """The serial port and the camera's device or file exist (neither is opened: the service may hold them)."""
-    found: list[_Finding] = []
+    found: list[Finding] = []
     if firmware is not None:
         port = Path(firmware.port)
         if not port.exists():
-            found.append(_Finding(("firmware", "port"),
-                                  f"{port} does not exist; expected the scanner's serial device, e.g. a name listed "
-                                  "by `ls /dev/serial/by-id/` (is the cable plugged in?)"))
+            found.append(Finding(("firmware", "port"),
+                                 f"{port} does not exist; expected the scanner's serial device, e.g. a name listed "
+                                 "by `ls /dev/serial/by-id/` (is the cable plugged in?)"))
         elif not stat.S_ISCHR(port.stat().st_mode):
-            found.append(_Finding(("firmware", "port"), f"{port} is not a character device; expected a serial port"))
+            found.append(Finding(("firmware", "port"), f"{port} is not a character device; expected a serial port"))
         elif not os.access(port, os.R_OK | os.W_OK):
-            found.append(_Finding(("firmware", "port"), f"{port} cannot be read and written by this user; add the "
-                                                        "service user to the port's group (usually dialout)"))
+            found.append(Finding(("firmware", "port"), f"{port} cannot be read and written by this user; add the "
+                                                       "service user to the port's group (usually dialout)"))
     if camera is not None:
         device = parse_device(camera.device)
         if isinstance(device, int):
             node = Path(f"/dev/video{device}")
             if not node.exists():
-                found.append(_Finding(("camera", "device"), f"camera index {device}, but {node} does not exist; "
-                                                            "expected a connected V4L2 camera (`ls /dev/video*`)"))
+                found.append(Finding(("camera", "device"), f"camera index {device}, but {node} does not exist; "
+                                                           "expected a connected V4L2 camera (`ls /dev/video*`)"))
         elif "://" not in device and not Path(device).exists():
-            found.append(_Finding(("camera", "device"), f"{device} does not exist; expected a camera index, an "
-                                                        "RTSP/HTTP URL or an existing video file or device"))
+            found.append(Finding(("camera", "device"), f"{device} does not exist; expected a camera index, an "
+                                                       "RTSP/HTTP URL or an existing video file or device"))
     return found
 
 
@@ -227,19 +229,19 @@ def _file_problem(file: Path) -> str | None:
     return folder_problem(file.parent)
 
 
-def check_folders(cfg: EdgeConfig) -> list[_Finding]:
+def check_folders(cfg: EdgeConfig) -> list[Finding]:
     """Every folder the service writes to: source (spool, DICOS, done), outbox, audit store, status file, model
     cache; a VOTI source folder, which is only read, must exist and be readable."""
     valid = "; expected a folder the service user can write (systemd's StateDirectory= creates /var/lib/edge)"
     writes: list[tuple[Loc, str | None]] = []
-    found: list[_Finding] = []
+    found: list[Finding] = []
     source = cfg.source
     if source.type in ("spool", "dicos"):  # items are moved out (done/, rejected/) once decided
         writes.append((("source", "directory"), folder_problem(source.directory)))
     elif source.type == "voti" and not (source.directory.is_dir()
                                         and os.access(source.directory, os.R_OK | os.X_OK)):
-        found.append(_Finding(("source", "directory"), f"{source.directory} is not a folder this user can read; "
-                                                       "expected the folder the scanner writes its .raw files to"))
+        found.append(Finding(("source", "directory"), f"{source.directory} is not a folder this user can read; "
+                                                      "expected the folder the scanner writes its .raw files to"))
     done = getattr(source, "done_directory", None)
     if isinstance(done, Path):
         writes.append((("source", "done_directory"), folder_problem(done)))
@@ -249,13 +251,13 @@ def check_folders(cfg: EdgeConfig) -> list[_Finding]:
     writes.append((("service", "status_file"), _file_problem(cfg.service.status_file)))
     if cfg.models.cache_dir is not None:
         writes.append((("models", "cache_dir"), folder_problem(cfg.models.cache_dir)))
-    return found + [_Finding(loc, problem + valid) for loc, problem in writes if problem]
+    return found + [Finding(loc, problem + valid) for loc, problem in writes if problem]
 
 
 # ------------------------------------------------------------------ entry points
 def run_refusals(cfg: EdgeConfig, config_path: Path) -> list[Problem]:
     """Rules ``edge run`` refuses to start on (and ``edge check`` flags): a config that can never ALARM."""
-    return _report([_Finding(loc, message) for check in RUN_CHECKS for loc, message in check(cfg)], config_path)
+    return _report([Finding(loc, message) for check in RUN_CHECKS for loc, message in check(cfg)], config_path)
 
 
 def refuse_if_never_alarms(cfg: EdgeConfig, config_path: Path) -> None:
@@ -275,8 +277,8 @@ def preflight(cfg: EdgeConfig, config_path: Path) -> list[Problem]:
     and the camera exist; the source folder exists or can be created; state folders are writable; and the
     service's own rules (:func:`run_refusals`). ``config_path`` is the file ``cfg`` was loaded from (for lines).
     """
-    findings = [_Finding(loc, message) for check in RUN_CHECKS for loc, message in check(cfg)]
-    groups: tuple[tuple[Loc, Callable[[], list[_Finding]]], ...] = (
+    findings = [Finding(loc, message) for check in RUN_CHECKS for loc, message in check(cfg)]
+    groups: tuple[tuple[Loc, Callable[[], list[Finding]]], ...] = (
         (("models",), lambda: check_bundles(cfg.models)),
         (("condition",), lambda: check_calibrations(cfg.condition, cfg.camera)),
         (("firmware",) if cfg.firmware is not None else ("camera",), lambda: check_devices(cfg.firmware, cfg.camera)),
@@ -286,6 +288,6 @@ def preflight(cfg: EdgeConfig, config_path: Path) -> list[Problem]:
         try:
             findings += run()
         except (OSError, ValueError) as exc:  # e.g. a path with a NUL byte: say so rather than a traceback
-            findings.append(_Finding(section, f"could not be checked: {type(exc).__name__}: {exc}; expected paths "
-                                              "that exist or can be created"))
+            findings.append(Finding(section, f"could not be checked: {type(exc).__name__}: {exc}; expected paths "
+                                             "that exist or can be created"))
     return _report(findings, config_path)
