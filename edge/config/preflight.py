@@ -185,6 +185,25 @@ def check_devices(firmware: FirmwareConfig | None, camera: CameraConfig | None) 
     return found
 
 
+# ------------------------------------------------------------------ broker files
+def check_broker_files(cfg: EdgeConfig) -> list[Finding]:
+    """The TLS files and the password file the MQTT client reads at connect time exist and can be read.
+
+    Their contents are not read here (a secret never reaches the output). Credentials named by ``*_credential``
+    live in systemd's credentials directory, which exists only inside the unit, so they are not checked.
+    """
+    if not cfg.mqtt.enabled:
+        return []
+    files: list[tuple[Loc, Path | None]] = [(("mqtt", "password_file"), cfg.mqtt.password_file)]
+    tls = cfg.mqtt.tls
+    if tls is not None:
+        files += [(("mqtt", "tls", "ca_file"), tls.ca_file), (("mqtt", "tls", "cert_file"), tls.cert_file),
+                  (("mqtt", "tls", "key_file"), tls.key_file),
+                  (("mqtt", "tls", "key_passphrase_file"), tls.key_passphrase_file)]
+    return [Finding(loc, f"{path} is not a file this user can read; expected the file the broker connection needs")
+            for loc, path in files if path is not None and not (path.is_file() and os.access(path, os.R_OK))]
+
+
 # ------------------------------------------------------------------ folders
 def _nearest_existing(path: Path) -> Path:
     current = path
@@ -274,8 +293,9 @@ def preflight(cfg: EdgeConfig, config_path: Path) -> list[Problem]:
     """Every environment problem of a validated config, sorted by line (empty when the box is ready).
 
     Bundles exist, load, verify and are signed by a trusted key; calibrations exist and load; the serial port
-    and the camera exist; the source folder exists or can be created; state folders are writable; and the
-    service's own rules (:func:`run_refusals`). ``config_path`` is the file ``cfg`` was loaded from (for lines).
+    and the camera exist; the source folder exists or can be created; state folders are writable; the broker's
+    TLS and password files can be read; and the service's own rules (:func:`run_refusals`). ``config_path`` is
+    the file ``cfg`` was loaded from (for lines).
     """
     findings = [Finding(loc, message) for check in RUN_CHECKS for loc, message in check(cfg)]
     groups: tuple[tuple[Loc, Callable[[], list[Finding]]], ...] = (
@@ -283,6 +303,7 @@ def preflight(cfg: EdgeConfig, config_path: Path) -> list[Problem]:
         (("condition",), lambda: check_calibrations(cfg.condition, cfg.camera)),
         (("firmware",) if cfg.firmware is not None else ("camera",), lambda: check_devices(cfg.firmware, cfg.camera)),
         (("audit", "directory"), lambda: check_folders(cfg)),
+        (("mqtt",), lambda: check_broker_files(cfg)),
     )
     for section, run in groups:
         try:

@@ -406,3 +406,16 @@ def test_wrong_role_and_missing_precision_are_flagged(tmp_path: Path, site: Site
                in line for line in lines), lines
     assert any(line.startswith(f"{path}:{line_of(path, 'precision:')}: models.precision: int8") for line in lines), \
         lines
+
+
+def test_missing_tls_and_password_files_are_flagged(tmp_path: Path, site: Site) -> None:
+    ca = tmp_path / "ca.pem"
+    ca.write_text("-----BEGIN CERTIFICATE-----\n")
+    mqtt = (f"  enabled: true\n  password_file: {tmp_path / 'secrets' / 'mqtt-password'}\n"
+            f"  tls:\n    ca_file: {ca}\n    cert_file: {tmp_path / 'client.pem'}\n")
+    path = write(tmp_path, good_config(tmp_path, site, mqtt=mqtt))
+    code, lines = check(path)
+    assert code == 1
+    for key, start in (("mqtt.password_file", "password_file:"), ("mqtt.tls.cert_file", "cert_file:")):
+        assert any(line.startswith(f"{path}:{line_of(path, start)}: {key}: ") for line in lines), (key, lines)
+    assert not any("ca_file" in line for line in lines), lines
