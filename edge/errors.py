@@ -11,10 +11,13 @@ boundary, so the pipeline decides fail-safe behaviour on our types only::
     ├── FrameError           a frame or item is corrupt, truncated or of the wrong shape
     ├── SourceError          a frame source stalled or vanished
     ├── PublishError         the outbox or broker connection failed in a way the caller must see
+    ├── ItemFailed           a stage's verdict on one item: UNSCREENED with this reason (image quality, ...)
     └── FirmwareError        (``firmware_bridge.errors``) transport, codec, link and command errors of the serial link
 """
 
 from __future__ import annotations
+
+from edge.records import UnscreenedReason
 
 
 class EdgeError(Exception):
@@ -51,3 +54,13 @@ class SourceError(EdgeError):
 
 class PublishError(EdgeError):
     """Publishing failed in a way the caller must handle (the outbox itself, not a broker outage)."""
+
+
+class ItemFailed(EdgeError):
+    """Raised by a stage to make the item UNSCREENED with a specific reason (any stage may raise it; it lives here
+    rather than in the decide stage so that no stage imports another)."""
+
+    def __init__(self, reason: UnscreenedReason, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail

@@ -20,9 +20,8 @@ from edge.condition.degraded import from_grey, from_pseudo_colour
 from edge.condition.image import ConditionedImage
 from edge.condition.quality import QualityFinding, QualityGate
 from edge.config.condition import QualityConfig
-from edge.errors import CalibrationError, FrameError
+from edge.errors import CalibrationError, FrameError, ItemFailed
 from edge.records import ItemMeta, RawItem
-from edge.stages.decide import ItemFailed
 
 
 @dataclass(frozen=True, slots=True, eq=False)

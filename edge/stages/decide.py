@@ -9,17 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from edge.errors import BackendError, BundleError, CalibrationError, FrameError, SourceError
+from edge.errors import BackendError, BundleError, CalibrationError, FrameError, ItemFailed, SourceError
 from edge.records import Decision, ItemMeta, ModelRef, ObjectResult, UnscreenedReason, Verdict
-
-
-class ItemFailed(Exception):
-    """Raised by a stage to make the item UNSCREENED with a specific reason."""
-
-    def __init__(self, reason: UnscreenedReason, detail: str) -> None:
-        super().__init__(detail)
-        self.reason = reason
-        self.detail = detail
 
 
 def reason_for(exc: BaseException) -> tuple[UnscreenedReason, str]:

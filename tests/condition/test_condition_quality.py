@@ -18,7 +18,7 @@ from edge.condition.quality import QualityGate
 from edge.config.condition import QualityConfig
 from edge.records import ItemMeta, RawItem, UnscreenedReason
 from edge.stages.condition import ConditionStage
-from edge.stages.decide import ItemFailed
+from edge.errors import ItemFailed
 from sim.dataset import ItemStream
 from sim.physics import RawScan
 
