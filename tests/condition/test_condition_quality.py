@@ -16,9 +16,9 @@ from calib.flatfield import ReferenceLines, compute_flatfield
 from edge.condition import Conditioner, FlatFieldCorrector
 from edge.condition.quality import QualityGate
 from edge.config.condition import QualityConfig
+from edge.errors import ItemFailed
 from edge.records import ItemMeta, RawItem, UnscreenedReason
 from edge.stages.condition import ConditionStage
-from edge.errors import ItemFailed
 from sim.dataset import ItemStream
 from sim.physics import RawScan
 
