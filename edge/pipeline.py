@@ -169,6 +169,9 @@ class Pipeline:
         self._announced_lock = threading.Lock()
         self._early: dict[str, tuple[RawItem, float]] = {}
         """Items whose frames came before the scanner's ItemEnd: held (by the intake thread) until it arrives."""
+        self._redelivery: dict[str, tuple[ItemMeta, float]] = {}
+        """Items a killed run accepted and never decided, whose source still holds them: source ref -> (the
+        journal's meta, until when to wait for the source to deliver them again). Guarded by _announced_lock."""
         self._unannounced: dict[str, float] = {}
         """Items accepted before the scanner announced them (item id -> when), so that the late ItemEnd is not
         taken for an item whose frames never came."""
@@ -217,15 +220,22 @@ class Pipeline:
     def _recover(self) -> None:
         """Items an earlier run accepted but did not finish (killed, power lost): exactly one decision each.
 
-        A decision written ahead of the sinks is stored again (same record ids: subscribers see it once); an
-        item never decided is decided UNSCREENED ``restart``. Either way its source item is acknowledged before
-        intake starts, so the spool does not deliver it a second time.
+        A decision written ahead of the sinks is stored again (same record ids: subscribers see it once) and its
+        source item acknowledged before intake starts, so the spool does not deliver it a second time. An item
+        never decided whose source still holds it (the spool file is still there) is screened again when the
+        source delivers it, under its journal identity (same item id and uid); one the source does not deliver
+        within the stall time (gone, or a source that keeps nothing) is decided UNSCREENED ``restart``.
         """
         if self._journal is None:
             return
         leftovers = self._journal.leftovers()
+        wait_until = self._mono() + max(self._stall_s, 5.0)
         for left in leftovers:
             decision = left.decision
+            if decision is None and left.source_ref is not None:
+                with self._announced_lock:
+                    self._redelivery[left.source_ref] = (left.meta, wait_until)
+                continue
             if decision is None:
                 decision = unscreened(left.meta, UnscreenedReason.RESTART,
                                       "accepted before the service stopped unexpectedly (crash, kill or power "
@@ -239,9 +249,9 @@ class Pipeline:
             self.ledger.register(left.meta, self._mono())
             self.ledger.settle(decision)
         if leftovers:
-            log.warning("items left undecided or unstored by the previous run settled",
-                        extra={"items": len(leftovers),
-                               "restart": sum(1 for left in leftovers if left.decision is None)})
+            log.warning("items left undecided or unstored by the previous run: decisions stored again, items "
+                        "screened again when their source delivers them", extra={
+                            "items": len(leftovers), "to_screen_again": len(self._redelivery)})
 
     def stop(self, timeout_s: float = 10.0) -> None:
         """Stop intake, give in-flight items until ``timeout_s`` to finish, UNSCREEN the rest, flush sinks."""
@@ -285,7 +295,7 @@ class Pipeline:
         end = self._mono() + timeout_s
         while self._mono() < end:
             with self._announced_lock:
-                waiting = bool(self._announced)
+                waiting = bool(self._announced) or bool(self._redelivery)
             if (self.source_exhausted.is_set() and not self.ledger.in_flight() and not waiting
                     and self._publish_q.unfinished_tasks == 0):
                 return True
@@ -379,6 +389,7 @@ class Pipeline:
     def _accept(self, item: RawItem) -> None:
         with self._announced_lock:
             announced = self._announced.pop(item.meta.item_id, None)
+            redo = self._redelivery.pop(item.source_ref, None) if item.source_ref is not None else None
             if announced is None and self._scanning is not None:
                 self._unannounced[item.meta.item_id] = self._mono()
         if announced is not None:
@@ -392,6 +403,10 @@ class Pipeline:
             if item.source_ref is not None:
                 self._acknowledge(item.source_ref)
             return
+        if redo is not None:
+            # Accepted by a killed run and never decided: screened now under its journal identity.
+            item = replace(item, meta=replace(item.meta, item_id=redo[0].item_id, uid=redo[0].uid))
+            log.info("item accepted before a restart is screened again", extra={"item_id": redo[0].item_id})
         meta = item.meta
         if self.ledger.item_id_in_use(meta.item_id):
             # A second item under a name already used (a file dropped twice, a counter that restarted): it is
@@ -518,6 +533,16 @@ class Pipeline:
                 for item_id, seen in list(self._unannounced.items()):
                     if now - seen >= self._stall_s:
                         del self._unannounced[item_id]
+                never_again = [(ref, m) for ref, (m, due) in self._redelivery.items() if due <= now]
+                for ref, _ in never_again:
+                    del self._redelivery[ref]
+            for ref, meta in never_again:
+                if self.ledger.register(meta, now):
+                    with self._refs_lock:
+                        self._refs[meta.uid] = ref
+                    self._settle_unscreened(meta, UnscreenedReason.RESTART,
+                                            "accepted before the service stopped unexpectedly (crash, kill or "
+                                            "power loss) and not delivered again by its source")
             for meta in stalled:
                 if self.ledger.register(meta, now):
                     self._stalled[meta.item_id] = None

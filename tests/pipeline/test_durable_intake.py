@@ -37,25 +37,31 @@ def _drop(spool: Path, name: str, seed: int = 0) -> Path:
     return final
 
 
-def test_item_stays_in_spool_until_decided_and_a_killed_run_is_settled_at_restart(tmp_path: Path) -> None:
-    spool, done = tmp_path / "spool", tmp_path / "done"
-    spool.mkdir()
-    journal_path = tmp_path / "intake.sqlite3"
+def _killed_run(spool: Path, done: Path, journal_path: Path, name: str) -> threading.Event:
+    """A run that accepts ``name`` and is "killed" while screening it: abandoned, never stopped."""
     inside = threading.Event()
     never = threading.Event()
 
     def stuck(item: RawItem) -> Any:
         inside.set()
-        never.wait(30)  # the process "dies" here: the pipeline is abandoned, never stopped
+        never.wait(30)
         return _clear(item)
 
-    first_sink = MemorySink()
     first = Pipeline(SpoolSource(spool, "lane1", 60, poll_s=0.02, done_directory=done), [Stage("s", stuck)],
-                     [first_sink], workers=1, journal=IntakeJournal(journal_path))
+                     [MemorySink()], workers=1, journal=IntakeJournal(journal_path))
     first.start()
-    _drop(spool, "parcel7")
+    _drop(spool, name)
     assert inside.wait(10)
-    assert (spool / "parcel7.npz").exists(), "the item left the spool before its decision was stored"
+    assert (spool / f"{name}.npz").exists(), "the item left the spool before its decision was stored"
+    return never
+
+
+def test_an_item_a_killed_run_accepted_is_screened_again_under_its_identity(tmp_path: Path) -> None:
+    spool, done = tmp_path / "spool", tmp_path / "done"
+    spool.mkdir()
+    journal_path = tmp_path / "intake.sqlite3"
+    never = _killed_run(spool, done, journal_path, "parcel7")
+    (left,) = IntakeJournal(journal_path).leftovers()
     # A second run over the same spool and journal (as after SIGKILL + systemd restart).
     sink = MemorySink()
     second = Pipeline(SpoolSource(spool, "lane1", 60, poll_s=0.02, done_directory=done), [Stage("s", _clear)],
@@ -66,9 +72,28 @@ def test_item_stays_in_spool_until_decided_and_a_killed_run_is_settled_at_restar
     second.stop(timeout_s=5)
     never.set()
     (decision,) = sink.decisions
-    assert decision.verdict is Verdict.UNSCREENED and decision.reason is UnscreenedReason.RESTART
-    assert decision.item_id == "lane1-parcel7" and first_sink.decisions == []
+    assert decision.verdict is Verdict.CLEAR, "screened again, not given up"
+    assert (decision.item_id, decision.item_uid) == ("lane1-parcel7", left.meta.uid)
     assert not (spool / "parcel7.npz").exists() and (done / "parcel7.npz").exists()
+    assert IntakeJournal(journal_path).pending() == 0
+
+
+def test_an_item_a_killed_run_accepted_that_is_gone_is_unscreened_restart(tmp_path: Path) -> None:
+    spool, done = tmp_path / "spool", tmp_path / "done"
+    spool.mkdir()
+    journal_path = tmp_path / "intake.sqlite3"
+    never = _killed_run(spool, done, journal_path, "parcel8")
+    (spool / "parcel8.npz").unlink()  # an operator took the file away while the service was down
+    sink = MemorySink()
+    second = Pipeline(SpoolSource(spool, "lane1", 60, poll_s=0.02, done_directory=done), [Stage("s", _clear)],
+                      [sink], workers=1, source_stall_s=0.5, journal=IntakeJournal(journal_path))
+    second.start()
+    assert sink.wait_for(1, timeout_s=15)
+    second.stop(timeout_s=5)
+    never.set()
+    (decision,) = sink.decisions
+    assert decision.verdict is Verdict.UNSCREENED and decision.reason is UnscreenedReason.RESTART
+    assert decision.item_id == "lane1-parcel8"
     assert IntakeJournal(journal_path).pending() == 0
 
 
