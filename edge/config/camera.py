@@ -1,4 +1,9 @@
-"""``camera:`` section: the exit camera and the cross-modal calibration that maps X-ray pixels onto it."""
+"""``camera:`` section: the exit camera and the cross-modal calibration that maps X-ray pixels onto it.
+
+The encoder scale the camera selects frames with is ``firmware.encoder_counts_per_mm`` (belt positions come only
+from the firmware link); ``encoder_mm_per_count`` here is a deprecated alias kept so old files still load:
+``edge.config.root`` fills it from the firmware section and refuses the two disagreeing.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,7 @@ from pathlib import Path
 from pydantic import Field
 
 from edge.config.base import EdgeBaseConfig
+from edge.config.firmware import DEFAULT_ENCODER_COUNTS_PER_MM
 
 
 class CameraConfig(EdgeBaseConfig):
@@ -20,7 +26,9 @@ class CameraConfig(EdgeBaseConfig):
     )
     reconnect_s: float = Field(2.0, gt=0, le=60, description="seconds between reopen attempts after loss")
     encoder_mm_per_count: float = Field(
-        0.8, gt=0, le=100, description="belt travel per encoder count in mm (frame selection from belt travel)"
+        1.0 / DEFAULT_ENCODER_COUNTS_PER_MM, gt=0, le=100,
+        description="deprecated alias: belt travel per encoder count in mm; set firmware.encoder_counts_per_mm "
+        "instead (this then follows it as 1 / counts per mm; set both and they must agree)",
     )
     select_tolerance_mm: float = Field(
         120.0, gt=0, le=2000, description="farthest in mm the item centre may be from the view centre in a frame"

@@ -8,15 +8,16 @@ reported in the same ``file:line: key: message`` form, naming both keys.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from edge.config.audit import AuditConfig
 from edge.config.base import EdgeBaseConfig
 from edge.config.camera import CameraConfig
 from edge.config.condition import ConditionConfig
 from edge.config.decide import DecideConfig
-from edge.config.firmware import FirmwareConfig
+from edge.config.firmware import DEFAULT_ENCODER_COUNTS_PER_MM, LINK_SETTLE_MARGIN_S, FirmwareConfig
 from edge.config.loader import Check, Loc, load_yaml_model
 from edge.config.localise import LocaliseConfig
 from edge.config.logs import LoggingConfig
@@ -44,6 +45,24 @@ class EdgeConfig(EdgeBaseConfig):
     audit: AuditConfig = Field(default_factory=AuditConfig, description="audit store and retention")
     logging: LoggingConfig = Field(default_factory=LoggingConfig, description="log level and format")
     service: ServiceConfig = Field(default_factory=ServiceConfig, description="status file, metrics, stop times")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _camera_encoder_follows_firmware(cls, data: Any) -> Any:
+        """One encoder scale: ``camera.encoder_mm_per_count`` (a deprecated alias) follows
+        ``firmware.encoder_counts_per_mm`` unless the file sets it; :func:`check_encoder_scale` refuses the two
+        set and disagreeing. Before this, each had its own default (0.8 and 0.1 mm a count), 8x apart, so the
+        camera picked frames from the wrong belt travel. A value the firmware section gets wrong is left alone
+        for its own validation to report."""
+        if not isinstance(data, dict):
+            return data
+        camera, firmware = data.get("camera"), data.get("firmware")
+        if not isinstance(camera, dict) or "encoder_mm_per_count" in camera or not isinstance(firmware, dict):
+            return data
+        counts = firmware.get("encoder_counts_per_mm", DEFAULT_ENCODER_COUNTS_PER_MM)
+        if isinstance(counts, bool) or not isinstance(counts, int | float) or counts <= 0:
+            return data
+        return {**data, "camera": {**camera, "encoder_mm_per_count": 1.0 / counts}}
 
 
 def check_reconnect_order(cfg: EdgeConfig) -> list[tuple[Loc, str]]:
@@ -98,6 +117,48 @@ def check_segment_order(cfg: EdgeConfig) -> list[tuple[Loc, str]]:
                  f"{loc.min_segments} exceeds localise.max_segments ({loc.max_segments}); "
                  "expected min_segments <= max_segments")]
     return []
+
+
+def check_encoder_scale(cfg: EdgeConfig) -> list[tuple[Loc, str]]:
+    """The camera's encoder scale (deprecated key) must be the firmware's: both describe the one belt encoder.
+
+    Without a firmware section there are no belt positions (camera frames carry none), so the camera's value is
+    unused and not checked.
+    """
+    cam, fw = cfg.camera, cfg.firmware
+    if cam is None or fw is None:
+        return []
+    if abs(cam.encoder_mm_per_count * fw.encoder_counts_per_mm - 1.0) <= 1e-6:
+        return []
+    return [(("camera", "encoder_mm_per_count"),
+             f"{cam.encoder_mm_per_count} mm per count disagrees with firmware.encoder_counts_per_mm "
+             f"({fw.encoder_counts_per_mm} counts per mm = {1.0 / fw.encoder_counts_per_mm:.6g} mm per count); "
+             "camera.encoder_mm_per_count is deprecated: remove it and set firmware.encoder_counts_per_mm "
+             f"(here {1.0 / cam.encoder_mm_per_count:.6g} if the camera's value is the right one)")]
+
+
+def check_deadline_covers_link_settle(cfg: EdgeConfig) -> list[tuple[Loc, str]]:
+    """An item's result is held ``firmware.link_timeout_s`` + 0.5 s after its scan (until the link history for
+    it is final); a deadline no longer than that makes every item UNSCREENED ``deadline_missed``."""
+    fw = cfg.firmware
+    if fw is None or cfg.decide.deadline_s > fw.link_settle_s:
+        return []
+    return [(("decide", "deadline_s"),
+             f"{cfg.decide.deadline_s} is not longer than firmware.link_timeout_s ({fw.link_timeout_s}) + "
+             f"{LINK_SETTLE_MARGIN_S} s, how long each result is held until the link history is final, so every "
+             f"item would miss its deadline; expected more than {fw.link_settle_s:g} (or a shorter "
+             "firmware.link_timeout_s)")]
+
+
+def check_overlay_fits_image_cap(cfg: EdgeConfig) -> list[tuple[Loc, str]]:
+    """A camera overlay larger than the MQTT image cap is encoded twice: once to the camera's cap, then again,
+    at lower quality, to ``mqtt.image_max_bytes``."""
+    cam = cfg.camera
+    if cam is None or not cfg.mqtt.enabled or cam.overlay_max_bytes <= cfg.mqtt.image_max_bytes:
+        return []
+    return [(("camera", "overlay_max_bytes"),
+             f"{cam.overlay_max_bytes} exceeds mqtt.image_max_bytes ({cfg.mqtt.image_max_bytes}); expected "
+             "overlay_max_bytes <= image_max_bytes (every overlay would be re-encoded to fit the MQTT cap)")]
 
 
 TOPIC_PREFIX_MAX_BYTES = 184
@@ -164,7 +225,8 @@ def check_can_alarm(cfg: EdgeConfig) -> list[tuple[Loc, str]]:
 
 
 CHECKS: tuple[Check, ...] = (check_reconnect_order, check_palette_order, check_link_timeout, check_command_retry,
-                             check_segment_order, check_topic_prefix)
+                             check_segment_order, check_topic_prefix, check_encoder_scale,
+                             check_deadline_covers_link_settle, check_overlay_fits_image_cap)
 RUN_CHECKS: tuple[Check, ...] = (check_can_alarm,)
 """Rules only the service needs (``edge run``, flagged by ``edge check``), not every reader of the file."""
 
