@@ -47,6 +47,8 @@ import cv2
 import numpy as np
 from numpy.typing import NDArray
 
+from sim import require_sim_extra
+
 FloatArray = NDArray[np.float32]
 U16Array = NDArray[np.uint16]
 
@@ -153,6 +155,7 @@ class Material:
 
     def mu_cm(self, energies_kev: NDArray[np.floating] | Sequence[float]) -> NDArray[np.float64]:
         """Linear attenuation coefficient in 1/cm at the given energies (keV), from xraydb (Elam et al.)."""
+        require_sim_extra()
         import xraydb  # local import: reads its database; keep module import free of I/O
 
         energies_ev = np.asarray(energies_kev, dtype=np.float64) * 1000.0
@@ -363,6 +366,7 @@ class Spectrum:
 
 def build_spectrum(spec: ScannerSpec) -> Spectrum:
     """Tube spectrum (spekpy) x detector layer response x energy, condensed to ``energy_bin_kev`` bins."""
+    require_sim_extra()
     import spekpy
     import xraydb
 

@@ -37,7 +37,7 @@ from pydicom import dcmread
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, UID, ExplicitVRLittleEndian, generate_uid
 
-from edge.dicos._io import encode, write_atomic
+from edge.dicos._io import encode, missing_jpeg_decoder, write_atomic
 from edge.dicos.tags import DICOS_VERSION, DX_SOP_CLASSES, SOP_CLASS_DX_PROCESSING
 from edge.errors import FrameError, SourceError
 from edge.sources.bounds import InputLimits, OversizeError, check_file_size
@@ -252,7 +252,7 @@ def check_dx_size(path: Path, limits: InputLimits) -> None:
 
 
 def read_dx(path: Path | str, limits: InputLimits | None = None) -> DxImage:
-    """Read and decode one DX image (native or JPEG Lossless, via pylibjpeg).
+    """Read and decode one DX image (native, or JPEG Lossless via pylibjpeg: the ``dicos-jpeg`` extra).
 
     The declared size is checked against ``limits`` (:func:`check_dx_size`) before pixel data is read.
 
@@ -279,6 +279,8 @@ def read_dx(path: Path | str, limits: InputLimits | None = None) -> DxImage:
             )
         if "PixelData" not in ds:
             raise FrameError(f"{path}: no Pixel Data (7FE0,0010); the file may be truncated")
+        if (missing := missing_jpeg_decoder(ds)) is not None:
+            raise FrameError(f"{path}: {missing}")
         try:
             arr = ds.pixel_array
         except Exception as exc:  # decoder errors: truncated native data, broken JPEG stream, no plugin
