@@ -66,7 +66,8 @@ class DicosFrameSource:
         folder = self._directory / ("rejected" if rejected else "done")
         for name in source_ref.split(os.pathsep):
             path = Path(name)
-            if not path.exists():
+            # Only a file of this source is ever moved: an empty ref is Path("."), the current directory.
+            if not path.is_file() or not path.resolve().is_relative_to(self._directory.resolve()):
                 continue
             try:
                 folder.mkdir(parents=True, exist_ok=True)

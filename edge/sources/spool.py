@@ -156,13 +156,30 @@ class SpoolSource:
         return RawItem(meta=meta, high=high, low=low, source_ref=ref)
 
     def acknowledge(self, source_ref: str) -> None:
-        """The item's decision is stored: move it to done/ (rejected/ if unreadable) or delete it."""
+        """The item's decision is stored: move it to done/ (rejected/ if unreadable) or delete it.
+
+        Only an entry directly inside the spool directory is ever moved or deleted: any other ref (an empty
+        one is ``Path(".")``, the current directory, which this once moved away whole) is ignored."""
         path = Path(source_ref)
+        if not self._is_spool_entry(path):
+            log.warning("acknowledge of a ref that is no item of this spool ignored", extra={"ref": source_ref})
+            return
         with self._lock:
             folder = self._taken.get(path, self._done)
             if path.exists():
                 self._put_away(path, folder)
             self._taken.pop(path, None)
+
+    def _is_spool_entry(self, path: Path) -> bool:
+        """``path`` names an entry directly inside the spool directory (not the spool, rejected/ or done/)."""
+        if path.name in {"", ".", ".."}:  # Path("") is the current directory
+            return False
+        try:
+            parent, spool = path.parent.resolve(), self._dir.resolve()
+        except OSError:
+            return False
+        return parent == spool and path.resolve() not in {self._rejected.resolve(),
+                                                          *([self._done.resolve()] if self._done else [])}
 
     def _put_away(self, path: Path, folder: Path | None) -> None:
         """Move an item into ``folder`` (or delete it); if that fails it stays, never to be read again this run.
