@@ -138,6 +138,8 @@ class OpenVinoSession:
 
     def close(self) -> None:
         with self._idle:
+            if not hasattr(self, "_compiled"):
+                return  # closed already: a second close is a no-op (it raised AttributeError)
             self._closed = True
             self._idle.wait_for(lambda: self._running == 0, timeout=30.0)
             self._requests.clear()
