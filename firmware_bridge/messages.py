@@ -268,6 +268,15 @@ class LampCommand:
     duration_ms: int
 
 
+FAULT_DETAIL_MAX_BYTES = 64
+"""Longest ``Fault.detail`` in UTF-8 bytes (the codec refuses longer text)."""
+
+
+def fit_text(text: str, limit: int = FAULT_DETAIL_MAX_BYTES) -> str:
+    """``text`` cut to ``limit`` UTF-8 bytes without splitting a character (for ``Fault.detail``)."""
+    return text.encode("utf-8")[:limit].decode("utf-8", errors="ignore")
+
+
 Event = BeltStatus | ItemStart | ItemEnd | FrameReady | XrayState | Interlock | Fault
 """Everything the firmware reports to the pipeline; each carries ``encoder_count``."""
 Command = Divert | BeltControl | LampCommand

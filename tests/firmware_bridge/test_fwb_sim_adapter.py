@@ -20,7 +20,7 @@ def sim_timeline() -> list[events.Event]:
 
 def test_translation_keeps_counts_items_and_frames() -> None:
     sim = sim_timeline()
-    adapted = from_sim_events(sim, counts_per_mm=8.0)
+    adapted = from_sim_events(sim)
     assert adapted.item_ids == {0: "parcel-a", 1: "bag-b"}
     msgs = [s.message for s in adapted.scheduled]
     assert [s.at_s for s in adapted.scheduled] == sorted(s.at_s for s in adapted.scheduled)
@@ -40,7 +40,7 @@ def test_translation_keeps_counts_items_and_frames() -> None:
 
 
 def test_long_fault_text_is_cut_on_a_character_boundary() -> None:
-    sim = [events.Fault(0.0, 0, events.FaultCode.BELT_JAM, True, "é" * 40)]
+    sim = [events.fault_event(0.0, 0, events.FaultCode.BELT_JAM, True, "é" * 40)]
     (fault,) = [s.message for s in from_sim_events(sim).scheduled]
     assert isinstance(fault, Fault) and fault.detail == "é" * 32
 
@@ -48,7 +48,7 @@ def test_long_fault_text_is_cut_on_a_character_boundary() -> None:
 def test_sim_timeline_replayed_over_a_pty_reaches_the_link(firmware: Callable[..., VirtualFirmware],
                                                             link: Callable[..., FirmwareLink],
                                                             wait: Callable[..., None]) -> None:
-    adapted = from_sim_events(sim_timeline(), counts_per_mm=8.0, start_s=0.2)
+    adapted = from_sim_events(sim_timeline(), start_s=0.2)
     fw = firmware(adapted.scheduled)
     lk = link(fw.port)
     got: list[ReceivedEvent] = []
