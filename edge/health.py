@@ -14,18 +14,35 @@ the reason lists every problem, each named by its component.
 Each component reports for itself through a ``problem`` (``str | None``: None when fine, else a short reason for
 people); this module only collects them, so adding a component means giving it a ``problem``, not teaching the
 status outputs about it.
+
+The figures beside the state (queues, stage latencies, links, decisions, disks) are one ``HealthSnapshot`` from
+:func:`snapshot`: the MQTT health record and the status file (so ``edge status`` and ``/metrics``) read the same
+numbers, and stage latencies are computed once, by :func:`stage_latencies`. (The status file took the median
+over the last 200 calls and the health record over the last 500.)
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import shutil
+import time
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
-from edge.publish.health import LinkState, StatusState
+from edge.publish.health import (
+    DecisionCounts,
+    DiskUsage,
+    HealthSnapshot,
+    LinkHealth,
+    LinkHealthState,
+    QueueDepth,
+    StageLatency,
+    StatusState,
+)
 
 if TYPE_CHECKING:
+    from edge.pipeline import StageStats
     from edge.runtime import Runtime
 
 ONLINE_TEXT = "screening"
@@ -80,6 +97,58 @@ class Health:
         return all(p.component is not component for p in self.problems)
 
 
+LATENCY_WINDOW = 500
+"""Stage latencies are over each stage's last this many calls."""
+
+
+def stage_latencies(stats: Mapping[str, StageStats]) -> tuple[StageLatency, ...]:
+    """p50, p99 and max of each stage over its last ``LATENCY_WINDOW`` calls (stages not called yet left out)."""
+    out = []
+    for name, stage in stats.items():
+        values = sorted(stage.latencies_ms[-LATENCY_WINDOW:])
+        if values:
+            out.append(StageLatency(name, values[len(values) // 2], values[int(len(values) * 0.99)], values[-1],
+                                    stage.processed))
+    return tuple(out)
+
+
+def snapshot(runtime: Runtime, now_mono: float | None = None) -> HealthSnapshot:
+    """What the running service knows about itself now: the one snapshot every health output reads.
+
+    The broker link and the outbox backlog are the MQTT sink's own (it adds them to the record it publishes).
+    Never raises for a store's folder that is not there (yet): the store's own ``problem`` says why, and health
+    must still go out.
+    """
+    now_mono = time.monotonic() if now_mono is None else now_mono
+    pipeline = runtime.pipeline
+    links: list[LinkHealth] = []
+    if runtime.link is not None:
+        # the same reason the status gives, and since when
+        current = runtime.link.history.current()
+        links.append(LinkHealth("firmware", LinkHealthState.UP if runtime.link.is_up else LinkHealthState.DOWN,
+                                link_problem(runtime.link) or "",
+                                current.wall_time if current is not None else None))
+    disks = []
+    stores = [runtime.cfg.audit.directory]
+    if runtime.mqtt is not None:
+        stores.append(runtime.cfg.mqtt.outbox.path.parent)
+    for path in dict.fromkeys(stores):
+        try:
+            usage = shutil.disk_usage(path)
+        except OSError:
+            continue
+        disks.append(DiskUsage(str(path), usage.free, usage.total))
+    counts = pipeline.ledger.counts
+    return HealthSnapshot(
+        uptime_s=now_mono - runtime.started_mono,
+        queues=tuple(QueueDepth(name, depth) for name, depth in pipeline.queue_depths().items()),
+        latencies=stage_latencies(pipeline.stats),
+        links=tuple(links),
+        decisions=DecisionCounts(counts["alarm"], counts["clear"], counts["unscreened"]),
+        disks=tuple(disks),
+    )
+
+
 def link_problem(link: Any) -> str | None:
     """Why the firmware link is not up (None when it is): its last recorded transition says why it went down."""
     if link.is_up:
@@ -111,7 +180,7 @@ def assess(runtime: Runtime, config_notes: Sequence[str] = ()) -> Health:
     if runtime.mqtt is not None:
         found.append((Component.OUTBOX, [runtime.mqtt.problem]))
         broker = runtime.mqtt.link()
-        found.append((Component.MQTT_BROKER, [None if broker.state is LinkState.UP
+        found.append((Component.MQTT_BROKER, [None if broker.state is LinkHealthState.UP
                                               else f"MQTT broker not connected ({broker.reason}); records wait "
                                                    "in the outbox"]))
         checked += [Component.OUTBOX, Component.MQTT_BROKER]
@@ -130,7 +199,7 @@ def _without_repeats(problems: list[Problem]) -> list[Problem]:
     """Leave out a pipeline reason that only repeats a component's own one with more words around it.
 
     A store that cannot write is told twice: by the store ("outbox cannot write: disk full (...)") and by the
-    pipeline, whose text wraps the store's error with the item that failed ("MqttResultSink cannot store
+    pipeline, whose text wraps the store's error with the item that failed ("MqttSink cannot store
     decisions: lane1-7: not stored (outbox cannot write: disk full (...))"). The pipeline's changes with every
     item, so keeping it would re-publish the retained status once per item for one unchanged fault; the store's
     own reason is kept (and its component is the one the metrics show failing).

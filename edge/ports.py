@@ -39,8 +39,9 @@ class ResultSink(Protocol):
         long (disk-backed queues, not network waits)."""
         ...
 
-    def close(self, timeout_s: float) -> None:
-        """Flush what can be flushed within ``timeout_s`` and release resources."""
+    def close(self, timeout_s: float) -> object:
+        """Flush what can be flushed within ``timeout_s`` and release resources. What it returns is ignored (the
+        MQTT sink says whether everything was flushed)."""
         ...
 
 

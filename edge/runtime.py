@@ -8,7 +8,6 @@ every item UNSCREENED (status degraded, reason given) instead of stopping the bo
 from __future__ import annotations
 
 import logging
-import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,21 +19,10 @@ from threadpoolctl import threadpool_limits
 from edge.condition.conditioner import Conditioner
 from edge.config import EdgeConfig
 from edge.errors import CalibrationError, ConfigError
-from edge.health import link_problem
 from edge.journal import IntakeJournal
 from edge.pipeline import LINK_SETTLE_MARGIN_S, Pipeline, Stage
 from edge.ports import FrameSource, LinkMonitor, ResultSink
-from edge.publish.health import (
-    DecisionCounts,
-    DiskUsage,
-    HealthSnapshot,
-    LinkHealth,
-    LinkState,
-    QueueDepth,
-    StageLatency,
-)
 from edge.publish.mqtt import MqttSink
-from edge.records import Decision
 from edge.screening import ModelHolder, load_models
 from edge.sinks.audit import AuditStore, InputSavingSource
 from edge.stages.condition import ConditionStage
@@ -44,19 +32,6 @@ from edge.stages.localise import LocaliseStage
 from edge.stages.score import ScoreStage
 
 log = logging.getLogger(__name__)
-
-
-class MqttResultSink:
-    """Adapts ``MqttSink`` to the ``ResultSink`` port."""
-
-    def __init__(self, sink: MqttSink) -> None:
-        self.sink = sink
-
-    def publish(self, decision: Decision) -> None:
-        self.sink.publish_decision(decision)
-
-    def close(self, timeout_s: float) -> None:
-        self.sink.close(timeout_s)
 
 
 def build_source(cfg: EdgeConfig) -> FrameSource:
@@ -153,42 +128,6 @@ class Runtime:
     started_mono: float = 0.0
     camera: Any | None = None
 
-    def health(self, now_mono: float) -> HealthSnapshot:
-        """What the pipeline knows about itself now (the MQTT sink adds broker and outbox)."""
-        queues = tuple(QueueDepth(name, depth) for name, depth in self.pipeline.queue_depths().items())
-        latencies = []
-        for name, stats in self.pipeline.stats.items():
-            values = sorted(stats.latencies_ms[-500:])
-            if values:
-                latencies.append(StageLatency(name, values[len(values) // 2], values[int(len(values) * 0.99)],
-                                              values[-1], stats.processed))
-        links: list[LinkHealth] = []
-        if self.link is not None:
-            # the same reason the status gives (edge/health.py), and since when
-            current = self.link.history.current()
-            links.append(LinkHealth("firmware", LinkState.UP if self.link.is_up else LinkState.DOWN,
-                                    link_problem(self.link) or "",
-                                    current.wall_time if current is not None else None))
-        counts = self.pipeline.ledger.counts
-        disks = []
-        stores = [self.cfg.audit.directory]
-        if self.mqtt is not None:
-            stores.append(self.cfg.mqtt.outbox.path.parent)
-        for path in dict.fromkeys(stores):
-            try:
-                usage = shutil.disk_usage(path)
-            except OSError:  # not there (yet): the store's own problem says why; health must still go out
-                continue
-            disks.append(DiskUsage(str(path), usage.free, usage.total))
-        return HealthSnapshot(
-            uptime_s=now_mono - self.started_mono,
-            queues=queues,
-            latencies=tuple(latencies),
-            links=tuple(links),
-            decisions=DecisionCounts(counts["alarm"], counts["clear"], counts["unscreened"]),
-            disks=tuple(disks),
-        )
-
 
 def build_runtime(cfg: EdgeConfig, source: FrameSource | None = None, extra_sinks: Sequence[ResultSink] = (),
                   link: LinkMonitor | None = None, camera_overlay: CameraOverlay | None = None) -> Runtime:
@@ -206,7 +145,7 @@ def build_runtime(cfg: EdgeConfig, source: FrameSource | None = None, extra_sink
     mqtt = None
     if cfg.mqtt.enabled:
         mqtt = MqttSink(cfg.mqtt, cfg.site)
-        sinks.append(MqttResultSink(mqtt))
+        sinks.append(mqtt)
     sinks.extend(extra_sinks)
     firmware = None
     tracker = None

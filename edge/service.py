@@ -9,7 +9,9 @@
   refused and named in the log and the status until the file and the running config agree again.
 * One health model (``edge/health.py``) feeds every status output: the status file, the retained MQTT status,
   the metrics and systemd's STATUS line. It is asked several times a second, and the retained status is
-  published again whenever the state or its reasons change.
+  published again whenever the state or its reasons change. Its figures are one snapshot (``health.snapshot``):
+  the status file takes it every second, the MQTT health record every ``mqtt.health_interval_s`` on the MQTT
+  publisher's thread (the one health timer; this loop runs none).
 * SIGTERM/SIGINT: STOPPING=1, intake stops, in-flight items finish or become UNSCREENED (``shutdown``), the
   outbox is flushed, all within ``stop_timeout_s`` (keep it below the unit's TimeoutStopSec).
 """
@@ -21,19 +23,22 @@ import os
 import signal
 import threading
 import time
+from dataclasses import asdict
 from pathlib import Path
 from types import FrameType
 
 from edge.config import EdgeConfig, load_config
 from edge.config.preflight import refuse_if_never_alarms
 from edge.errors import EdgeError
-from edge.health import Health, assess
+from edge.health import Health, assess, snapshot
+from edge.metrics import MetricsServer, ServiceMetrics
 from edge.notify import Notifier, watchdog_interval_s
-from edge.publish.health import StatusState
+from edge.publish.health import HealthSnapshot, StatusState
+from edge.records import Decision
 from edge.reload import plan_reload
 from edge.runtime import Runtime, build_runtime
 from edge.screening import load_models
-from edge.status import MetricsServer, RecentDecisions, StatusReport, write_status
+from edge.status import RecentDecisions, StatusReport, write_status
 
 log = logging.getLogger(__name__)
 
@@ -62,9 +67,19 @@ class Service:
         self.reload_error: str | None = None
         self.reload_refused: tuple[str, ...] = ()
         self.recent = RecentDecisions()
-        runtime.pipeline.on_decision = self.recent.add
-        self._metrics: MetricsServer | None = None
-        self._next_health_mono = 0.0
+        self.metrics = ServiceMetrics()
+        runtime.pipeline.on_decision = self._on_decision
+        self._metrics_server: MetricsServer | None = None
+        if runtime.mqtt is not None:
+            runtime.mqtt.health_source = self.snapshot
+
+    def _on_decision(self, decision: Decision) -> None:
+        self.recent.add(decision)
+        self.metrics.observe_decision(decision)
+
+    def snapshot(self) -> HealthSnapshot:
+        """The service's figures now (queues, stage latencies, links, decisions, disks): ``health.snapshot``."""
+        return snapshot(self.runtime)
 
     @property
     def _stall_s(self) -> float:
@@ -123,33 +138,30 @@ class Service:
         runtime = self.runtime
         health = health if health is not None else self.health()
         pipeline = runtime.pipeline
-        links = {}
-        if runtime.link is not None:
-            links["firmware"] = "up" if runtime.link.is_up else "down"
+        figures = self.snapshot()
+        links = {link.name: link.state.value for link in figures.links}
+        outbox: dict[str, float] = {}
         if runtime.mqtt is not None:
             links["mqtt"] = runtime.mqtt.link().state.value
-        p50 = {}
-        for name, stats in pipeline.stats.items():
-            values = sorted(stats.latencies_ms[-200:])
-            if values:
-                p50[name] = round(values[len(values) // 2], 2)
+            outbox = {k: v for k, v in asdict(runtime.mqtt.backlog()).items() if isinstance(v, int | float)}
         return StatusReport(
             state=health.state.value,
             reason=health.text,
             pid=os.getpid(),
             written_wall=time.time(),
-            uptime_s=time.monotonic() - runtime.started_mono,
+            uptime_s=figures.uptime_s,
             versions=self._versions(),
             models=[f"{r.role}:{r.name}@{r.version}" for r in runtime.models.current.refs],
             links=links,
-            queues=pipeline.queue_depths(),
+            queues={q.name: q.depth for q in figures.queues},
             in_flight=pipeline.ledger.in_flight(),
             decisions=dict(pipeline.ledger.counts),
             late_results=pipeline.ledger.late,
-            stage_p50_ms=p50,
+            stage_p50_ms={s.stage: round(s.p50_ms, 2) for s in figures.latencies},
             recent=self.recent.snapshot(),
             problems=list(health.problems),
             checked=[c.value for c in health.checked],
+            outbox=outbox,
         )
 
     def _versions(self) -> dict[str, str]:
@@ -163,21 +175,12 @@ class Service:
     def _publish_report(self, health: Health | None = None) -> None:
         try:
             report = self.report(health)
-            if self._metrics is not None:
-                self._metrics.report = report
+            if self._metrics_server is not None:
+                self.metrics.report = report
+                self.metrics.observe_stages(self.runtime.pipeline.stats)
             write_status(self.runtime.cfg.service.status_file, report)
         except OSError as exc:
             log.warning("status file not written", extra={"error": str(exc)})
-
-    def _publish_health_record(self, now: float) -> None:
-        """Queue the periodic MQTT health record; a failing outbox is a status problem, never the end of the
-        process (an exception here used to end ``edge run`` at the first health tick of a full disk)."""
-        if self.runtime.mqtt is None:
-            return
-        try:
-            self.runtime.mqtt.publish_health(self.runtime.health(now))
-        except (EdgeError, OSError) as exc:
-            log.warning("health record not queued", extra={"error": str(exc)})
 
     # -------------------------------------------------------------- reload
     def reload(self) -> bool:
@@ -205,14 +208,12 @@ class Service:
             timer.daemon = True
             timer.start()
             before, runtime.cfg = runtime.cfg, plan.config
-            if runtime.mqtt is not None:
-                runtime.mqtt.config = plan.config.mqtt  # only its live keys can differ (health interval)
+            if runtime.mqtt is not None:  # of the mqtt section, only the health interval applies live
+                runtime.mqtt.set_health_interval(plan.config.mqtt.health_interval_s)
             if plan.config.logging != before.logging:
                 from edge.logs import setup_logging
 
                 setup_logging(self._log_level_override or plan.config.logging.level, plan.config.logging.format)
-            self._next_health_mono = min(self._next_health_mono,
-                                         time.monotonic() + plan.config.mqtt.health_interval_s)
             self.reload_refused = plan.refused
             for message in plan.refused:
                 log.warning(message)
@@ -230,8 +231,9 @@ class Service:
         """Run until stopped; returns the process exit code."""
         runtime = self.runtime
         runtime.started_mono = time.monotonic()
-        if runtime.cfg.service.metrics_port is not None:
-            self._metrics = MetricsServer(runtime.cfg.service.metrics_port)
+        service_cfg = runtime.cfg.service
+        if service_cfg.metrics_port is not None:
+            self._metrics_server = MetricsServer(service_cfg.metrics_port, service_cfg.metrics_address, self.metrics)
         if runtime.mqtt is not None:
             # Until the first health check the retained status must not claim anything it has not checked.
             runtime.mqtt.set_status(StatusState.DEGRADED, "starting")
@@ -249,7 +251,6 @@ class Service:
         self._show(health)
         interval = watchdog_interval_s()
         next_ping = time.monotonic()
-        self._next_health_mono = time.monotonic() + runtime.cfg.mqtt.health_interval_s
         next_report = time.monotonic()
         next_check = time.monotonic()
         while not self._stop.is_set():
@@ -272,9 +273,6 @@ class Service:
                     log.error("pipeline stalled; withholding watchdog ping",
                               extra={"in_flight": runtime.pipeline.ledger.in_flight()})
                 next_ping = now + interval
-            if now >= self._next_health_mono:
-                self._publish_health_record(now)
-                self._next_health_mono = now + runtime.cfg.mqtt.health_interval_s
             self._stop.wait(0.05 if interval is None else min(0.05, interval / 4))
         self._notify.stopping("stopping: finishing in-flight items and flushing the outbox")
         if runtime.mqtt is not None:
@@ -287,8 +285,8 @@ class Service:
         runtime.models.current.close()
         # the last health seen while running (asked now, it would report the stop itself: broker link closed)
         self._publish_report(self._last_health)
-        if self._metrics is not None:
-            self._metrics.close()
+        if self._metrics_server is not None:
+            self._metrics_server.close()
         self._notify.close()
         log.info("stopped", extra={"decisions": dict(runtime.pipeline.ledger.counts)})
         return 0

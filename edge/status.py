@@ -1,11 +1,11 @@
-"""What the running service says about itself: a status file for ``edge status`` and Prometheus ``/metrics``.
+"""What the running service says about itself: the status file ``edge status`` reads.
 
 The service rewrites one JSON file (``service.status_file``) every second and at once when its health changes,
 atomically and with the process umask (the unit's ``UMask=`` decides who may read it); ``edge status`` reads it
-and calls the service stale when the file stops changing. The optional metrics endpoint serves the same numbers
-in Prometheus text format on 127.0.0.1 only (the box is not a web server; scrape it through a tunnel or a local
-agent). State, reason and problems come from the one health model (``edge/health.py``), as do the retained MQTT
-status and systemd's STATUS line.
+and calls the service stale when the file stops changing. The same report feeds ``/metrics``
+(``edge/metrics.py``). State, reason and problems come from the one health model (``edge/health.py``), the
+figures from its one snapshot, as do the retained MQTT status, the MQTT health record and systemd's STATUS line.
+The file's schema name is ``STATUS_FILE_SCHEMA`` (``edge/publish/payloads.py``, beside the MQTT ones).
 """
 
 from __future__ import annotations
@@ -15,15 +15,13 @@ import threading
 import time
 from collections import deque
 from dataclasses import asdict, dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 from edge.files import atomic_write_bytes
 from edge.health import Problem
+from edge.publish.payloads import STATUS_FILE_SCHEMA
 from edge.records import Decision
-
-STATUS_SCHEMA = "xray-edge/service-status@1"
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,7 +57,9 @@ class StatusReport:
     """Every reason the state is not online, by component (``reason`` joins them)."""
     checked: list[str] = field(default_factory=list)
     """The components whose health was asked (the ones not in ``problems`` are fine)."""
-    schema: str = STATUS_SCHEMA
+    outbox: dict[str, float] = field(default_factory=dict)
+    """MQTT records waiting, by kind, and the outbox's figures (``OutboxBacklog``); empty without MQTT."""
+    schema: str = STATUS_FILE_SCHEMA
 
 
 class RecentDecisions:
@@ -90,7 +90,7 @@ def write_status(path: Path, report: StatusReport) -> None:
 def read_status(path: Path) -> dict[str, Any]:
     """The last status the service wrote; OSError/ValueError when there is none or it is unreadable."""
     data = json.loads(path.read_text(encoding="utf-8"))
-    if not isinstance(data, dict) or data.get("schema") != STATUS_SCHEMA:
+    if not isinstance(data, dict) or data.get("schema") != STATUS_FILE_SCHEMA:
         raise ValueError(f"{path} is not an xray-edge status file")
     return data
 
@@ -109,6 +109,7 @@ def format_status(data: dict[str, Any], now_wall: float | None = None) -> str:
         "decisions: " + ", ".join(f"{k}={v}" for k, v in sorted(data["decisions"].items()))
         + f"; late results dropped {data['late_results']}",
         "stage p50 ms: " + ", ".join(f"{k}={v:.1f}" for k, v in data["stage_p50_ms"].items()),
+        *_outbox_line(data.get("outbox") or {}),
         "versions: " + ", ".join(f"{k} {v}" for k, v in sorted(data["versions"].items())),
         "recent decisions:",
     ]
@@ -119,63 +120,8 @@ def format_status(data: dict[str, Any], now_wall: float | None = None) -> str:
     return "\n".join(lines)
 
 
-def prometheus_text(report: StatusReport) -> str:
-    """The report as Prometheus exposition text."""
-    out = [
-        "# HELP edge_up 1 when the service is online, 0.5 degraded, 0 otherwise.",
-        "# TYPE edge_up gauge",
-        f"edge_up {dict(online=1.0, degraded=0.5).get(report.state, 0.0)}",
-        "# HELP edge_problems Reasons the service is not online (0 when online).",
-        "# TYPE edge_problems gauge",
-        f"edge_problems {len(report.problems)}",
-        "# HELP edge_component_ok 1 when a component the health model checks works, 0 when it has a problem.",
-        "# TYPE edge_component_ok gauge",
-    ]
-    failing = {p.component for p in report.problems}
-    out += [f'edge_component_ok{{component="{c}"}} {0 if c in failing else 1}' for c in report.checked]
-    out += [
-        "# HELP edge_decisions_total Decisions since start, by verdict.",
-        "# TYPE edge_decisions_total counter",
-    ]
-    out += [f'edge_decisions_total{{verdict="{k}"}} {v}' for k, v in sorted(report.decisions.items())]
-    out += ["# HELP edge_queue_depth Items waiting in front of a stage.", "# TYPE edge_queue_depth gauge"]
-    out += [f'edge_queue_depth{{stage="{k}"}} {v}' for k, v in report.queues.items()]
-    out += ["# HELP edge_stage_p50_ms Median stage time.", "# TYPE edge_stage_p50_ms gauge"]
-    out += [f'edge_stage_p50_ms{{stage="{k}"}} {v}' for k, v in report.stage_p50_ms.items()]
-    out += ["# HELP edge_in_flight Items awaiting a decision.", "# TYPE edge_in_flight gauge",
-            f"edge_in_flight {report.in_flight}",
-            "# HELP edge_link_up 1 when a link is up.", "# TYPE edge_link_up gauge"]
-    out += [f'edge_link_up{{link="{k}"}} {1 if v == "up" else 0}' for k, v in report.links.items()]
-    return "\n".join(out) + "\n"
-
-
-class MetricsServer:
-    """Serves the latest report at ``http://127.0.0.1:PORT/metrics`` from a daemon thread."""
-
-    def __init__(self, port: int) -> None:
-        self.report: StatusReport | None = None
-        owner = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                if self.path != "/metrics" or owner.report is None:
-                    self.send_error(404)
-                    return
-                body = prometheus_text(owner.report).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "text/plain; version=0.0.4")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                return None
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
-        self.port = self._server.server_address[1]
-        self._thread = threading.Thread(target=self._server.serve_forever, name="metrics", daemon=True)
-        self._thread.start()
-
-    def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+def _outbox_line(outbox: dict[str, float]) -> list[str]:
+    if not outbox:
+        return []
+    waiting = ", ".join(f"{k}={int(outbox.get(k, 0))}" for k in ("alarm", "item", "image", "health"))
+    return [f"outbox waiting: {waiting}; oldest {outbox.get('oldest_age_s', 0.0):.0f} s"]

@@ -1,8 +1,8 @@
 """Typed health and status records the pipeline hands to the publisher.
 
-The pipeline fills a ``HealthSnapshot`` (queue depths, stage latencies, link states, decision counts, disk)
-every ``mqtt.health_interval_s`` and passes it to ``MqttSink.publish_health``; the sink adds its own outbox and
-broker figures before encoding. ``StatusState`` is what the retained ``status`` topic says about the box.
+The service fills a ``HealthSnapshot`` (queue depths, stage latencies, link states, decision counts, disk) with
+``edge.health.snapshot`` when ``MqttSink``'s publisher asks for one (every ``mqtt.health_interval_s``); the sink adds
+its own outbox and broker figures before encoding. ``StatusState`` is what the retained ``status`` topic says.
 
 This module only defines records: it does no I/O and imports nothing from paho or SQLite.
 """
@@ -22,8 +22,12 @@ class StatusState(StrEnum):
     OFFLINE = "offline"
 
 
-class LinkState(StrEnum):
-    """State of one link (broker, firmware serial link, camera, frame source)."""
+class LinkHealthState(StrEnum):
+    """Up/down state of one link (broker, firmware serial link, camera, frame source) as health reports it.
+
+    Not ``firmware_bridge.history.LinkState``, which is one recorded transition of the serial link (status,
+    times, reason); this is only the value a health record shows.
+    """
 
     UP = "up"
     DOWN = "down"
@@ -38,7 +42,7 @@ class LinkHealth:
     """One link's state; ``reason`` is a sentence for people (empty when up)."""
 
     name: str
-    state: LinkState
+    state: LinkHealthState
     reason: str = ""
     since_wall: float | None = None
 

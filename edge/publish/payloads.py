@@ -23,10 +23,16 @@ from edge.publish.topics import RecordKind
 from edge.records import Decision, ObjectPart, ObjectResult
 
 SCHEMA_VERSION = 1
+# Every JSON record the box writes for others names its schema; all the names live here.
 ITEM_SCHEMA = "xray-edge/item@1"
 ALARM_SCHEMA = "xray-edge/alarm@1"
-STATUS_SCHEMA = "xray-edge/status@1"
+MQTT_STATUS_SCHEMA = "xray-edge/status@1"
+"""The retained MQTT ``status`` record (and the last will): availability only (state, reason, since, client id)."""
 HEALTH_SCHEMA = "xray-edge/health@1"
+STATUS_FILE_SCHEMA = "xray-edge/service-status@1"
+"""The local status file ``edge status`` reads (``edge.status.StatusReport``). Not the MQTT status record: it is a
+full report for the person at the box (pid, versions, problems by component, recent decisions), never sent over
+MQTT and without a JSON Schema file, so it keeps its own name and both can change apart."""
 
 _NAMESPACE = uuid.UUID("6f3c2a55-7d0e-5b7e-9a51-8c1d0e2f4b10")
 
@@ -131,7 +137,7 @@ def status_payload(
 ) -> dict[str, JsonValue]:
     """Payload of the retained status topic (also the last will, with state OFFLINE)."""
     return {
-        "schema": STATUS_SCHEMA,
+        "schema": MQTT_STATUS_SCHEMA,
         "schema_version": SCHEMA_VERSION,
         "record_id": record_id(site_id, scanner_id, f"status-{since_wall!r}", f"status-{state}"),
         "site_id": site_id,

@@ -15,7 +15,7 @@ from pathlib import Path
 from edge.config.mqtt import MqttConfig, TlsConfig
 from edge.config.secrets import read_secret
 from edge.errors import PublishError
-from edge.publish.health import LinkState
+from edge.publish.health import LinkHealthState
 
 
 def _require_file(key: str, path: Path) -> None:
@@ -72,35 +72,36 @@ def read_credentials(config: MqttConfig) -> tuple[str | None, str | None]:
     return config.username, password
 
 
-def explain_connect_error(exc: BaseException, config: MqttConfig) -> tuple[LinkState, str]:
+def explain_connect_error(exc: BaseException, config: MqttConfig) -> tuple[LinkHealthState, str]:
     """Link state and a sentence naming the cause of a failed connect; ERROR means retrying will not help."""
     where = f"{config.host}:{config.port}"
     if isinstance(exc, ssl.SSLCertVerificationError):
         ca = config.tls.ca_file if config.tls is not None else "?"
-        return LinkState.ERROR, (
+        return LinkHealthState.ERROR, (
             f"TLS: the broker's certificate at {where} is not trusted by mqtt.tls.ca_file {ca} "
             f"({exc.verify_message or exc.reason}); wrong CA file, or the broker's certificate is for another host"
         )
     if isinstance(exc, ssl.SSLError):
         text = f"{exc.reason or exc}"
         if "CERTIFICATE_REQUIRED" in text.upper() or "HANDSHAKE_FAILURE" in text.upper():
-            return LinkState.ERROR, (
+            return LinkHealthState.ERROR, (
                 f"TLS: the broker at {where} refused the handshake ({text}); it probably requires a client "
                 "certificate: set mqtt.tls.cert_file and mqtt.tls.key_file"
             )
-        return LinkState.ERROR, f"TLS handshake with {where} failed ({text})"
+        return LinkHealthState.ERROR, f"TLS handshake with {where} failed ({text})"
     if isinstance(exc, ConnectionRefusedError):
-        return LinkState.DOWN, f"no broker listening at {where} (connection refused)"
+        return LinkHealthState.DOWN, f"no broker listening at {where} (connection refused)"
     if isinstance(exc, socket.gaierror):
-        return LinkState.DOWN, f"cannot resolve broker host {config.host!r} ({exc.strerror})"
+        return LinkHealthState.DOWN, f"cannot resolve broker host {config.host!r} ({exc.strerror})"
     if isinstance(exc, TimeoutError | socket.timeout):
-        return LinkState.DOWN, f"broker at {where} did not answer (timeout)"
+        return LinkHealthState.DOWN, f"broker at {where} did not answer (timeout)"
     if isinstance(exc, OSError):
-        return LinkState.DOWN, f"cannot reach broker at {where} ({exc.strerror or exc})"
-    return LinkState.ERROR, f"connecting to {where} failed ({type(exc).__name__}: {exc})"
+        return LinkHealthState.DOWN, f"cannot reach broker at {where} ({exc.strerror or exc})"
+    return LinkHealthState.ERROR, f"connecting to {where} failed ({type(exc).__name__}: {exc})"
 
 
-def explain_lost_connection(last_error: str | None, had_connack: bool, config: MqttConfig) -> tuple[LinkState, str]:
+def explain_lost_connection(last_error: str | None, had_connack: bool,
+                            config: MqttConfig) -> tuple[LinkHealthState, str]:
     """Why a connection ended: before CONNACK with a TLS alert means the client certificate was refused."""
     where = f"{config.host}:{config.port}"
     text = last_error or "closed by the broker"
@@ -111,9 +112,9 @@ def explain_lost_connection(last_error: str | None, had_connack: bool, config: M
         hint = ("it requires a client certificate: set mqtt.tls.cert_file and mqtt.tls.key_file"
                 if config.tls.cert_file is None
                 else "it does not accept mqtt.tls.cert_file (signed by a CA the broker does not trust?)")
-        return LinkState.ERROR, (
+        return LinkHealthState.ERROR, (
             f"TLS: the broker at {where} closed the connection during the handshake ({text}); {hint}"
         )
     if not had_connack:
-        return LinkState.DOWN, f"broker at {where} closed the connection before accepting it ({text})"
-    return LinkState.DOWN, f"connection to {where} lost ({text})"
+        return LinkHealthState.DOWN, f"broker at {where} closed the connection before accepting it ({text})"
+    return LinkHealthState.DOWN, f"connection to {where} lost ({text})"

@@ -53,7 +53,7 @@ def main() -> int:
         delay = t0 + (i - start + 1) / args.rate - time.monotonic()
         if delay > 0:
             time.sleep(delay)
-    ok = sink.close(timeout=args.flush_timeout)
+    ok = sink.close(args.flush_timeout)
     print(f"DONE flushed={ok}", flush=True)
     return 0 if ok else 3
 

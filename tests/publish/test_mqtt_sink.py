@@ -15,7 +15,7 @@ from publish_helpers import Broker, Collector, make_decision
 from edge.config.mqtt import MqttConfig
 from edge.config.site import SiteConfig
 from edge.errors import PublishError
-from edge.publish import HealthSnapshot, LinkState, MqttSink, QueueDepth, StatusState
+from edge.publish import HealthSnapshot, LinkHealthState, MqttSink, QueueDepth, StatusState
 from edge.schemas import validator
 
 SITE = SiteConfig(site_id="hub", scanner_id="s1")
@@ -49,7 +49,7 @@ def test_decisions_reach_items_alarms_and_images_with_mqtt5_properties(broker: B
         sink.publish_decision(make_decision(i, overlay=overlay if i in (0, 1) else None))
     sink.publish_health(HealthSnapshot(uptime_s=3.0, queues=(QueueDepth("frames", 2, 8),)))
     assert sink.flush(10)
-    assert sink.link().state is LinkState.UP
+    assert sink.link().state is LinkHealthState.UP
     assert col.wait_for(lambda: len(col.json_on("/items")) == 12 and col.json_on("/health"), 5)
 
     msgs = col.snapshot()
@@ -110,9 +110,9 @@ def test_protocol_311_fallback_publishes_without_properties(broker: Broker, tmp_
 def test_broker_outage_keeps_records_until_the_broker_is_back(broker: Broker, tmp_path: Path) -> None:
     col = Collector(broker.port, f"{PREFIX}/#", client_id="cr-outage").start()
     sink = MqttSink(config(broker.port, tmp_path), SITE).start()
-    assert col.wait_for(lambda: sink.link().state is LinkState.UP, 5)
+    assert col.wait_for(lambda: sink.link().state is LinkHealthState.UP, 5)
     broker.stop()
-    assert col.wait_for(lambda: sink.link().state is LinkState.DOWN, 5)
+    assert col.wait_for(lambda: sink.link().state is LinkHealthState.DOWN, 5)
     for i in range(30):
         sink.publish_decision(make_decision(i))
     time.sleep(0.5)
@@ -152,7 +152,7 @@ def test_a_record_paho_refuses_once_is_sent_again_not_skipped(broker: Broker, tm
     succeeded)."""
     col = Collector(broker.port, f"{PREFIX}/items", client_id="cr-refused").start()
     sink = MqttSink(config(broker.port, tmp_path), SITE)
-    send = sink._send_record
+    send = sink.publisher._send_record
     refused: list[str] = []
 
     def refuse_first(stored: Any, expired: list[int]) -> int | None:
@@ -161,7 +161,7 @@ def test_a_record_paho_refuses_once_is_sent_again_not_skipped(broker: Broker, tm
             raise PublishError("paho refused it: queue full")
         return send(stored, expired)
 
-    sink._send_record = refuse_first  # type: ignore[method-assign]
+    sink.publisher._send_record = refuse_first  # type: ignore[method-assign]
     sink.start()
     for i in range(4):
         sink.publish_decision(make_decision(i))

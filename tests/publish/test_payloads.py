@@ -18,7 +18,7 @@ from edge.publish.health import (
     DiskUsage,
     HealthSnapshot,
     LinkHealth,
-    LinkState,
+    LinkHealthState,
     OutboxBacklog,
     QueueDepth,
     StageLatency,
@@ -94,11 +94,11 @@ def test_status_and_health_payloads_validate() -> None:
     validator("xray-edge/status@1").validate(status)
     snap = HealthSnapshot(
         uptime_s=12.0, queues=(QueueDepth("frames", 3, 64),), latencies=(StageLatency("detect", 20, 31, 40, 99),),
-        links=(LinkHealth("firmware", LinkState.UP),), decisions=DecisionCounts(4, 90, 1),
+        links=(LinkHealth("firmware", LinkHealthState.UP),), decisions=DecisionCounts(4, 90, 1),
         disks=(DiskUsage("/var/lib/edge", 10**9, 10**10),),
     )
     health = roundtrip(health_payload("site1", "s1", snap, (StatusState.ONLINE, ""),
-                                      LinkHealth("mqtt", LinkState.ERROR, "wrong CA", time.time()),
+                                      LinkHealth("mqtt", LinkHealthState.ERROR, "wrong CA", time.time()),
                                       OutboxBacklog(1, 2, 3, 4, 5.0, 6, 7, 8)))
     validator("xray-edge/health@1").validate(health)
     links = health["links"]

@@ -16,7 +16,7 @@ from publish_helpers import REPO, Broker, Collector, make_decision
 from edge.config.mqtt import MqttConfig
 from edge.config.site import SiteConfig
 from edge.errors import PublishError
-from edge.publish import LinkState, MqttSink
+from edge.publish import LinkHealthState, MqttSink
 
 SITE = SiteConfig(site_id="hub", scanner_id="s1")
 HERE = Path(__file__).resolve().parent
@@ -38,7 +38,7 @@ def test_tls_with_a_client_certificate_and_key_passphrase_file(
     with MqttSink(cfg, SITE) as sink:
         sink.publish_decision(make_decision(0))
         assert sink.flush(10), sink.link()
-        assert sink.link().state is LinkState.UP
+        assert sink.link().state is LinkHealthState.UP
     assert col.wait_for(lambda: col.json_on("/alarms"), 5)
     assert col.json_on("/alarms")[0]["item_id"] == "s1-000000"
     col.stop()
@@ -54,10 +54,10 @@ def test_wrong_ca_is_reported_as_an_error_naming_the_ca_file(
         sink = MqttSink(cfg, SITE).start()
         sink.publish_decision(make_decision(0))
         deadline = time.monotonic() + 5
-        while sink.link().state is not LinkState.ERROR and time.monotonic() < deadline:
+        while sink.link().state is not LinkHealthState.ERROR and time.monotonic() < deadline:
             time.sleep(0.05)
     link = sink.link()
-    assert link.state is LinkState.ERROR
+    assert link.state is LinkHealthState.ERROR
     assert "not trusted by mqtt.tls.ca_file" in link.reason and str(certs["other_ca"]) in link.reason
     assert any("not trusted by mqtt.tls.ca_file" in r.getMessage() for r in caplog.records)
     assert sink.backlog().alarm == 1  # nothing lost while the link is broken
@@ -72,10 +72,10 @@ def test_broker_refusing_a_client_without_certificate_is_reported(
     with caplog.at_level(logging.ERROR, logger="edge.publish.mqtt"):
         sink = MqttSink(cfg, SITE).start()
         deadline = time.monotonic() + 5
-        while sink.link().state is not LinkState.ERROR and time.monotonic() < deadline:
+        while sink.link().state is not LinkHealthState.ERROR and time.monotonic() < deadline:
             time.sleep(0.05)
     link = sink.link()
-    assert link.state is LinkState.ERROR, link
+    assert link.state is LinkHealthState.ERROR, link
     assert "client certificate" in link.reason and "mqtt.tls.cert_file" in link.reason
     assert any("client certificate" in r.getMessage() for r in caplog.records)
     sink.close(0.2)

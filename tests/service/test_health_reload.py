@@ -14,10 +14,11 @@ from typing import cast
 
 from edge.config import EdgeConfig
 from edge.health import Component, Health, Problem, assess
-from edge.publish.health import LinkHealth, LinkState, StatusState
+from edge.publish.health import LinkHealth, LinkHealthState, StatusState
 from edge.reload import plan_reload
 from edge.runtime import Runtime
-from edge.status import StatusReport, format_status, prometheus_text
+from edge.metrics import prometheus_text
+from edge.status import StatusReport, format_status
 
 
 def _config(**sections: object) -> EdgeConfig:
@@ -105,7 +106,7 @@ class _Link:
 
 
 def _runtime(*, pipeline: list[str] | None = None, link: _Link | None = None, models: str | None = None,
-             notes: list[str] | None = None, outbox: str | None = None, broker: LinkState | None = None,
+             notes: list[str] | None = None, outbox: str | None = None, broker: LinkHealthState | None = None,
              audit: str | None = None) -> Runtime:
     mqtt = None
     if broker is not None:
@@ -121,7 +122,7 @@ def test_assess_is_online_only_when_every_configured_component_works() -> None:
     assert health.state is StatusState.ONLINE
     assert health.checked == (Component.PIPELINE, Component.MODELS, Component.CALIBRATION, Component.AUDIT,
                               Component.CONFIG)  # no link, no MQTT configured: not checked
-    full = assess(_runtime(link=_Link(True, "handshake ok"), broker=LinkState.UP))
+    full = assess(_runtime(link=_Link(True, "handshake ok"), broker=LinkHealthState.UP))
     assert full.state is StatusState.ONLINE
     assert Component.FIRMWARE_LINK in full.checked and Component.OUTBOX in full.checked
 
@@ -131,7 +132,7 @@ def test_assess_names_every_problem_once_by_component() -> None:
     health = assess(_runtime(
         pipeline=[f"MqttResultSink cannot store decisions: lane1-7: not stored ({outbox})"],
         link=_Link(False, "no frame for 2.0 s"), models="bundles unsigned", notes=["bundles unsigned", "no flat"],
-        outbox=outbox, broker=LinkState.DOWN, audit=None), ["reload: section 'mqtt' changed"])
+        outbox=outbox, broker=LinkHealthState.DOWN, audit=None), ["reload: section 'mqtt' changed"])
     assert health.state is StatusState.DEGRADED
     assert [(p.component, p.reason) for p in health.problems] == [
         (Component.FIRMWARE_LINK, "firmware link down (no frame for 2.0 s); items scanned meanwhile are UNSCREENED"),

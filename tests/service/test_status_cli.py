@@ -8,7 +8,8 @@ import time
 import urllib.request
 from pathlib import Path
 
-from edge.status import MetricsServer, RecentDecision, StatusReport, write_status
+from edge.metrics import MetricsServer
+from edge.status import RecentDecision, StatusReport, write_status
 from tests.service.service_helpers import REPO
 
 
