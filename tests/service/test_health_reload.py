@@ -14,10 +14,10 @@ from typing import cast
 
 from edge.config import EdgeConfig
 from edge.health import Component, Health, Problem, assess
+from edge.metrics import prometheus_text
 from edge.publish.health import LinkHealth, LinkHealthState, StatusState
 from edge.reload import plan_reload
 from edge.runtime import Runtime
-from edge.metrics import prometheus_text
 from edge.status import StatusReport, format_status
 
 
