@@ -21,7 +21,8 @@ import numpy as np
 from edge.backends import BundleSession, open_backend
 from edge.bundles.loader import Bundle
 from edge.bundles.manifest import Precision
-from edge.bundles.outputs import DECISION_THRESHOLD_KEY, ITEM_THRESHOLD_KEY, Role, item_threshold_detector
+from edge.bundles.outputs import DECISION_THRESHOLD_KEY, ITEM_THRESHOLD_KEY, Role
+from edge.bundles.runtimes import installed_version, untested_runtime
 from edge.bundles.signing import TrustedKey, load_trusted_keys, verify_bundle
 from edge.config.models import ModelsConfig
 from edge.errors import BackendError, BundleError
@@ -104,6 +105,14 @@ def _open(path: str, role: set[Role], cfg: ModelsConfig, streams: int, trusted: 
         attempts.append((cfg.backend, "CPU"))
     attempts.append((other, "CPU"))
     for backend, device in attempts:
+        # Parity was proven on the runtime releases the bundle records; another release screens unchecked.
+        untested = untested_runtime(bundle.manifest.name, bundle.manifest.toolchain, backend,
+                                    installed_version(backend))
+        if untested is not None and cfg.require_tested_runtime:
+            failures.append(f"{backend}/{device}: refused, {untested} (models.require_tested_runtime)")
+            log.error("untested inference runtime refused", extra={"bundle": path, "backend": backend,
+                                                                   "error": untested})
+            continue
         try:
             session = open_backend(bundle, backend, precision, cfg.threads, cfg.cache_dir, device=device,
                                    streams=streams)
@@ -116,6 +125,9 @@ def _open(path: str, role: set[Role], cfg: ModelsConfig, streams: int, trusted: 
         if failures:
             note = (f"{bundle.manifest.name} runs on {backend}/{device} because "
                     f"{'; '.join(failures)}")
+        if untested is not None:
+            log.warning("untested inference runtime", extra={"bundle": path, "backend": backend, "error": untested})
+            note = "; ".join(n for n in (note, untested) if n)
         # The session holds what it runs (OpenVINO keeps the weights it points into, ONNX Runtime copies); the
         # bundle's other files (formats and precisions not chosen) need not stay in memory while it screens.
         running = replace(bundle, files={})
@@ -130,9 +142,12 @@ def _stale_item_threshold(scorer: LoadedModel, detector: LoadedModel) -> str | N
     change 95% of benign items may no longer clear: the service still screens, reports degraded and says how to
     re-measure.
     """
-    measured = item_threshold_detector(scorer.bundle.manifest.notes)
+    measured = scorer.bundle.manifest.item_threshold_detector()
     running = f"{detector.bundle.manifest.name}@{detector.bundle.manifest.version}"
-    if measured is None or measured == running:
+    ref, theirs = scorer.bundle.manifest.item_detector, detector.bundle.manifest.content_sha256
+    if ref is not None and ref.sha256 and ref.sha256 != theirs:  # same name and version, rebuilt: stale too
+        measured, running = f"{measured} (manifest {ref.sha256[:12]})", f"{running} (manifest {theirs[:12]})"
+    elif measured is None or measured == running:
         return None
     note = (f"{scorer.bundle.manifest.name}'s item threshold was measured through {measured}, but the detector "
             f"is {running}: re-measure it (edge eval --write-item-threshold)")

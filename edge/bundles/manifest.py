@@ -148,6 +148,38 @@ class ModelEntry:
 
 
 @dataclass(frozen=True, slots=True)
+class DetectorRef:
+    """The detector bundle a scorer's ``thresholds.item`` was measured through (bundle.yaml ``item_detector``).
+
+    The item operating point depends on the detector (how many boxes an item gets, how tight), so the service
+    compares this with the detector it runs. ``sha256`` is that detector manifest's ``content_sha256`` (which
+    covers its model files' hashes); empty when unknown.
+    """
+
+    name: str
+    version: str
+    sha256: str = ""
+
+    @property
+    def label(self) -> str:
+        """``name@version``, as logs and notes write it."""
+        return f"{self.name}@{self.version}"
+
+    @classmethod
+    def of(cls, detector: BundleManifest) -> DetectorRef:
+        """The reference to a (sealed) detector manifest."""
+        return cls(detector.name, detector.version, detector.content_sha256)
+
+    @classmethod
+    def parse(cls, label: str, sha256: str = "") -> DetectorRef:
+        """From ``name@version`` (what an evaluation report records); raises ValueError on anything else."""
+        name, sep, version = label.rpartition("@")
+        if not sep or not name or not version:
+            raise ValueError(f"{label!r} is not a detector name@version")
+        return cls(name, version, sha256)
+
+
+@dataclass(frozen=True, slots=True)
 class BundleManifest:
     """Everything in ``bundle.yaml``. ``content_sha256`` is empty until :func:`seal` fills it."""
 
@@ -160,6 +192,10 @@ class BundleManifest:
     models: tuple[ModelEntry, ...]
     files: tuple[FileEntry, ...]
     thresholds: Mapping[str, float] = field(default_factory=dict)
+    item_detector: DetectorRef | None = None
+    """Which detector ``thresholds.item`` was measured through (written by ``edge eval --write-item-threshold``
+    and ``edge fit``); None for bundles made before the key existed, whose notes may still say it
+    (:func:`item_threshold_detector_of`)."""
     normalisation: ScoreNormalisation = ScoreNormalisation()
     classes: tuple[str, ...] = ()
     training_data: str = ""
@@ -169,6 +205,16 @@ class BundleManifest:
     forced: bool = False
     content_sha256: str = ""
     schema_version: int = SCHEMA_VERSION
+
+    def item_threshold_detector(self) -> str | None:
+        """``name@version`` of the detector ``thresholds.item`` was measured through: the ``item_detector`` key,
+        or, for bundles made before it (the reference bundles in ``models/``), the ``[item threshold ...;
+        detector name@version]`` prefix of ``notes`` (read by regex, a fallback only)."""
+        if self.item_detector is not None:
+            return self.item_detector.label
+        from edge.bundles.outputs import item_threshold_detector
+
+        return item_threshold_detector(self.notes)
 
     def output_name(self, role_field: str) -> str | None:
         """Graph output name that fills ``role_field``, or None when the model does not provide it."""
@@ -274,6 +320,8 @@ def manifest_to_dict(m: BundleManifest) -> dict[str, Any]:
             {"name": o.name, "field": o.field, "shape": list(o.shape), "dtype": o.dtype} for o in m.outputs
         ],
         "thresholds": {k: float(v) for k, v in m.thresholds.items()},
+        **({} if m.item_detector is None else {"item_detector": {
+            "name": m.item_detector.name, "version": m.item_detector.version, "sha256": m.item_detector.sha256}}),
         "normalisation": {
             "kind": str(m.normalisation.kind),
             "low": float(m.normalisation.low),
@@ -353,6 +401,9 @@ def manifest_from_dict(data: Any, source: str = MANIFEST_FILE) -> BundleManifest
                 for o in data["outputs"]
             ),
             thresholds={k: float(v) for k, v in data["thresholds"].items()},
+            item_detector=None if data.get("item_detector") is None else DetectorRef(
+                name=str(data["item_detector"]["name"]), version=str(data["item_detector"]["version"]),
+                sha256=str(data["item_detector"]["sha256"])),
             normalisation=ScoreNormalisation(
                 kind=NormalisationKind(data["normalisation"]["kind"]),
                 low=float(data["normalisation"]["low"]),
@@ -405,6 +456,9 @@ def check_consistency(m: BundleManifest, source: str = MANIFEST_FILE) -> None:
             problems.append(f"files: {f.path}: paths must stay inside the bundle folder")
     if m.role in (Role.CLASSIFIER, Role.SEGMENTER) and not m.classes:
         problems.append(f"classes: a {m.role} bundle must name its classes")
+    if m.item_detector is not None and "item" not in m.thresholds:
+        problems.append("item_detector: names the detector thresholds.item was measured through, but the bundle "
+                        "has no thresholds.item")
     if m.parity is not None and not m.parity.passed and not m.forced:
         problems.append("parity: the parity report failed and the bundle is not marked forced")
     if problems:

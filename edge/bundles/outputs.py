@@ -155,17 +155,20 @@ benign; used by the service when ``models.operating_point`` is ``item`` (the def
 
 
 _ITEM_NOTE = re.compile(r"^\[item threshold [^\]]*; detector (?P<detector>[^\s\]]+)\] ")
+"""The notes prefix bundles carried before bundle.yaml's ``item_detector`` key: read only as a fallback, for
+bundles made before it (``BundleManifest.item_threshold_detector``)."""
 
 
 def item_threshold_note(threshold: float, how: str, detector: str) -> str:
-    """The notes prefix that says where a bundle's ``thresholds.item`` came from; ``detector`` is the
-    ``name@version`` it was measured through, which the service checks against the detector it runs
-    (:func:`item_threshold_detector`)."""
+    """The notes prefix that says, for people, where a bundle's ``thresholds.item`` came from; ``detector`` is
+    the ``name@version`` it was measured through. The service reads the structured ``item_detector`` key; this
+    text is its fallback only for bundles made before that key (:func:`item_threshold_detector`)."""
     return f"[item threshold {threshold:.6g}: {how}; detector {detector}] "
 
 
 def item_threshold_detector(notes: str) -> str | None:
-    """The ``name@version`` of the detector a bundle's item threshold was measured through, if its notes say."""
+    """The ``name@version`` of the detector a bundle's item threshold was measured through, if its notes say
+    (the fallback for bundles without ``item_detector``; use ``BundleManifest.item_threshold_detector``)."""
     m = _ITEM_NOTE.match(notes)
     return m.group("detector") if m else None
 

@@ -27,6 +27,7 @@ from edge.bundles.loader import Bundle, load_bundle, sha256_file
 from edge.bundles.manifest import (
     MANIFEST_FILE,
     BundleManifest,
+    DetectorRef,
     FileEntry,
     ModelEntry,
     ModelFormat,
@@ -185,7 +186,7 @@ def refuse_taken(out_dir: Path, own_root: Path, overwrite: bool) -> None:
 
 def rewrite_manifest(bundle: Bundle, out_dir: Path, *, thresholds: Mapping[str, float], version: str, notes: str,
                      normalisation: ScoreNormalisation | None = None, training_data: str | None = None,
-                     overwrite: bool = False) -> Bundle:
+                     overwrite: bool = False, item_detector: DetectorRef | None = None) -> Bundle:
     """A copy of ``bundle`` whose manifest states new ``thresholds``, ``version``, ``notes`` (and normalisation,
     training data).
 
@@ -199,7 +200,9 @@ def rewrite_manifest(bundle: Bundle, out_dir: Path, *, thresholds: Mapping[str, 
             the rewritten bundle does not load.
     """
     refuse_taken(out_dir, bundle.root, overwrite)
+    # A new item threshold names the detector it was measured through; otherwise the bundle's record stays.
     manifest = seal(replace(bundle.manifest, thresholds=dict(thresholds), version=version, notes=notes,
+                            item_detector=item_detector or bundle.manifest.item_detector,
                             normalisation=normalisation or bundle.manifest.normalisation,
                             training_data=bundle.manifest.training_data if training_data is None else training_data,
                             created_utc=_now_utc(), content_sha256=""))
