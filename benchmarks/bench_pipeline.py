@@ -4,7 +4,7 @@ same models as a sequential PyTorch-eager pipeline, in one run, on virtual-scann
 Targets (issue 14, 2 cores): end-to-end items/s >= 5x PyTorch eager; p99 item latency <= 500 ms for
 640-channel parcels; steady-state RSS <= 1.5 GB; cold start to READY <= 5 s.
 
-The runtime side is ``edge bench`` (``edge.bench.suite.run_bench``: each configuration in its own process);
+The runtime side is ``edge bench`` (``edge_tools.bench.suite.run_bench``: each configuration in its own process);
 the eager side is ``benchmarks/eager_pipeline.py`` (torch models rebuilt from the bundles' ONNX weights, parity
 checked against ONNX Runtime), run in its own process on the same items, in paired rounds with the service's
 reference configuration (OpenVINO FP32, scorer batch 8), at 2 and at 1 inference thread per model, so that
@@ -31,9 +31,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from edge.bench.report import paired_summary, render_markdown
-from edge.bench.runner import RunSpec
-from edge.bench.suite import REPO_MODELS, BenchOptions, parse_list, run_bench, run_in_process
+from edge_tools.bench.report import paired_summary, render_markdown
+from edge_tools.bench.runner import RunSpec
+from edge_tools.bench.suite import REPO_MODELS, BenchOptions, parse_list, run_bench, run_in_process
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"

@@ -39,9 +39,6 @@ from torch import nn
 
 from edge.backends import open_backend
 from edge.backends.adapters import adapt
-from edge.bench.items import ReplaySource
-from edge.bench.roofline import count_flops, measure_peak
-from edge.bench.stats import RssSampler, load_average, peak_rss_mb, percentiles, rss_mb
 from edge.bundles.loader import Bundle, load_bundle
 from edge.bundles.manifest import ModelFormat, Precision
 from edge.bundles.outputs import RoleOutputs
@@ -59,6 +56,9 @@ from edge.stages.detect import DetectStage
 from edge.stages.finish import FinishStage
 from edge.stages.localise import LocaliseStage
 from edge.stages.score import ScoreStage
+from edge_tools.bench.items import ReplaySource
+from edge_tools.bench.roofline import count_flops, measure_peak
+from edge_tools.bench.stats import RssSampler, load_average, peak_rss_mb, percentiles, rss_mb
 from export.recipes.detector import AgnosticDetector
 from export.recipes.fused import RULES, FusedScorer
 from export.recipes.refiner import RefinerShape
@@ -377,7 +377,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--items-dir", required=True, help="items rendered by edge.bench.items.prepare_items")
+    parser.add_argument("--items-dir", required=True, help="items rendered by edge_tools.bench.items.prepare_items")
     parser.add_argument("--n", type=int, default=40)
     parser.add_argument("--detector", default="models/detector-agnostic")
     parser.add_argument("--scorer", default="models/scorer-stfpm")

@@ -1,6 +1,6 @@
 """The ``edge`` command: thin typer wiring. Arguments in, config loaded, objects built and run.
 
-Sub-commands live with the package that implements them (``calib.cli``, ``sim.cli``, ``edge.watch`` …) and
+Sub-commands live with the package that implements them (``calib.cli``, ``sim.cli``, ``edge_tools.watch`` …) and
 are mounted here; a command appears in ``--help`` only once it really works.
 """
 
@@ -11,12 +11,12 @@ from pathlib import Path
 import typer
 
 from calib.cli import calibrate_app
-from edge.bench.cli import bench_command
 from edge.config import DEFAULT_CONFIG_PATH, load_config
-from edge.dicos.cli import dicos_app
 from edge.errors import ConfigError
-from edge.eval.cli import eval_command
-from edge.watch import watch
+from edge_tools.bench.cli import bench_command
+from edge_tools.dicos_cli import dicos_app
+from edge_tools.eval.cli import eval_command
+from edge_tools.watch import watch
 from firmware_bridge.cli import firmware as sim_firmware
 from sim.cli import sim_app
 
@@ -147,8 +147,8 @@ def demo(
 
     Example: edge demo --items 20 --out /tmp/xray-edge-demo
     """
-    from edge.demo import run_demo
     from edge.logs import setup_logging
+    from edge_tools.demo import run_demo
 
     setup_logging("warning", "logfmt")
     raise typer.Exit(code=run_demo(out, items or None, per_minute, seed, models, typer.echo))
@@ -180,8 +180,8 @@ def fit(
     import json
 
     from edge.errors import EdgeError
-    from edge.fit.records import parse_date
-    from edge.fit.refit import FitSettings, run_fit
+    from edge_tools.fit.records import parse_date
+    from edge_tools.fit.refit import FitSettings, run_fit
 
     try:
         settings = FitSettings(audit_dir=audit, since=parse_date(since, "--since"), config=config, out=out,

@@ -22,7 +22,7 @@ import numpy.typing as npt
 
 from edge.bundles.manifest import Precision, ScoreNormalisation
 from edge.bundles.outputs import DECISION_THRESHOLD_KEY, Role
-from edge.eval.metrics import auroc as metrics_auroc
+from edge_tools.eval.metrics import auroc as metrics_auroc
 from export.calibration import InputSet
 from export.errors import ExportError, QuantizationRefused
 from export.meta import ExportMeta, read_meta, write_onnx_meta
@@ -66,7 +66,7 @@ class QuantizeResult:
 
 
 def auroc(scores: npt.NDArray[np.floating], labels: npt.NDArray[np.int64]) -> float:
-    """Area under the ROC curve (``edge.eval.metrics.auroc``: rank-sum, ties get average ranks)."""
+    """Area under the ROC curve (``edge_tools.eval.metrics.auroc``: rank-sum, ties get average ranks)."""
     value = metrics_auroc(scores, np.asarray(labels) != 0)
     if value is None:
         raise ExportError("auroc needs both positive and negative labels in the validation set")

@@ -25,8 +25,8 @@ from edge.condition.composer import compose, geometry
 from edge.condition.degraded import from_grey, from_pseudo_colour
 from edge.condition.image import ConditionedImage
 from edge.contracts import InputContract
-from edge.eval.metrics import auroc as metrics_auroc
 from edge.stages.detect import suppress, vote
+from edge_tools.eval.metrics import auroc as metrics_auroc
 
 F32 = NDArray[np.float32]
 DetectFn = Callable[[F32], tuple[F32, F32]]
@@ -254,7 +254,7 @@ def real_recall(detect: DetectFn, contract: InputContract, images: Sequence[Real
 
 # -- scorer tables (seed 000) ----------------------------------------------------------------------------------
 def auroc(scores: NDArray[np.floating], labels: NDArray[np.bool_]) -> float:
-    """Area under the ROC curve (``edge.eval.metrics.auroc``: ranks, ties count half); NaN with one class."""
+    """Area under the ROC curve (``edge_tools.eval.metrics.auroc``: ranks, ties count half); NaN with one class."""
     value = metrics_auroc(scores, labels)
     return float("nan") if value is None else value
 

@@ -7,7 +7,7 @@ synthetic-insert classifier (:mod:`export.recipes.synthetic`, ``train classifier
 might rank items better than either; fusing inside one graph keeps the runtime, the bundle format, thresholds
 and localisation exactly as they are for any scorer. Measured (docs/models.md, "Synthetic metal inserts"): +0.05
 AUROC_M on one validation scanner, −0.02 pooled over three others and −0.01 on the benchmark, so no fused
-bundle ships; the tool stays for better insert classifiers (compare with ``python -m edge.eval.validation``).
+bundle ships; the tool stays for better insert classifiers (compare with ``python -m edge_tools.eval.validation``).
 
 Rules (``rule``), both on the STFPM raw scale and per object, so the map keeps one scale with the score (score =
 top-k mean of the map) and the STFPM map still outlines sub-components:

@@ -1,7 +1,7 @@
 """PaDiM-style feature-distribution scorer: backbone features + one Gaussian per map position, fitted in numpy.
 
 Where it sits: beside the STFPM recipe, on the same from-scratch backbone (the STFPM teacher). The fit is
-plain numpy (:func:`fit_gaussian`, from :mod:`edge.fit.gaussian`, the one implementation ``edge fit`` uses
+plain numpy (:func:`fit_gaussian`, from :mod:`edge_tools.fit.gaussian`, the one implementation ``edge fit`` uses
 too) on embeddings of benign crops, so a site can refit it from its own benign
 items without torch: the exported graph keeps the Gaussian as two named initialisers
 (``padim_mean`` (P, D), ``padim_inv_cov`` (P, D, D)) that :func:`replace_gaussian` swaps in an ONNX file.
@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from numpy.typing import NDArray
 from torch import nn
 
-from edge.fit.gaussian import fit_gaussian
+from edge_tools.fit.gaussian import fit_gaussian
 from export.recipes.scorer import MAP_SIZE, Backbone
 
 __all__ = ["Embedder", "PadimScorer", "channel_subset", "embeddings", "fit_gaussian", "replace_gaussian"]
@@ -78,11 +78,11 @@ class PadimScorer(nn.Module):
 
 def replace_gaussian(onnx_in: Path, onnx_out: Path, mean: NDArray[np.float32], inv_cov: NDArray[np.float32]) -> None:
     """Write a copy of an exported PaDiM ONNX file with a refitted Gaussian (no torch needed; ``edge fit``
-    does the same on the box with :func:`edge.fit.padim_graph.set_gaussian`)."""
+    does the same on the box with :func:`edge_tools.fit.padim_graph.set_gaussian`)."""
     import onnx
 
-    from edge.fit.errors import FitError
-    from edge.fit.padim_graph import set_gaussian
+    from edge_tools.fit.errors import FitError
+    from edge_tools.fit.padim_graph import set_gaussian
 
     model = onnx.load(str(onnx_in))
     try:

@@ -14,9 +14,9 @@ import typer
 from onnx import TensorProto, helper
 from typer.testing import CliRunner
 
-from edge.bench.cli import bench_command
-from edge.bench.roofline import count_flops
-from edge.bench.stats import percentiles
+from edge_tools.bench.cli import bench_command
+from edge_tools.bench.roofline import count_flops
+from edge_tools.bench.stats import percentiles
 
 REPO = Path(__file__).resolve().parents[2]
 STAGES = {"condition", "detect", "score", "localise", "finish"}

@@ -11,10 +11,10 @@ from typer.testing import CliRunner
 
 import edge.dicos
 from edge.dicos import read_tdr, write_tdr
-from edge.dicos.cli import dicos_app
 from edge.dicos.dx_source import write_dx_pair
 from edge.errors import FrameError
 from edge.records import UnscreenedReason, Verdict
+from edge_tools.dicos_cli import dicos_app
 from tests.dicos.dicos_helpers import decision
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -24,7 +24,7 @@ UNKNOWN_TO_PYDICOM = (0x40101080, 0x40101081, 0x40101082, 0x43000902)
 def test_importing_changes_nothing_and_registration_is_explicit() -> None:
     """Run in a fresh interpreter: this test process may already have registered the tags."""
     code = (
-        "import pydicom.datadict as d, edge.dicos, edge.dicos.cli\n"
+        "import pydicom.datadict as d, edge.dicos, edge_tools.dicos_cli\n"
         f"tags = {UNKNOWN_TO_PYDICOM!r}\n"
         "assert not any(t in d.DicomDictionary for t in tags), 'registered at import'\n"
         "added = edge.dicos.register_dicos_tags()\n"

@@ -9,10 +9,10 @@ import cv2
 import numpy as np
 import pytest
 
-from edge.eval.datasets import detect_layout, load_raw_item, read_dataset
-from edge.eval.records import DatasetError, Modality
 from edge.records import ItemMeta
 from edge.sources.item_meta import file_item_meta
+from edge_tools.eval.datasets import detect_layout, load_raw_item, read_dataset
+from edge_tools.eval.records import DatasetError, Modality
 from tests.eval.eval_helpers import EvalAssets
 
 REALDATA = Path(__file__).resolve().parents[2].parent / "shared" / "realdata" / "xray"

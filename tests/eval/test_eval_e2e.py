@@ -13,12 +13,12 @@ from sklearn.metrics import roc_auc_score
 from typer.testing import CliRunner
 
 from edge.config import load_config
-from edge.eval.cli import eval_command
-from edge.eval.datasets import read_dataset
-from edge.eval.report import build_report
-from edge.eval.runner import RunSettings, run_dataset
 from edge.runtime import build_runtime
 from edge.sinks.memory import MemorySink
+from edge_tools.eval.cli import eval_command
+from edge_tools.eval.datasets import read_dataset
+from edge_tools.eval.report import build_report
+from edge_tools.eval.runner import RunSettings, run_dataset
 from tests.eval.eval_helpers import EvalAssets
 
 

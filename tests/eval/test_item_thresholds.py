@@ -1,4 +1,4 @@
-"""Item thresholds over the benign items of several virtual scanners (``python -m edge.eval.item_thresholds``),
+"""Item thresholds over the benign items of several virtual scanners (``python -m edge_tools.eval.item_thresholds``),
 with the tiny real bundles of the eval tests on two real benign scanners: the written threshold is the 95%-benign
 point of both scanners' items pooled, as ``edge eval`` scores them one scanner at a time; benchmark scanners,
 sets with threats, too few items and UNSCREENED benign items are refused."""
@@ -13,15 +13,15 @@ import pytest
 from edge.bundles.loader import load_bundle
 from edge.bundles.outputs import ITEM_THRESHOLD_KEY
 from edge.errors import BundleError
-from edge.eval import item_thresholds
-from edge.eval.cli import evaluate
-from edge.eval.datasets import read_dataset
-from edge.eval.metrics import benign_rate_threshold
-from edge.eval.operating_point import pooled_item_threshold
-from edge.eval.pooled import run_scanners
-from edge.eval.report import bag_scores
-from edge.eval.runner import RunSettings
-from edge.eval.scanners import Scanner
+from edge_tools.eval import item_thresholds
+from edge_tools.eval.cli import evaluate
+from edge_tools.eval.datasets import read_dataset
+from edge_tools.eval.metrics import benign_rate_threshold
+from edge_tools.eval.operating_point import pooled_item_threshold
+from edge_tools.eval.pooled import run_scanners
+from edge_tools.eval.report import bag_scores
+from edge_tools.eval.runner import RunSettings
+from edge_tools.eval.scanners import Scanner
 from tests.eval.eval_helpers import SEED, EvalAssets
 
 PER_SCANNER = 12
@@ -49,7 +49,7 @@ def test_threshold_pools_the_benign_items_of_every_scanner(eval_assets: EvalAsse
     assert written.manifest.thresholds[ITEM_THRESHOLD_KEY] == pytest.approx(want, rel=1e-12)
     assert written.manifest.version == load_bundle(eval_assets.scorer).manifest.version + ".3"
     assert f"{2 * PER_SCANNER} benign items of virtual scanners {SEED}, {SEED + 1} ({PER_SCANNER} each) clear, " \
-        "edge.eval.item_thresholds" in written.manifest.notes
+        "edge_tools.eval.item_thresholds" in written.manifest.notes
     # at most 5% of the pooled benign items alarm at it, and the table says so per scanner
     assert (scores >= want).mean() <= 0.05
     assert f"| {eval_assets.scorer.name} (pooled) | {want:.4f} |" in printed

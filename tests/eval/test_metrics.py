@@ -12,7 +12,7 @@ from pycocotools.cocoeval import COCOeval
 from sklearn.metrics import roc_auc_score
 from sklearn.metrics import roc_curve as sk_roc_curve
 
-from edge.eval.metrics import (
+from edge_tools.eval.metrics import (
     ImageBoxes,
     auroc,
     benign_rate_threshold,

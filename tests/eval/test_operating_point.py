@@ -16,10 +16,10 @@ from edge.bundles.writer import rewrite_manifest
 from edge.cli import app
 from edge.config import load_config
 from edge.errors import BundleError, ConfigError
-from edge.eval.datasets import read_dataset
-from edge.eval.report import bag_scores
-from edge.eval.runner import RunSettings, run_dataset
 from edge.screening import load_models
+from edge_tools.eval.datasets import read_dataset
+from edge_tools.eval.report import bag_scores
+from edge_tools.eval.runner import RunSettings, run_dataset
 from sim.dataset import GenerateConfig, generate
 from tests.eval.eval_helpers import EvalAssets
 from tests.service.service_helpers import sign

@@ -1,5 +1,5 @@
-"""Bundles run over several virtual scanners and pooled (edge.eval.pooled, edge.eval.scanners), with the tiny real
-bundles of the eval tests on two real virtual scanners: each scanner's items stay in their own segment, the
+"""Bundles run over several virtual scanners and pooled (edge_tools.eval.pooled, edge_tools.eval.scanners), with the
+tiny real bundles of the eval tests on two real virtual scanners: each scanner's items stay in their own segment, the
 pooled decisions are the per-scanner reports' decisions summed, and the docs/results.md table pools them."""
 
 from __future__ import annotations
@@ -8,13 +8,13 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.eval.cli import evaluate
-from edge.eval.datasets import read_dataset
-from edge.eval.pooled import run_scanners
-from edge.eval.reference import pooled_table
-from edge.eval.report import bag_scores
-from edge.eval.runner import RunSettings
-from edge.eval.scanners import Scanner, prepare_scanner
+from edge_tools.eval.cli import evaluate
+from edge_tools.eval.datasets import read_dataset
+from edge_tools.eval.pooled import run_scanners
+from edge_tools.eval.reference import pooled_table
+from edge_tools.eval.report import bag_scores
+from edge_tools.eval.runner import RunSettings
+from edge_tools.eval.scanners import Scanner, prepare_scanner
 from tests.eval.eval_helpers import ITEMS, SEED, EvalAssets
 
 

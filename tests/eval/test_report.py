@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from edge.eval.records import Dataset, DatasetItem, ItemOutcome, ItemTruth, Modality, ObjectOutcome, TruthObject
-from edge.eval.report import build_report, markdown_report, report_json, scorer_family
+from edge_tools.eval.records import Dataset, DatasetItem, ItemOutcome, ItemTruth, Modality, ObjectOutcome, TruthObject
+from edge_tools.eval.report import build_report, markdown_report, report_json, scorer_family
 
 GUN = TruthObject((10, 10, 20, 20), "pistol", True)
 HIDDEN = TruthObject((52, 52, 56, 56), "spring", True, "firearm", host_box=(40, 40, 80, 80))
@@ -90,7 +90,7 @@ def test_scorer_family() -> None:
 
 
 def test_plots_are_optional(tmp_path: Path) -> None:
-    from edge.eval.plots import PlotsUnavailable, write_plots
+    from edge_tools.eval.plots import PlotsUnavailable, write_plots
 
     dataset, outcomes = _dataset(), _outcomes()
     r = build_report(dataset, outcomes, detector="det@1", scorer="stfpm@1", family="Student-Teacher")

@@ -1,5 +1,5 @@
-"""Multi-scanner paired validation: the statistics (edge.eval.pooled), and the benchmark scanners refused
-(edge.eval.validation)."""
+"""Multi-scanner paired validation: the statistics (edge_tools.eval.pooled), and the benchmark scanners refused
+(edge_tools.eval.validation)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge.eval.metrics import auroc
-from edge.eval.pooled import paired_comparison
-from edge.eval.validation import main, markdown
+from edge_tools.eval.metrics import auroc
+from edge_tools.eval.pooled import paired_comparison
+from edge_tools.eval.validation import main, markdown
 
 
 def _items(n: int = 400, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -70,7 +70,7 @@ def test_the_benchmark_scanners_are_refused(seeds: str, reserved: str, capsys: p
 def test_bad_arguments_are_refused_before_anything_is_generated(extra: list[str], says: str,
                                                                 capsys: pytest.CaptureFixture[str],
                                                                 tmp_path: Path) -> None:
-    # the same checks as edge.eval.item_thresholds (edge.eval.scanner_cli): a repeated seed would count its
+    # the same checks as edge_tools.eval.item_thresholds (edge_tools.eval.scanner_cli): a repeated seed would count its
     # items twice in the pooled figures, a missing bundle would fail only after minutes of generating scanners
     bundles = ["models/scorer-stfpm"]
     if extra[0] == "--bundle-first":  # a second positional bundle (after an option argparse would not take it)

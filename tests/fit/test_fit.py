@@ -158,7 +158,7 @@ def test_bad_inputs_give_clear_errors(fit_assets: FitAssets, tmp_path: Path, cas
 
 
 def test_item_threshold_is_the_95_percent_point_of_held_out_item_maxima() -> None:
-    from edge.fit.refit import _item_threshold
+    from edge_tools.fit.refit import _item_threshold
 
     rng = np.random.default_rng(0)
     per_item = [int(k) for k in rng.integers(1, 9, 40)]

@@ -10,8 +10,8 @@ import onnx
 import onnxruntime as ort
 from onnx import numpy_helper
 
-from edge.fit import GaussianAccumulator, fit_gaussian, mahalanobis_maps
-from edge.fit.padim_graph import EMBEDDING, embedding_model
+from edge_tools.fit import GaussianAccumulator, fit_gaussian, mahalanobis_maps
+from edge_tools.fit.padim_graph import EMBEDDING, embedding_model
 
 PADIM_ONNX = Path(__file__).resolve().parents[2] / "models" / "scorer-padim" / "onnx_fp32" / "scorer-padim.onnx"
 

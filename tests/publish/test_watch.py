@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 from edge.config.mqtt import MqttConfig
 from edge.config.site import SiteConfig
 from edge.publish import MqttSink
-from edge.watch import watch
+from edge_tools.watch import watch
 
 app = typer.Typer()
 app.command()(watch)

@@ -14,7 +14,7 @@ from edge.backends import open_backend
 from edge.bundles import load_bundle
 from edge.bundles.outputs import ClassifierOutputs, DetectorOutputs, ScorerOutputs, item_threshold_detector
 from edge.condition.composer import compose, geometry
-from edge.eval.metrics import auroc
+from edge_tools.eval.metrics import auroc
 from export.recipes.evaluate import postprocess, recall_at
 from export.recipes.simdata import CROP_MARGIN, expand, object_boxes
 

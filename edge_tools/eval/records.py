@@ -1,9 +1,9 @@
 """Records of an evaluation: what a labelled item is, and what the pipeline decided about it.
 
-Where it sits: shared by the dataset readers (``edge.eval.datasets``), the offline runner (``edge.eval.runner``)
-and the metrics and reports. Every record here is small, frozen and picklable, because items and outcomes travel
-between the worker processes and the main process. Must not: hold images (workers read them from disk) or import
-torch.
+Where it sits: shared by the dataset readers (``edge_tools.eval.datasets``), the offline runner
+(``edge_tools.eval.runner``) and the metrics and reports. Every record here is small, frozen and picklable,
+because items and outcomes travel between the worker processes and the main process. Must not: hold images
+(workers read them from disk) or import torch.
 """
 
 from __future__ import annotations

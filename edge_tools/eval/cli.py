@@ -1,8 +1,8 @@
 """``edge eval``: the papers' metrics for the service's whole pipeline on a labelled dataset.
 
 Where it sits: a thin typer layer (mounted by ``edge/cli.py`` as ``app.command("eval")(eval_command)``) over
-the readers (``edge.eval.datasets``), the offline runner (``edge.eval.runner``), the report
-(``edge.eval.report``) and the optional plots. Arguments in, work run with a tqdm bar, reports written.
+the readers (``edge_tools.eval.datasets``), the offline runner (``edge_tools.eval.runner``), the report
+(``edge_tools.eval.report``) and the optional plots. Arguments in, work run with a tqdm bar, reports written.
 Must not: hold metric or pipeline logic.
 """
 
@@ -20,10 +20,10 @@ from edge.bundles.manifest import Precision
 from edge.bundles.outputs import DECISION_THRESHOLD_KEY, ITEM_THRESHOLD_KEY
 from edge.config import DEFAULT_CONFIG_PATH
 from edge.errors import ConfigError, EdgeError
-from edge.eval.datasets import LAYOUTS, read_dataset
-from edge.eval.records import Dataset, ItemOutcome
-from edge.eval.report import EvalReport, build_report, item_rows, markdown_report, report_json, scorer_family
-from edge.eval.runner import RunSettings, effective_config, run_dataset
+from edge_tools.eval.datasets import LAYOUTS, read_dataset
+from edge_tools.eval.records import Dataset, ItemOutcome
+from edge_tools.eval.report import EvalReport, build_report, item_rows, markdown_report, report_json, scorer_family
+from edge_tools.eval.runner import RunSettings, effective_config, run_dataset
 
 
 def _bundle_identity(path: Path | None) -> tuple[str | None, str, str]:
@@ -56,8 +56,8 @@ def evaluate(dataset: Dataset, settings: RunSettings, workers: int,
 
 def _write_item_thresholds(reports: list[EvalReport], variants: list[RunSettings], folder: Path,
                            version: str | None) -> None:
-    """One re-thresholded copy per evaluated scorer bundle (``edge.eval.operating_point``)."""
-    from edge.eval.operating_point import write_item_threshold
+    """One re-thresholded copy per evaluated scorer bundle (``edge_tools.eval.operating_point``)."""
+    from edge_tools.eval.operating_point import write_item_threshold
 
     for report, settings in zip(reports, variants, strict=True):
         scorer = effective_config(settings).models.scorer
@@ -184,7 +184,7 @@ def eval_command(
                     fh.write(json.dumps(row) + "\n")
         typer.echo(f"wrote {out / 'eval.json'}, {out / 'eval.md'} and {len(runs)} items-*.jsonl")
         if plots:
-            from edge.eval.plots import PlotsUnavailable, write_plots
+            from edge_tools.eval.plots import PlotsUnavailable, write_plots
 
             try:
                 files = write_plots(reports, runs, out / "plots")

@@ -3,8 +3,8 @@ differences, and the service's decisions counted over every scanner.
 
 Why: one 200-item set resolves only about ±0.07 in AUROC_M, and scanners and item streams differ (the shipped
 ``scorer-stfpm`` read 0.645–0.784 across nine scanners; docs/models.md). Both the published benchmark
-(``edge.eval.reference``) and model choice (``edge.eval.validation``) therefore read figures pooled over
-scanners; they differ only in which scanners (``edge.eval.scanners``).
+(``edge_tools.eval.reference``) and model choice (``edge_tools.eval.validation``) therefore read figures pooled over
+scanners; they differ only in which scanners (``edge_tools.eval.scanners``).
 
 Pairing: every bundle scores the same items through the same detector boxes, and a difference's interval is of
 the *difference*, resampled over items, so item difficulty cancels out of it.
@@ -20,13 +20,13 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.eval.cli import evaluate
-from edge.eval.datasets import read_dataset
-from edge.eval.metrics import ItemCounts, auroc, item_counts
-from edge.eval.records import ItemOutcome
-from edge.eval.report import EvalReport, bag_scores
-from edge.eval.runner import RunSettings
-from edge.eval.scanners import Scanner
+from edge_tools.eval.cli import evaluate
+from edge_tools.eval.datasets import read_dataset
+from edge_tools.eval.metrics import ItemCounts, auroc, item_counts
+from edge_tools.eval.records import ItemOutcome
+from edge_tools.eval.report import EvalReport, bag_scores
+from edge_tools.eval.runner import RunSettings
+from edge_tools.eval.scanners import Scanner
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,7 +1,7 @@
 """``edge bench``: measure the screening pipeline on this box (runtime side; no torch).
 
 Where it sits: a typer command function mounted by ``edge/cli.py`` as ``edge bench``; the work is in
-:mod:`edge.bench.suite`. ``benchmarks/bench_pipeline.py`` runs the same suite and adds the PyTorch-eager column.
+:mod:`edge_tools.bench.suite`. ``benchmarks/bench_pipeline.py`` runs the same suite and adds the PyTorch-eager column.
 
 Must not: import torch, or hold measuring logic.
 """
@@ -13,8 +13,8 @@ from pathlib import Path
 
 import typer
 
-from edge.bench.report import render_markdown
-from edge.bench.suite import REPO_MODELS, BenchOptions, parse_list, run_bench
+from edge_tools.bench.report import render_markdown
+from edge_tools.bench.suite import REPO_MODELS, BenchOptions, parse_list, run_bench
 
 
 def bench_command(

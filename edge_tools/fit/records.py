@@ -15,7 +15,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from edge.fit.errors import FitError
+from edge_tools.fit.errors import FitError
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ scanners; a site still sets its own with ``edge eval --write-item-threshold`` or
 
 Run::
 
-    .venv/bin/python -m edge.eval.item_thresholds --work /tmp/xray-op --seeds 102,301,302,303 --n 200 \
+    .venv/bin/python -m edge_tools.eval.item_thresholds --work /tmp/xray-op --seeds 102,301,302,303 --n 200 \
         --out /tmp/xray-op/bundles --bundle-version '{version}.1' models/scorer-stfpm models/scorer-padim
 
 Each seed is its own virtual scanner, calibrated as on site, with ``n`` benign items (threat rate 0), generated
@@ -31,10 +31,10 @@ import numpy as np
 from edge.bundles.loader import load_bundle
 from edge.bundles.outputs import ITEM_THRESHOLD_KEY
 from edge.errors import BundleError
-from edge.eval.operating_point import pooled_item_threshold, write_threshold
-from edge.eval.pooled import PooledRun, run_scanners
-from edge.eval.scanner_cli import add_scanner_arguments, scanner_run
-from edge.eval.scanners import prepare_scanner
+from edge_tools.eval.operating_point import pooled_item_threshold, write_threshold
+from edge_tools.eval.pooled import PooledRun, run_scanners
+from edge_tools.eval.scanner_cli import add_scanner_arguments, scanner_run
+from edge_tools.eval.scanners import prepare_scanner
 
 DEFAULT_SEEDS = (102, 301, 302, 303)
 """Seed 102 set the shipped item thresholds alone until 2026-11-23; 301–303 are used for nothing else."""
@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         rows = pooled_thresholds(run, sr.bundles)
     except BundleError as exc:
-        parser.exit(1, f"edge.eval.item_thresholds: {exc}\n")
+        parser.exit(1, f"edge_tools.eval.item_thresholds: {exc}\n")
     print(markdown(rows, seeds, sr.n))
     if args.out is None:
         return
@@ -116,9 +116,9 @@ def main(argv: list[str] | None = None) -> None:
         try:
             bundle = write_threshold(r.bundle, args.out / r.bundle.name, r.threshold, source,
                                      run.bundles[0].reports[0].detector, args.bundle_version, overwrite=True,
-                                     measured_by="edge.eval.item_thresholds")
+                                     measured_by="edge_tools.eval.item_thresholds")
         except BundleError as exc:
-            parser.exit(1, f"edge.eval.item_thresholds: {exc}\n")
+            parser.exit(1, f"edge_tools.eval.item_thresholds: {exc}\n")
         print(f"wrote {bundle.root} ({bundle.manifest.name}@{bundle.manifest.version}): thresholds.item "
               f"{r.threshold:.6g}; unsigned: sign it (edge-export sign {bundle.root} --key KEYFILE) before a box "
               "will run it")

@@ -7,11 +7,11 @@ SIXray VOC), ``runner`` (the service's stages in worker processes), ``metrics`` 
 Must not: import torch or ``export/``.
 """
 
-from edge.eval.datasets import load_raw_item, read_dataset
-from edge.eval.metrics import ImageBoxes, auroc, benign_rate_threshold, coco_box_metrics, item_counts, roc_curve
-from edge.eval.records import Dataset, DatasetError, DatasetItem, ItemOutcome, ItemTruth, TruthObject
-from edge.eval.report import EvalReport, build_report, markdown_report, report_json
-from edge.eval.runner import RunSettings, run_dataset
+from edge_tools.eval.datasets import load_raw_item, read_dataset
+from edge_tools.eval.metrics import ImageBoxes, auroc, benign_rate_threshold, coco_box_metrics, item_counts, roc_curve
+from edge_tools.eval.records import Dataset, DatasetError, DatasetItem, ItemOutcome, ItemTruth, TruthObject
+from edge_tools.eval.report import EvalReport, build_report, markdown_report, report_json
+from edge_tools.eval.runner import RunSettings, run_dataset
 
 __all__ = [
     "Dataset",

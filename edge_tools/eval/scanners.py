@@ -1,7 +1,7 @@
 """Virtual scanners for offline evaluation: a set of items, its on-site calibrations, and the service config.
 
-Why a module of its own: the published benchmark (``edge.eval.reference``, docs/results.md) and the comparison
-used to choose models (``edge.eval.validation``) must build their scanners the same way, and must never share
+Why a module of its own: the published benchmark (``edge_tools.eval.reference``, docs/results.md) and the comparison
+used to choose models (``edge_tools.eval.validation``) must build their scanners the same way, and must never share
 one. ``BENCHMARK_SEEDS`` are reserved for the published figures; validation refuses them, so no model choice is
 made on the items it is then judged on.
 

@@ -1,9 +1,9 @@
 """Command-line options shared by the tools that run bundles over several virtual scanners.
 
-Why a module of its own: ``edge.eval.validation`` (choose between bundles) and ``edge.eval.item_thresholds``
+Why a module of its own: ``edge_tools.eval.validation`` (choose between bundles) and ``edge_tools.eval.item_thresholds``
 (set item thresholds) take the same scanners, items, detector and workers, and must refuse the same mistakes
 before minutes of generating scanners: a seed that is not an integer, a seed given twice (its items would count
-twice in the pooled figures), a benchmark scanner (``edge.eval.scanners.BENCHMARK_SEEDS``), a bundle that does
+twice in the pooled figures), a benchmark scanner (``edge_tools.eval.scanners.BENCHMARK_SEEDS``), a bundle that does
 not load.
 
 Must not: run anything; it only reads and checks arguments.
@@ -18,7 +18,7 @@ from pathlib import Path
 
 from edge.bundles.loader import load_bundle
 from edge.errors import EdgeError
-from edge.eval.scanners import benchmark_seeds_among, reference_bundles
+from edge_tools.eval.scanners import benchmark_seeds_among, reference_bundles
 
 
 @dataclass(frozen=True, slots=True)

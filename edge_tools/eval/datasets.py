@@ -32,8 +32,8 @@ from typing import Any
 import cv2
 import numpy as np
 
-from edge.eval.records import BoxTuple, Dataset, DatasetError, DatasetItem, ItemTruth, Modality, TruthObject
 from edge.records import ItemMeta, RawItem
+from edge_tools.eval.records import BoxTuple, Dataset, DatasetError, DatasetItem, ItemTruth, Modality, TruthObject
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 LAYOUTS = ("auto", "coco", "gdxray", "voc")

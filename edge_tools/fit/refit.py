@@ -4,12 +4,12 @@ Each scanner and site differs (tube, detector, belt, what people carry), so a sc
 flags too much of a real site's benign traffic. The PaDiM-style bundle keeps its Gaussian in two ONNX
 initialisers and its fit is plain numpy, so the box can refit it without torch:
 
-1. select CLEAR audit records in the date range that have saved raw inputs (:mod:`edge.fit.records`);
+1. select CLEAR audit records in the date range that have saved raw inputs (:mod:`edge_tools.fit.records`);
 2. re-run the service's own condition and detect stages with the service's config (calibrations, detector,
    ``max_objects``) and compose each object's crop with the scorer's contract, exactly as the score stage does;
 3. split by item: ``holdout`` of the items (seeded) are kept aside; the rest's object crops go through the
-   bundle's backbone (the ONNX graph cut at the embedding, :mod:`edge.fit.padim_graph`) into the Gaussian
-   accumulator (:mod:`edge.fit.gaussian`);
+   bundle's backbone (the ONNX graph cut at the embedding, :mod:`edge_tools.fit.padim_graph`) into the Gaussian
+   accumulator (:mod:`edge_tools.fit.gaussian`);
 4. score the held-out objects with the refitted Gaussian and set the threshold and normalisation by the
    convention of the bundles ``export/recipes`` writes: raw threshold ``t`` = 95th percentile of the held-out
    benign scores, ``low`` = their minimum, ``high = low + 2 (t - low)``, ``centre = t``, with the starting
@@ -60,15 +60,15 @@ from edge.condition.composer import compose
 from edge.condition.conditioner import Conditioner
 from edge.config import load_config
 from edge.errors import BackendError, BundleError, CalibrationError, FrameError
-from edge.eval.metrics import MIN_BENIGN_ITEMS, benign_rate_threshold
-from edge.fit import padim_graph
-from edge.fit.errors import FitError
-from edge.fit.gaussian import DEFAULT_EPS, GaussianAccumulator, mahalanobis_maps
-from edge.fit.records import AuditRecord, Selection, select_records
 from edge.records import ItemMeta, RawItem
 from edge.screening import ModelHolder, load_models
 from edge.stages.condition import ConditionStage
 from edge.stages.detect import DetectStage
+from edge_tools.eval.metrics import MIN_BENIGN_ITEMS, benign_rate_threshold
+from edge_tools.fit import padim_graph
+from edge_tools.fit.errors import FitError
+from edge_tools.fit.gaussian import DEFAULT_EPS, GaussianAccumulator, mahalanobis_maps
+from edge_tools.fit.records import AuditRecord, Selection, select_records
 
 log = logging.getLogger(__name__)
 

@@ -23,7 +23,7 @@ import onnx
 from numpy.typing import NDArray
 from onnx import numpy_helper
 
-from edge.fit.errors import FitError
+from edge_tools.fit.errors import FitError
 
 MEAN = "padim_mean"
 INV_COV = "padim_inv_cov"

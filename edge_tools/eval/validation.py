@@ -4,18 +4,18 @@ Why: one 200-item set resolves only about ±0.07 in AUROC_M, and scanners and it
 picked on one validation scanner (seed 103: +0.061 over ``scorer-stfpm``) read −0.019 pooled over three other
 scanners and −0.010 on the seed-101 benchmark (docs/models.md, "Synthetic metal inserts"). So candidates are
 compared here on the items of several scanners pooled, paired (every bundle scores the same items through the
-same detector boxes, and the interval is of the *difference*, resampled over items; ``edge.eval.pooled``), and
+same detector boxes, and the interval is of the *difference*, resampled over items; ``edge_tools.eval.pooled``), and
 never on the benchmark scanners of docs/results.md (seeds 101, 201–203), which stay for the final measurement.
 
 Run::
 
-    .venv/bin/python -m edge.eval.validation --work /tmp/xray-val --seeds 103,104,105,106 --n 200 \
+    .venv/bin/python -m edge_tools.eval.validation --work /tmp/xray-val --seeds 103,104,105,106 --n 200 \
         models/scorer-stfpm /tmp/candidate-a /tmp/candidate-b
 
 Each seed is its own virtual scanner and item stream (threat rate 0.5, parcels), calibrated as on site (flat-field,
 step wedge), generated once and kept in ``--work``. The first bundle is the baseline; the table gives each
 bundle's pooled AUROC_M, its interval, its paired difference to the baseline with interval, and its AUROC_M per
-scanner. Must not: be used on a benchmark scanner (``edge.eval.scanners.BENCHMARK_SEEDS``) or train anything.
+scanner. Must not: be used on a benchmark scanner (``edge_tools.eval.scanners.BENCHMARK_SEEDS``) or train anything.
 """
 
 from __future__ import annotations
@@ -26,9 +26,9 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 
-from edge.eval.pooled import Comparison, paired_comparison, run_scanners
-from edge.eval.scanner_cli import add_scanner_arguments, scanner_run
-from edge.eval.scanners import BENCH_THREAT_RATE, prepare_scanner
+from edge_tools.eval.pooled import Comparison, paired_comparison, run_scanners
+from edge_tools.eval.scanner_cli import add_scanner_arguments, scanner_run
+from edge_tools.eval.scanners import BENCH_THREAT_RATE, prepare_scanner
 
 DEFAULT_SEEDS = (103, 104, 105, 106)
 

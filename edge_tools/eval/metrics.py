@@ -1,6 +1,6 @@
 """The papers' metrics in plain numpy: item (bag) counts, ROC/AUROC, the 95%-benign threshold, COCO box AP/AR.
 
-Where it sits: under ``edge eval`` (``edge.eval.report`` feeds it the pipeline's outcomes) and meant to be reused
+Where it sits: under ``edge eval`` (``edge_tools.eval.report`` feeds it the pipeline's outcomes) and meant to be reused
 by the training recipes, so that a model is judged by one implementation everywhere. Tested against
 scikit-learn's ``roc_auc_score``/``roc_curve`` and pycocotools' ``COCOeval`` on the same inputs; neither is
 imported here. Must not: import torch, scikit-learn or pycocotools, or read files.

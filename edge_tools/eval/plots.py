@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from edge.eval.records import Dataset, ItemOutcome
-from edge.eval.report import EvalReport, bag_scores
+from edge_tools.eval.records import Dataset, ItemOutcome
+from edge_tools.eval.report import EvalReport, bag_scores
 
 
 class PlotsUnavailable(RuntimeError):

@@ -27,8 +27,8 @@ from edge.bundles.outputs import (
 )
 from edge.bundles.writer import rewrite_manifest
 from edge.errors import BundleError
-from edge.eval.metrics import MIN_BENIGN_ITEMS, benign_rate_threshold
-from edge.eval.report import BENIGN_RATE, EvalReport
+from edge_tools.eval.metrics import MIN_BENIGN_ITEMS, benign_rate_threshold
+from edge_tools.eval.report import BENIGN_RATE, EvalReport
 
 
 def item_threshold_of(report: EvalReport) -> float:

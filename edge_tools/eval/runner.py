@@ -24,14 +24,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edge.config import EdgeConfig, load_config
-from edge.eval.datasets import load_raw_item
-from edge.eval.records import DatasetItem, ItemOutcome, ObjectOutcome
 from edge.pipeline import Pipeline, Stage
 from edge.records import Decision, RawItem
 from edge.runtime import build_stages, load_conditioner
 from edge.screening import ModelHolder, ModelSet, load_models
 from edge.sinks.memory import MemorySink
 from edge.sources.item_meta import file_item_meta
+from edge_tools.eval.datasets import load_raw_item
+from edge_tools.eval.records import DatasetItem, ItemOutcome, ObjectOutcome
 
 log = logging.getLogger(__name__)
 

@@ -1,9 +1,9 @@
 """Run one bench configuration (backend × precision × scorer batch) end to end and measure it.
 
-Where it sits: ``edge bench`` runs every configuration in a fresh process (``python -m edge.bench.runner``),
+Where it sits: ``edge bench`` runs every configuration in a fresh process (``python -m edge_tools.bench.runner``),
 so that peak RSS, load and warm-up times are those of a service that loads just these models. The stages
 are the service's own (``edge.runtime.build_stages``, with the score stage's batch size set) behind the real
-``Pipeline`` with its audit sink; items come from :class:`edge.bench.items.ReplaySource`.
+``Pipeline`` with its audit sink; items come from :class:`edge_tools.bench.items.ReplaySource`.
 
 Two passes over the same items:
 
@@ -34,9 +34,6 @@ from pathlib import Path
 import numpy as np
 
 from edge.backends import open_backend
-from edge.bench.items import ReplaySource
-from edge.bench.roofline import count_flops, measure_peak
-from edge.bench.stats import Percentiles, RssSampler, load_average, peak_rss_mb, percentiles, rss_mb
 from edge.bundles.loader import Bundle, load_bundle
 from edge.bundles.manifest import ModelFormat, Precision
 from edge.condition.composer import compose
@@ -50,6 +47,9 @@ from edge.sinks.memory import MemorySink
 from edge.stages.condition import ConditionStage
 from edge.stages.detect import DetectStage
 from edge.stages.score import ScoreStage
+from edge_tools.bench.items import ReplaySource
+from edge_tools.bench.roofline import count_flops, measure_peak
+from edge_tools.bench.stats import Percentiles, RssSampler, load_average, peak_rss_mb, percentiles, rss_mb
 
 OFFLINE_DEADLINE_S = 600.0
 FORMATS = {"openvino": (ModelFormat.OPENVINO, ModelFormat.ONNX), "onnxruntime": (ModelFormat.ONNX,)}
@@ -354,7 +354,7 @@ def spec_from_json(text: str) -> RunSpec:
 
 
 def main() -> None:
-    """Worker entry: ``python -m edge.bench.runner SPEC.json OUT.json`` (what ``edge bench`` spawns)."""
+    """Worker entry: ``python -m edge_tools.bench.runner SPEC.json OUT.json`` (what ``edge bench`` spawns)."""
     parser = argparse.ArgumentParser(description="measure one edge bench configuration (spawned by edge bench)")
     parser.add_argument("spec", type=Path)
     parser.add_argument("out", type=Path)

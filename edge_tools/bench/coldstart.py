@@ -22,8 +22,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from edge.bench.stats import load_average
 from edge.bundles.signing import generate_key, signed_copy
+from edge_tools.bench.stats import load_average
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,7 +1,7 @@
 """From outcomes and ground truth to the evaluation report: item metrics, ROC, detector COCO metrics, per-kind
 recall; and the JSON and Markdown writers.
 
-Where it sits: after the offline runner (``edge.eval.runner``), before the CLI prints and writes. Definitions
+Where it sits: after the offline runner (``edge_tools.eval.runner``), before the CLI prints and writes. Definitions
 (also in ``docs/eval.md``):
 
 * Positive = threat item. An item *alarms* when its verdict is ALARM or UNSCREENED: UNSCREENED is an alarm for
@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from edge.boxes import box_iou
-from edge.eval.metrics import (
+from edge_tools.eval.metrics import (
     CocoMetrics,
     ImageBoxes,
     auroc,
@@ -42,7 +42,7 @@ from edge.eval.metrics import (
     item_counts,
     roc_curve,
 )
-from edge.eval.records import Dataset, ItemOutcome
+from edge_tools.eval.records import Dataset, ItemOutcome
 
 BENIGN_RATE = 0.95
 LOCALISE_IOU = 0.1

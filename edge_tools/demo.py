@@ -34,7 +34,7 @@ from edge.config.source import SimSourceConfig
 from edge.records import Decision, RawItem
 from edge.runtime import build_runtime
 from edge.service import Service
-from edge.watch import Watcher
+from edge_tools.watch import Watcher
 from firmware_bridge.messages import ItemEnd, ItemStart, XrayState
 from firmware_bridge.virtual import VirtualFirmware
 from sim.source import SimFrameSource

@@ -1,6 +1,6 @@
 """The whole runtime-side bench: items, peak, every configuration in its own process, cold start.
 
-Where it sits: called by ``edge bench`` (``edge.bench.cli``) and by ``benchmarks/bench_pipeline.py``, which
+Where it sits: called by ``edge bench`` (``edge_tools.bench.cli``) and by ``benchmarks/bench_pipeline.py``, which
 adds the PyTorch-eager column to the same record. Returns a JSON-ready dict (schema ``xray-edge/bench``).
 
 Must not: import torch or ``export/``.
@@ -21,14 +21,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from edge.bench.coldstart import measure_cold_start
-from edge.bench.items import ItemSet, prepare_items
-from edge.bench.roofline import measure_peak
-from edge.bench.runner import FORMATS, RunSpec
-from edge.bench.stats import load_average
 from edge.bundles.loader import load_bundle
 from edge.bundles.manifest import Precision
 from edge.errors import EdgeError
+from edge_tools.bench.coldstart import measure_cold_start
+from edge_tools.bench.items import ItemSet, prepare_items
+from edge_tools.bench.roofline import measure_peak
+from edge_tools.bench.runner import FORMATS, RunSpec
+from edge_tools.bench.stats import load_average
 
 SCHEMA = "xray-edge/bench"
 REPO_MODELS = Path(__file__).resolve().parents[2] / "models"
@@ -97,11 +97,11 @@ def plan(opts: BenchOptions) -> tuple[list[tuple[str, str, int, int, int]], list
 
 
 def run_in_process(spec: RunSpec, timeout_s: float = 1800.0) -> dict[str, Any]:
-    """Measure ``spec`` in a fresh ``python -m edge.bench.runner`` process (clean RSS and load times)."""
+    """Measure ``spec`` in a fresh ``python -m edge_tools.bench.runner`` process (clean RSS and load times)."""
     with tempfile.TemporaryDirectory(prefix="edge-bench-spec-") as tmp:
         spec_file, out_file = Path(tmp) / "spec.json", Path(tmp) / "out.json"
         spec_file.write_text(json.dumps(asdict(spec)), encoding="utf-8")
-        result = subprocess.run([sys.executable, "-m", "edge.bench.runner", str(spec_file), str(out_file)],
+        result = subprocess.run([sys.executable, "-m", "edge_tools.bench.runner", str(spec_file), str(out_file)],
                                 capture_output=True, text=True, timeout=timeout_s)
         if result.returncode != 0:
             raise RuntimeError(f"bench of {spec.label} failed (exit {result.returncode}): {result.stderr[-3000:]}")
