@@ -34,3 +34,7 @@ class ModelsConfig(EdgeBaseConfig):
         False, description="run bundles without a valid signature by a trusted key (no signature, unknown key, bad "
         "signature, changed after signing); the service then reports degraded 'bundles unsigned'. For the "
         "bench only: nothing proves who made such a bundle")
+    require_tested_runtime: bool = Field(
+        False, description="refuse to run a bundle on an OpenVINO / ONNX Runtime release outside the range its "
+        "parity was proven on (bundle.yaml toolchain; the other backend is tried, as on a load failure); false: run "
+        "it and report degraded")
