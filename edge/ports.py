@@ -1,6 +1,11 @@
 """The places where hardware, runtimes and subscribers plug into the pipeline.
 
-Implementations do not inherit from these protocols; a conformance test runs each through the same cases.
+Implementations do not inherit from these protocols; a conformance suite runs each through the same cases, as
+pymodbus runs every framer through one: ``tests/conformance/test_frame_source.py`` (every ``FrameSource``: spool,
+VOTI, DICOS, the virtual scanner, the input-saving wrapper, the bench and eval replays),
+``tests/conformance/test_result_sink.py`` (every ``ResultSink``: audit store, memory, MQTT against a real broker)
+and ``tests/conformance/test_inference_session.py`` (the inference port, ``edge.backends.base.InferenceSession``:
+OpenVINO and ONNX Runtime on a real bundle). A new implementation joins by one factory in that suite.
 Each protocol is one to three methods so that a new scanner or sink is a small, obvious piece of code.
 """
 
