@@ -37,6 +37,7 @@ from edge.service import Service
 from edge_tools.watch import Watcher
 from firmware_bridge.messages import ItemEnd, ItemStart, XrayState
 from firmware_bridge.virtual import VirtualFirmware
+from sim import SimExtraMissing, require_sim_extra
 from sim.source import SimFrameSource
 
 log = logging.getLogger(__name__)
@@ -180,6 +181,11 @@ def calibrate(workdir: Path, seed: int, echo: Any) -> None:
 def run_demo(workdir: Path, items: int | None, per_minute: float, seed: int, models: Path,
              echo: Any = print) -> int:
     """Run the demo until ``items`` are decided (or forever) or Ctrl-C; returns the exit code."""
+    try:
+        require_sim_extra()  # before anything starts: a base install lacks the virtual scanner's physics
+    except SimExtraMissing as exc:
+        echo(f"edge demo: {exc}")
+        return 2
     for name in DEMO_BUNDLES:
         if not (models / name / "bundle.yaml").exists():
             echo(f"edge demo: reference bundle {models / name} is missing (see docs/models.md to train it)")

@@ -49,3 +49,12 @@ def test_light_modules_import_without_the_extra() -> None:
 def test_with_the_extra_nothing_is_raised() -> None:
     require_sim_extra()  # the test environment installs .[dev], which pulls in the extra
     assert issubclass(SimExtraMissing, ImportError)  # callers that catch ImportError keep working
+
+
+def test_edge_demo_without_the_extra_says_what_to_install_before_starting_anything(tmp_path: Path) -> None:
+    done = _run("from pathlib import Path\nfrom edge_tools.demo import run_demo\n"
+                f"raise SystemExit(run_demo(Path({str(tmp_path / 'demo')!r}), 1, 30.0, 0, Path('models')))\n")
+    assert done.returncode == 2, done.stderr
+    assert done.stdout.strip() == ("edge demo: the virtual scanner needs spekpy and xraydb, which this installation "
+                                   "lacks (the 'sim' extra): pip install 'xray-edge[sim]'")
+    assert not (tmp_path / "demo").exists()  # nothing started, nothing written
