@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import time
+import zipfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -156,12 +157,16 @@ class ReplaySource:
                 return None
             time.sleep(max(0.0, wait))
             self._due = max(self._due + self._period, time.monotonic())
-        low, high = load_raw(self._files[self._next])
+        path = self._files[self._next]
         self._next += 1
         now_mono, now_wall = time.monotonic(), time.time()
         meta = ItemMeta(item_id=f"{self._scanner}-{self._next}", scanner_id=self._scanner, seq=self._next,
                         scan_start_wall=now_wall, scan_end_wall=now_wall, scan_start_mono=now_mono,
                         scan_end_mono=now_mono, deadline_mono=now_mono + self._deadline)
+        try:
+            low, high = load_raw(path)
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:  # the port: bad data is an item
+            return RawItem(meta=meta, problem=f"{path.name}: unreadable ({exc})")
         return RawItem(meta=meta, high=high, low=low)
 
     def acknowledge(self, source_ref: str) -> None:

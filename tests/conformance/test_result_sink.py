@@ -87,13 +87,7 @@ def _mqtt(tmp: Path, on_teardown: Callable[[Callable[[], object]], None]) -> tup
                         reconnect_min_s=0.1, reconnect_max_s=0.5, outbox=OutboxConfig(path=tmp / "outbox.sqlite3"))
     mqtt = MqttSink(config, SiteConfig(site_id="site", scanner_id="s1")).start()
     on_teardown(lambda: mqtt.close(1.0))
-    sink: ResultSink
-    if hasattr(mqtt, "publish"):
-        sink = mqtt
-    else:  # before MqttSink implemented the port itself, the service wrapped it
-        from edge.runtime import MqttResultSink  # type: ignore[attr-defined]
-
-        sink = MqttResultSink(mqtt)
+    sink: ResultSink = mqtt  # the MQTT sink implements the port itself
 
     def records() -> dict[str, list[bytes]]:
         out: dict[str, list[bytes]] = {}
