@@ -18,7 +18,7 @@ import numpy as np
 
 from edge.config.localise import LocaliseConfig
 from edge.config.models import ModelsConfig
-from edge.records import ItemMeta, RawItem
+from edge.records import ItemMeta
 from edge.screening import ModelHolder, load_models
 from edge.stages.condition import ConditionedItem
 from edge.stages.detect import DetectStage
@@ -41,8 +41,7 @@ def main(n_items: int) -> None:
     added_ms, areas, widths = [], [], set()
     for image, _ in iter_items(SimRig(), n_items, 5_000_000, threat_rate=1.0):
         widths.add(image.shape[1])
-        raw = RawItem(meta, image=np.zeros((2, 2), np.uint8))
-        scored = ScoreStage(holder)(DetectStage(holder)(ConditionedItem(meta, image, raw)))
+        scored = ScoreStage(holder)(DetectStage(holder)(ConditionedItem(meta, image)))
         for obj in scored.objects:
             if not obj.anomalous:
                 continue

@@ -52,9 +52,10 @@ from edge.records import BoxXyxy
 from edge.screening import LoadedModel, ModelHolder, ModelSet
 from edge.sinks.audit import AuditStore
 from edge.stages.condition import ConditionStage
+from edge.stages.decide import DecideStage
 from edge.stages.detect import DetectStage
-from edge.stages.finish import FinishStage
 from edge.stages.localise import LocaliseStage
+from edge.stages.map import MapStage
 from edge.stages.score import ScoreStage
 from edge_tools.bench.items import ReplaySource
 from edge_tools.bench.roofline import count_flops, measure_peak
@@ -295,7 +296,7 @@ def micro(model: LoadedModel, role: str, batch: np.ndarray, load_s: float, warm_
 
 def eager_pass(files: list[Path], stages: tuple[Any, ...]) -> dict[str, Any]:
     """Every item through the stages back to back, one item at a time (the research-code loop)."""
-    names = ("condition", "detect", "score", "localise", "finish")
+    names = ("condition", "detect", "score", "localise", "decide", "map")
     times: dict[str, list[float]] = {name: [] for name in names}
     item_ms: list[float] = []
     verdicts: dict[str, int] = {}
@@ -344,8 +345,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     models_load_s = time.monotonic() - started
     holder = ModelHolder(ModelSet(detector, scorer))
     condition, detect = ConditionStage(conditioner), DetectStage(holder, args.max_objects)
-    score, localise, finish = ScoreStage(holder, args.scorer_batch), LocaliseStage(), FinishStage(None)
-    passes = [eager_pass(files, (condition, detect, score, localise, finish)) for _ in range(args.runs)]
+    score, localise, decide = ScoreStage(holder, args.scorer_batch), LocaliseStage(), DecideStage()
+    passes = [eager_pass(files, (condition, detect, score, localise, decide, MapStage(None)))
+              for _ in range(args.runs)]
     best = max(passes, key=lambda p: p["items_per_s"])
     # Model-alone figures and parity, on the first item's real inputs.
     first = ReplaySource(files[:1]).next_item(1.0)

@@ -43,18 +43,33 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Generic, Protocol, TypeVar
 
 from edge.journal import IntakeJournal
 from edge.ledger import DecisionLedger
 from edge.ports import FrameSource, LinkMonitor, ResultSink
-from edge.records import Decision, ItemMeta, ModelRef, RawItem, UnscreenedReason, Verdict
+from edge.records import (
+    ConditionedItem,
+    DecidedItem,
+    Decision,
+    DetectedItem,
+    ItemMeta,
+    LocalisedItem,
+    ModelRef,
+    RawItem,
+    ScoredItem,
+    UnscreenedReason,
+    Verdict,
+)
 from edge.stages.decide import reason_for, unscreened
 
 log = logging.getLogger(__name__)
 
-StageFn = Callable[[Any], Any]
-
+In = TypeVar("In")
+Out = TypeVar("Out")
+Next = TypeVar("Next")
+In_contra = TypeVar("In_contra", contravariant=True)
+Out_co = TypeVar("Out_co", covariant=True)
 
 SOURCE_RETRY_MAX_S = 2.0
 """Longest wait between two calls to a frame source that keeps raising (the wait doubles from 0.2 s)."""
@@ -80,16 +95,63 @@ class _Unstored:
     next_try_mono: float = 0.0
 
 
+class Step(Protocol[In_contra, Out_co]):
+    """One step of the screening chain: takes the previous step's record and returns the next one's input."""
+
+    def __call__(self, record: In_contra, /) -> Out_co: ...
+
+
 @dataclass(frozen=True, slots=True)
-class Stage:
+class Stage(Generic[In, Out]):
     """One pipeline stage: ``fn`` takes the previous stage's record (the first takes a ``RawItem``).
 
     The last stage returns a ``Decision``. ``fn`` is called from several item workers at once, so it must be
-    thread-safe (the stages hold no per-item state; the model sessions allow concurrent calls).
+    thread-safe (the stages hold no per-item state; the model sessions allow concurrent calls). ``name`` keys
+    the stage's counters and latencies (``Pipeline.stats``, health, ``/metrics``).
     """
 
     name: str
-    fn: StageFn
+    fn: Callable[[In], Out]
+
+
+@dataclass(frozen=True, slots=True)
+class Chain(Generic[In, Out]):
+    """Stages composed in order: ``then`` accepts only a step whose input is this chain's output, so mypy checks
+    the order (the workers run the stages one by one, which no type can follow)."""
+
+    stages: tuple[Stage[Any, Any], ...]
+
+    def then(self, name: str, fn: Callable[[Out], Next]) -> Chain[In, Next]:
+        """This chain followed by ``fn``."""
+        return Chain((*self.stages, Stage(name, fn)))
+
+
+def chain(name: str, fn: Callable[[In], Out]) -> Chain[In, Out]:
+    """A chain of one stage."""
+    return Chain((Stage(name, fn),))
+
+
+def screening_stages(
+    *,
+    condition: Step[RawItem, ConditionedItem],
+    detect: Step[ConditionedItem, DetectedItem],
+    score: Step[DetectedItem, ScoredItem],
+    localise: Step[ScoredItem, LocalisedItem],
+    decide: Step[LocalisedItem, DecidedItem],
+    map: Step[DecidedItem, Decision],  # shadows the builtin inside this function only: the stage is "map"
+) -> list[Stage[Any, Any]]:
+    """The screening chain, in the one order the service runs it: condition → detect → score → localise →
+    decide → map. The verdict is decided before the map step draws and maps it; the raw counts stop at
+    conditioning. Each stage's name is its counter in ``Pipeline.stats``."""
+    screening: Chain[RawItem, Decision] = (
+        chain("condition", condition)
+        .then("detect", detect)
+        .then("score", score)
+        .then("localise", localise)
+        .then("decide", decide)
+        .then("map", map)
+    )
+    return list(screening.stages)
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,7 +190,7 @@ class Pipeline:
     def __init__(
         self,
         source: FrameSource,
-        stages: Sequence[Stage],
+        stages: Sequence[Stage[Any, Any]],
         sinks: Sequence[ResultSink],
         *,
         workers: int = 2,

@@ -1,6 +1,9 @@
 """Records that cross stage boundaries and leave the box: frozen, typed, no dicts.
 
-The pipeline's order is known only to ``edge.pipeline``; these are the shapes it passes. Records that leave
+The pipeline's order is known only to ``edge.pipeline``; these are the shapes it passes. The screening chain's
+own records (``ConditionedItem`` → ``DetectedItem`` → ``ScoredItem`` → ``LocalisedItem`` → ``DecidedItem``) live
+here too, so that a stage imports records, never another stage. The raw counts (``RawItem``) stop at the
+condition stage: nothing after it reads them. Records that leave
 the box (``Decision`` and its ``ObjectResult``s) are what the MQTT payloads, the audit store and the DICOS TDR
 are built from. Times: ``*_wall`` is UNIX time in seconds (for people and other systems), ``*_mono`` is
 ``time.monotonic()`` seconds (for deadlines and latencies on this box only).
@@ -11,8 +14,14 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
 import numpy as np
+from numpy.typing import NDArray
+
+if TYPE_CHECKING:  # annotations only: both import this module, so a runtime import would be a cycle
+    from edge.condition.image import ConditionedImage
+    from edge.screening import ModelSet
 
 
 class Verdict(StrEnum):
@@ -207,3 +216,82 @@ class RawItem:
                 raise ValueError(f"{self.meta.item_id}: high and low come together")
             if self.high is not None and self.low is not None and self.high.shape != self.low.shape:
                 raise ValueError(f"{self.meta.item_id}: high {self.high.shape} and low {self.low.shape} differ")
+
+
+# ---------------------------------------------------------------- the screening chain's records (edge.pipeline)
+
+Polygon = tuple[tuple[float, float], ...]
+"""An outline as (x, y) X-ray pixels."""
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class ConditionedItem:
+    """An item after conditioning (condition → detect). The raw counts stay behind: no later stage reads them."""
+
+    meta: ItemMeta
+    image: ConditionedImage
+
+
+@dataclass(frozen=True, slots=True)
+class Detection:
+    """One object found by the detector, in item pixels."""
+
+    box: BoxXyxy
+    score: float
+    label: str | None
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class DetectedItem:
+    """An item with its detections (detect → score); ``models`` is the set used, so later stages use the same."""
+
+    meta: ItemMeta
+    image: ConditionedImage
+    detections: tuple[Detection, ...]
+    models: ModelSet
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class ScoredObject:
+    """A detection with its anomaly evidence; ``anomaly_map`` is (h, w) float32 over the crop, or None."""
+
+    detection: Detection
+    score: float | None
+    threshold: float | None
+    anomaly_map: NDArray[np.float32] | None
+
+    @property
+    def anomalous(self) -> bool:
+        return self.score is not None and self.threshold is not None and self.score >= self.threshold
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class ScoredItem:
+    """An item whose objects have been scored (score → localise)."""
+
+    meta: ItemMeta
+    image: ConditionedImage
+    objects: tuple[ScoredObject, ...]
+    models: ModelSet
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class LocalisedItem:
+    """An item whose objects are judged and outlined (localise → decide)."""
+
+    meta: ItemMeta
+    image: ConditionedImage
+    objects: tuple[ObjectResult, ...]
+    models: ModelSet
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class DecidedItem:
+    """An item with its verdict (decide → map): ``decision`` has no picture and no camera outlines yet.
+
+    ``image`` is kept for the overlay drawn on the X-ray when there is no camera frame.
+    """
+
+    meta: ItemMeta
+    image: ConditionedImage
+    decision: Decision

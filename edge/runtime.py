@@ -18,17 +18,19 @@ from threadpoolctl import threadpool_limits
 
 from edge.condition.conditioner import Conditioner
 from edge.config import EdgeConfig
+from edge.config.camera import CameraConfig
 from edge.errors import CalibrationError, ConfigError
 from edge.journal import IntakeJournal
-from edge.pipeline import LINK_SETTLE_MARGIN_S, Pipeline, Stage
+from edge.pipeline import LINK_SETTLE_MARGIN_S, Pipeline, Stage, screening_stages
 from edge.ports import FrameSource, LinkMonitor, ResultSink
 from edge.publish.mqtt import MqttSink
 from edge.screening import ModelHolder, load_models
 from edge.sinks.audit import AuditStore, InputSavingSource
 from edge.stages.condition import ConditionStage
+from edge.stages.decide import DecideStage
 from edge.stages.detect import DetectStage
-from edge.stages.finish import CameraOverlay, FinishStage
 from edge.stages.localise import LocaliseStage
+from edge.stages.map import CameraOverlay, MapStage
 from edge.stages.score import ScoreStage
 
 log = logging.getLogger(__name__)
@@ -64,7 +66,7 @@ def build_camera(cfg: EdgeConfig, belt: Any | None) -> tuple[Any, CameraOverlay,
     from edge.camera.capture import CameraCapture
     from edge.camera.mapping import CameraMapper
     from edge.camera.ring import FrameRing
-    from edge.stages.camera_overlay import CameraOverlayRenderer
+    from edge.stages.map import CameraOverlayRenderer
 
     assert cfg.camera is not None
     ring = FrameRing(max(1, int(cfg.camera.fps * cfg.camera.ring_seconds)))
@@ -77,7 +79,7 @@ def build_camera(cfg: EdgeConfig, belt: Any | None) -> tuple[Any, CameraOverlay,
         note = f"exit camera not calibrated ({exc}); overlays drawn on the X-ray image"
     if belt is None:
         note = (note + "; " if note else "") + "no firmware link: camera frames have no belt position"
-    return capture, CameraOverlayRenderer(ring, mapper, cfg.camera), note
+    return capture, CameraOverlayRenderer(ring, mapper, cfg.camera, overlay_max_bytes(cfg)), note
 
 
 def load_conditioner(cfg: EdgeConfig) -> tuple[Conditioner | None, str | None]:
@@ -89,8 +91,17 @@ def load_conditioner(cfg: EdgeConfig) -> tuple[Conditioner | None, str | None]:
         return None, str(exc)
 
 
+def overlay_max_bytes(cfg: EdgeConfig) -> int:
+    """The one overlay JPEG cap: the smallest of ``camera.overlay_max_bytes`` and ``mqtt.image_max_bytes`` that
+    apply. The map stage fits every picture under it once, so the MQTT sink never decodes or re-encodes one."""
+    caps = [cfg.camera.overlay_max_bytes] if cfg.camera is not None else []
+    if cfg.mqtt.enabled:
+        caps.append(cfg.mqtt.image_max_bytes)
+    return min(caps, default=CameraConfig.model_fields["overlay_max_bytes"].default)
+
+
 def build_stages(cfg: EdgeConfig, models: ModelHolder, conditioner: Conditioner | None, missing: str | None,
-                 camera_overlay: CameraOverlay | None = None) -> list[Stage]:
+                 camera_overlay: CameraOverlay | None = None) -> list[Stage[Any, Any]]:
     """The stage list in pipeline order (the pipeline's item workers run it, one item per worker).
 
     The workers are the parallelism (``decide.workers`` items at once), so OpenCV's and BLAS's own thread
@@ -101,13 +112,14 @@ def build_stages(cfg: EdgeConfig, models: ModelHolder, conditioner: Conditioner 
     """
     cv2.setNumThreads(1)
     threadpool_limits(1)
-    return [
-        Stage("condition", ConditionStage(conditioner, missing or "", cfg.condition.quality)),
-        Stage("detect", DetectStage(models, cfg.models.max_objects)),
-        Stage("score", ScoreStage(models)),
-        Stage("localise", LocaliseStage(cfg.localise)),
-        Stage("finish", FinishStage(camera_overlay)),
-    ]
+    return screening_stages(
+        condition=ConditionStage(conditioner, missing or "", cfg.condition.quality),
+        detect=DetectStage(models, cfg.models.max_objects),
+        score=ScoreStage(models),
+        localise=LocaliseStage(cfg.localise),
+        decide=DecideStage(),
+        map=MapStage(camera_overlay, overlay_max_bytes(cfg)),
+    )
 
 
 @dataclass

@@ -159,6 +159,29 @@ def densify(polygon_px: FloatArray, max_step_px: float = 6.0) -> FloatArray:
     return np.asarray(out, dtype=np.float64)
 
 
+def map_outline(mapper: CameraMapper, polygon_px: FloatArray, travel_mm: float, height_mm: float | None = None,
+                max_step_px: float = 6.0) -> tuple[FloatArray, FloatArray]:
+    """A closed X-ray outline on the camera frame, mapped once: (densified points to draw, its own vertices).
+
+    The vertices are rows of the densified outline (each edge starts at its vertex), so the outline that is
+    drawn and the one that is published come from one call of :meth:`CameraMapper.xray_to_camera` (a point's
+    mapping does not depend on the others, so the vertices are exactly what mapping them alone gives).
+    """
+    dense, index = densify_indexed(polygon_px, max_step_px)
+    mapped = mapper.xray_to_camera(dense, travel_mm, height_mm)
+    return mapped, mapped[index]
+
+
+def densify_indexed(polygon_px: FloatArray, max_step_px: float = 6.0) -> tuple[FloatArray, npt.NDArray[np.intp]]:
+    """:func:`densify`, and the rows of the result that are the polygon's own vertices (in order)."""
+    poly = np.asarray(polygon_px, dtype=np.float64).reshape(-1, 2)
+    if poly.shape[0] < 2:
+        return poly, np.arange(poly.shape[0])
+    steps = np.maximum(np.ceil(np.linalg.norm(np.roll(poly, -1, axis=0) - poly, axis=1) / max_step_px), 1)
+    index = np.concatenate([[0], np.cumsum(steps)[:-1]]).astype(np.intp)
+    return densify(poly, max_step_px), index
+
+
 def _apply_h(m: npt.NDArray[np.floating], pts: npt.NDArray[np.floating]) -> FloatArray:
     hom = np.hstack([pts, np.ones((pts.shape[0], 1))]) @ m.T
     return np.asarray(hom[:, :2] / hom[:, 2:3], dtype=np.float64)

@@ -1,10 +1,15 @@
-"""Overlay of screening results on an exit-camera frame, as a size-capped JPEG.
+"""The one overlay renderer: screening results on an exit-camera frame or on the X-ray itself, as a capped JPEG.
 
 Where it sits: the end of the *map* stage; its bytes go to MQTT (``images/<item_id>``) and the audit store.
 Inputs are plain frozen dataclasses in X-ray pixels, so this module does not depend on the pipeline's records.
-Anomalous objects are drawn red, benign ones green, the item outline white-on-black; lens distortion bends
-straight X-ray edges the way the lens does. ``overlay_for_item`` never raises on camera trouble and never waits:
-it returns an ``Overlay`` whose ``jpeg`` is ``None`` with a ``reason``.
+One palette for both pictures: anomalous objects red, benign ones green, sub-component parts thinner, the item
+outline white-on-black. On the camera frame lens distortion bends straight X-ray edges the way the lens does.
+``overlay_for_item`` never raises on camera trouble and never waits: it returns an ``Overlay`` whose ``jpeg`` is
+``None`` with a ``reason``. Every outline is mapped onto the frame once (``map_outline``) and the same points serve
+the drawing and the ``polygon_camera`` outlines published with the decision (``Overlay.outlines``).
+
+:func:`fit_image` is the one JPEG size cap: the map stage applies it once, so the MQTT sink's own check
+(``edge.publish.images.fit_jpeg``) finds the picture under its cap and never decodes it.
 """
 
 from __future__ import annotations
@@ -16,14 +21,18 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from edge.camera.mapping import CameraMapper, densify
+from edge.camera.mapping import CameraMapper, map_outline
 from edge.camera.ring import FrameRing
 from edge.camera.select import FrameChoice, ItemTravel, NoFrame, select_frame
 
 FloatArray = npt.NDArray[np.float64]
 RED = (40, 40, 235)
+"""BGR of anomalous objects and parts (both pictures)."""
 GREEN = (60, 200, 60)
+"""BGR of benign objects and parts (both pictures)."""
 WHITE = (245, 245, 245)
+JPEG_QUALITIES = (90, 85, 80, 70, 60, 50, 40, 30)
+"""Qualities tried, best first, before the picture is halved in size."""
 
 
 def _poly(a: npt.ArrayLike) -> FloatArray:
@@ -79,13 +88,28 @@ class ItemOverlayInput:
 
 @dataclass(frozen=True, slots=True)
 class Overlay:
-    """Result of an overlay attempt: ``jpeg`` or a ``reason`` why there is none."""
+    """Result of an overlay attempt: ``jpeg`` or a ``reason`` why there is none.
+
+    ``outlines`` holds, per ``ItemOverlayInput.objects`` entry in order, its vertices mapped onto the chosen
+    frame ((N, 2) distorted camera px, the same N as ``polygon_px``); empty when no frame was chosen.
+    """
 
     jpeg: bytes | None
     reason: str | None = None
     frame_t_mono_s: float | None = None
     travel_mm: float | None = None
     quality: int | None = None
+    outlines: tuple[FloatArray, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class FittedJpeg:
+    """A picture encoded under a byte cap: the bytes, the quality used and the encoded size in pixels."""
+
+    jpeg: bytes
+    quality: int
+    width: int
+    height: int
 
 
 def box_polygon(x0: float, y0: float, x1: float, y1: float) -> FloatArray:
@@ -114,6 +138,17 @@ def draw_overlay(
     xray_shape: tuple[int, int] | None = None,
 ) -> npt.NDArray[np.uint8]:
     """Draw on a copy of ``frame``; ``xray_shape`` (rows, channels) gives the default outline."""
+    return _draw_camera(frame, mapper, travel_mm, item, xray_shape)[0]
+
+
+def _draw_camera(
+    frame: npt.NDArray[np.uint8],
+    mapper: CameraMapper,
+    travel_mm: float,
+    item: ItemOverlayInput,
+    xray_shape: tuple[int, int] | None,
+) -> tuple[npt.NDArray[np.uint8], tuple[FloatArray, ...]]:
+    """The drawn frame and each object's vertices on it (input order), every outline mapped once."""
     img = np.array(frame, dtype=np.uint8, copy=True)
     h, w = img.shape[:2]
     thick = max(2, round(min(h, w) / 300))
@@ -121,13 +156,13 @@ def draw_overlay(
     if outline is None and xray_shape is not None:
         outline = box_polygon(0, 0, xray_shape[1] - 1, xray_shape[0] - 1)
     if outline is not None:
-        pts = _to_int(mapper.xray_to_camera(densify(outline), travel_mm, item.height_mm))
+        pts = _to_int(map_outline(mapper, outline, travel_mm, item.height_mm)[0])
         cv2.polylines(img, [pts], True, (0, 0, 0), thick + 2, cv2.LINE_AA)
         cv2.polylines(img, [pts], True, WHITE, thick, cv2.LINE_AA)
     shade = img.copy()
-    ordered = sorted(item.objects, key=lambda o: o.anomalous)  # red on top
-    mapped = [(o, _to_int(mapper.xray_to_camera(densify(o.polygon_px), travel_mm, item.height_mm)))
-              for o in ordered]
+    outlines = [map_outline(mapper, o.polygon_px, travel_mm, item.height_mm) for o in item.objects]
+    order = sorted(range(len(item.objects)), key=lambda i: item.objects[i].anomalous)  # red on top
+    mapped = [(item.objects[i], _to_int(outlines[i][0])) for i in order]
     for o, pts in mapped:
         if o.anomalous:
             cv2.fillPoly(shade, [pts], RED, cv2.LINE_AA)
@@ -141,25 +176,49 @@ def draw_overlay(
     caption = " ".join(s for s in (item.verdict, item.item_id) if s)
     if caption:
         _text(img, caption, (10, 30), RED if item.verdict.upper() == "ALARM" else WHITE, scale=0.9)
-    return np.asarray(img, dtype=np.uint8)
+    return np.asarray(img, dtype=np.uint8), tuple(vertices for _, vertices in outlines)
 
 
-def encode_jpeg(img: npt.NDArray[np.uint8], max_bytes: int, quality: int = 90) -> tuple[bytes, int]:
-    """JPEG no larger than ``max_bytes``: lower the quality first, then halve the size. Returns (bytes, quality)."""
+def draw_on_xray(canvas: npt.NDArray[np.uint8], objects: Sequence[OverlayObject]) -> npt.NDArray[np.uint8]:
+    """Draw ``objects`` on a BGR X-ray picture (in place; returned): the camera overlay's palette, outlines only.
+
+    Parts (``thin``) first, benign before anomalous so that a shared edge reads red; then the objects' own
+    outlines, anomalous ones thicker.
+    """
+    parts = sorted((o for o in objects if o.thin), key=lambda o: o.anomalous)
+    whole = sorted((o for o in objects if not o.thin), key=lambda o: o.anomalous)
+    for o in parts + whole:
+        points = np.round(o.polygon_px).astype(np.int32).reshape(-1, 1, 2)
+        thickness = 1 if o.thin else (3 if o.anomalous else 2)
+        cv2.polylines(canvas, [points], True, RED if o.anomalous else GREEN, thickness, cv2.LINE_AA)
+    return canvas
+
+
+def fit_image(img: npt.NDArray[np.uint8], max_bytes: int, quality: int = 90) -> FittedJpeg:
+    """The one JPEG size cap: encode at ``quality``, then at falling qualities, then halve the size, until the
+    bytes fit ``max_bytes``.
+
+    Raises:
+        ValueError: the cap is under 2,000 bytes, or even a 64-pixel picture does not fit.
+    """
     if max_bytes < 2000:
         raise ValueError(f"max_bytes {max_bytes} is too small for any useful JPEG (>= 2000)")
     cur = img
     while True:
-        for q in (quality, 80, 70, 60, 50, 40, 30):
-            if q > quality:
-                continue
+        for q in (quality, *(q for q in JPEG_QUALITIES if q < quality)):
             ok, buf = cv2.imencode(".jpg", cur, [cv2.IMWRITE_JPEG_QUALITY, q])
             if ok and buf.size <= max_bytes:
-                return buf.tobytes(), q
+                return FittedJpeg(buf.tobytes(), q, int(cur.shape[1]), int(cur.shape[0]))
         if min(cur.shape[:2]) < 64:
             raise ValueError(f"cannot fit the overlay into {max_bytes} bytes")
         cur = np.asarray(cv2.resize(cur, (cur.shape[1] // 2, cur.shape[0] // 2), interpolation=cv2.INTER_AREA),
                          dtype=np.uint8)
+
+
+def encode_jpeg(img: npt.NDArray[np.uint8], max_bytes: int, quality: int = 90) -> tuple[bytes, int]:
+    """JPEG no larger than ``max_bytes`` (:func:`fit_image`). Returns (bytes, quality)."""
+    fitted = fit_image(img, max_bytes, quality)
+    return fitted.jpeg, fitted.quality
 
 
 def overlay_for_item(
@@ -185,11 +244,11 @@ def overlay_for_item(
 def _render_choice(choice: FrameChoice, mapper: CameraMapper, item: ItemOverlayInput,
                    xray_shape: tuple[int, int] | None, max_bytes: int) -> Overlay:
     try:
-        img = draw_overlay(choice.frame.image, mapper, choice.travel_mm, item, xray_shape)
+        img, outlines = _draw_camera(choice.frame.image, mapper, choice.travel_mm, item, xray_shape)
         jpeg, q = encode_jpeg(img, max_bytes)
     except (cv2.error, ValueError) as exc:
         return Overlay(None, f"overlay rendering failed: {exc}", choice.frame.t_mono_s, choice.travel_mm)
-    return Overlay(jpeg, None, choice.frame.t_mono_s, choice.travel_mm, q)
+    return Overlay(jpeg, None, choice.frame.t_mono_s, choice.travel_mm, q, outlines)
 
 
 def _to_int(pts: FloatArray) -> npt.NDArray[np.int32]:

@@ -1,9 +1,12 @@
-"""Fit an overlay JPEG under the ``mqtt.image_max_bytes`` cap before it enters the outbox.
+"""Keep an overlay JPEG under the ``mqtt.image_max_bytes`` cap before it enters the outbox.
 
 Brokers and control-room clients choke on multi-megabyte messages, and a backlog of large images fills the
-outbox; so an overlay over the cap is re-encoded at falling JPEG quality, then scaled down, until it fits.
-An overlay that cannot be decoded or made to fit is dropped with a note: the decision itself is never held
-back by its picture. Pure function of bytes (OpenCV in memory), no file I/O.
+outbox. The map stage already fits every overlay under the one cap (``edge.runtime.overlay_max_bytes``, the
+smallest of the camera's and this one) with the one JPEG fit (``edge.camera.overlay.fit_image``), so here a
+picture normally passes on a length check alone, never decoded. A picture from elsewhere over the cap (a decision
+written by an older run and repeated from the intake journal) is decoded and fitted the same way; one that cannot
+be decoded or made to fit is dropped with a note: the decision itself is never held back by its picture. Pure
+function of bytes (OpenCV in memory), no file I/O.
 """
 
 from __future__ import annotations
@@ -13,9 +16,10 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-_QUALITIES = (85, 70, 55, 40, 30, 20)
-_SCALE_STEP = 0.7
-_MIN_SIDE_PX = 32
+from edge.camera.overlay import fit_image
+
+_START_QUALITY = 85
+"""Quality a re-fitted picture starts at (it was a JPEG already: more quality would only add bytes)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,21 +37,9 @@ def fit_jpeg(jpeg: bytes, max_bytes: int) -> FittedImage:
     image = cv2.imdecode(np.frombuffer(jpeg, dtype=np.uint8), cv2.IMREAD_COLOR)
     if image is None:
         return FittedImage(None, f"overlay dropped: {len(jpeg)} bytes over the cap and not a decodable JPEG")
-    scale = 1.0
-    while True:
-        h, w = image.shape[:2]
-        sized = image
-        if scale < 1.0:
-            size = (max(1, round(w * scale)), max(1, round(h * scale)))
-            sized = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
-        for quality in _QUALITIES:
-            ok, buf = cv2.imencode(".jpg", sized, [cv2.IMWRITE_JPEG_QUALITY, quality])
-            if ok and buf.size <= max_bytes:
-                out_h, out_w = sized.shape[:2]
-                return FittedImage(
-                    buf.tobytes(),
-                    f"overlay reduced from {len(jpeg)} to {buf.size} bytes (quality {quality}, {out_w}x{out_h})",
-                )
-        scale *= _SCALE_STEP
-        if min(h, w) * scale < _MIN_SIDE_PX:
-            return FittedImage(None, f"overlay dropped: cannot fit {len(jpeg)} bytes under {max_bytes}")
+    try:
+        fitted = fit_image(np.asarray(image, dtype=np.uint8), max_bytes, _START_QUALITY)
+    except ValueError:
+        return FittedImage(None, f"overlay dropped: cannot fit {len(jpeg)} bytes under {max_bytes}")
+    return FittedImage(fitted.jpeg, f"overlay reduced from {len(jpeg)} to {len(fitted.jpeg)} bytes (quality "
+                                    f"{fitted.quality}, {fitted.width}x{fitted.height})")

@@ -7,11 +7,12 @@ need no calibration; the composer later refuses a bundle whose channels such an 
 Before an item is conditioned further, the image-quality gate (``edge.condition.quality``) judges whether it holds
 real X-ray data (raw counts and flat-fielded transmissions, or the degraded image); a finding raises ``ItemFailed``
 with ``no_xray``, ``saturated``, ``lines_missing`` or ``dead_columns``, so the item is UNSCREENED, never CLEAR.
+
+The raw counts stop here: the ``ConditionedItem`` carries the conditioned image only (the audit store keeps the
+inputs it is asked to keep from the source, ``edge.sinks.audit.InputSavingSource``).
 """
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import numpy as np
 
@@ -21,16 +22,9 @@ from edge.condition.image import ConditionedImage
 from edge.condition.quality import QualityFinding, QualityGate
 from edge.config.condition import QualityConfig
 from edge.errors import CalibrationError, FrameError, ItemFailed
-from edge.records import ItemMeta, RawItem
+from edge.records import ConditionedItem, RawItem
 
-
-@dataclass(frozen=True, slots=True, eq=False)
-class ConditionedItem:
-    """An item after conditioning; ``raw`` is kept for the audit store's optional inputs."""
-
-    meta: ItemMeta
-    image: ConditionedImage
-    raw: RawItem
+__all__ = ["ConditionStage", "ConditionedItem", "degraded_image"]
 
 
 def degraded_image(image: np.ndarray) -> ConditionedImage:
@@ -63,7 +57,7 @@ class ConditionStage:
     def __call__(self, item: RawItem) -> ConditionedItem:
         if item.image is not None:
             _fail(self._gate.inspect_image(item.image))
-            return ConditionedItem(item.meta, degraded_image(item.image), item)
+            return ConditionedItem(item.meta, degraded_image(item.image))
         if item.high is None or item.low is None:
             raise FrameError("item has neither raw high/low frames nor an image")
         if self._conditioner is None:
@@ -75,4 +69,4 @@ class ConditionStage:
         t_low = self._conditioner.corrector.apply(low, 0)
         t_high = self._conditioner.corrector.apply(high, 1)
         _fail(self._gate.inspect_dual(low, high, t_low, t_high, self._conditioner.corrector.flatfield.dead))
-        return ConditionedItem(item.meta, self._conditioner.from_transmission(t_low, t_high), item)
+        return ConditionedItem(item.meta, self._conditioner.from_transmission(t_low, t_high))

@@ -2,15 +2,26 @@
 
 ALARM when any object's anomaly score is at or above its threshold (bag score = max object score, AUROC_M in
 seed 000); CLEAR otherwise; UNSCREENED with a reason whenever screening did not happen in full. This module is
-the only place that builds ``Decision`` records, so the invariants live in one spot.
+the only place that builds ``Decision`` records, so the invariants live in one spot. The verdict is worked out
+here once (``DecideStage``), before the map stage draws and maps it: the overlay and its caption read it.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 
 from edge.errors import BackendError, BundleError, CalibrationError, FrameError, ItemFailed, SourceError
-from edge.records import Decision, ItemMeta, ModelRef, ObjectResult, UnscreenedReason, Verdict
+from edge.records import (
+    DecidedItem,
+    Decision,
+    ItemMeta,
+    LocalisedItem,
+    ModelRef,
+    ObjectResult,
+    UnscreenedReason,
+    Verdict,
+)
 
 
 def reason_for(exc: BaseException) -> tuple[UnscreenedReason, str]:
@@ -78,3 +89,11 @@ def decide(meta: ItemMeta, objects: Sequence[ObjectResult], now_wall: float, now
         overlay_note=overlay_note,
         item_uid=meta.uid,
     )
+
+
+class DecideStage:
+    """The decide step: a localised item's verdict (max rule), before its picture and camera outlines."""
+
+    def __call__(self, item: LocalisedItem) -> DecidedItem:
+        decision = decide(item.meta, item.objects, time.time(), time.monotonic(), item.models.refs)
+        return DecidedItem(item.meta, item.image, decision)

@@ -10,39 +10,17 @@ silently unlabelled box.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 from numpy.typing import NDArray
 
 from edge.boxes import box_area, box_iou
 from edge.bundles.outputs import NMS_IOU_KEY, VOTE_IOU_KEY, DetectorOutputs
 from edge.condition.composer import compose, geometry, region_of
-from edge.condition.image import ConditionedImage
 from edge.errors import BackendError
-from edge.records import BoxXyxy, ItemMeta, RawItem
-from edge.screening import ModelHolder, ModelSet
-from edge.stages.condition import ConditionedItem
+from edge.records import BoxXyxy, ConditionedItem, DetectedItem, Detection
+from edge.screening import ModelHolder
 
-
-@dataclass(frozen=True, slots=True)
-class Detection:
-    """One object found by the detector, in item pixels."""
-
-    box: BoxXyxy
-    score: float
-    label: str | None
-
-
-@dataclass(frozen=True, slots=True, eq=False)
-class DetectedItem:
-    """An item with its detections; ``models`` is the set used, so later stages use the same one."""
-
-    meta: ItemMeta
-    image: ConditionedImage
-    raw: RawItem
-    detections: tuple[Detection, ...]
-    models: ModelSet
+__all__ = ["DetectStage", "DetectedItem", "Detection", "nms", "suppress", "vote"]
 
 
 def nms(boxes: NDArray[np.float32], scores: NDArray[np.float32], iou_threshold: float) -> list[int]:
@@ -153,4 +131,4 @@ class DetectStage:
             )
             for k, box in zip(keep, final, strict=True)
         )
-        return DetectedItem(item.meta, item.image, item.raw, detections, models)
+        return DetectedItem(item.meta, item.image, detections, models)

@@ -5,7 +5,7 @@ crop (letterboxed crops are padded, and the padding is not the object) and resiz
 the item. It is thresholded at the object's threshold (maps and scores share one normalisation in our bundles
 and in anomalib's) and the largest region becomes the polygon. An anomalous object whose map has no pixel above
 threshold is outlined whole; benign objects are outlined by their box. Anomalous objects with a map are also
-split into scored sub-component parts (``edge.stages.subparts``, seed 002) when ``localise.subparts`` is on; a
+split into scored sub-component parts (``edge.subparts``, seed 002) when ``localise.subparts`` is on; a
 failure there is logged and leaves the object without parts, never without its verdict. The result records
 are the ``ObjectResult``s a ``Decision`` carries.
 """
@@ -13,7 +13,6 @@ are the ``ObjectResult``s a ``Decision`` carries.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -23,26 +22,13 @@ from edge.condition.composer import geometry, region_of
 from edge.condition.image import ConditionedImage
 from edge.config.localise import LocaliseConfig
 from edge.contracts import InputContract
-from edge.records import ItemMeta, ObjectPart, ObjectResult, RawItem
-from edge.screening import ModelSet
-from edge.stages.score import ScoredItem, ScoredObject
-from edge.stages.subparts import Polygon, Region, box_polygon, mask_polygon, segment_parts
+from edge.records import LocalisedItem, ObjectPart, ObjectResult, Polygon, ScoredItem, ScoredObject
+from edge.subparts import Region, box_polygon, mask_polygon, segment_parts
 
 log = logging.getLogger(__name__)
 
 __all__ = ["LocaliseStage", "LocalisedItem", "Polygon", "box_polygon", "localise_object", "map_over_region",
            "mask_polygon"]
-
-
-@dataclass(frozen=True, slots=True, eq=False)
-class LocalisedItem:
-    """An item whose objects are judged and outlined; ready for the decision and the camera mapping."""
-
-    meta: ItemMeta
-    image: ConditionedImage
-    raw: RawItem
-    objects: tuple[ObjectResult, ...]
-    models: ModelSet
 
 
 def map_over_region(anomaly_map: NDArray[np.float32], region: Region,
@@ -111,4 +97,4 @@ class LocaliseStage:
         without = self._config.model_copy(update={"subparts": False})
         objects = tuple(localise_object(o, i, item.image, contract, self._config if i in with_parts else without)
                         for i, o in enumerate(item.objects))
-        return LocalisedItem(item.meta, item.image, item.raw, objects, item.models)
+        return LocalisedItem(item.meta, item.image, objects, item.models)

@@ -7,43 +7,16 @@ object is anomalous iff ``score >= threshold`` (the bundle's threshold, set on b
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 from numpy.typing import NDArray
 
 from edge.bundles.outputs import ClassifierOutputs, ScorerOutputs
 from edge.condition.composer import compose
-from edge.condition.image import ConditionedImage
 from edge.errors import BackendError
-from edge.records import ItemMeta, RawItem
-from edge.screening import ModelHolder, ModelSet
-from edge.stages.detect import DetectedItem, Detection
+from edge.records import DetectedItem, ScoredItem, ScoredObject
+from edge.screening import ModelHolder
 
-
-@dataclass(frozen=True, slots=True, eq=False)
-class ScoredObject:
-    """A detection with its anomaly evidence; ``anomaly_map`` is (h, w) float32 over the crop, or None."""
-
-    detection: Detection
-    score: float | None
-    threshold: float | None
-    anomaly_map: NDArray[np.float32] | None
-
-    @property
-    def anomalous(self) -> bool:
-        return self.score is not None and self.threshold is not None and self.score >= self.threshold
-
-
-@dataclass(frozen=True, slots=True, eq=False)
-class ScoredItem:
-    """An item whose objects have been scored."""
-
-    meta: ItemMeta
-    image: ConditionedImage
-    raw: RawItem
-    objects: tuple[ScoredObject, ...]
-    models: ModelSet
+__all__ = ["ScoreStage", "ScoredItem", "ScoredObject"]
 
 
 class ScoreStage:
@@ -57,7 +30,7 @@ class ScoreStage:
         scorer = item.models.scorer
         if scorer is None or not item.detections:
             objects = tuple(ScoredObject(d, None, None, None) for d in item.detections)
-            return ScoredItem(item.meta, item.image, item.raw, objects, item.models)
+            return ScoredItem(item.meta, item.image, objects, item.models)
         threshold = scorer.threshold
         boxes = [d.box for d in item.detections]
         scores: list[float] = []
@@ -80,4 +53,4 @@ class ScoreStage:
             raise BackendError(f"bundle {scorer.bundle.manifest.name} returned a non-finite score")
         objects = tuple(ScoredObject(d, s, threshold, m)
                         for d, s, m in zip(item.detections, scores, maps, strict=True))
-        return ScoredItem(item.meta, item.image, item.raw, objects, item.models)
+        return ScoredItem(item.meta, item.image, objects, item.models)

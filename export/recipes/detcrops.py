@@ -89,7 +89,7 @@ def _shard(args: tuple[Path, int, int, int, float, str, int]) -> str:
     import cv2
 
     from edge.config.models import ModelsConfig
-    from edge.records import ItemMeta, RawItem
+    from edge.records import ItemMeta
     from edge.screening import ModelHolder, load_models
     from edge.stages.condition import ConditionedItem
     from edge.stages.detect import DetectStage
@@ -110,7 +110,7 @@ def _shard(args: tuple[Path, int, int, int, float, str, int]) -> str:
             preset = PRESETS[int(rng.choice(len(PRESETS), p=PRESET_WEIGHTS))]
             image, truth = rig.item(rng, preset, threat_rate, i)
             meta = ItemMeta(f"sim-{i}", "sim", 0, 0.0, 0.0, 0.0, 0.0, time.monotonic() + 600)
-            found = detect(ConditionedItem(meta, image, RawItem(meta, image=np.zeros((2, 2), np.uint8))))
+            found = detect(ConditionedItem(meta, image))
             if not found.detections:
                 continue
             det = np.asarray([(d.box.x1, d.box.y1, d.box.x2, d.box.y2) for d in found.detections], np.float64)

@@ -19,7 +19,7 @@ from edge_tools.bench.roofline import count_flops
 from edge_tools.bench.stats import percentiles
 
 REPO = Path(__file__).resolve().parents[2]
-STAGES = {"condition", "detect", "score", "localise", "finish"}
+STAGES = {"condition", "detect", "score", "localise", "decide", "map"}
 
 
 def _app() -> typer.Typer:

@@ -10,7 +10,7 @@ import numpy as np
 
 from edge.condition.composer import compose
 from edge.config.models import ModelsConfig
-from edge.records import ItemMeta, RawItem
+from edge.records import ItemMeta
 from edge.screening import ModelHolder, load_models
 from edge.stages.condition import ConditionedItem
 from edge.stages.detect import Detection, DetectStage
@@ -57,7 +57,7 @@ def test_cached_crops_are_what_the_score_stage_composes(tmp_path: Path) -> None:
         detections: list[Detection] = []
         for image, _ in iter_items(SimRig(), 2, FRESH_FIRST, threat_rate=1.0):
             meta = ItemMeta("x", "sim", 0, 0.0, 0.0, 0.0, 0.0, time.monotonic() + 60)
-            found = detect(ConditionedItem(meta, image, RawItem(meta, image=np.zeros((2, 2), np.uint8))))
+            found = detect(ConditionedItem(meta, image))
             expected.append(compose(image, sc.contract(), [d.box for d in found.detections]))
             detections.extend(found.detections)
     finally:

@@ -29,8 +29,8 @@ from edge.publish.topics import RecordKind
 from edge.records import BoxXyxy, Decision, ObjectPart, ObjectResult, Verdict
 from edge.schemas import validator
 from edge.stages.detect import Detection
-from edge.stages.finish import draw_xray_overlay
 from edge.stages.localise import localise_object
+from edge.stages.map import draw_xray_overlay
 from edge.stages.score import ScoredObject
 
 REPO = Path(__file__).resolve().parents[2]
@@ -210,7 +210,7 @@ def test_localise_section_errors_name_file_line_and_key(tmp_path: Path) -> None:
 def test_only_the_strongest_anomalous_objects_get_parts() -> None:
     from types import SimpleNamespace
 
-    from edge.records import ItemMeta, RawItem
+    from edge.records import ItemMeta
     from edge.stages.localise import LocaliseStage
     from edge.stages.score import ScoredItem
 
@@ -218,8 +218,7 @@ def test_only_the_strongest_anomalous_objects_get_parts() -> None:
     meta = ItemMeta("lane-1-1", "lane-1", 1, 0.0, 1.0, 0.0, 1.0, 1e9)
     image = _scene()
     models = SimpleNamespace(scorer=SimpleNamespace(bundle=SimpleNamespace(contract=CONTRACT)))
-    item = ScoredItem(meta, image, RawItem(meta, image=np.zeros((2, 2), np.uint8)),
-                      tuple(_scored(s) for s in scores), models)  # type: ignore[arg-type]
+    item = ScoredItem(meta, image, tuple(_scored(s) for s in scores), models)  # type: ignore[arg-type]
     out = LocaliseStage(LocaliseConfig(max_objects_with_parts=2))(item)
     with_parts = {i for i, o in enumerate(out.objects) if o.parts}
     assert with_parts == {1, 4}, "the two highest anomaly scores (0.95, 0.9)"

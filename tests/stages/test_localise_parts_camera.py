@@ -14,9 +14,10 @@ from edge.camera.mapping import CameraMapper
 from edge.camera.ring import FrameRing, StampedFrame
 from edge.config.camera import CameraConfig
 from edge.config.localise import LocaliseConfig
-from edge.records import ItemMeta, ObjectResult, RawItem
-from edge.stages.camera_overlay import CameraOverlayRenderer
-from edge.stages.localise import LocalisedItem, localise_object
+from edge.records import DecidedItem, ItemMeta, ObjectResult
+from edge.stages.decide import decide
+from edge.stages.localise import localise_object
+from edge.stages.map import CameraOverlayRenderer
 from sim.camera import ExitCamera
 from tests.camera.camera_helpers import calibration_from_truth
 
@@ -32,7 +33,7 @@ START_COUNT = 1000.0
 def _render(renderer: CameraOverlayRenderer, obj: ObjectResult) -> np.ndarray:
     image = scene._scene()
     meta = ItemMeta("lane-1-1", "lane-1", 1, 0.0, 1.0, 0.0, 1.0, 1e9, encoder_start=int(START_COUNT))
-    item = LocalisedItem(meta, image, RawItem(meta, image=np.zeros((2, 2), np.uint8)), (obj,), None)  # type: ignore[arg-type]
+    item = DecidedItem(meta, image, decide(meta, (obj,), 0.0, 1.0))
     view = renderer(item)
     assert view.jpeg is not None, view.note
     return np.asarray(cv2.imdecode(np.frombuffer(view.jpeg, np.uint8), cv2.IMREAD_COLOR), dtype=int)
@@ -77,7 +78,7 @@ def test_outlines_are_mapped_onto_the_camera_frame_for_the_decision() -> None:
     flagged = localise_object(scene._scored(0.9), 0, scene._scene(), scene.CONTRACT, LocaliseConfig())
     image = scene._scene()
     meta = ItemMeta("lane-1-1", "lane-1", 1, 0.0, 1.0, 0.0, 1.0, 1e9, encoder_start=int(START_COUNT))
-    item = LocalisedItem(meta, image, RawItem(meta, image=np.zeros((2, 2), np.uint8)), (flagged,), None)  # type: ignore[arg-type]
+    item = DecidedItem(meta, image, decide(meta, (flagged,), 0.0, 1.0))
     view = renderer(item)
     assert view.jpeg is not None and view.objects is not None
     (mapped,) = view.objects
@@ -101,7 +102,9 @@ def test_outlines_are_mapped_onto_the_camera_frame_for_the_decision() -> None:
 def test_finish_publishes_the_camera_outlines_and_falls_back_when_the_camera_fails() -> None:
     from edge.publish.payloads import decision_payload
     from edge.publish.topics import RecordKind
-    from edge.stages.finish import CameraView, FinishStage
+    from edge.records import LocalisedItem
+    from edge.stages.decide import DecideStage
+    from edge.stages.map import CameraView, MapStage
 
     _, _, renderer = _setup()
     flagged = localise_object(scene._scored(0.9), 0, scene._scene(), scene.CONTRACT, LocaliseConfig())
@@ -110,17 +113,16 @@ def test_finish_publishes_the_camera_outlines_and_falls_back_when_the_camera_fai
     class _NoModels:  # the finish stage only reads which models decided (none here)
         refs = ()
 
-    item = LocalisedItem(meta, scene._scene(), RawItem(meta, image=np.zeros((2, 2), np.uint8)), (flagged,),
-                         _NoModels())  # type: ignore[arg-type]
-    decision = FinishStage(renderer)(item)
+    item = DecideStage()(LocalisedItem(meta, scene._scene(), (flagged,), _NoModels()))  # type: ignore[arg-type]
+    decision = MapStage(renderer)(item)
     body: Any = decision_payload(decision, "site", RecordKind.ITEM, None, None, decision.overlay_note)
     (obj,) = body["objects"]
     assert obj["polygon_camera"] and len(obj["polygon_camera"]) == len(flagged.polygon_xray)
     assert all(part["polygon_camera"] for part in obj["parts"])
 
-    def broken(_: LocalisedItem) -> CameraView:
+    def broken(_: DecidedItem) -> CameraView:
         raise RuntimeError("camera unplugged")
 
-    fallback = FinishStage(broken)(item)
+    fallback = MapStage(broken)(item)
     assert fallback.overlay_jpeg is not None and "camera unplugged" in (fallback.overlay_note or "")
     assert fallback.objects[0].polygon_camera is None

@@ -14,7 +14,7 @@ import numpy as np
 
 from edge.config.localise import LocaliseConfig
 from edge.config.models import ModelsConfig
-from edge.records import ItemMeta, RawItem
+from edge.records import ItemMeta
 from edge.screening import ModelHolder, load_models
 from edge.stages.condition import ConditionedItem
 from edge.stages.detect import DetectStage
@@ -37,8 +37,7 @@ def test_flagged_objects_of_a_threat_item_get_parts_inside_their_box() -> None:
     try:
         # The first fresh threat item flags several objects with the committed bundles; later ones are a margin.
         for image, _ in iter_items(SimRig(), 3, FRESH_FIRST, threat_rate=1.0):
-            raw = RawItem(meta, image=np.zeros((2, 2), np.uint8))  # the conditioned image is what counts
-            scored = ScoreStage(holder)(DetectStage(holder)(ConditionedItem(meta, image, raw)))
+            scored = ScoreStage(holder)(DetectStage(holder)(ConditionedItem(meta, image)))
             localised = LocaliseStage(LocaliseConfig())(scored)
             flagged = [o for o in localised.objects if o.anomalous]
             if flagged:

@@ -1,6 +1,7 @@
 """Sub-component localisation (seed 002): an anomalous object split into SLIC superpixels, each scored by the map.
 
-Where it sits: called by the localise stage for every object judged anomalous that has an anomaly map; benign
+Where it sits: beside the stages (``edge/stages`` modules import records, never each other), called by the
+localise stage for every object judged anomalous that has an anomaly map; benign
 objects and map-less scorers (classifiers) get no parts, so the cost is paid only on alarms. The result tells
 the operator *which part* of a laptop or a hair-dryer is wrong (red) against its benign parts (green).
 
@@ -42,9 +43,8 @@ from skimage.segmentation import slic
 from edge.condition.image import ConditionedImage
 from edge.config.localise import MAX_PARTS, LocaliseConfig
 from edge.contracts import Z_SCALE
-from edge.records import BoxXyxy, ObjectPart
+from edge.records import BoxXyxy, ObjectPart, Polygon
 
-Polygon = tuple[tuple[float, float], ...]
 Region = tuple[int, int, int, int]
 
 PART_MAX_POINTS = 32
