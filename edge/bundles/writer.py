@@ -71,6 +71,8 @@ class BundleContent:
     classes: tuple[str, ...] = ()
     training_data: str = ""
     notes: str = ""
+    item_detector: DetectorRef | None = None
+    """The detector ``thresholds["item"]`` was measured through (bundle.yaml ``item_detector``)."""
 
 
 def package_versions(packages: tuple[str, ...] = RUNTIME_PACKAGES,
@@ -155,7 +157,7 @@ def write_bundle(out_dir: Path, content: BundleContent, models: list[BundleModel
             input=content.contract, outputs=content.outputs, models=tuple(entries), files=tuple(files),
             thresholds=dict(content.thresholds), normalisation=content.normalisation, classes=content.classes,
             training_data=content.training_data, notes=content.notes, toolchain=dict(toolchain),
-            parity=parity, forced=forced,
+            parity=parity, forced=forced, item_detector=content.item_detector,
         )
         _install(root, seal(manifest), out_dir, "the bundle just built")
     log.info("bundle written to %s", out_dir)

@@ -57,6 +57,7 @@ def evaluate(dataset: Dataset, settings: RunSettings, workers: int,
 def _write_item_thresholds(reports: list[EvalReport], variants: list[RunSettings], folder: Path,
                            version: str | None) -> None:
     """One re-thresholded copy per evaluated scorer bundle (``edge_tools.eval.operating_point``)."""
+    from edge.bundles.loader import load_bundle
     from edge_tools.eval.operating_point import write_item_threshold
 
     for report, settings in zip(reports, variants, strict=True):
@@ -65,7 +66,9 @@ def _write_item_thresholds(reports: list[EvalReport], variants: list[RunSettings
             typer.echo("--write-item-threshold: the config names no scorer", err=True)
             raise typer.Exit(code=1)
         try:
-            bundle = write_item_threshold(report, scorer, folder / scorer.name, version, overwrite=True)
+            detector = load_bundle(effective_config(settings).models.detector, verify_hashes=False).manifest
+            bundle = write_item_threshold(report, scorer, folder / scorer.name, version, overwrite=True,
+                                          detector_sha256=detector.content_sha256)
         except EdgeError as exc:
             typer.echo(f"edge eval: {scorer}: {exc}", err=True)
             raise typer.Exit(code=1) from None

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from edge.bundles.loader import Bundle, load_bundle
-from edge.bundles.manifest import NormalisationKind
+from edge.bundles.manifest import DetectorRef, NormalisationKind
 from edge.bundles.outputs import (
     DECISION_THRESHOLD_KEY,
     ITEM_THRESHOLD_KEY,
@@ -69,7 +69,7 @@ def pooled_item_threshold(benign_max_scores: np.ndarray, where: str) -> float:
 
 
 def write_item_threshold(report: EvalReport, scorer: Path, out_dir: Path, version: str | None = None,
-                         overwrite: bool = False) -> Bundle:
+                         overwrite: bool = False, detector_sha256: str = "") -> Bundle:
     """Copy the scorer bundle at ``scorer`` to ``out_dir`` with ``thresholds.item`` from ``report``.
 
     The object threshold (``thresholds.score``) and the model files stay as they are; the notes say where the
@@ -78,13 +78,24 @@ def write_item_threshold(report: EvalReport, scorer: Path, out_dir: Path, versio
     """
     threshold = item_threshold_of(report)
     source = f"{report.benign_items} benign items of {report.dataset}"
-    return write_threshold(scorer, out_dir, threshold, source, report.detector, version, overwrite)
+    return write_threshold(scorer, out_dir, threshold, source, report.detector, version, overwrite,
+                           detector_sha256=detector_sha256)
 
 
 def write_threshold(scorer: Path, out_dir: Path, threshold: float, source: str, detector: str,
-                    version: str | None = None, overwrite: bool = False, measured_by: str = "edge eval") -> Bundle:
+                    version: str | None = None, overwrite: bool = False, measured_by: str = "edge eval",
+                    detector_sha256: str = "") -> Bundle:
     """Copy the scorer bundle at ``scorer`` to ``out_dir`` with ``thresholds.item`` = ``threshold``, measured by
-    ``measured_by`` as 95% of ``source`` clear through ``detector`` (see :func:`write_item_threshold`)."""
+    ``measured_by`` as 95% of ``source`` clear through ``detector`` (``name@version``; its manifest's
+    ``content_sha256`` when known), recorded as bundle.yaml's ``item_detector`` (see :func:`write_item_threshold`).
+
+    Raises:
+        BundleError: ``detector`` is not a ``name@version`` (the service could not check it), or see below.
+    """
+    try:
+        item_detector = DetectorRef.parse(detector, detector_sha256)
+    except ValueError as exc:
+        raise BundleError(f"{scorer}: the item threshold's detector {exc}") from exc
     bundle = load_bundle(scorer)
     m = bundle.manifest
     bounded = m.normalisation.kind is not NormalisationKind.NONE or bundle.role is Role.CLASSIFIER
@@ -107,4 +118,4 @@ def write_threshold(scorer: Path, out_dir: Path, threshold: float, source: str, 
     notes = item_threshold_note(threshold, how, detector) + without_item_threshold_note(m.notes)
     new_version = (version or "{version}-op." + today.strftime("%Y%m%d")).replace("{version}", m.version)
     return rewrite_manifest(bundle, out_dir, thresholds={**m.thresholds, ITEM_THRESHOLD_KEY: threshold},
-                            version=new_version, notes=notes, overwrite=overwrite)
+                            version=new_version, notes=notes, overwrite=overwrite, item_detector=item_detector)

@@ -41,6 +41,7 @@ from edge.backends import SessionOptions, open_model
 from edge.bundles.loader import Bundle, load_bundle, sha256_file
 from edge.bundles.manifest import (
     MANIFEST_FILE,
+    DetectorRef,
     ModelFormat,
     NormalisationKind,
     ParityEntry,
@@ -424,7 +425,9 @@ def run_fit(settings: FitSettings, progress: Callable[[str], None] = lambda _: N
                  f"raw threshold {raw_threshold:.6g}; " + without_item_threshold_note(base.manifest.notes))
         content = BundleContent(name=name, version=version, role=Role.SCORER, contract=contract,
                                 outputs=base.manifest.outputs, thresholds=thresholds, normalisation=norm,
-                                classes=base.manifest.classes, training_data=training, notes=notes)
+                                classes=base.manifest.classes, training_data=training, notes=notes,
+                                item_detector=None if item_threshold is None else DetectorRef.of(
+                                    models.detector.bundle.manifest))
         t0 = time.monotonic()
         bundle = write_bundle(settings.out, content,
                               [BundleModel(ModelFormat.ONNX, Precision.FP32, onnx_path),

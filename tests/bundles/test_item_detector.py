@@ -74,3 +74,17 @@ def test_the_service_flags_a_threshold_measured_through_another_or_rebuilt_detec
     rebuilt = replace(scorer, item_detector=DetectorRef(detector.name, detector.version, "0" * 64))
     note = _stale_item_threshold(_loaded(rebuilt), _loaded(detector))  # type: ignore[arg-type]
     assert note is not None and "(manifest 000000000000)" in note and detector.content_sha256[:12] in note
+
+
+def test_edge_eval_writes_the_detector_it_measured_through(tmp_path: Path) -> None:
+    """``edge eval --write-item-threshold`` (edge_tools.eval.operating_point) records the structured key."""
+    from edge_tools.eval.operating_point import write_threshold
+
+    detector = load_bundle(DETECTOR).manifest
+    label = f"{detector.name}@{detector.version}"
+    out = write_threshold(SCORER, tmp_path / "scorer", 0.71, "300 benign items of test", label,
+                          detector_sha256=detector.content_sha256)
+    assert out.manifest.item_detector == DetectorRef.of(detector)
+    assert out.manifest.item_threshold_detector() == label
+    with pytest.raises(BundleError, match="not a detector name@version"):
+        write_threshold(SCORER, tmp_path / "other", 0.71, "test", "ground truth boxes")
