@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 import urllib.request
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,7 @@ from edge.health import Component, Problem
 from edge.metrics import MetricsServer, ServiceMetrics
 from edge.pipeline import StageStats
 from edge.records import Decision, UnscreenedReason, Verdict
-from edge.status import StatusReport
+from edge.status import StatusReport, format_status
 
 
 def _decision(i: int, verdict: Verdict, reason: UnscreenedReason | None, latency_ms: float) -> Decision:
@@ -122,3 +123,8 @@ def test_bind_address_is_configurable_and_checked(tmp_path: Path) -> None:
         assert _scrape(server.port)["edge_up{}"] == 0.5
     finally:
         server.close()
+
+
+def test_the_status_file_carries_the_outbox_backlog_that_edge_status_prints() -> None:
+    shown = format_status(asdict(_report()))
+    assert "outbox waiting: alarm=4, item=9, image=2, health=0; oldest 12 s" in shown
