@@ -114,6 +114,17 @@ def _sim(tmp: Path, items: list[str], on_teardown: Callable[[Callable[[], object
     return source
 
 
+def _demo_scanner(tmp: Path, items: list[str], on_teardown: Callable[[Callable[[], object]], None]) -> FrameSource:
+    """``edge demo``'s scanner: the virtual scanner's items, their photo-eye events sent by a virtual firmware on
+    a pty (nobody listens here; the events are only written)."""
+    from edge_tools.demo import DemoScanner
+    from firmware_bridge.virtual import VirtualFirmware
+
+    firmware = VirtualFirmware(tmp / "ttyVFW0").start()
+    on_teardown(firmware.stop)
+    return DemoScanner(_sim(tmp, items, on_teardown), firmware)  # type: ignore[arg-type]
+
+
 def _input_saving(tmp: Path, items: list[str], on_teardown: Callable[[Callable[[], object]], None]) -> FrameSource:
     store = AuditStore(AuditConfig(directory=tmp / "audit", save_inputs=True), "site")
     on_teardown(lambda: store.close(2.0))
@@ -162,6 +173,7 @@ SOURCES = [
     SourceCase("voti", _voti),
     SourceCase("dicos", _dicos),
     SourceCase("sim", _sim, takes_bad_data=False),
+    SourceCase("demo-scanner", _demo_scanner, takes_bad_data=False),
     SourceCase("input-saving", _input_saving),
     SourceCase("bench-replay", _bench_replay),
     SourceCase("eval-dataset", _eval_dataset),
