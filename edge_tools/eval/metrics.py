@@ -10,10 +10,12 @@ Conventions:
   rule, ``edge.stages.decide``).
 * ``auroc`` is the Mann–Whitney statistic (ties count one half), which equals the trapezoidal area under
   ``roc_curve`` and scikit-learn's value.
-* COCO box metrics follow ``pycocotools.cocoeval`` exactly for boxes without crowd/ignore flags and the area
-  range "all": IoU thresholds 0.50:0.05:0.95, 101 recall points, greedy matching in score order (each detection
-  takes the unmatched ground truth of highest IoU), precision made monotone, categories without ground truth left
-  out of the mean.
+* COCO box metrics follow ``pycocotools.cocoeval`` exactly for boxes without crowd flags and the area range
+  "all": IoU thresholds 0.50:0.05:0.95, 101 recall points, greedy matching in score order (each detection takes
+  the unmatched ground truth of highest IoU, ignored ground truth last), precision made monotone, categories
+  without ground truth left out of the mean. Ignored ground truth (``ImageBoxes.gt_ignore``) behaves as COCO's
+  objects outside the area range. This is the one COCO evaluator: ``edge eval`` and the training recipes
+  (``export.recipes.evaluate``) both use it; pycocotools is only the tests' reference.
 """
 
 from __future__ import annotations
@@ -181,7 +183,10 @@ class ImageBoxes:
     """Ground truth and detections of one image for the COCO metrics.
 
     ``gt_boxes`` (G, 4) and ``det_boxes`` (D, 4) are xyxy; ``det_scores`` (D,); labels are class names (a
-    detection without a class has label None and matches nothing in the class-aware metrics).
+    detection without a class has label None and matches nothing in the class-aware metrics). ``gt_ignore`` (G,)
+    marks ground truth that is *ignored* as COCO ignores objects outside its area range: it counts neither as
+    found nor as missed, and a detection matched to it is neither a true nor a false positive (the training
+    recipes' overlap subsets); None = nothing ignored.
     """
 
     gt_boxes: F64
@@ -189,18 +194,21 @@ class ImageBoxes:
     det_boxes: F64
     det_scores: F64
     det_labels: tuple[str | None, ...]
+    gt_ignore: NDArray[np.bool_] | None = None
 
     @staticmethod
     def of(gt_boxes: ArrayLike, gt_labels: Sequence[str], det_boxes: ArrayLike, det_scores: ArrayLike,
-           det_labels: Sequence[str | None] | None = None) -> ImageBoxes:
+           det_labels: Sequence[str | None] | None = None, gt_ignore: ArrayLike | None = None) -> ImageBoxes:
         gb = np.asarray(gt_boxes, dtype=np.float64).reshape(-1, 4)
         db = np.asarray(det_boxes, dtype=np.float64).reshape(-1, 4)
         ds = np.asarray(det_scores, dtype=np.float64).reshape(-1)
         dl = tuple(det_labels) if det_labels is not None else (None,) * len(db)
-        if len(gb) != len(gt_labels) or not len(db) == len(ds) == len(dl):
-            raise ValueError(f"box/label counts differ: gt {len(gb)}/{len(gt_labels)}, "
+        ig = None if gt_ignore is None else np.asarray(gt_ignore, dtype=bool).reshape(-1)
+        if len(gb) != len(gt_labels) or not len(db) == len(ds) == len(dl) or (ig is not None and len(ig) != len(gb)):
+            raise ValueError(f"box/label counts differ: gt {len(gb)}/{len(gt_labels)}"
+                             f"{'' if ig is None else f'/{len(ig)} ignore flags'}, "
                              f"detections {len(db)}/{len(ds)}/{len(dl)}")
-        return ImageBoxes(gb, tuple(gt_labels), db, ds, dl)
+        return ImageBoxes(gb, tuple(gt_labels), db, ds, dl, ig)
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,41 +225,67 @@ class CocoMetrics:
 
 
 @dataclass(frozen=True, slots=True)
+class CocoCurves:
+    """One class's accumulated evaluation at ``max_det`` detections per image, as pycocotools' ``eval``:
+    ``precision`` (T, R) at the 10 IoU thresholds and 101 recall points, ``recall`` (T,) final recall."""
+
+    precision: F64
+    recall: F64
+
+
+@dataclass(frozen=True, slots=True)
 class _Matched:
     scores: F64  # (D,) this image's detections of one class, best first, at most max(max_dets)
     matched: NDArray[np.bool_]  # (T, D)
-    n_gt: int
+    ignored: NDArray[np.bool_]  # (T, D): matched to ignored ground truth, neither true nor false positive
+    n_gt: int  # ground truth not ignored
 
 
-def _match(gt: F64, det: F64, scores: F64, max_det: int) -> _Matched:
+def _match(gt: F64, det: F64, scores: F64, max_det: int, ignore: NDArray[np.bool_]) -> _Matched:
+    # pycocotools sorts ground truth with the ignored last (stable) and stops looking among them once a detection
+    # has a match that is not ignored.
+    g_order = np.argsort(ignore, kind="mergesort")
+    gt, ignore = gt[g_order], ignore[g_order]
     order = np.argsort(-scores, kind="mergesort")[:max_det]
     det, scores = det[order], scores[order]
     ious = box_iou(det, gt)
     matched = np.zeros((len(IOU_THRESHOLDS), len(det)), bool)
+    ignored = np.zeros((len(IOU_THRESHOLDS), len(det)), bool)
     for t, thr in enumerate(IOU_THRESHOLDS):
         gt_taken = np.zeros(len(gt), bool)
         for d in range(len(det)):
             best, m = min(float(thr), 1 - 1e-10), -1
             for g in range(len(gt)):
+                if gt_taken[g]:
+                    continue
+                if m > -1 and not ignore[m] and ignore[g]:
+                    break
                 # pycocotools: ``if ious < iou: continue`` so an equal IoU moves the match to the later box.
-                if gt_taken[g] or ious[d, g] < best:
+                if ious[d, g] < best:
                     continue
                 best, m = float(ious[d, g]), g
             if m >= 0:
                 gt_taken[m] = True
                 matched[t, d] = True
-    return _Matched(scores, matched, len(gt))
+                ignored[t, d] = bool(ignore[m])
+    # pycocotools ignores an unmatched detection outside the area range; an inverted box (one side negative) has
+    # a negative area there, so it is neither a true nor a false positive.
+    outside = (det[:, 2] - det[:, 0]) * (det[:, 3] - det[:, 1]) < 0
+    ignored |= ~matched & outside[None, :]
+    return _Matched(scores, matched, ignored, int((~ignore).sum()))
 
 
-def _accumulate(per_image: Sequence[_Matched], max_det: int) -> tuple[F64, F64]:
+def _accumulate(per_image: Sequence[_Matched], max_det: int) -> CocoCurves:
     """Precision at the 101 recall points (T, R) and final recall (T,) of one class."""
     n_gt = sum(m.n_gt for m in per_image)
     scores = np.concatenate([m.scores[:max_det] for m in per_image]) if per_image else np.zeros(0)
-    matched = (np.concatenate([m.matched[:, :max_det] for m in per_image], axis=1) if per_image
-               else np.zeros((len(IOU_THRESHOLDS), 0), bool))
+    empty = np.zeros((len(IOU_THRESHOLDS), 0), bool)
+    matched = np.concatenate([m.matched[:, :max_det] for m in per_image], axis=1) if per_image else empty
+    ignored = np.concatenate([m.ignored[:, :max_det] for m in per_image], axis=1) if per_image else empty
     order = np.argsort(-scores, kind="mergesort")
-    tp = np.cumsum(matched[:, order], axis=1).astype(np.float64)
-    fp = np.cumsum(~matched[:, order], axis=1).astype(np.float64)
+    matched, ignored = matched[:, order], ignored[:, order]
+    tp = np.cumsum(matched & ~ignored, axis=1).astype(np.float64)
+    fp = np.cumsum(~matched & ~ignored, axis=1).astype(np.float64)
     precision = np.zeros((len(IOU_THRESHOLDS), len(RECALL_POINTS)))
     recall = np.zeros(len(IOU_THRESHOLDS))
     for t in range(len(IOU_THRESHOLDS)):
@@ -264,18 +298,16 @@ def _accumulate(per_image: Sequence[_Matched], max_det: int) -> tuple[F64, F64]:
         idx = np.searchsorted(rc, RECALL_POINTS, side="left")
         ok = idx < len(pr)
         precision[t, ok] = pr[idx[ok]]
-    return precision, recall
+    return CocoCurves(precision, recall)
 
 
-def coco_box_metrics(images: Sequence[ImageBoxes], class_aware: bool,
-                     max_dets: Sequence[int] = (1, 10, 100)) -> CocoMetrics:
-    """COCO AP/AR of boxes; class-agnostic (every box one class) or class-aware (labels must agree).
-
-    AP uses the largest of ``max_dets`` detections per image, as pycocotools' summary does.
-    """
+def coco_curves(images: Sequence[ImageBoxes], class_aware: bool, max_dets: Sequence[int] = (100,)
+                ) -> dict[str, dict[int, CocoCurves]]:
+    """Per class with ground truth (not ignored), its curves at each of ``max_dets`` detections per image:
+    what pycocotools' ``accumulate`` holds in ``eval['precision']``/``eval['recall']`` for the area "all"."""
     top = max(max_dets)
     classes = sorted({label for im in images for label in im.gt_labels}) if class_aware else ["object"]
-    per_class: list[dict[int, tuple[F64, F64]]] = []
+    out: dict[str, dict[int, CocoCurves]] = {}
     for cls in classes:
         matched: list[_Matched] = []
         for im in images:
@@ -287,14 +319,26 @@ def coco_box_metrics(images: Sequence[ImageBoxes], class_aware: bool,
                 d = np.ones(len(im.det_boxes), bool)
             if not g.any() and not d.any():
                 continue
-            matched.append(_match(im.gt_boxes[g], im.det_boxes[d], im.det_scores[d], top))
+            ignore = im.gt_ignore[g] if im.gt_ignore is not None else np.zeros(int(g.sum()), bool)
+            matched.append(_match(im.gt_boxes[g], im.det_boxes[d], im.det_scores[d], top, ignore))
         if sum(m.n_gt for m in matched) == 0:
             continue  # pycocotools leaves classes without ground truth out of every mean
-        per_class.append({k: _accumulate(matched, k) for k in max_dets})
+        out[cls] = {k: _accumulate(matched, k) for k in max_dets}
+    return out
+
+
+def coco_box_metrics(images: Sequence[ImageBoxes], class_aware: bool,
+                     max_dets: Sequence[int] = (1, 10, 100)) -> CocoMetrics:
+    """COCO AP/AR of boxes; class-agnostic (every box one class) or class-aware (labels must agree).
+
+    AP uses the largest of ``max_dets`` detections per image, as pycocotools' summary does.
+    """
+    top = max(max_dets)
+    per_class = list(coco_curves(images, class_aware, max_dets).values())
     if not per_class:
         return CocoMetrics(None, None, None, {k: None for k in max_dets}, 0)
-    precision = np.stack([c[top][0] for c in per_class])  # (K, T, R)
-    ar: dict[int, float | None] = {k: float(np.mean([c[k][1] for c in per_class])) for k in max_dets}
+    precision = np.stack([c[top].precision for c in per_class])  # (K, T, R)
+    ar: dict[int, float | None] = {k: float(np.mean([c[k].recall for c in per_class])) for k in max_dets}
     return CocoMetrics(float(precision.mean()), float(precision[:, 0].mean()), float(precision[:, 5].mean()), ar,
                        len(per_class))
 

@@ -1,4 +1,5 @@
-"""Figures for ``docs/models.md``: detector AR/mAP (pycocotools), real-image recall, seed-000 scorer tables.
+"""Figures for ``docs/models.md``: detector AR/mAP (the one COCO evaluator, ``edge_tools.eval.metrics``), real-image
+recall, seed-000 scorer tables.
 
 Where it sits: after training, before packing. Detector outputs are post-processed exactly as the runtime's
 detect stage does (score threshold, class-agnostic NMS from ``edge.stages.detect``, top-k). Real images from
@@ -8,9 +9,7 @@ detect stage does (score threshold, class-agnostic NMS from ``edge.stages.detect
 
 from __future__ import annotations
 
-import contextlib
 import csv
-import io
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ from edge.condition.degraded import from_grey, from_pseudo_colour
 from edge.condition.image import ConditionedImage
 from edge.contracts import InputContract
 from edge.stages.detect import suppress, vote
+from edge_tools.eval.metrics import ImageBoxes, coco_curves
 from edge_tools.eval.metrics import auroc as metrics_auroc
 
 F32 = NDArray[np.float32]
@@ -53,71 +53,35 @@ def recall_at(gts: Sequence[NDArray[np.floating]], dets: Sequence[NDArray[np.flo
     return hit / max(total, 1)
 
 
-_IGNORED_AREA = 1e12
-"""Area given to ground truth outside a ``subset``: COCO ignores objects outside its area range (a detection
-matched to one counts neither way), and the range used here stops at a tenth of this."""
-
-
-def _coco_eval(gts: Sequence[NDArray[np.floating]], gt_labels: Sequence[NDArray[np.int64]],
-               dets: Sequence[tuple[F32, F32, NDArray[np.int64]]], classes: Sequence[str],
-               subset: Sequence[NDArray[np.bool_]] | None) -> Any:
-    """pycocotools' evaluation, accumulated (100 detections per image, one area range); ``subset`` as below."""
-    from pycocotools.coco import COCO
-    from pycocotools.cocoeval import COCOeval
-
-    images: list[dict[str, object]] = []
-    annotations: list[dict[str, object]] = []
-    results: list[dict[str, object]] = []
-    for i, (g, gl, (db, ds, dl)) in enumerate(zip(gts, gt_labels, dets, strict=True)):
-        images.append({"id": i, "width": 10_000, "height": 10_000})
-        keep = subset[i] if subset is not None else np.ones(len(g), bool)
-        for b, c, k in zip(np.asarray(g), gl, keep, strict=True):
-            w, h = float(b[2] - b[0]), float(b[3] - b[1])
-            annotations.append({"id": len(annotations) + 1, "image_id": i, "category_id": int(c) + 1, "iscrowd": 0,
-                                "bbox": [float(b[0]), float(b[1]), w, h], "area": w * h if k else _IGNORED_AREA})
-        for b, sc, c in zip(db, ds, dl, strict=True):
-            results.append({"image_id": i, "category_id": int(c) + 1, "score": float(sc),
-                            "bbox": [float(b[0]), float(b[1]), float(b[2] - b[0]), float(b[3] - b[1])]})
-    if not results:
-        return None
-    with contextlib.redirect_stdout(io.StringIO()):
-        coco = COCO()
-        coco.dataset = {"images": images, "annotations": annotations,
-                        "categories": [{"id": k + 1, "name": c} for k, c in enumerate(classes)]}
-        coco.createIndex()
-        ev = COCOeval(coco, coco.loadRes(results), "bbox")
-        ev.params.maxDets = [100]
-        ev.params.areaRng = [[0.0, _IGNORED_AREA / 10]]
-        ev.params.areaRngLbl = ["all"]
-        ev.evaluate()
-        ev.accumulate()
-    return ev
-
-
-def _mean_valid(v: NDArray[np.float64]) -> float:
-    """Mean of a pycocotools precision/recall slice over its defined entries (-1 = no ground truth)."""
-    v = v[v > -1]
-    return float(v.mean()) if v.size else float("nan")
+def _images(gts: Sequence[NDArray[np.floating]], gt_labels: Sequence[NDArray[np.int64]],
+            dets: Sequence[tuple[F32, F32, NDArray[np.int64]]], classes: Sequence[str],
+            subset: Sequence[NDArray[np.bool_]] | None) -> list[ImageBoxes]:
+    """The recipes' arrays as the COCO evaluator's images: labels by class name, ground truth outside ``subset``
+    ignored."""
+    return [ImageBoxes.of(g, [classes[int(c)] for c in gl], db, ds, [classes[int(c)] for c in dl],
+                          None if subset is None else ~np.asarray(subset[i], bool))
+            for i, (g, gl, (db, ds, dl)) in enumerate(zip(gts, gt_labels, dets, strict=True))]
 
 
 def coco_metrics(gts: Sequence[NDArray[np.floating]], dets: Sequence[tuple[F32, F32]],
                  subset: Sequence[NDArray[np.bool_]] | None = None) -> dict[str, float]:
-    """Class-agnostic COCO metrics (pycocotools, 100 detections per image): mAP@[.5:.95], mAP50, mAP75, AR@100
-    (recall averaged over IoU 0.5:0.95) and its IoU-0.5 term alone (``recall50@100``).
+    """Class-agnostic COCO metrics (``edge_tools.eval.metrics``, pycocotools' rules, 100 detections per image):
+    mAP@[.5:.95], mAP50, mAP75, AR@100 (recall averaged over IoU 0.5:0.95) and its IoU-0.5 term alone
+    (``recall50@100``).
 
     ``subset`` restricts the ground truth to some objects (e.g. those that overlap no other): the others are
     *ignored* as in :func:`coco_class_metrics`, so AR is the share of the subset's objects found and AP still
     charges unmatched detections. ``objects`` = objects counted.
     """
     objects = float(sum(int(np.sum(k)) for k in subset) if subset is not None else sum(len(g) for g in gts))
-    ev = _coco_eval(gts, [np.zeros(len(g), np.int64) for g in gts],
-                    [(b, s, np.zeros(len(s), np.int64)) for b, s in dets], ("object",), subset)
-    if ev is None or not objects:
+    curves = coco_curves(_images(gts, [np.zeros(len(g), np.int64) for g in gts],
+                                 [(b, s, np.zeros(len(s), np.int64)) for b, s in dets], ("object",), subset),
+                         class_aware=False).get("object")
+    if curves is None or not any(len(s) for _, s in dets):
         return {"mAP": 0.0, "mAP50": 0.0, "mAP75": 0.0, "AR100": 0.0, "recall50@100": 0.0, "objects": objects}
-    prec = ev.eval["precision"][:, :, 0, 0, 0]  # (IoU thresholds .5:.05:.95, recall points)
-    rec = ev.eval["recall"][:, 0, 0, 0]  # (IoU thresholds)
-    return {"mAP": _mean_valid(prec), "mAP50": _mean_valid(prec[0]), "mAP75": _mean_valid(prec[5]),
-            "AR100": _mean_valid(rec), "recall50@100": _mean_valid(rec[:1]), "objects": objects}
+    prec, rec = curves[100].precision, curves[100].recall  # (IoU thresholds .5:.05:.95, recall points), (IoU)
+    return {"mAP": float(prec.mean()), "mAP50": float(prec[0].mean()), "mAP75": float(prec[5].mean()),
+            "AR100": float(rec.mean()), "recall50@100": float(rec[0]), "objects": objects}
 
 
 OVERLAP_BANDS = {"under 0.1": (0.0, 0.1), "0.1-0.5": (0.1, 0.5), "0.5 up": (0.5, np.inf)}
@@ -155,8 +119,8 @@ def postprocess_labelled(boxes: F32, scores: F32, labels: NDArray[np.int64], thr
 def coco_class_metrics(gts: Sequence[NDArray[np.floating]], gt_labels: Sequence[NDArray[np.int64]],
                        dets: Sequence[tuple[F32, F32, NDArray[np.int64]]], classes: Sequence[str],
                        subset: Sequence[NDArray[np.bool_]] | None = None) -> dict[str, Any]:
-    """Per-class COCO metrics (pycocotools, 100 detections per image): mAP@[.5:.95], mAP50, mAP75 = means over
-    the classes that have ground truth, and AP per class.
+    """Per-class COCO metrics (``edge_tools.eval.metrics``, pycocotools' rules, 100 detections per image):
+    mAP@[.5:.95], mAP50, mAP75 = means over the classes that have ground truth, and AP per class.
 
     ``subset`` restricts the ground truth to some objects (e.g. the heavy-overlap ones): the others are *ignored*
     exactly as COCO ignores objects outside an area range (a detection matched to them is neither a true nor a
@@ -165,15 +129,14 @@ def coco_class_metrics(gts: Sequence[NDArray[np.floating]], gt_labels: Sequence[
     counted = [int(sum(int((np.asarray(gl) == c)[subset[i] if subset is not None else slice(None)].sum())
                        for i, gl in enumerate(gt_labels))) for c in range(len(classes))]
     out: dict[str, Any] = {"objects": int(sum(counted)), "objects_per_class": dict(zip(classes, counted, strict=True))}
-    ev = _coco_eval(gts, gt_labels, dets, classes, subset)
-    if ev is None:
+    if not any(len(d[1]) for d in dets):
         return out | {"mAP": 0.0, "mAP50": 0.0, "mAP75": 0.0, "AP_per_class": {}}
-    prec = ev.eval["precision"][:, :, :, 0, 0]  # (IoU thresholds .5:.05:.95, recall points, classes)
-    present = [k for k in range(len(classes)) if counted[k] > 0]
-    per = {classes[k]: _mean_valid(prec[:, :, k]) for k in present}
-    return out | {"mAP": float(np.mean([per[classes[k]] for k in present])) if present else 0.0,
-                  "mAP50": float(np.mean([_mean_valid(prec[0, :, k]) for k in present])) if present else 0.0,
-                  "mAP75": float(np.mean([_mean_valid(prec[5, :, k]) for k in present])) if present else 0.0,
+    curves = coco_curves(_images(gts, gt_labels, dets, classes, subset), class_aware=True)
+    present = [c for c in classes if c in curves]  # classes with ground truth (not ignored), in their order
+    per = {c: float(curves[c][100].precision.mean()) for c in present}
+    return out | {"mAP": float(np.mean([per[c] for c in present])) if present else 0.0,
+                  "mAP50": float(np.mean([curves[c][100].precision[0].mean() for c in present])) if present else 0.0,
+                  "mAP75": float(np.mean([curves[c][100].precision[5].mean() for c in present])) if present else 0.0,
                   "AP_per_class": per}
 
 
