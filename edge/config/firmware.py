@@ -18,7 +18,7 @@ scanner's ``sim.events.timeline`` default)."""
 LINK_SETTLE_MARGIN_S = 0.5
 """Added to ``link_timeout_s``: how long after an item's scan the link history is final for its window, so that
 an item scanned while the link was (not yet noticed) down is UNSCREENED. The pipeline holds every result this
-long (``edge.pipeline.LINK_SETTLE_MARGIN_S`` must equal it; a test checks)."""
+long (the service hands ``FirmwareConfig.link_settle_s`` to the pipeline)."""
 
 
 class FirmwareConfig(EdgeBaseConfig):

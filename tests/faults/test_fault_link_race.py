@@ -18,7 +18,8 @@ from typing import Any
 import numpy as np
 
 from edge.acquire import ItemTracker
-from edge.pipeline import LINK_SETTLE_MARGIN_S, Pipeline, Stage
+from edge.config.firmware import LINK_SETTLE_MARGIN_S
+from edge.pipeline import Pipeline, Stage
 from edge.records import RawItem, UnscreenedReason, Verdict
 from edge.sinks.memory import MemorySink
 from edge.sources.spool import SpoolSource
