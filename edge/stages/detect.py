@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import NDArray
 
-from edge.boxes import box_area, box_iou
+from edge.boxes import box_iou, nms
 from edge.bundles.outputs import NMS_IOU_KEY, VOTE_IOU_KEY, DetectorOutputs
 from edge.condition.composer import compose, geometry, region_of
 from edge.errors import BackendError
@@ -21,19 +21,6 @@ from edge.records import BoxXyxy, ConditionedItem, DetectedItem, Detection
 from edge.screening import ModelHolder
 
 __all__ = ["DetectStage", "DetectedItem", "Detection", "nms", "suppress", "vote"]
-
-
-def nms(boxes: NDArray[np.float32], scores: NDArray[np.float32], iou_threshold: float) -> list[int]:
-    """Greedy non-maximum suppression; returns kept indices by descending score."""
-    order = np.argsort(-scores, kind="stable")
-    areas = box_area(boxes)
-    keep: list[int] = []
-    while order.size:
-        i = int(order[0])
-        keep.append(i)
-        rest = order[1:]
-        order = rest[box_iou(boxes[i], boxes[rest], areas[i:i + 1], areas[rest])[0] <= iou_threshold]
-    return keep
 
 
 def suppress(boxes: NDArray[np.float32], scores: NDArray[np.float32], labels: NDArray[np.int64] | None,
@@ -44,15 +31,8 @@ def suppress(boxes: NDArray[np.float32], scores: NDArray[np.float32], labels: ND
     The detect stage runs this in item pixels; training evaluation (``export/recipes``) in model-input pixels.
     """
     valid = np.flatnonzero((boxes[:, 2] - boxes[:, 0] >= 1) & (boxes[:, 3] - boxes[:, 1] >= 1))
-    if labels is None:
-        keep = [int(valid[k]) for k in nms(boxes[valid], scores[valid], iou_threshold)]
-    else:
-        keep = []
-        for cls in np.unique(labels[valid]):
-            idx = valid[labels[valid] == cls]
-            keep.extend(int(idx[k]) for k in nms(boxes[idx], scores[idx], iou_threshold))
-        keep.sort(key=lambda k: -float(scores[k]))
-    return keep[:top]
+    kept = nms(boxes[valid], scores[valid], iou_threshold, None if labels is None else labels[valid])
+    return [int(valid[k]) for k in kept[:top]]
 
 
 VOTE_POWER = 4.0
