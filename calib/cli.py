@@ -12,7 +12,6 @@ from pathlib import Path
 import cv2
 import typer
 
-from calib.board import TargetGeometry
 from calib.camera import calibrate_intrinsics, read_views
 from calib.detect import BoardSpec
 from calib.energy import energy_command
@@ -28,6 +27,7 @@ from calib.target import board_spec, geometry_to_dict, load_geometry, write_targ
 from edge.camera import calibration as calfile
 from edge.camera.mapping import CameraMapper
 from edge.errors import CalibrationError
+from sim.board import TargetGeometry
 
 calibrate_app = typer.Typer(help="Commission the scanner: targets, camera, homography, checks.",
                             no_args_is_help=True)

@@ -15,7 +15,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from calib.board import TargetGeometry
 from calib.camera import calibrate_intrinsics
 from calib.detect import xray_view
 from calib.homography import CaptureFrame, CaptureSet, estimate_homography, overlay_picture
@@ -25,6 +24,7 @@ from edge.camera.mapping import CameraMapper
 from edge.camera.overlay import ItemOverlayInput, OverlayObject, mask_polygons, overlay_for_item
 from edge.camera.ring import FrameRing, StampedFrame
 from edge.camera.select import ItemTravel
+from sim.board import TargetGeometry
 from sim.camera import ExitCamera, PlacedFootprint, simulate_intrinsics_views, simulate_target_pass
 from sim.physics import DualEnergyScanner
 from sim.scene import build_item

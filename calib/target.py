@@ -1,7 +1,7 @@
 """Write the cross-modal calibration target's files: print layer (PNG + PDF at true scale), steel cut file (SVG).
 
 Where it sits: ``edge calibrate target`` (commissioning, step one). The geometry comes from
-``calib.board.TargetGeometry`` (the same object the virtual scanner renders) and is written to ``target.yaml``
+``sim.board.TargetGeometry`` (the same object the virtual scanner renders) and is written to ``target.yaml``
 beside the drawings, so later calibrations record exactly which board they used. This module writes only into
 the directory it is given and never overwrites a file half-way (each file is written to a temporary name and
 renamed).

@@ -1,45 +1,123 @@
 """The ``edge`` command: thin typer wiring. Arguments in, config loaded, objects built and run.
 
-Sub-commands live with the package that implements them (``calib.cli``, ``sim.cli``, ``edge_tools.watch`` …) and
-are mounted here; a command appears in ``--help`` only once it really works.
+The service's own commands (``run``, ``check``, ``status``, ``version``) are written here. The tool commands
+(``calibrate``, ``demo``, ``eval``, ``bench``, ``fit``, ``watch``, ``dicos``, ``sim``) live in
+``edge_tools.cli`` and are mounted lazily: :data:`TOOL_COMMANDS` names them with the one-line help that
+``edge --help`` shows, and ``edge_tools.cli`` is imported only when one of them is invoked. Why: the tools pull
+in the virtual scanner, the simulated firmware, the evaluation harness and the commissioning code, and
+``edge run`` (what systemd starts) must load none of it (tests/foundation/test_import_rules.py). This table is
+the only place ``edge`` names ``edge_tools``, as a module name and never an import statement, the way
+``edge.backends.BACKENDS`` names the inference runtimes.
 """
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
+from typing import Any
 
 import typer
+import typer.main
+from typer.core import TyperCommand, TyperGroup
 
-from calib.cli import calibrate_app
 from edge.config import DEFAULT_CONFIG_PATH, load_config
 from edge.errors import ConfigError
-from edge_tools.bench.cli import bench_command
-from edge_tools.dicos_cli import dicos_app
-from edge_tools.eval.cli import eval_command
-from edge_tools.watch import watch
-from firmware_bridge.cli import firmware as sim_firmware
-from sim.cli import sim_app
 
-REFERENCE_MODELS = Path(__file__).resolve().parents[1] / "models"
+TOOLS_MODULE = "edge_tools.cli"
+"""The module holding the tool commands (a typer app named ``app``), imported only when one is invoked."""
+
+TOOL_COMMANDS: dict[str, str] = {
+    # name: the help text `edge --help` lists (the command's own first paragraph; a test keeps them equal)
+    "calibrate": "Commission the scanner: targets, camera, homography, checks.",
+    "demo": "Run everything here: virtual scanner and firmware, calibrations, the service, a broker, a subscriber.",
+    "dicos": "Inspect DICOS files: threat detection reports (TDR) and DX image pairs.",
+    "eval": "Evaluate the service's pipeline (same config, same bundles) on a labelled dataset.",
+    "bench": "Per-stage and end-to-end latency (p50/p95/p99), items/s, RSS, load/warm-up time, cold start to READY "
+             "and a roofline column per model, for each backend x precision x scorer batch size x threads per model "
+             "x pipeline workers.",
+    "fit": "Refit the PaDiM scorer from benign (CLEAR) items the service saved on site; write a new verified bundle.",
+    "watch": "Watch decisions and alarms live, one line each; de-duplicates redeliveries by record_id.",
+    "sim": "The virtual dual-energy X-ray scanner: generate labelled datasets.",
+}
+
+EXAMPLES = """Examples (each command's --help has more):
+
+  edge run --config /etc/edge/edge.yaml
+
+  sudo -u edge edge check --config /etc/edge/edge.yaml
+
+  edge status --config /etc/edge/edge.yaml
+
+  edge version
+
+  edge calibrate target --out /tmp/target --dpi 300
+
+  edge demo --items 20 --out /tmp/xray-edge-demo
+
+  edge dicos show /var/lib/edge/audit/2026/11/22/bag-0042.tdr.dcs
+
+  edge eval /data/bench -c /etc/edge/edge.yaml --out /tmp/eval --workers 2
+
+  edge bench --items 40 --backends openvino --precisions fp32,int8 --batches 8 -o bench.json
+
+  edge fit --from /var/lib/edge/audit --since 2026-11-01 -o /var/lib/edge/models/padim-site
+
+  edge watch --host 127.0.0.1 --port 1883
+
+  edge sim generate --n 100 --seed 1 --out /tmp/sim100
+"""
+
+
+class _LazyToolsGroup(TyperGroup):
+    """The ``edge`` group: service commands as usual, tool commands from :data:`TOOL_COMMANDS`.
+
+    Help listings get a placeholder per tool (name and help text from the table, nothing imported); invoking a
+    tool command, or asking its own ``--help``, imports ``edge_tools.cli`` and runs the real command.
+    """
+
+    def list_commands(self, ctx: Any) -> list[str]:
+        return [*super().list_commands(ctx), *(name for name in TOOL_COMMANDS if name not in self.commands)]
+
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        command = super().get_command(ctx, cmd_name)
+        if command is None and cmd_name in TOOL_COMMANDS:
+            return TyperCommand(cmd_name, help=TOOL_COMMANDS[cmd_name], rich_help_panel="Tools")
+        return command
+
+    def resolve_command(self, ctx: Any, args: list[str]) -> tuple[str | None, Any, list[str]]:
+        name, command, rest = super().resolve_command(ctx, args)
+        if name in TOOL_COMMANDS and name not in self.commands:
+            command = load_tool_command(name)
+        return name, command, rest
+
+
+def load_tool_command(name: str) -> Any:
+    """The real tool command ``name`` (a click command or group), importing the tools now.
+
+    A tool whose packages this install lacks (a box installed without the simulator, say) ends with one line
+    naming the missing module instead of a traceback.
+    """
+    try:
+        tools = importlib.import_module(TOOLS_MODULE)
+    except ImportError as exc:
+        typer.echo(f"edge {name}: this install lacks {exc.name or exc} (needed by the tool commands); "
+                   "install the package's tools to use it", err=True)
+        raise typer.Exit(code=1) from None
+    return typer.main.get_group(tools.app).commands[name]
+
 
 app = typer.Typer(
     name="edge",
     help="xray-edge: screen every item of a dual-energy X-ray scanner and publish decisions over MQTT.",
+    epilog=EXAMPLES,
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    cls=_LazyToolsGroup,
 )
 
-app.add_typer(dicos_app, name="dicos")
-app.add_typer(calibrate_app, name="calibrate")
-app.command(name="watch")(watch)
-sim_app.command("firmware")(sim_firmware)
-app.add_typer(sim_app, name="sim")
-app.command(name="eval")(eval_command)
-app.command(name="bench")(bench_command)
 
-
-@app.command()
+@app.command(rich_help_panel="Service")
 def check(
     config: Path = typer.Option(DEFAULT_CONFIG_PATH, "--config", "-c", help="config file to validate"),
     no_preflight: bool = typer.Option(False, "--no-preflight",
@@ -75,7 +153,7 @@ def check(
                f"source {cfg.source.type})")
 
 
-@app.command()
+@app.command(rich_help_panel="Service")
 def run(
     config: Path = typer.Option(DEFAULT_CONFIG_PATH, "--config", "-c", help="config file"),
     log_level: str | None = typer.Option(None, "--log-level", help="override logging.level (debug|info|...)"),
@@ -99,7 +177,7 @@ def run(
     raise typer.Exit(code=code)
 
 
-@app.command()
+@app.command(rich_help_panel="Service")
 def status(
     config: Path = typer.Option(DEFAULT_CONFIG_PATH, "--config", "-c", help="config file of the running service"),
     as_json: bool = typer.Option(False, "--json", help="print the raw status JSON"),
@@ -131,75 +209,7 @@ def status(
         raise typer.Exit(code=1)
 
 
-@app.command()
-def demo(
-    out: Path = typer.Option(Path("/tmp/xray-edge-demo"), "--out", help="working folder (config, overlays, audit)"),
-    items: int = typer.Option(0, "--items", help="stop after this many items (0 = run until Ctrl-C)"),
-    per_minute: float = typer.Option(30.0, "--per-minute", help="items per minute from the virtual scanner"),
-    seed: int = typer.Option(0, "--seed", help="virtual scanner seed"),
-    models: Path = typer.Option(REFERENCE_MODELS, "--models",
-                                help="folder holding detector-agnostic/ and scorer-stfpm/ bundles"),
-) -> None:
-    """Run everything here: virtual scanner and firmware, calibrations, the service, a broker, a subscriber.
-
-    The service screens with the reference bundles in models/ and the subscriber prints each decision and saves
-    the overlay pictures.
-
-    Example: edge demo --items 20 --out /tmp/xray-edge-demo
-    """
-    from edge.logs import setup_logging
-    from edge_tools.demo import run_demo
-
-    setup_logging("warning", "logfmt")
-    raise typer.Exit(code=run_demo(out, items or None, per_minute, seed, models, typer.echo))
-
-
-@app.command()
-def fit(
-    audit: Path = typer.Option(..., "--from", help="audit store folder (the config's audit.directory)"),
-    since: str = typer.Option(..., "--since", help="first decision date, YYYY-MM-DD or ISO date-time (UTC)"),
-    out: Path = typer.Option(..., "--out", "-o", help="folder for the new bundle (must not exist)"),
-    config: Path = typer.Option(DEFAULT_CONFIG_PATH, "--config", "-c",
-                                help="the service's config: calibrations, detector, scorer bundle"),
-    until: str | None = typer.Option(None, "--until", help="decisions before this date-time only"),
-    bundle: Path | None = typer.Option(None, "--bundle", help="PaDiM bundle to refit (default: models.scorer)"),
-    holdout: float = typer.Option(0.2, help="fraction of the items held out to set the threshold"),
-    min_objects: int = typer.Option(50, help="fewest benign objects the Gaussian may be fitted on"),
-    seed: int = typer.Option(0, help="seed of the held-out item split"),
-    threads: int = typer.Option(2, help="inference threads"),
-    bundle_version: str | None = typer.Option(None, "--version", help="version of the new bundle "
-                                              "(default: <old>-site.<YYYYMMDD>)"),
-    force: bool = typer.Option(False, "--force", help="replace --out if it already holds a bundle"),
-) -> None:
-    """Refit the PaDiM scorer from benign (CLEAR) items the service saved on site; write a new verified bundle.
-
-    Needs `audit: save_inputs: true` while the items were screened. Prints a JSON summary; see docs/fit.md.
-
-    Example: edge fit --from /var/lib/edge/audit --since 2026-11-01 -o /var/lib/edge/models/padim-site
-    """
-    import json
-
-    from edge.errors import EdgeError
-    from edge_tools.fit.records import parse_date
-    from edge_tools.fit.refit import FitSettings, run_fit
-
-    try:
-        settings = FitSettings(audit_dir=audit, since=parse_date(since, "--since"), config=config, out=out,
-                               until=None if until is None else parse_date(until, "--until"), bundle=bundle,
-                               holdout=holdout, min_objects=min_objects, seed=seed, threads=threads,
-                               version=bundle_version, force=force)
-        result = run_fit(settings, lambda line: typer.echo(line, err=True))
-    except ConfigError as exc:
-        for problem in exc.problems:
-            typer.echo(problem, err=True)
-        raise typer.Exit(code=1) from None
-    except EdgeError as exc:
-        typer.echo(f"edge fit: {exc}", err=True)
-        raise typer.Exit(code=1) from None
-    typer.echo(json.dumps(result.summary(), indent=2))
-
-
-@app.command()
+@app.command(rich_help_panel="Service")
 def version() -> None:
     """Print the xray-edge version and the inference libraries it runs on.
 

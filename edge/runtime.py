@@ -37,26 +37,11 @@ log = logging.getLogger(__name__)
 
 
 def build_source(cfg: EdgeConfig) -> FrameSource:
-    """The configured frame source."""
-    src = cfg.source
-    deadline = cfg.decide.deadline_s
-    scanner = cfg.site.scanner_id
-    if src.type == "voti":
-        from edge.sources.voti import VotiSource
+    """The configured frame source, from the explicit registry ``edge.sources.SOURCES`` (a type it does not name
+    is refused; the virtual scanner is loaded by name only when the config selects ``sim``)."""
+    from edge.sources import open_source
 
-        return VotiSource(src.directory, scanner, deadline, src.channels, src.header_lines, src.limits)
-    if src.type == "spool":
-        from edge.sources.spool import SpoolSource
-
-        return SpoolSource(src.directory, scanner, deadline, src.poll_s, src.done_directory, src.limits)
-    if src.type == "dicos":
-        from edge.sources.dicos import DicosFrameSource
-
-        return DicosFrameSource(src.directory, scanner, deadline, src.limits)
-    # The virtual scanner plugs in through the same FrameSource port a real scanner uses (demo, tests).
-    from sim.source import SimFrameSource
-
-    return SimFrameSource(src, scanner, deadline)
+    return open_source(cfg.source, cfg.site.scanner_id, cfg.decide.deadline_s)
 
 
 def build_camera(cfg: EdgeConfig, belt: Any | None) -> tuple[Any, CameraOverlay, str | None]:

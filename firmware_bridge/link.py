@@ -24,7 +24,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from firmware_bridge.codec import decode_frame, encode_message
 from firmware_bridge.errors import (
@@ -52,10 +52,27 @@ from firmware_bridge.messages import (
 )
 from firmware_bridge.transport import Opener, Transport
 
-if TYPE_CHECKING:
-    from edge.config.firmware import FirmwareConfig
-
 log = logging.getLogger(__name__)
+
+
+class LinkConfig(Protocol):
+    """What :meth:`LinkSettings.from_config` reads of the runtime's ``firmware:`` section
+    (``edge.config.firmware.FirmwareConfig``); structural, so the bridge never imports ``edge``'s config."""
+
+    @property
+    def heartbeat_s(self) -> float: ...
+    @property
+    def link_timeout_s(self) -> float: ...
+    @property
+    def reconnect_min_s(self) -> float: ...
+    @property
+    def reconnect_max_s(self) -> float: ...
+    @property
+    def command_timeout_s(self) -> float: ...
+    @property
+    def command_retry_s(self) -> float: ...
+    @property
+    def encoder_counts_per_mm(self) -> float: ...
 
 
 class Direction(StrEnum):
@@ -101,7 +118,7 @@ class LinkSettings:
     poll_s: float = 0.01
 
     @classmethod
-    def from_config(cls, cfg: FirmwareConfig) -> LinkSettings:
+    def from_config(cls, cfg: LinkConfig) -> LinkSettings:
         return cls(heartbeat_s=cfg.heartbeat_s, link_timeout_s=cfg.link_timeout_s,
                    reconnect_min_s=cfg.reconnect_min_s, reconnect_max_s=cfg.reconnect_max_s,
                    command_timeout_s=cfg.command_timeout_s, command_retry_s=cfg.command_retry_s,

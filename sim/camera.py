@@ -24,7 +24,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from calib.board import TargetGeometry
+from sim.board import TargetGeometry
 from sim.target import TargetPlacement
 
 FloatArray = npt.NDArray[np.float64]

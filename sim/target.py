@@ -1,6 +1,6 @@
 """The cross-modal calibration target on the virtual belt: where it lies and what the X-ray line sees of it.
 
-The board itself (:class:`calib.board.TargetGeometry`) is commissioning's definition; this module places it on
+The board itself (:class:`sim.board.TargetGeometry`) is the target commissioning builds; this module places it on
 the belt and turns it into per-material path lengths for the physics, so the virtual scanner renders exactly
 the target an engineer builds from ``edge calibrate target``.
 
@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from calib.board import FloatArray, TargetGeometry, black_mask_cached
+from sim.board import FloatArray, TargetGeometry, black_mask_cached
 
 
 @dataclass(frozen=True, slots=True)

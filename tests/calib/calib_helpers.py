@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from calib.board import TargetGeometry
+from sim.board import TargetGeometry
 from sim.camera import ExitCamera
 
 

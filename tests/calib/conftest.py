@@ -7,7 +7,7 @@ from pathlib import Path
 import cv2
 import pytest
 
-from calib.board import TargetGeometry
+from sim.board import TargetGeometry
 from sim.camera import CameraSpec, ExitCamera, simulate_intrinsics_views, simulate_target_pass, write_capture_set
 from sim.physics import DualEnergyScanner
 from sim.target import TargetPlacement

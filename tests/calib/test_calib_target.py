@@ -10,10 +10,10 @@ import cv2
 import numpy as np
 from typer.testing import CliRunner
 
-from calib.board import TargetGeometry
 from calib.cli import calibrate_app
 from calib.detect import detect_charuco
 from calib.target import board_spec, load_geometry
+from sim.board import TargetGeometry
 
 
 def _png_dpi(data: bytes) -> float:

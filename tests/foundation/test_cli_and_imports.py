@@ -21,7 +21,7 @@ def _run(*args: str) -> subprocess.CompletedProcess[str]:
 def test_runtime_packages_do_not_import_torch() -> None:
     code = (
         "import sys, importlib, pkgutil\n"
-        "for top in ('edge', 'calib', 'firmware_bridge', 'sim'):\n"
+        "for top in ('edge', 'edge_tools', 'calib', 'firmware_bridge', 'sim'):\n"
         "    pkg = importlib.import_module(top)\n"
         "    for m in pkgutil.walk_packages(pkg.__path__, top + '.'):\n"
         "        if m.name.endswith('__main__'): continue\n"

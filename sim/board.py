@@ -1,7 +1,9 @@
 """The cross-modal calibration target as built: one ChArUco board seen alike by the X-ray line and the exit camera.
 
-Commissioning owns the target's definition (``calib.target`` writes its printable and laser-cut files from it,
-``edge calibrate homography`` detects it); the virtual scanner (``sim.target``) renders the same board. The
+Commissioning uses the target's definition (``calib.target`` writes its printable and laser-cut files from it,
+``edge calibrate homography`` detects it); the virtual scanner (``sim.target``) renders the same board. It lives
+in ``sim`` because both need it and commissioning may import the virtual scanner (``--from-sim`` calibrations),
+never the reverse (docs/architecture.md, package table). The
 physical target is a stack, bottom to top:
 
 1. a rigid substrate sheet (default 3 mm PE) that keeps the board flat on the belt,
@@ -16,7 +18,7 @@ Board coordinates are millimetres with the origin at the board's top-left corner
 exactly OpenCV's ``CharucoBoard`` object coordinates. Pixel convention: pixel ``i`` covers ``[i, i+1)`` so a
 point at ``u`` mm lies at image coordinate ``u * px_per_mm - 0.5`` (OpenCV's centre convention).
 
-Must not: do I/O (writing files is ``calib.target``'s job) or import ``sim/``.
+Must not: do I/O (writing files is ``calib.target``'s job) or import ``calib/`` or another ``sim`` module.
 """
 
 from __future__ import annotations
