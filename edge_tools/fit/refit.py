@@ -41,6 +41,7 @@ from edge.backends import SessionOptions, open_model
 from edge.bundles.loader import Bundle, load_bundle, sha256_file
 from edge.bundles.manifest import (
     MANIFEST_FILE,
+    BundleManifest,
     DetectorRef,
     ModelFormat,
     NormalisationKind,
@@ -60,9 +61,11 @@ from edge.bundles.writer import BundleContent, BundleModel, package_versions, wr
 from edge.condition.composer import compose
 from edge.condition.conditioner import Conditioner
 from edge.config import load_config
+from edge.config.root import EdgeConfig
+from edge.contracts import InputContract
 from edge.errors import BackendError, BundleError, CalibrationError, FrameError
 from edge.records import ItemMeta, RawItem
-from edge.screening import ModelHolder, load_models
+from edge.screening import ModelHolder, ModelSet, load_models
 from edge.stages.condition import ConditionStage
 from edge.stages.detect import DetectStage
 from edge_tools.eval.metrics import MIN_BENIGN_ITEMS, benign_rate_threshold
@@ -277,8 +280,221 @@ def _iso(wall: float | None) -> str:
     return dt.datetime.fromtimestamp(wall, dt.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
 
+@dataclass(frozen=True, slots=True)
+class _Sources:
+    """Step 1's result: the service's config, the bundle refitted (and its ONNX graph), the records and the
+    items held out of the fit."""
+
+    cfg: EdgeConfig
+    base: Bundle
+    base_onnx: Path
+    model: onnx.ModelProto
+    selection: Selection
+    holdout_ids: frozenset[str]
+
+
+@dataclass(frozen=True, slots=True)
+class _Embedded:
+    """Step 2's result: the Gaussian accumulated from the fit items, the held-out items' crops (one array per
+    item, in record order), how many items fed the fit and why others were skipped."""
+
+    accumulator: GaussianAccumulator
+    held: tuple[NDArray[np.float32], ...]
+    held_ids: tuple[str, ...]
+    items_fit: int
+    skipped: dict[str, int]
+
+
+@dataclass(frozen=True, slots=True)
+class _Fitted:
+    """Step 3's result: the Gaussian (``size`` x ``size`` positions) and the held-out crops and embeddings."""
+
+    mean: NDArray[np.float32]
+    inv_cov: NDArray[np.float32]
+    size: int
+    held_crops: NDArray[np.float32]
+    held_emb: NDArray[np.float32]
+
+
+@dataclass(frozen=True, slots=True)
+class _Calibration:
+    """Step 4's result: the held-out reference maps and scores, and the thresholds and normalisation set on them."""
+
+    ref_maps: NDArray[np.float32]
+    ref_scores: NDArray[np.float32]
+    raw_threshold: float
+    norm: ScoreNormalisation
+    item_threshold: float | None
+    thresholds: dict[str, float]
+
+
+def _gather(settings: FitSettings, progress: Callable[[str], None]) -> _Sources:
+    """Step 1: the config, the starting bundle, the CLEAR records with saved inputs and the held-out split."""
+    cfg = load_config(settings.config)
+    base, base_onnx, model = _base_bundle(settings, cfg.models.scorer)
+    _check_out(settings, base.root)
+    selection: Selection = select_records(settings.audit_dir, settings.since, settings.until)
+    holdout_ids = _split(selection.records, settings.holdout, settings.seed)
+    progress(f"{len(selection.records)} CLEAR records with saved inputs ({selection.in_range} decided in range, "
+             f"{selection.clear} CLEAR); {len(holdout_ids)} items held out for the threshold")
+    return _Sources(cfg, base, base_onnx, model, selection, frozenset(holdout_ids))
+
+
+def _stages(settings: FitSettings, cfg: EdgeConfig) -> tuple[ConditionStage, DetectStage, ModelSet]:
+    """The service's own condition and detect stages (its calibrations, its detector, ``max_objects``)."""
+    try:
+        conditioner = Conditioner.from_config(cfg.condition)
+    except CalibrationError as exc:
+        raise FitError(f"{settings.config}: the calibrations named in condition: cannot be used: {exc}") from exc
+    models = load_models(cfg.models.model_copy(update={"scorer": None, "threads": settings.threads}))
+    return ConditionStage(conditioner), DetectStage(ModelHolder(models), cfg.models.max_objects), models
+
+
+def _embed(settings: FitSettings, sources: _Sources, condition: ConditionStage, detect: DetectStage,
+           embedder: _Embedder, progress: Callable[[str], None]) -> _Embedded:
+    """Step 2: each record through condition and detect; its object crops into the Gaussian, or kept aside when
+    the item is held out."""
+    records, contract = sources.selection.records, sources.base.contract
+    accumulator = GaussianAccumulator()
+    held: list[NDArray[np.float32]] = []
+    held_ids: list[str] = []
+    skipped: dict[str, int] = {}
+    items_fit = 0
+    pending: list[NDArray[np.float32]] = []
+    for n, record in enumerate(records, 1):
+        try:
+            detected = detect(condition(_load_inputs(record)))
+        except (FrameError, CalibrationError, BackendError) as exc:
+            reason = type(exc).__name__
+            skipped[reason] = skipped.get(reason, 0) + 1
+            log.warning("item skipped", extra={"item_id": record.item_id, "error": str(exc)})
+            continue
+        if not detected.detections:
+            skipped["no_objects"] = skipped.get("no_objects", 0) + 1
+            continue
+        crops = compose(detected.image, contract, [d.box for d in detected.detections])
+        if record.item_id in sources.holdout_ids:
+            held.append(crops)
+            held_ids.append(record.item_id)
+        else:
+            pending.append(crops)
+            items_fit += 1
+            if sum(len(p) for p in pending) >= settings.batch:
+                accumulator.add(embedder(np.concatenate(pending)))
+                pending.clear()
+        if n % 50 == 0:
+            progress(f"{n}/{len(records)} items: {accumulator.count} objects embedded")
+    if pending:
+        accumulator.add(embedder(np.concatenate(pending)))
+    return _Embedded(accumulator, tuple(held), tuple(held_ids), items_fit, skipped)
+
+
+def _fit(settings: FitSettings, embedded: _Embedded, embedder: _Embedder, contract: InputContract,
+         base_onnx: Path) -> _Fitted:
+    """Step 3: enough objects on both sides, the Gaussian, the held-out crops embedded."""
+    shape = (0, contract.tensor_channels, contract.height, contract.width)
+    held_crops = np.concatenate(embedded.held) if embedded.held else np.zeros(shape, np.float32)
+    count = embedded.accumulator.count
+    if count < settings.min_objects:
+        raise FitError(f"only {count} benign objects for the fit (from {embedded.items_fit} items; "
+                       f"{len(held_crops)} more held out), at least {settings.min_objects} are needed: "
+                       "collect more CLEAR items with saved inputs, widen --since, or lower --min-objects")
+    if len(held_crops) < settings.min_holdout:
+        raise FitError(f"only {len(held_crops)} held-out benign objects (from {len(embedded.held_ids)} items), at "
+                       f"least {settings.min_holdout} are needed to set the threshold: collect more items "
+                       "or raise --holdout")
+    mean, inv_cov = embedded.accumulator.result(settings.eps)
+    held_emb = np.concatenate([embedder(held_crops[i:i + settings.batch])
+                               for i in range(0, len(held_crops), settings.batch)])
+    size = math.isqrt(mean.shape[0])
+    if size * size != mean.shape[0]:
+        raise FitError(f"{base_onnx}: {mean.shape[0]} Gaussian positions do not form a square map")
+    return _Fitted(mean, inv_cov, size, held_crops, held_emb)
+
+
+def _calibrate(base: Bundle, fitted: _Fitted, held: tuple[NDArray[np.float32], ...]) -> _Calibration:
+    """Step 4: the held-out objects scored by the new Gaussian set the raw threshold, the normalisation (the
+    starting bundle's kind) and, with enough items, the item threshold."""
+    ref_maps, ref_scores = mahalanobis_maps(fitted.held_emb, fitted.mean, fitted.inv_cov, fitted.size)
+    raw_threshold = float(np.quantile(ref_scores, BENIGN_QUANTILE))
+    low = float(ref_scores.min())
+    if not raw_threshold > low:
+        raise FitError(f"the {len(ref_scores)} held-out objects all score {low:.4g}: cannot set a threshold "
+                       "(are the saved items all the same?)")
+    base_kind = base.manifest.normalisation.kind
+    plain = base_kind in (NormalisationKind.NONE, NormalisationKind.MINMAX)
+    kind = NormalisationKind.CENTRED if plain else base_kind
+    norm = ScoreNormalisation(kind, low, low + 2 * (raw_threshold - low), raw_threshold)
+    item_threshold = _item_threshold(norm.apply(ref_scores), [len(h) for h in held])
+    thresholds = {k: v for k, v in base.manifest.thresholds.items() if k != ITEM_THRESHOLD_KEY}
+    thresholds[DECISION_THRESHOLD_KEY] = 0.5
+    if item_threshold is not None:
+        thresholds[ITEM_THRESHOLD_KEY] = item_threshold
+    return _Calibration(ref_maps, ref_scores, raw_threshold, norm, item_threshold, thresholds)
+
+
+def _export(sources: _Sources, fitted: _Fitted, cal: _Calibration, work: Path) -> tuple[Path, Path]:
+    """Step 5a: the refitted ONNX (Gaussian and metadata) and its OpenVINO FP32 IR, in ``work``."""
+    model, name = sources.model, sources.base.manifest.name
+    norm = cal.norm
+    padim_graph.set_gaussian(model, fitted.mean, fitted.inv_cov, str(sources.base_onnx))
+    padim_graph.set_meta(model, cal.thresholds, {"kind": str(norm.kind), "low": norm.low, "high": norm.high,
+                                                 "centre": norm.centre})
+    onnx_path, xml = work / f"{name}.onnx", work / f"{name}_fp32.xml"
+    onnx.save(model, str(onnx_path))
+    meta = padim_graph.read_meta(model)
+    if meta is not None:
+        meta = {**meta, "precision": "fp32"}
+    _to_openvino(onnx_path, xml, None if meta is None else json.dumps(meta, sort_keys=True))
+    return onnx_path, xml
+
+
+def _verify(settings: FitSettings, fitted: _Fitted, cal: _Calibration, onnx_path: Path, xml: Path) -> ParityReport:
+    """Step 5b: both backends against the numpy reference on held-out crops; no bundle when they disagree."""
+    k = min(settings.parity_samples, len(fitted.held_crops))
+    reference = {"anomaly_map": cal.ref_maps[:k], "score": cal.ref_scores[:k]}
+    report = _parity(reference, [("onnxruntime", onnx_path), ("openvino", xml)], fitted.held_crops[:k], cal.norm,
+                     0.5, settings.threads, settings.batch)
+    if not report.passed:
+        lines = "; ".join(f"{e.backend}: max_rel {e.max_rel:.3g}, agreement {e.decision_agreement}"
+                          for e in report.entries)
+        raise FitError(f"the refitted models disagree with the numpy reference ({lines}); no bundle written")
+    return report
+
+
+def _content(settings: FitSettings, sources: _Sources, embedded: _Embedded, cal: _Calibration,
+             detector: BundleManifest) -> BundleContent:
+    """Step 5c: the new bundle's manifest content: version, provenance (what it learnt from), notes."""
+    base, selection = sources.base.manifest, sources.selection
+    name, item_threshold = base.name, cal.item_threshold
+    version = settings.version or f"{base.version}-site.{_today()}"
+    span = f"{_iso(selection.first_wall)} .. {_iso(selection.last_wall)}"
+    training = (f"Gaussian refitted on site by `edge fit` on {embedded.accumulator.count} benign object crops from "
+                f"{embedded.items_fit} CLEAR items (audit store {settings.audit_dir.resolve()}, decided {span}, "
+                f"--since {settings.since.isoformat()}"
+                + ("" if settings.until is None else f" --until {settings.until.isoformat()}")
+                + f"); objects from the service's detector "
+                f"{detector.name}@{detector.version}; "
+                f"threshold = {BENIGN_QUANTILE:.0%} of {len(cal.ref_scores)} held-out benign objects from "
+                f"{len(embedded.held_ids)} other items (seed {settings.seed}); "
+                + ("no item threshold (fewer than "
+                   f"{MIN_BENIGN_ITEMS} held-out items)" if item_threshold is None else
+                   f"item threshold {item_threshold:.6g} = {BENIGN_QUANTILE:.0%} of those items clear")
+                + "; backbone from "
+                f"{name}@{base.version} ({base.content_sha256[:12]})")
+    item_note = "" if item_threshold is None else item_threshold_note(
+        item_threshold, f"{BENIGN_QUANTILE:.0%} of {len(embedded.held_ids)} held-out items clear, edge fit {_today()}",
+        f"{detector.name}@{detector.version}")
+    notes = (item_note + f"site refit of {name}@{base.version} (edge fit); "
+             f"raw threshold {cal.raw_threshold:.6g}; " + without_item_threshold_note(base.notes))
+    return BundleContent(name=name, version=version, role=Role.SCORER, contract=sources.base.contract,
+                         outputs=base.outputs, thresholds=cal.thresholds, normalisation=cal.norm,
+                         classes=base.classes, training_data=training, notes=notes,
+                         item_detector=None if item_threshold is None else DetectorRef.of(detector))
+
+
 def run_fit(settings: FitSettings, progress: Callable[[str], None] = lambda _: None) -> FitResult:
-    """Refit and write the bundle; see the module docstring for the steps.
+    """Refit and write the bundle; the steps are the module docstring's, one function each.
 
     Raises:
         FitError: nothing usable in the audit store, too few objects, a bundle that is not PaDiM-style, an
@@ -288,146 +504,31 @@ def run_fit(settings: FitSettings, progress: Callable[[str], None] = lambda _: N
     """
     started = time.monotonic()
     seconds: dict[str, float] = {}
-    cfg = load_config(settings.config)
-    base, base_onnx, model = _base_bundle(settings, cfg.models.scorer)
-    _check_out(settings, base.root)
-    selection: Selection = select_records(settings.audit_dir, settings.since, settings.until)
-    records = selection.records
-    holdout_ids = _split(records, settings.holdout, settings.seed)
-    progress(f"{len(records)} CLEAR records with saved inputs ({selection.in_range} decided in range, "
-             f"{selection.clear} CLEAR); {len(holdout_ids)} items held out for the threshold")
-    try:
-        conditioner = Conditioner.from_config(cfg.condition)
-    except CalibrationError as exc:
-        raise FitError(f"{settings.config}: the calibrations named in condition: cannot be used: {exc}") from exc
-    detector_cfg = cfg.models.model_copy(update={"scorer": None, "threads": settings.threads})
-    models = load_models(detector_cfg)
-    condition, detect = ConditionStage(conditioner), DetectStage(ModelHolder(models), cfg.models.max_objects)
-    contract = base.contract
-    accumulator = GaussianAccumulator()
-    held: list[NDArray[np.float32]] = []
-    skipped: dict[str, int] = {}
-    items_fit = 0
-    held_ids: list[str] = []
+    sources = _gather(settings, progress)
+    condition, detect, models = _stages(settings, sources.cfg)
+    detector = models.detector.bundle.manifest
     seconds["setup"] = time.monotonic() - started
     with tempfile.TemporaryDirectory(prefix="edge-fit-") as tmp:
         work = Path(tmp)
-        embedder = _Embedder(model, str(base_onnx), work, settings.threads)
-        pending: list[NDArray[np.float32]] = []
+        embedder = _Embedder(sources.model, str(sources.base_onnx), work, settings.threads)
         try:
             t0 = time.monotonic()
-            for n, record in enumerate(records, 1):
-                try:
-                    detected = detect(condition(_load_inputs(record)))
-                except (FrameError, CalibrationError, BackendError) as exc:
-                    reason = type(exc).__name__
-                    skipped[reason] = skipped.get(reason, 0) + 1
-                    log.warning("item skipped", extra={"item_id": record.item_id, "error": str(exc)})
-                    continue
-                if not detected.detections:
-                    skipped["no_objects"] = skipped.get("no_objects", 0) + 1
-                    continue
-                crops = compose(detected.image, contract, [d.box for d in detected.detections])
-                if record.item_id in holdout_ids:
-                    held.append(crops)
-                    held_ids.append(record.item_id)
-                else:
-                    pending.append(crops)
-                    items_fit += 1
-                    if sum(len(p) for p in pending) >= settings.batch:
-                        accumulator.add(embedder(np.concatenate(pending)))
-                        pending.clear()
-                if n % 50 == 0:
-                    progress(f"{n}/{len(records)} items: {accumulator.count} objects embedded")
-            if pending:
-                accumulator.add(embedder(np.concatenate(pending)))
+            embedded = _embed(settings, sources, condition, detect, embedder, progress)
             seconds["condition_detect_embed"] = time.monotonic() - t0
-            shape = (0, contract.tensor_channels, contract.height, contract.width)
-            held_crops = np.concatenate(held) if held else np.zeros(shape, np.float32)
-            if accumulator.count < settings.min_objects:
-                raise FitError(f"only {accumulator.count} benign objects for the fit (from {items_fit} items; "
-                               f"{len(held_crops)} more held out), at least {settings.min_objects} are needed: "
-                               "collect more CLEAR items with saved inputs, widen --since, or lower --min-objects")
-            if len(held_crops) < settings.min_holdout:
-                raise FitError(f"only {len(held_crops)} held-out benign objects (from {len(held_ids)} items), at "
-                               f"least {settings.min_holdout} are needed to set the threshold: collect more items "
-                               "or raise --holdout")
             t0 = time.monotonic()
-            mean, inv_cov = accumulator.result(settings.eps)
-            held_emb = np.concatenate([embedder(held_crops[i:i + settings.batch])
-                                       for i in range(0, len(held_crops), settings.batch)])
+            fitted = _fit(settings, embedded, embedder, sources.base.contract, sources.base_onnx)
             seconds["fit"] = time.monotonic() - t0
         finally:
             embedder.close()
             models.close()
-        size = math.isqrt(mean.shape[0])
-        if size * size != mean.shape[0]:
-            raise FitError(f"{base_onnx}: {mean.shape[0]} Gaussian positions do not form a square map")
-        ref_maps, ref_scores = mahalanobis_maps(held_emb, mean, inv_cov, size)
-        raw_threshold = float(np.quantile(ref_scores, BENIGN_QUANTILE))
-        low = float(ref_scores.min())
-        if not raw_threshold > low:
-            raise FitError(f"the {len(ref_scores)} held-out objects all score {low:.4g}: cannot set a threshold "
-                           "(are the saved items all the same?)")
-        base_kind = base.manifest.normalisation.kind
-        plain = base_kind in (NormalisationKind.NONE, NormalisationKind.MINMAX)
-        kind = NormalisationKind.CENTRED if plain else base_kind
-        norm = ScoreNormalisation(kind, low, low + 2 * (raw_threshold - low), raw_threshold)
-        item_threshold = _item_threshold(norm.apply(ref_scores), [len(h) for h in held])
-        thresholds = {k: v for k, v in base.manifest.thresholds.items() if k != ITEM_THRESHOLD_KEY}
-        thresholds[DECISION_THRESHOLD_KEY] = 0.5
-        if item_threshold is not None:
-            thresholds[ITEM_THRESHOLD_KEY] = item_threshold
-        norm_dict = {"kind": str(norm.kind), "low": norm.low, "high": norm.high, "centre": norm.centre}
-        # Refitted ONNX (Gaussian + metadata) and its OpenVINO FP32 IR.
+        cal = _calibrate(sources.base, fitted, embedded.held)
         t0 = time.monotonic()
-        padim_graph.set_gaussian(model, mean, inv_cov, str(base_onnx))
-        padim_graph.set_meta(model, thresholds, norm_dict)
-        name = base.manifest.name
-        onnx_path, xml = work / f"{name}.onnx", work / f"{name}_fp32.xml"
-        onnx.save(model, str(onnx_path))
-        meta = padim_graph.read_meta(model)
-        if meta is not None:
-            meta = {**meta, "precision": "fp32"}
-        _to_openvino(onnx_path, xml, None if meta is None else json.dumps(meta, sort_keys=True))
+        onnx_path, xml = _export(sources, fitted, cal, work)
         seconds["export"] = time.monotonic() - t0
         t0 = time.monotonic()
-        k = min(settings.parity_samples, len(held_crops))
-        reference = {"anomaly_map": ref_maps[:k], "score": ref_scores[:k]}
-        report = _parity(reference, [("onnxruntime", onnx_path), ("openvino", xml)], held_crops[:k], norm, 0.5,
-                         settings.threads, settings.batch)
+        report = _verify(settings, fitted, cal, onnx_path, xml)
         seconds["parity"] = time.monotonic() - t0
-        if not report.passed:
-            lines = "; ".join(f"{e.backend}: max_rel {e.max_rel:.3g}, agreement {e.decision_agreement}"
-                              for e in report.entries)
-            raise FitError(f"the refitted models disagree with the numpy reference ({lines}); no bundle written")
-        below = float(np.mean(norm.apply(ref_scores) < 0.5))
-        version = settings.version or f"{base.manifest.version}-site.{_today()}"
-        span = f"{_iso(selection.first_wall)} .. {_iso(selection.last_wall)}"
-        training = (f"Gaussian refitted on site by `edge fit` on {accumulator.count} benign object crops from "
-                    f"{items_fit} CLEAR items (audit store {settings.audit_dir.resolve()}, decided {span}, "
-                    f"--since {settings.since.isoformat()}"
-                    + ("" if settings.until is None else f" --until {settings.until.isoformat()}")
-                    + f"); objects from the service's detector "
-                    f"{models.detector.bundle.manifest.name}@{models.detector.bundle.manifest.version}; "
-                    f"threshold = {BENIGN_QUANTILE:.0%} of {len(ref_scores)} held-out benign objects from "
-                    f"{len(held_ids)} other items (seed {settings.seed}); "
-                    + ("no item threshold (fewer than "
-                       f"{MIN_BENIGN_ITEMS} held-out items)" if item_threshold is None else
-                       f"item threshold {item_threshold:.6g} = {BENIGN_QUANTILE:.0%} of those items clear")
-                    + "; backbone from "
-                    f"{name}@{base.manifest.version} ({base.manifest.content_sha256[:12]})")
-        detector = f"{models.detector.bundle.manifest.name}@{models.detector.bundle.manifest.version}"
-        item_note = "" if item_threshold is None else item_threshold_note(
-            item_threshold, f"{BENIGN_QUANTILE:.0%} of {len(held_ids)} held-out items clear, edge fit {_today()}",
-            detector)
-        notes = (item_note + f"site refit of {name}@{base.manifest.version} (edge fit); "
-                 f"raw threshold {raw_threshold:.6g}; " + without_item_threshold_note(base.manifest.notes))
-        content = BundleContent(name=name, version=version, role=Role.SCORER, contract=contract,
-                                outputs=base.manifest.outputs, thresholds=thresholds, normalisation=norm,
-                                classes=base.manifest.classes, training_data=training, notes=notes,
-                                item_detector=None if item_threshold is None else DetectorRef.of(
-                                    models.detector.bundle.manifest))
+        content = _content(settings, sources, embedded, cal, detector)
         t0 = time.monotonic()
         bundle = write_bundle(settings.out, content,
                               [BundleModel(ModelFormat.ONNX, Precision.FP32, onnx_path),
@@ -435,8 +536,11 @@ def run_fit(settings: FitSettings, progress: Callable[[str], None] = lambda _: N
                               report, package_versions(), overwrite=settings.force)
         seconds["write"] = time.monotonic() - t0
     seconds["total"] = time.monotonic() - started
-    return FitResult(bundle=bundle, base=f"{name}@{base.manifest.version}", records=len(records),
-                     items_fit=items_fit, items_holdout=len(held_ids), objects_fit=accumulator.count,
-                     objects_holdout=len(ref_scores), raw_threshold=raw_threshold, holdout_below=below,
-                     holdout_items=tuple(held_ids), item_threshold=item_threshold, skipped=skipped,
+    base = sources.base.manifest
+    below = float(np.mean(cal.norm.apply(cal.ref_scores) < 0.5))
+    return FitResult(bundle=bundle, base=f"{base.name}@{base.version}", records=len(sources.selection.records),
+                     items_fit=embedded.items_fit, items_holdout=len(embedded.held_ids),
+                     objects_fit=embedded.accumulator.count, objects_holdout=len(cal.ref_scores),
+                     raw_threshold=cal.raw_threshold, holdout_below=below,
+                     holdout_items=embedded.held_ids, item_threshold=cal.item_threshold, skipped=embedded.skipped,
                      seconds={k: round(v, 2) for k, v in seconds.items()})
