@@ -72,5 +72,8 @@ def open_source(src: Any, scanner_id: str, deadline_s: float) -> FrameSource:
     except ImportError as exc:
         raise SourceError(f"source.type: {kind!r} needs {module_name}, which this install cannot import "
                           f"({exc})") from exc
-    source: FrameSource = getattr(module, factory_name)(src, scanner_id, deadline_s)
+    try:
+        source: FrameSource = getattr(module, factory_name)(src, scanner_id, deadline_s)
+    except ImportError as exc:  # an optional package found missing only when the source is built (sim.SimExtraMissing)
+        raise SourceError(f"source.type: {kind!r}: {exc}") from exc
     return source

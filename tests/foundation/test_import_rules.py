@@ -134,6 +134,31 @@ def test_sources_come_from_the_registry() -> None:
         open_source(Unknown(), "s1", 1.0)
 
 
+def test_a_sim_source_without_the_simulator_is_a_source_error() -> None:
+    """``edge run`` says ``cannot start: <this>`` instead of a traceback on a box installed without the sim extra."""
+    code = (
+        "import sys, importlib.util\n"
+        "_find = importlib.util.find_spec\n"
+        "class _Absent:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] in ('spekpy', 'xraydb'):\n"
+        "            raise ModuleNotFoundError(name)\n"
+        "sys.meta_path.insert(0, _Absent())\n"
+        "importlib.util.find_spec = lambda n, p=None: None if n in ('spekpy', 'xraydb') else _find(n, p)\n"
+        "from edge.config.source import SimSourceConfig\n"
+        "from edge.errors import SourceError\n"
+        "from edge.sources import open_source\n"
+        "try:\n"
+        "    open_source(SimSourceConfig(), 's1', 5.0).close()\n"
+        "except SourceError as exc:\n"
+        "    print(exc)\n"
+    )
+    result = _run("-c", code)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("source.type: 'sim': the virtual scanner needs spekpy and xraydb"), result.stdout
+    assert "pip install 'xray-edge[sim]'" in result.stdout
+
+
 # ---- the static graph ----
 
 def _module_name(path: Path) -> str:
