@@ -229,29 +229,17 @@ def eval_detector(
                                                     "writes) for a checkpoint"),
     iterations: int = ITERATIONS,
 ) -> None:
-    """AR@100 / mAP (pycocotools) on a held-out sim cache and recall@IoU0.5 (≤20 proposals) on real images.
+    """AR@100 / mAP on a held-out sim cache and recall@IoU0.5 (≤20 proposals) on real images.
 
     Example: edge-export train eval-detector --ckpt /tmp/xray-recipes/det.pt --data /tmp/xray-recipes/sim-val
     (or --bundle models/detector-agnostic: a shipped bundle, whose checkpoints are gone)
     """
     import json
 
-    import numpy as np
     import torch
 
-    from edge.boxes import box_iou
     from export.recipes import detector as det
-    from export.recipes.evaluate import (
-        OVERLAP_BANDS,
-        coco_metrics,
-        overlap_band,
-        postprocess,
-        real_images,
-        real_recall,
-        realdata_root,
-        recall_at,
-    )
-    from export.recipes.simdata import load_det
+    from export.recipes.detector_eval import agnostic_report
 
     if (ckpt is None) == (bundle is None):
         raise typer.BadParameter("give exactly one of --ckpt and --bundle")
@@ -275,38 +263,8 @@ def eval_detector(
             vote_iou = float(load_bundle(bundle, verify_hashes=False).manifest.thresholds.get(VOTE_IOU_KEY, 0.0))
     vote_iou = PACK_VOTE_IOU if vote_iou is None else vote_iou
     torch.set_num_threads(1)
-    run = _detector_fn(model)
-    ds = load_det(data)
-    scale = cfg.size / ds.images.shape[-1]
-    raw: list[tuple[np.ndarray, np.ndarray]] = []
-    for i in range(0, len(ds.images), 16):
-        x = np.stack([det.plain(im, cfg.channels, cfg.size) for im in ds.images[i:i + 16]])
-        b, s = run(x)  # type: ignore[operator]
-        raw.extend((b[k], s[k]) for k in range(len(x)))
-    dets = [postprocess(b, s, threshold, nms_iou, 100, vote_iou) for b, s in raw]
-    gts = [g * scale for g in ds.boxes]
-    m = coco_metrics(gts, dets)
-    m["recall50@20"] = recall_at(gts, [d[0][:20] for d in dets])
-    out: dict[str, object] = {"sim": m, "items": len(gts), "boxes": int(sum(len(g) for g in gts))}
-    # the same figures on the objects that overlap no other, a little, or heavily (is AR@100 lost to clutter?)
-    out["sim_by_overlap"] = {band: coco_metrics(gts, dets, [overlap_band(g, band) for g in gts])
-                             for band in OVERLAP_BANDS}
-    sweep = {}
-    for t in (0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65):
-        kept = [postprocess(b, s, t, nms_iou, 32, vote_iou)[0] for b, s in raw]  # as the detect stage
-        rec = recall_at(gts, kept)
-        n = sum(len(k) for k in kept)
-        prec = sum(int((box_iou(k, g).max(axis=1) >= 0.5).sum()) for k, g in zip(kept, gts, strict=True)
-                   if len(k) and len(g)) / max(n, 1)
-        sweep[t] = {"recall50": round(rec, 3), "precision50": round(prec, 3), "dets_per_gt": round(n / max(
-            sum(len(g) for g in gts), 1), 2)}
-    out["threshold_sweep"] = sweep
-    root = realdata_root()
-    if root.is_dir():
-        contract = det.contract(cfg.channels, cfg.size)
-        real = real_images(root, as_pseudo_colour=cfg.channels == "pc")
-        out["real"] = real_recall(run, contract, real, real_threshold, nms_iou, 20,  # type: ignore[arg-type]
-                                  vote_iou)
+    out = agnostic_report(_detector_fn(model), cfg.channels, cfg.size, data, threshold,  # type: ignore[arg-type]
+                          nms_iou, real_threshold, vote_iou)
     typer.echo(json.dumps(out, indent=1))
 
 
@@ -424,7 +382,7 @@ def eval_detector_classes(
     vote_iou: float | None = typer.Option(None, help="box voting IoU after per-class NMS (0 = off; default: "
                                                       "the bundle's thresholds.vote_iou, or what packs write)"),
 ) -> None:
-    """Per-class COCO mAP@[.5:.95] / mAP50 / mAP75 (pycocotools) overall and on heavy-overlap subsets, plus a
+    """Per-class COCO mAP@[.5:.95] / mAP50 / mAP75 overall and on heavy-overlap subsets, plus a
     threshold sweep (class-correct recall at IoU 0.5 and precision) for the bundle's operating point.
 
     ``--bundle`` measures what ships (its checkpoint may be long gone) on the same cache as a new checkpoint.
@@ -437,10 +395,9 @@ def eval_detector_classes(
     import numpy as np
     import torch
 
-    from edge.boxes import box_iou
     from export.recipes import detector as det
     from export.recipes import detector_classes as dc
-    from export.recipes.evaluate import coco_class_metrics, postprocess_labelled
+    from export.recipes.detector_eval import class_report
 
     if (ckpt is None) == (bundle is None):
         raise typer.BadParameter("give exactly one of --ckpt and --bundle")
@@ -479,28 +436,10 @@ def eval_detector_classes(
         raw.extend((got["boxes"][k], got["scores"][k], got["labels"][k]) for k in range(len(x)))
     vote_iou = PACK_VOTE_IOU if vote_iou is None else vote_iou
     scale = size / ds.images.shape[-1]
-    dets = [postprocess_labelled(b, s, lab, threshold, nms_iou, 100, vote_iou) for b, s, lab in raw]
     gts, gls = zip(*[ds.labelled(i) for i in range(len(ds.images))], strict=True)
-    gts_s = [g * scale for g in gts]
-    out: dict[str, object] = {**source, "vote_iou": vote_iou, "items": len(gts),
-                              "all": coco_class_metrics(gts_s, gls, dets, dc.CLASSES)}
-    for t in heavy_iou:
-        subset = [ds.heavy(i, t)[ds.labels[i] >= 0] for i in range(len(ds.images))]
-        out[f"heavy_overlap_iou{t:g}"] = coco_class_metrics(gts_s, gls, dets, dc.CLASSES, subset)
-    sweep = {}
-    n_gt = sum(len(g) for g in gts_s)
-    for t in (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4):
-        kept = [postprocess_labelled(b, s, lab, t, nms_iou, 32, vote_iou) for b, s, lab in raw]
-        hit = tp = n = 0
-        for (kb, _, kl), g, gl in zip(kept, gts_s, gls, strict=True):
-            n += len(kb)
-            if len(kb) and len(g):
-                m = box_iou(g, kb) * (np.asarray(gl)[:, None] == kl[None, :])
-                hit += int((m.max(axis=1) >= 0.5).sum())
-                tp += int((m.max(axis=0) >= 0.5).sum())
-        sweep[t] = {"recall50": round(hit / max(n_gt, 1), 3), "precision50": round(tp / max(n, 1), 3),
-                    "dets_per_gt": round(n / max(n_gt, 1), 2)}
-    out["threshold_sweep"] = sweep
+    heavy = {t: [ds.heavy(i, t)[ds.labels[i] >= 0] for i in range(len(ds.images))] for t in heavy_iou}
+    report = class_report(raw, [g * scale for g in gts], gls, heavy, dc.CLASSES, threshold, nms_iou, vote_iou)
+    out: dict[str, object] = {**source, "vote_iou": vote_iou, "items": len(gts), **report}
     typer.echo(json.dumps(out, indent=1))
 
 
