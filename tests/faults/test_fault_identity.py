@@ -14,6 +14,7 @@ import re
 import signal
 import subprocess
 import sys
+import time
 import uuid
 from collections import Counter
 from collections.abc import Callable
@@ -66,6 +67,9 @@ def test_item_ids_reused_after_a_restart_get_new_records(rig: Callable[..., Faul
     watch_out = tmp_path / "watch.txt"
     watch = _start_watch(r.broker.port, r.topic_prefix, watch_out)
     try:
+        # Its session must exist before the first record is published, or the first run's records are not its.
+        wait_until(lambda: "watching" in watch_out.read_text(errors="replace"), 60, "edge watch to subscribe")
+        time.sleep(0.5)  # the SUBACK
         names = [f"ctr{k:04d}" for k in range(1, 5)]  # a counter that starts again at 1 after a power cycle
         fed: list[FedItem] = []
         r.service.start()
