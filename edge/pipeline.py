@@ -81,9 +81,6 @@ MAX_UNSTORED = 1000
 """Decisions kept in memory while a sink cannot store them. Past it, their overlay pictures are dropped first,
 then (past twice it) the oldest CLEAR decisions; ALARM and UNSCREENED decisions are never dropped."""
 
-LINK_SETTLE_MARGIN_S = 0.5
-"""Added to the link's own timeout: how long after an item's scan the link history is final for its window."""
-
 
 @dataclass
 class _Unstored:

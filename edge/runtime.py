@@ -21,7 +21,7 @@ from edge.config import EdgeConfig
 from edge.config.camera import CameraConfig
 from edge.errors import CalibrationError, ConfigError
 from edge.journal import IntakeJournal
-from edge.pipeline import LINK_SETTLE_MARGIN_S, Pipeline, Stage, screening_stages
+from edge.pipeline import Pipeline, Stage, screening_stages
 from edge.ports import FrameSource, LinkMonitor, ResultSink
 from edge.publish.mqtt import MqttSink
 from edge.screening import ModelHolder, load_models
@@ -182,7 +182,7 @@ def build_runtime(cfg: EdgeConfig, source: FrameSource | None = None, extra_sink
         queue_depth=cfg.decide.queue_depth,
         source_stall_s=cfg.decide.source_stall_s,
         link=link,
-        link_settle_s=(cfg.firmware.link_timeout_s + LINK_SETTLE_MARGIN_S) if cfg.firmware is not None else 0.0,
+        link_settle_s=cfg.firmware.link_settle_s if cfg.firmware is not None else 0.0,
         scanning=tracker.scanning if tracker is not None else None,
         backpressure=cfg.source.type in ("voti", "dicos"),
         models=lambda: models.current.refs,  # after a reload, decisions name the models that made them
