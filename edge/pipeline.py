@@ -413,7 +413,7 @@ class Pipeline:
                 log.info("frame source recovered", extra={"failures": failures})
                 failures, self.source_problem = 0, None
             if item is None:
-                if getattr(self._source, "exhausted", False) and not self._early:
+                if self._source.exhausted and not self._early:
                     # Done (files replayed): stop asking. An exhausted source may answer at once instead of
                     # waiting out the timeout, and polling it would spin a core for nothing.
                     self.source_exhausted.set()

@@ -19,6 +19,12 @@ from edge.records import Decision, RawItem
 class FrameSource(Protocol):
     """Delivers whole items (a real scanner's spool, raw line files, DICOS, the virtual scanner)."""
 
+    @property
+    def exhausted(self) -> bool:
+        """True once a finite source (replayed files, a bounded virtual scanner) has delivered everything it will
+        ever deliver; a live source (a scanner's spool) is never exhausted. The pipeline stops asking then."""
+        ...
+
     def next_item(self, timeout_s: float) -> RawItem | None:
         """Block up to ``timeout_s`` for the next item; None if none arrived. Never raises for bad data:
         an unreadable item comes back with ``problem`` set. Raises ``SourceError`` only when the source is gone."""

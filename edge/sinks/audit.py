@@ -348,4 +348,4 @@ class InputSavingSource:
     @property
     def exhausted(self) -> bool:
         """Passed through: the pipeline asks a finite source (sim, replay) whether it has run dry."""
-        return bool(getattr(self._source, "exhausted", False))
+        return self._source.exhausted

@@ -200,5 +200,10 @@ class SpoolSource:
                       extra={"path": str(path), "error": str(exc)})
             self._stuck.add(path)
 
+    @property
+    def exhausted(self) -> bool:
+        """Never: a spool is live, the scanner's software may drop an item at any time."""
+        return False
+
     def close(self) -> None:
         return None

@@ -212,6 +212,15 @@ def test_idle_source_returns_none_within_its_timeout(build: Callable[[list[str]]
         assert time.monotonic() - started < timeout_s + SLACK_S
 
 
+def test_exhausted_is_a_bool_and_false_while_items_remain(build: Callable[[list[str]], FrameSource]) -> None:
+    """The pipeline reads ``exhausted`` straight through the port to stop polling a finished replay."""
+    source = build(["good"])
+    assert source.exhausted is False
+    assert source.next_item(120.0) is not None
+    source.next_item(0.3)
+    assert isinstance(source.exhausted, bool)
+
+
 def test_a_good_item_comes_with_its_pixels(build: Callable[[list[str]], FrameSource]) -> None:
     item = build(["good"]).next_item(120.0)
     assert item is not None and item.problem is None

@@ -341,6 +341,7 @@ class _LateSource:
         self._item: RawItem | None = item
         self.armed = threading.Event()
         self._delay_s = delay_s
+        self.exhausted = False
 
     def next_item(self, timeout_s: float) -> RawItem | None:
         if not self.armed.is_set() or self._item is None:
