@@ -73,7 +73,9 @@ class AuditStore:
         self.problem: str | None = None
         """Why the store cannot write (None when it can): read by the service's health."""
         self._usage = 0
-        self._started_wall = time.time()
+        self._fresh: set[str] | None = set()
+        """Paths this process writes while the first scan runs: the scan leaves them to the writer's count (file
+        times come from a coarse kernel clock, so "written after the start" cannot be told by mtime)."""
         self._scanned = threading.Event()
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -136,15 +138,21 @@ class AuditStore:
             pass
         return f"{item_id}.{record_id[:8]}"
 
-    @staticmethod
-    def _write(path: Path, data: bytes) -> int:
+    def _write(self, path: Path, data: bytes) -> int:
         """Write ``path``; return how many bytes the store grew by (a retried write replaces its own file)."""
+        self._claim(path)
         try:
             before = path.stat().st_size
         except FileNotFoundError:
             before = 0
         atomic_write_bytes(path, data)
         return len(data) - before
+
+    def _claim(self, path: Path) -> None:
+        """Mark ``path`` as counted by its writer, before it is written (see ``_fresh``)."""
+        with self._lock:
+            if self._fresh is not None:
+                self._fresh.add(str(path))
 
     def _over_bounds(self) -> bool:
         if self._usage > self._config.quota_mb * _MB:
@@ -176,6 +184,7 @@ class AuditStore:
             with open(tmp, "wb") as handle:
                 np.savez_compressed(handle, high=item.high, low=item.low)
             target = day / f"{item.meta.item_id}.npz"
+            self._claim(target)
             grew = tmp.stat().st_size - (target.stat().st_size if target.exists() else 0)
             os.replace(tmp, target)
         except OSError:
@@ -208,17 +217,20 @@ class AuditStore:
 
     def _initial_scan(self) -> None:
         """Count what was there before this process started; later files are counted as they are written."""
-        total = 0
         for day in _dirs(self._root):
             for entry in _entries(day):
+                if entry.name.startswith("."):
+                    continue  # a write in progress: its writer counts the file when it is renamed into place
                 try:
-                    st = entry.stat()
+                    size = entry.stat().st_size
                 except OSError:
                     continue
-                if st.st_mtime < self._started_wall:
-                    total += st.st_size
+                with self._lock:
+                    if self._fresh is not None and entry.path not in self._fresh:
+                        # a file a writer claims later replaces this one and counts only what it adds
+                        self._usage += size
         with self._lock:
-            self._usage += total
+            self._fresh = None
 
     def prune(self, now_wall: float | None = None) -> int:
         """Apply retention, quota and minimum free space; return how many records were removed."""

@@ -518,3 +518,18 @@ def test_edge_run_starts_on_a_full_disk_publishes_every_alarm_and_recovers(
     assert r.service.alive
     assert r.service.stop() == 0, r.service.log_tail()
     alarms.stop()
+
+
+def test_records_written_while_the_first_scan_runs_are_counted_once(tmp_path: Path) -> None:
+    """The running usage total counts a record written right after the start once, not twice (the first scan used
+    to tell "from before the start" by mtime, which comes from a coarse kernel clock: a record written within the
+    same tick was counted by the scan and by its writer, and the total drifted by a record, 1 run in 3)."""
+    root = tmp_path / "audit"
+    atomic_write_bytes(root / "2026-01-01" / "old.json", b"x" * 5000)  # a record of an earlier run
+    for attempt in range(30):
+        store = AuditStore(audit_config(root), "hub")
+        store.publish(make_decision(attempt, overlay=b"\xff\xd8" + b"j" * 20_000))
+        wait_until(store._scanned.is_set, 10, "the audit store's first scan")
+        on_disk = sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
+        assert store.usage_bytes() == on_disk, f"attempt {attempt}: the usage total drifted"
+        store.close(2)
