@@ -497,8 +497,10 @@ class Pipeline:
             self._settle_unscreened(meta, UnscreenedReason.LINK_DOWN,
                                     "scanner link was down while the item was scanned")
             return
-        if self._backpressure:
-            # Offline replay (files, evaluation): nothing is moving on a belt, so wait for room instead.
+        if self._backpressure or redo is not None:
+            # Offline replay (files, evaluation): nothing is moving on a belt, so wait for room instead. Items a
+            # killed run left in the source come back all at once at the restart: they wait their turn too,
+            # rather than turning into a burst of overloads.
             self._wait_for_room(_Work(meta, item, now))
             return
         try:
