@@ -137,6 +137,7 @@ class Outbox:
         self.max_bytes = max_bytes
         self._on_put = on_put
         self._lock = threading.Lock()
+        self._closed = False
         self._counts = dict.fromkeys(RecordKind, 0)
         self._bytes = dict.fromkeys(RecordKind, 0)
         self._evicted = dict.fromkeys(RecordKind, 0)
@@ -398,11 +399,12 @@ class Outbox:
     def backlog(self) -> OutboxBacklog:
         """Counts and bytes by kind (kept in memory), the age of the oldest record and eviction totals."""
         with self._lock:
-            try:
-                row = self.db.execute("SELECT created_wall FROM outbox ORDER BY seq LIMIT 1").fetchone()
-            except sqlite3.Error as exc:
-                log.warning("outbox %s: cannot read the oldest record (%s)", self.path, exc)
-                row = None
+            row = None
+            if not self._closed:  # the last status report of a stopping service may ask after close()
+                try:
+                    row = self.db.execute("SELECT created_wall FROM outbox ORDER BY seq LIMIT 1").fetchone()
+                except sqlite3.Error as exc:
+                    log.warning("outbox %s: cannot read the oldest record (%s)", self.path, exc)
             counts = dict(self._counts)
             evicted = dict(self._evicted)
             size = sum(self._bytes.values())
@@ -416,6 +418,7 @@ class Outbox:
     def close(self) -> None:
         """Checkpoint the WAL and close; the file keeps whatever was not acknowledged."""
         with self._lock:
+            self._closed = True
             with contextlib.suppress(sqlite3.Error):
                 self.acks_db.close()
             try:
