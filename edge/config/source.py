@@ -47,6 +47,8 @@ class SpoolSourceConfig(FileSourceConfig):
     directory: Path = Field(description="spool directory watched for completed items")
     poll_s: float = Field(0.2, gt=0, le=10, description="poll interval in seconds")
     done_directory: Path | None = Field(None, description="where processed items are moved; absent = deleted")
+    done_max_mb: float = Field(2048.0, gt=0, le=10_000_000, description="most MB kept in done_directory; the "
+                               "oldest items are deleted past it (a soak of 10,000 small items left 3.9 GB)")
 
 
 class VotiSourceConfig(FileSourceConfig):

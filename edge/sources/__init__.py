@@ -39,7 +39,8 @@ def spool_source(src: SpoolSourceConfig, scanner_id: str, deadline_s: float) -> 
     """A spool directory into which vendor software drops finished items."""
     from edge.sources.spool import SpoolSource
 
-    return SpoolSource(src.directory, scanner_id, deadline_s, src.poll_s, src.done_directory, src.limits)
+    return SpoolSource(src.directory, scanner_id, deadline_s, src.poll_s, src.done_directory, src.limits,
+                       done_max_bytes=int(src.done_max_mb * 1024 * 1024))
 
 
 def voti_source(src: VotiSourceConfig, scanner_id: str, deadline_s: float) -> FrameSource:

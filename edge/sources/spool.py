@@ -15,10 +15,12 @@ so that it is UNSCREENED, and moved to ``rejected/`` for inspection. Processed i
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import threading
 import time
 import uuid
+from collections import deque
 from pathlib import Path
 
 import cv2
@@ -29,6 +31,16 @@ from edge.sources.bounds import InputLimits, check_images, check_npz, problem_re
 from edge.sources.item_meta import file_item_meta
 
 log = logging.getLogger(__name__)
+
+
+def _size(path: Path) -> int:
+    """Bytes of a spool entry (a file, or an item directory's files); 0 if it is gone."""
+    try:
+        if path.is_dir():
+            return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+        return path.stat().st_size
+    except OSError:
+        return 0
 
 
 def _incomplete(path: Path) -> bool:
@@ -93,7 +105,8 @@ class SpoolSource:
     """
 
     def __init__(self, directory: Path, scanner_id: str, deadline_s: float, poll_s: float = 0.2,
-                 done_directory: Path | None = None, limits: InputLimits | None = None) -> None:
+                 done_directory: Path | None = None, limits: InputLimits | None = None,
+                 done_max_bytes: int | None = None) -> None:
         self._dir = directory
         self._dir.mkdir(parents=True, exist_ok=True)
         self._rejected = directory / "rejected"
@@ -108,6 +121,12 @@ class SpoolSource:
         """Items handed over and not yet acknowledged -> where they go when acknowledged (done/ or rejected/)."""
         self._stuck: set[Path] = set()
         """Acknowledged items whose file could not be moved away: never handed over twice."""
+        self._done_max_bytes = done_max_bytes
+        self._done_items: deque[tuple[Path, int]] = deque()
+        """What done/ holds, oldest first, and its size: bounded by ``done_max_bytes`` (oldest deleted past it)."""
+        self._done_bytes = 0
+        if done_directory is not None and done_max_bytes is not None:
+            self._scan_done(done_directory)
 
     def _candidates(self) -> list[Path]:
         """Completed items not taken, oldest first (called with ``_lock`` held: an acknowledgement moving a file
@@ -181,6 +200,38 @@ class SpoolSource:
         return parent == spool and path.resolve() not in {self._rejected.resolve(),
                                                           *([self._done.resolve()] if self._done else [])}
 
+    def _scan_done(self, folder: Path) -> None:
+        """Count what done/ already holds (oldest first) and bring it under its bound."""
+        try:
+            entries = [(e.stat().st_mtime, Path(e.path)) for e in os.scandir(folder)]
+        except OSError:
+            return
+        for _, path in sorted(entries):
+            self._done_items.append((path, _size(path)))
+            self._done_bytes += self._done_items[-1][1]
+        self._trim_done()
+
+    def _trim_done(self) -> None:
+        """Delete the oldest items in done/ while it holds more than ``done_max_bytes`` (a full disk would stop
+        the whole box; done/ is a convenience for audits, the audit store keeps the decisions)."""
+        if self._done_max_bytes is None:
+            return
+        removed = 0
+        while self._done_bytes > self._done_max_bytes and self._done_items:
+            path, size = self._done_items.popleft()
+            self._done_bytes -= size
+            try:
+                if path.is_dir():
+                    shutil.rmtree(path)
+                else:
+                    path.unlink(missing_ok=True)
+            except OSError as exc:
+                log.warning("could not delete an old item from done/", extra={"path": str(path), "error": str(exc)})
+            removed += 1
+        if removed:
+            log.info("done/ over its bound: oldest items deleted",
+                     extra={"removed": removed, "bytes": self._done_bytes, "max_bytes": self._done_max_bytes})
+
     def _put_away(self, path: Path, folder: Path | None) -> None:
         """Move an item into ``folder`` (or delete it); if that fails it stays, never to be read again this run.
         Called with ``_lock`` held."""
@@ -191,6 +242,10 @@ class SpoolSource:
                 if target.exists():  # the same name screened before: keep both
                     target = folder / f"{path.stem}.{uuid.uuid4().hex[:8]}{path.suffix}"
                 shutil.move(str(path), str(target))
+                if folder == self._done and self._done_max_bytes is not None:
+                    self._done_items.append((target, _size(target)))
+                    self._done_bytes += self._done_items[-1][1]
+                    self._trim_done()
             elif path.is_dir():
                 shutil.rmtree(path)
             else:

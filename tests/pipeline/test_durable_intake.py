@@ -226,3 +226,24 @@ def test_frames_before_their_item_end_keep_the_scanners_belt_range(tmp_path: Pat
     (decision,) = sink.decisions
     assert (decision.encoder_start, decision.encoder_end) == (1000, 2600)
     assert decision.verdict is Verdict.CLEAR
+
+
+def test_done_folder_keeps_within_its_bound_oldest_first(tmp_path: Path) -> None:
+    """done/ grew without bound (3.9 GB after the 10,000-item soak): the oldest items go past ``done_max_bytes``."""
+    spool, done = tmp_path / "spool", tmp_path / "done"
+    spool.mkdir()
+    done.mkdir()
+    size = _drop(spool, "probe").stat().st_size
+    (spool / "probe.npz").rename(done / "older.npz")  # left by an earlier run
+    sink = MemorySink()
+    source = SpoolSource(spool, "lane1", 60, poll_s=0.02, done_directory=done, done_max_bytes=int(size * 2.5))
+    pipeline = Pipeline(source, [Stage("s", _clear)], [sink])
+    pipeline.start()
+    for n in range(5):
+        _drop(spool, f"p{n}", seed=n)
+        assert sink.wait_for(n + 1, timeout_s=10)
+        time.sleep(0.1)
+    pipeline.stop(timeout_s=5)
+    kept = sorted(p.name for p in done.iterdir())
+    assert kept == ["p3.npz", "p4.npz"], kept
+    assert len(sink.decisions) == 5
