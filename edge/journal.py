@@ -25,7 +25,7 @@ import json
 import logging
 import sqlite3
 import threading
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
@@ -62,10 +62,24 @@ def _maybe_points(raw: Any) -> tuple[tuple[float, float], ...] | None:
     return None if raw is None else _points(raw)
 
 
+def _plain(value: Any) -> Any:
+    """``dataclasses.asdict`` without its deep copy of every leaf (the records are frozen and the result only goes
+    to ``json.dumps``, which writes a tuple as a list): nested records become dicts in field order, a tuple of
+    records a list of dicts, and anything else (numbers, text, outlines of point pairs) goes to ``json.dumps`` as it
+    is. Same JSON text; asdict walked and copied every point of every outline. A record inside a tuple that does
+    not start with one is not converted, and ``json.dumps`` then raises rather than writing it wrongly."""
+    if is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in fields(value)}
+    if isinstance(value, (tuple, list)) and value and (is_dataclass(value[0]) or isinstance(value[0], dict)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
 def decision_to_json(decision: Decision) -> str:
     """The decision without its overlay (stored apart as a blob), as JSON."""
-    body = asdict(decision)
-    body.pop("overlay_jpeg")
+    body = {f.name: _plain(getattr(decision, f.name)) for f in fields(decision) if f.name != "overlay_jpeg"}
     return json.dumps(body)
 
 
