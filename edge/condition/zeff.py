@@ -186,7 +186,9 @@ class ZeffLookup:
         # 0/0 noise spread over every row, and fetching scattered rows costs remap 4x in cache misses; dividing
         # by at least the air attenuation keeps their R near 0 (and finite).
         np.minimum(ln_t_high, self._air_ln, out=ln_t_high)
-        map_y: F32 = np.asarray(cv2.divide(ln_t_low, ln_t_high, scale=float(self._sy)), dtype=np.float32)
+        # Into ln_t_low's own buffer (consumed): a fresh (H, W) float32 array costs a page fault per 4 KiB.
+        map_y: F32 = np.asarray(cv2.divide(ln_t_low, ln_t_high, dst=ln_t_low, scale=float(self._sy)),
+                                dtype=np.float32)
         # Keep every coordinate strictly inside the grid: a bilinear fetch touching the last row takes remap's
         # per-pixel border path (4x slower on the many air pixels whose R is noise). The top rows all hold the
         # clamped value Z_MAX, so stopping short of the last one changes nothing. R >= 0 needs no lower bound.
