@@ -25,89 +25,61 @@ from firmware_bridge import messages as wire
 from firmware_bridge.messages import FaultCode, FaultSeverity, fit_text  # the sim injects the wire's fault codes
 
 
+class _WireEvent:
+    """What every sim event shares: the serial message it is (``message``), the encoder count it carries, and no
+    sim item unless the event names one. Events that send more than their message, or name an item, override."""
+
+    __slots__ = ()
+    message: wire.Event
+
+    @property
+    def encoder(self) -> int:
+        return self.message.encoder_count
+
+    @property
+    def messages(self) -> tuple[wire.Message, ...]:
+        return (self.message,)
+
+    @property
+    def sim_item(self) -> str | None:
+        return None
+
+
 @dataclass(frozen=True, slots=True)
-class BeltSpeed:
+class BeltSpeed(_WireEvent):
     """The belt runs at ``speed_mm_s`` from now on (the wire reports it in encoder counts per second)."""
 
     t_s: float
     message: wire.BeltStatus
     speed_mm_s: float
 
-    @property
-    def encoder(self) -> int:
-        return self.message.encoder_count
-
-    @property
-    def messages(self) -> tuple[wire.Message, ...]:
-        return (self.message,)
-
-    @property
-    def sim_item(self) -> str | None:
-        return None
-
 
 @dataclass(frozen=True, slots=True)
-class EncoderTick:
+class EncoderTick(_WireEvent):
     """Periodic encoder report (a belt status at the current speed)."""
 
     t_s: float
     message: wire.BeltStatus
 
-    @property
-    def encoder(self) -> int:
-        return self.message.encoder_count
-
-    @property
-    def messages(self) -> tuple[wire.Message, ...]:
-        return (self.message,)
-
-    @property
-    def sim_item(self) -> str | None:
-        return None
-
 
 @dataclass(frozen=True, slots=True)
-class XrayOn:
+class XrayOn(_WireEvent):
     """The tube is on and stable; lines from now on are valid."""
 
     t_s: float
     message: wire.XrayState
 
-    @property
-    def encoder(self) -> int:
-        return self.message.encoder_count
-
-    @property
-    def messages(self) -> tuple[wire.Message, ...]:
-        return (self.message,)
-
-    @property
-    def sim_item(self) -> str | None:
-        return None
-
 
 @dataclass(frozen=True, slots=True)
-class XrayOff:
+class XrayOff(_WireEvent):
     """The tube is off (end of stream, interlock, or fault)."""
 
     t_s: float
     message: wire.XrayState
 
-    @property
-    def encoder(self) -> int:
-        return self.message.encoder_count
-
-    @property
-    def messages(self) -> tuple[wire.Message, ...]:
-        return (self.message,)
-
-    @property
-    def sim_item(self) -> str | None:
-        return None
-
 
 @dataclass(frozen=True, slots=True)
-class ItemStart:
+class ItemStart(_WireEvent):
     """The light curtain saw an item's leading edge: its line 0 is the detector line ``line``; ``item_id`` is the
     sim's id of the item, ``message.item_id`` the wire's."""
 
@@ -117,20 +89,12 @@ class ItemStart:
     line: int
 
     @property
-    def encoder(self) -> int:
-        return self.message.encoder_count
-
-    @property
-    def messages(self) -> tuple[wire.Message, ...]:
-        return (self.message,)
-
-    @property
     def sim_item(self) -> str | None:
         return self.item_id
 
 
 @dataclass(frozen=True, slots=True)
-class ItemEnd:
+class ItemEnd(_WireEvent):
     """The item's trailing edge passed; it spans ``lines`` detector lines."""
 
     t_s: float
@@ -139,20 +103,12 @@ class ItemEnd:
     lines: int
 
     @property
-    def encoder(self) -> int:
-        return self.message.encoder_count
-
-    @property
-    def messages(self) -> tuple[wire.Message, ...]:
-        return (self.message,)
-
-    @property
     def sim_item(self) -> str | None:
         return self.item_id
 
 
 @dataclass(frozen=True, slots=True)
-class FrameReady:
+class FrameReady(_WireEvent):
     """Lines ``[first_line, end_line)`` of the item are in the frame buffer (item-relative line numbers); the wire
     message says how many lines (``end_line - first_line``) under a running frame id."""
 
@@ -164,28 +120,16 @@ class FrameReady:
     end_line: int
 
     @property
-    def encoder(self) -> int:
-        return self.message.encoder_count
-
-    @property
-    def messages(self) -> tuple[wire.Message, ...]:
-        return (self.message,)
-
-    @property
     def sim_item(self) -> str | None:
         return self.item_id
 
 
 @dataclass(frozen=True, slots=True)
-class Fault:
+class Fault(_WireEvent):
     """A fault became active or cleared; an open interlock is also reported as the interlock chain opening."""
 
     t_s: float
     message: wire.Fault
-
-    @property
-    def encoder(self) -> int:
-        return self.message.encoder_count
 
     @property
     def code(self) -> FaultCode | int:
@@ -203,10 +147,6 @@ class Fault:
         if self.message.code == FaultCode.INTERLOCK_OPEN:
             return (self.message, wire.Interlock(0, not self.message.active, self.message.encoder_count))
         return (self.message,)
-
-    @property
-    def sim_item(self) -> str | None:
-        return None
 
 
 SEVERITY: dict[FaultCode, FaultSeverity] = {
