@@ -61,6 +61,8 @@ class Component(StrEnum):
     OUTBOX = "outbox"
     MQTT_BROKER = "mqtt_broker"
     AUDIT = "audit"
+    VERDICTS = "verdicts"
+    """The operator-verdict subscriber: its broker link and whether verdicts can be stored."""
     CONFIG = "config"
     """A reload that failed, or config sections changed on disk that need a restart."""
 
@@ -185,6 +187,10 @@ def assess(runtime: Runtime, config_notes: Sequence[str] = ()) -> Health:
                                                    "in the outbox"]))
         checked += [Component.OUTBOX, Component.MQTT_BROKER]
     found.append((Component.AUDIT, [runtime.audit.problem]))
+    verdicts = getattr(runtime, "verdicts", None)  # stand-ins of a Runtime (tests) may not have it
+    if verdicts is not None:
+        found.append((Component.VERDICTS, [verdicts.problem]))
+        checked.append(Component.VERDICTS)
     found.append((Component.CONFIG, config_notes))
     checked += [Component.AUDIT, Component.CONFIG]
     problems: list[Problem] = []

@@ -124,6 +124,8 @@ class Runtime:
     problems: list[str] = field(default_factory=list)
     started_mono: float = 0.0
     camera: Any | None = None
+    verdicts: Any | None = None
+    """The operator-verdict subscriber (``edge.verdicts.VerdictIntake``) when MQTT and ``verdicts`` are on."""
 
 
 def build_runtime(cfg: EdgeConfig, source: FrameSource | None = None, extra_sinks: Sequence[ResultSink] = (),
@@ -190,7 +192,18 @@ def build_runtime(cfg: EdgeConfig, source: FrameSource | None = None, extra_sink
     )
     if tracker is not None:
         tracker.announce_to(pipeline.announce)
-    return Runtime(cfg, pipeline, models, mqtt, audit, firmware, problems, camera=camera)
+    return Runtime(cfg, pipeline, models, mqtt, audit, firmware, problems, camera=camera,
+                   verdicts=build_verdicts(cfg, audit))
+
+
+def build_verdicts(cfg: EdgeConfig, audit: AuditStore) -> Any | None:
+    """The operator-verdict subscriber (issue 34), or None when MQTT or ``verdicts`` is off. Firmware actions
+    subscribe with ``runtime.verdicts.add_callback``."""
+    if not (cfg.mqtt.enabled and cfg.verdicts.enabled):
+        return None
+    from edge.verdicts import VerdictIntake
+
+    return VerdictIntake(cfg.mqtt, cfg.verdicts, cfg.site, audit)
 
 
 def journal_path(cfg: EdgeConfig) -> Path:

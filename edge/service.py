@@ -245,6 +245,8 @@ class Service:
                 log.error("scanner link not up after 5 s; items will be UNSCREENED until it is")
         if runtime.camera is not None:
             runtime.camera.start()
+        if runtime.verdicts is not None:  # operator verdicts from the control room (edge/verdicts.py)
+            runtime.verdicts.start()
         runtime.pipeline.start()
         health = self.health()
         self._notify.ready(f"{health.state.value}: {health.text}")
@@ -278,6 +280,8 @@ class Service:
         if runtime.mqtt is not None:
             runtime.mqtt.set_status(StatusState.OFFLINE, "service stopped")
         runtime.pipeline.stop(self._stop_timeout_s)
+        if runtime.verdicts is not None:
+            runtime.verdicts.stop()
         if runtime.link is not None:
             runtime.link.close()
         if runtime.camera is not None:

@@ -27,30 +27,43 @@ dicos_app = typer.Typer(
 
 
 def _tdr_lines(report: TdrReport) -> list[str]:
+    """The report for a person at a terminal: what kind, what it decided, whether it aborted and why, who or
+    what decided, then one block per object with every assessment (category, flag, score) on its own line."""
+    aborted = report.abort_flag == "ABORT"
+    abort = f"{report.abort_flag or 'missing'}" + (
+        f" (reason: {', '.join(report.abort_reasons) or 'not given'})" if aborted else "")
     lines = [
         f"TDR {report.sop_instance_uid}",
-        f"  item (OOI ID): {report.item_id}",
-        f"  TDR type: {report.tdr_type}   abort flag: {report.abort_flag}"
-        + (f"   abort reason: {', '.join(report.abort_reasons)}" if report.abort_reasons else ""),
-        f"  alarm decision (as written): {report.alarm_decision} at {report.alarm_decision_time}",
-        f"  verdict (fail-safe reading): {report.verdict.value.upper()}",
-        f"  algorithm: {report.algorithm.name} {report.algorithm.version} {' '.join(report.algorithm.parameters)}",
-        f"  total processing time: {report.total_processing_time_ms} ms",
-        f"  objects: {report.number_of_total_objects} total, {report.number_of_alarm_objects} alarm, "
-        f"{len(report.objects)} in the Threat Sequence",
+        f"  type:            {report.tdr_type or 'missing'}",
+        f"  item (OOI ID):   {report.item_id}",
+        f"  alarm decision:  {report.alarm_decision or 'missing'} (as written) at {report.alarm_decision_time}",
+        f"  verdict:         {report.verdict.value.upper()} (fail-safe reading)",
+        f"  abort flag:      {abort}",
     ]
+    if report.operators:
+        lines.append(f"  operator:        {', '.join(report.operators)}")
+    if report.referenced_uids:
+        lines.append(f"  reviews report:  {', '.join(report.referenced_uids)}")
+    if report.algorithm.name is not None:
+        lines.append(f"  algorithm:       {report.algorithm.name} {report.algorithm.version or ''}".rstrip())
+        lines.extend(f"    model          {m.role}: {m.name} {m.version} (sha256 {m.sha256_prefix}...)"
+                     for m in report.algorithm.models)
+        models = {f"{m.role}={m.name}@{m.version}#{m.sha256_prefix}" for m in report.algorithm.models}
+        lines.extend(f"    parameter      {p}" for p in report.algorithm.parameters if p not in models)
+    time_ms = report.total_processing_time_ms
+    lines.append(f"  processing time: {'not given' if time_ms is None else f'{time_ms:.1f} ms'}")
+    lines.append(f"  objects:         {report.number_of_total_objects} total, {report.number_of_alarm_objects} alarm, "
+                 f"{len(report.objects)} in the Threat Sequence")
     for obj in report.objects:
-        flags = ", ".join(
-            f"{a.flag} {a.category}"
-            + (f" ({a.description})" if a.description else "")
-            + (f" p={a.probability:.3f}" if a.probability is not None else "")
-            for a in obj.assessments
-        )
         box = obj.box
         where = f"box x {box.x1:g}..{box.x2:g}, y {box.y1:g}..{box.y2:g}" if box else "no ROI"
         bitmap = next((r.bitmap for r in obj.rois if r.bitmap is not None), None)
-        mask = f", bitmap {int(bitmap.sum())} px set" if bitmap is not None else ""
-        lines.append(f"  PTO {obj.pto_id}: {where}{mask}; {flags}")
+        mask = f", outline {int(bitmap.sum())} px" if bitmap is not None else ""
+        lines.append(f"  object {obj.pto_id}: {'THREAT' if obj.is_threat else 'no threat'}, {where}{mask}")
+        for a in obj.assessments:
+            score = f"score {a.probability:.3f}" if a.probability is not None else "no score"
+            lines.append(f"    {a.flag or '?':<9} {a.category or '?':<16} {score}"
+                         + (f"  {a.description}" if a.description else ""))
     lines.extend(f"  ! {problem}" for problem in report.inconsistencies)
     return lines
 

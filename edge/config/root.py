@@ -26,6 +26,7 @@ from edge.config.mqtt import MqttConfig
 from edge.config.service import ServiceConfig
 from edge.config.site import SiteConfig
 from edge.config.source import SimSourceConfig, SourceConfig
+from edge.config.verdicts import VerdictsConfig
 
 DEFAULT_CONFIG_PATH = Path("/etc/edge/edge.yaml")
 
@@ -45,6 +46,8 @@ class EdgeConfig(EdgeBaseConfig):
     audit: AuditConfig = Field(default_factory=AuditConfig, description="audit store and retention")
     logging: LoggingConfig = Field(default_factory=LoggingConfig, description="log level and format")
     service: ServiceConfig = Field(default_factory=ServiceConfig, description="status file, metrics, stop times")
+    verdicts: VerdictsConfig = Field(default_factory=VerdictsConfig, description="operator verdicts from the "
+                                     "control room (MQTT)")
 
     @model_validator(mode="before")
     @classmethod

@@ -23,7 +23,7 @@ from edge.dicos.dx_source import (
 )
 from edge.dicos.reader import TdrAlgorithm, TdrAssessment, TdrModel, TdrObject, TdrReport, TdrRoi, read_tdr
 from edge.dicos.tags import register_dicos_tags
-from edge.dicos.tdr import build_tdr, write_tdr
+from edge.dicos.tdr import OperatorReview, build_operator_tdr, build_tdr, object_reasons, write_tdr
 
 __all__ = [
     "DicosDxSource",
@@ -34,15 +34,18 @@ __all__ = [
     "DxPairFiles",
     "DxScan",
     "Energy",
+    "OperatorReview",
     "TdrAlgorithm",
     "TdrAssessment",
     "TdrModel",
     "TdrObject",
     "TdrReport",
     "TdrRoi",
+    "build_operator_tdr",
     "build_tdr",
     "encode",
     "match_dx_pairs",
+    "object_reasons",
     "read_dx",
     "read_dx_pair",
     "read_tdr",

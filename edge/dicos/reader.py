@@ -71,6 +71,7 @@ _ALARM_OBJECTS: Final = 0x40101034
 _PTO_REPRESENTATION_SEQ: Final = 0x40101037
 _ATD_ASSESSMENT_SEQ: Final = 0x40101038
 _TOTAL_PROCESSING_TIME: Final = 0x40101069
+_OPERATORS_NAME: Final = 0x00081070
 
 _REQUIRED: Final = (
     (_SOP_INSTANCE_UID, "SOP Instance UID (0008,0018)"),
@@ -196,6 +197,10 @@ class TdrReport:
     number_of_total_objects: int | None
     number_of_alarm_objects: int | None
     objects: tuple[TdrObject, ...]
+    operators: tuple[str, ...] = ()
+    """Operators' Name (0008,1070): who decided an OPERATOR report."""
+    referenced_uids: tuple[str, ...] = ()
+    """SOP Instance UIDs the report itself refers to (an OPERATOR report: the MACHINE report it reviews)."""
 
     @property
     def threat_objects(self) -> tuple[TdrObject, ...]:
@@ -394,6 +399,9 @@ def _interpret(ds: Dataset) -> TdrReport:
         number_of_total_objects=_int(ds, _TOTAL_OBJECTS),
         number_of_alarm_objects=_int(ds, _ALARM_OBJECTS),
         objects=tuple(_object(pto) for pto in _seq(ds, _THREAT_SEQ)),
+        operators=_strs(ds, _OPERATORS_NAME),
+        referenced_uids=tuple(uid for ref in _seq(ds, _REFERENCED_INSTANCE_SEQ)
+                              if (uid := _str(ref, _REFERENCED_SOP_INSTANCE_UID))),
     )
 
 

@@ -20,17 +20,27 @@ Layout written (DICOS v03, tag numbers as the Stratovan toolkit writes them; see
   ``NO_THREAT``, category ``ANOMALY`` or the detector's class, probability = the anomaly score clipped to
   [0, 1] (the detector score when there is no anomaly score).
 * Number of Total Objects (4010,1033) = PTOs written; Number of Alarm Objects (4010,1034) = PTOs flagged THREAT.
+* Reasons (why an object alarmed: a known class, the classifier, the anomaly scorer): one ATD Assessment item per
+  reason, category ``KNOWN_<CLASS>``/``CLASSIFIER``/``ANOMALY``, description ``<code>: score s >= threshold t``,
+  probability = the reason's score. They come from :func:`object_reasons`, the one place that reads them from
+  an ``ObjectResult``.
+
+``build_operator_tdr`` writes the OPERATOR report of a verdict sent back from the control room: the machine
+report's item, study and objects, TDR Type ``OPERATOR``, the operator's decision and time, Operators' Name, and a
+reference to the machine report it reviews.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
-from typing import Final
+from typing import Final, Protocol
 
 import numpy as np
 from numpy.typing import NDArray
@@ -92,6 +102,35 @@ def algorithm_values(decision: Decision) -> list[str]:
     return values
 
 
+class ReasonLike(Protocol):
+    """Why an object alarmed, as shared contract 2 defines ``edge.records.AlarmReason`` (read-only fields)."""
+
+    @property
+    def kind(self) -> str: ...
+    @property
+    def label(self) -> str | None: ...
+    @property
+    def score(self) -> float: ...
+    @property
+    def threshold(self) -> float: ...
+    @property
+    def code(self) -> str: ...
+
+
+def object_reasons(obj: ObjectResult) -> Sequence[ReasonLike]:
+    """The reasons an object alarmed: the one function that reads them from an ``ObjectResult``.
+
+    ``ObjectResult.reasons`` (shared contract 2) is not in this branch's records yet, so this returns no reasons
+    and the report falls back to one assessment from ``anomalous``/``label``/``anomaly_score``; once the field
+    exists this becomes ``return obj.reasons``.
+    """
+    return ()
+
+
+ReasonsOf = Callable[[ObjectResult], Sequence[ReasonLike]]
+"""How ``build_tdr`` learns an object's reasons (``object_reasons``; tests pass their own)."""
+
+
 def _snapped_box(obj: ObjectResult) -> tuple[int, int, int, int]:
     """The box snapped outward to whole pixels, so base, extents and bitmap agree on one pixel grid."""
     x1 = math.floor(obj.box.x1)
@@ -134,7 +173,33 @@ def _description(obj: ObjectResult) -> str:
     return "anomaly"
 
 
-def _pto_item(obj: ObjectResult, pto_id: int, dx_uids: Sequence[str], bitmaps: bool) -> Dataset:
+def _reason_category(reason: ReasonLike) -> str:
+    if reason.kind == "known" and reason.label:
+        return _cs(f"KNOWN_{reason.label}", "KNOWN")
+    return _cs(reason.kind, "ANOMALY")
+
+
+def _reason_assessment(reason: ReasonLike) -> Dataset:
+    """One ATD Assessment per reason: what fired, with its score against its threshold."""
+    assessment = Dataset()
+    assessment.ThreatCategory = _reason_category(reason)
+    fired = math.isfinite(reason.score) and reason.score >= reason.threshold
+    relation = ">=" if fired else "<"
+    assessment.ThreatCategoryDescription = (
+        f"{reason.code}: score {reason.score:.4f} {relation} threshold {reason.threshold:.4f}")
+    assessment.ATDAbilityAssessment = "NO_INTERFERENCE"
+    assessment.ATDAssessmentFlag = "THREAT" if fired else "NO_THREAT"
+    if math.isfinite(reason.score):
+        assessment.ATDAssessmentProbability = float(min(1.0, max(0.0, reason.score)))
+    return assessment
+
+
+def _is_threat(obj: ObjectResult, reasons: Sequence[ReasonLike]) -> bool:
+    return obj.anomalous or bool(reasons)
+
+
+def _pto_item(obj: ObjectResult, pto_id: int, dx_uids: Sequence[str], bitmaps: bool,
+              reasons: Sequence[ReasonLike] = ()) -> Dataset:
     x1, y1, x2, y2 = _snapped_box(obj)
     width, height = x2 - x1, y2 - y1
 
@@ -159,19 +224,23 @@ def _pto_item(obj: ObjectResult, pto_id: int, dx_uids: Sequence[str], bitmaps: b
     if len(obj.polygon_xray) >= 2:
         representation.BoundingPolygon = [float(v) for x, y in obj.polygon_xray for v in (x, y, 0.0)]
 
-    assessment = Dataset()
-    assessment.ThreatCategory = _cs(obj.label, "ANOMALY") if obj.label else "ANOMALY"
-    assessment.ThreatCategoryDescription = _description(obj)
-    assessment.ATDAbilityAssessment = "NO_INTERFERENCE"
-    assessment.ATDAssessmentFlag = "THREAT" if obj.anomalous else "NO_THREAT"
-    probability = _probability(obj)
-    if probability is not None:
-        assessment.ATDAssessmentProbability = probability
+    if reasons:
+        assessments = [_reason_assessment(reason) for reason in reasons]
+    else:
+        assessment = Dataset()
+        assessment.ThreatCategory = _cs(obj.label, "ANOMALY") if obj.label else "ANOMALY"
+        assessment.ThreatCategoryDescription = _description(obj)
+        assessment.ATDAbilityAssessment = "NO_INTERFERENCE"
+        assessment.ATDAssessmentFlag = "THREAT" if obj.anomalous else "NO_THREAT"
+        probability = _probability(obj)
+        if probability is not None:
+            assessment.ATDAssessmentProbability = probability
+        assessments = [assessment]
 
     pto = Dataset()
     pto.PotentialThreatObjectID = pto_id
     pto.PTORepresentationSequence = DicomSequence([representation])
-    pto.ATDAssessmentSequence = DicomSequence([assessment])
+    pto.ATDAssessmentSequence = DicomSequence(assessments)
     return pto
 
 
@@ -188,6 +257,7 @@ def build_tdr(
     ooi_type: str = "BAGGAGE",
     include_benign: bool = False,
     bitmaps: bool = True,
+    reasons_of: ReasonsOf = object_reasons,
 ) -> Dataset:
     """The TDR dataset for one decision (with file meta), not yet encoded.
 
@@ -199,13 +269,15 @@ def build_tdr(
         ooi_type: OOI Type (4010,1042) defined term, e.g. BAGGAGE or CARGO.
         include_benign: also write objects judged benign (flag NO_THREAT), not just anomalous ones.
         bitmaps: rasterise each object's outline into a Threat ROI Bitmap.
+        reasons_of: an object's alarm reasons (one ATD Assessment each); ``object_reasons`` by default.
     """
     key = (decision.scanner_id, decision.item_id, repr(decision.decided_wall))
     sop_uid = _uid("tdr", *key)
-    chosen = [o for o in decision.objects if o.anomalous or include_benign]
+    judged = [(obj, tuple(reasons_of(obj))) for obj in decision.objects]
+    chosen = [(obj, reasons) for obj, reasons in judged if _is_threat(obj, reasons) or include_benign]
     ptos = [
-        _pto_item(obj, obj.object_id if 0 <= obj.object_id <= 0xFFFF else index, dx_uids, bitmaps)
-        for index, obj in enumerate(chosen)
+        _pto_item(obj, obj.object_id if 0 <= obj.object_id <= 0xFFFF else index, dx_uids, bitmaps, reasons)
+        for index, (obj, reasons) in enumerate(chosen)
     ]
     aborted = decision.verdict is Verdict.UNSCREENED
 
@@ -249,7 +321,7 @@ def build_tdr(
     ds.AlarmDecision = "CLEAR" if decision.verdict is Verdict.CLEAR else "ALARM"
     ds.AlarmDecisionTime = _dt(decision.decided_wall)
     ds.NumberOfTotalObjects = len(ptos)
-    ds.NumberOfAlarmObjects = sum(1 for o in chosen if o.anomalous)
+    ds.NumberOfAlarmObjects = sum(1 for obj, reasons in chosen if _is_threat(obj, reasons))
     ds.TotalProcessingTime = float(decision.latency_ms)
     ds.AdditionalScreeningPerformed = "NO"
     ds.ThreatSequence = DicomSequence(ptos)
@@ -265,6 +337,7 @@ def write_tdr(
     ooi_type: str = "BAGGAGE",
     include_benign: bool = False,
     bitmaps: bool = True,
+    reasons_of: ReasonsOf = object_reasons,
 ) -> bytes:
     """Write the item's TDR to ``path`` atomically and return the same bytes (for optional publishing).
 
@@ -281,7 +354,110 @@ def write_tdr(
             ooi_type=ooi_type,
             include_benign=include_benign,
             bitmaps=bitmaps,
+            reasons_of=reasons_of,
         )
     )
     write_atomic(Path(path), data)
     return data
+
+
+# ---------------------------------------------------------------------------------------------- OPERATOR
+
+
+OPERATOR_ALARM_DECISION: Final = {"threat_confirmed": "ALARM", "sent_to_search": "ALARM", "cleared": "CLEAR"}
+"""An operator's verdict (shared contract 3) as the OPERATOR report's Alarm Decision."""
+
+
+@dataclass(frozen=True, slots=True)
+class OperatorReview:
+    """What the OPERATOR report needs from a verdict (shared contract 3) and the item it reviews."""
+
+    verdict_id: str
+    verdict: str
+    operator: str
+    role: str
+    decided_wall: float
+    item_id: str
+    scanner_id: str
+    machine_decided_wall: float | None = None
+    """When the box decided the item: the report's processing time is the operator's review time from then."""
+
+
+def build_operator_tdr(review: OperatorReview, machine: Dataset | None = None) -> Dataset:
+    """The OPERATOR TDR for one verdict: a copy of the machine report's item, study and objects with the
+    operator's decision, or (no machine report kept) a report naming the item alone.
+
+    Objects keep their machine assessment when the operator confirms (ALARM) and are flagged ``NO_THREAT`` when
+    the operator clears, so the report's counts agree with its decision. The same verdict always gives the same
+    bytes (UIDs come from the verdict id), so storing a redelivered verdict again changes nothing.
+
+    Raises:
+        ValueError: ``review.verdict`` is not one of the contract's verdicts.
+    """
+    decision = OPERATOR_ALARM_DECISION.get(review.verdict)
+    if decision is None:
+        raise ValueError(f"unknown operator verdict {review.verdict!r}; expected one of "
+                         f"{', '.join(sorted(OPERATOR_ALARM_DECISION))}")
+    ds = copy.deepcopy(machine) if machine is not None else Dataset()
+    sop_uid = _uid("operator-tdr", review.verdict_id)
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = UID(SOP_CLASS_TDR)
+    meta.MediaStorageSOPInstanceUID = UID(sop_uid)
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
+    meta.ImplementationVersionName = _lo(f"XRAYEDGE_{edge_version()}")[:_SH_MAX]
+    ds.file_meta = meta
+    created_da, created_tm = _da_tm(review.decided_wall)
+    ds.SpecificCharacterSet = "ISO_IR 192"
+    ds.InstanceCreationDate, ds.InstanceCreationTime = created_da, created_tm
+    ds.SOPClassUID = SOP_CLASS_TDR
+    ds.SOPInstanceUID = sop_uid
+    if machine is None:
+        ds.StudyDate, ds.StudyTime = created_da, created_tm
+        ds.SeriesDate, ds.SeriesTime = created_da, created_tm
+    ds.ContentDate, ds.ContentTime = created_da, created_tm
+    ds.Modality = "TDR"
+    ds.Manufacturer = ALGORITHM_NAME
+    ds.StationName = _lo(review.scanner_id)[:_SH_MAX]
+    ds.SoftwareVersions = _lo(edge_version())
+    ds.OperatorsName = _lo(review.operator)
+    if machine is not None:
+        ref = Dataset()
+        ref.ReferencedSOPClassUID = SOP_CLASS_TDR
+        ref.ReferencedSOPInstanceUID = str(machine.SOPInstanceUID)
+        ds.ReferencedInstanceSequence = DicomSequence([ref])
+    ds.PatientID = _lo(review.item_id)
+    ds.IssuerOfPatientID = _lo(review.scanner_id)
+    ds.TypeOfPatientID = "TEXT"
+    if machine is None:
+        ds.StudyInstanceUID = _uid("study", review.scanner_id, review.item_id)
+    ds.SeriesInstanceUID = _uid("operator-tdr-series", review.verdict_id)
+    ds.InstanceNumber = 2
+    ds.DICOSVersion = DICOS_VERSION
+    if machine is None:
+        ds.OOIType = "BAGGAGE"
+        ds.ScanType = "OPERATIONAL"
+    ds.TDRType = "OPERATOR"
+    ds.AbortFlag = "SUCCESS"
+    for keyword in ("AbortReason", "ThreatDetectionAlgorithmAndVersion"):  # the machine's, not the operator's
+        if keyword in ds:
+            delattr(ds, keyword)
+    ds.AlarmDecision = decision
+    ds.AlarmDecisionTime = _dt(review.decided_wall)
+    ptos = list(ds.get("ThreatSequence", DicomSequence([])))
+    if decision == "CLEAR":
+        for pto in ptos:
+            for assessment in pto.get("ATDAssessmentSequence", []):
+                assessment.ATDAssessmentFlag = "NO_THREAT"
+    alarm_objects = sum(
+        1 for pto in ptos if any(a.get("ATDAssessmentFlag") == "THREAT" for a in pto.get("ATDAssessmentSequence", []))
+    )
+    ds.NumberOfTotalObjects = len(ptos)
+    ds.NumberOfAlarmObjects = alarm_objects
+    review_ms = 0.0
+    if review.machine_decided_wall is not None:
+        review_ms = max(0.0, (review.decided_wall - review.machine_decided_wall) * 1000.0)
+    ds.TotalProcessingTime = float(review_ms)
+    ds.AdditionalScreeningPerformed = "NO"
+    ds.ThreatSequence = DicomSequence(ptos)
+    return ds

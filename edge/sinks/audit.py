@@ -1,9 +1,14 @@
 """The audit store: every decision (and its overlay) on disk, pruned by age, by a disk quota and to keep free space.
 
 Layout: ``<directory>/<YYYY-MM-DD>/<item_id>.json`` (the same JSON body as the MQTT item record) beside
-``<item_id>.jpg`` (overlay) and, when ``save_inputs`` is on, ``<item_id>.npz`` (raw high/low). Files are written
-to a temporary name and renamed (mode from the process umask), so a crash never leaves a half record, and a
-decision offered again is written to the same names (idempotent).
+``<item_id>.jpg`` (overlay), ``<item_id>.tdr.dcs`` (the DICOS Threat Detection Report, type MACHINE, when
+``tdr.enabled``), and, when ``save_inputs`` is on, ``<item_id>.npz`` (raw high/low). Operator verdicts sent back
+from the control room land beside their record as ``<item_id>.verdict-<verdict_id>.json`` and
+``<item_id>.verdict-<verdict_id>.tdr.dcs`` (OPERATOR report), one pair per verdict, so a redelivered verdict
+finds its own files. Files are written to a temporary name and renamed (mode from the process umask), so a
+crash never leaves a half record, and a decision offered again is written to the same names (idempotent). The
+JSON record is written last: its presence means the record (picture, report) is complete. Everything of a record
+(all files sharing its stem) is pruned together.
 
 Sink contract: ``publish`` returns once the record is on disk and raises ``PublishError`` when it is not (disk
 full, I/O error, read-only); ``problem`` then says why until a write succeeds again. Nothing here ever exits
@@ -17,6 +22,9 @@ then the oldest records (oldest day first, oldest file first within it) while th
 (down to 90% of it) or its file system has less than ``min_free_mb`` free (at most a tenth of the file system):
 the newest decision matters more than the oldest, and the outbox may share the disk. ``pruned_records`` tells
 health that it pruned.
+
+The TDR of each record may also be copied into a workstation's drop folder (``tdr.drop_folder``,
+``edge.dicos.drop``): on that folder's own thread, so a full, missing or hung folder costs no decision its record.
 """
 
 from __future__ import annotations
@@ -29,11 +37,15 @@ import os
 import shutil
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from edge.config.audit import AuditConfig
+from edge.dicos._io import encode
+from edge.dicos.drop import DropFolder
+from edge.dicos.tdr import build_tdr
 from edge.errors import PublishError
 from edge.files import atomic_write_bytes
 from edge.ports import FrameSource
@@ -70,8 +82,14 @@ class AuditStore:
         self._prune_lock = threading.Lock()
         self.pruned_records = 0
         self.last_prune_wall: float | None = None
-        self.problem: str | None = None
-        """Why the store cannot write (None when it can): read by the service's health."""
+        self._write_problem: str | None = None
+        self._tdr_problem: str | None = None
+        self.tdr_failures = 0
+        """Decisions whose report could not be built (a bug, logged): their JSON record is still stored."""
+        self.drop: DropFolder | None = None
+        if config.tdr.enabled and config.tdr.drop_folder is not None:
+            self.drop = DropFolder(config.tdr.drop_folder, config.tdr.drop_max_files, config.tdr.drop_max_mb,
+                                   config.tdr.drop_queue)
         self._usage = 0
         self._fresh: set[str] | None = set()
         """Paths this process writes while the first scan runs: the scan leaves them to the writer's count (file
@@ -82,10 +100,18 @@ class AuditStore:
         try:
             self._root.mkdir(parents=True, exist_ok=True)
         except OSError as exc:  # a full or read-only disk at start: degrade, retried at each publish
-            self.problem = f"audit store cannot write: {_reason(exc)} ({self._root})"
+            self._write_problem = f"audit store cannot write: {_reason(exc)} ({self._root})"
             log.error("audit store directory not created", extra={"error": str(exc)})
         self._thread = threading.Thread(target=self._prune_loop, name="audit-prune", daemon=True)
         self._thread.start()
+
+    @property
+    def problem(self) -> str | None:
+        """Why the store cannot do its job (None when it can): read by the service's health. Writing records
+        first; then a report that could not be built and the drop folder's state, which cost no record."""
+        found = [p for p in (self._write_problem, self._tdr_problem,
+                             self.drop.problem if self.drop is not None else None) if p]
+        return "; ".join(found) or None
 
     # ------------------------------------------------------------------ writing (publish thread)
     def _day_dir(self, wall: float) -> Path:
@@ -100,23 +126,28 @@ class AuditStore:
             PublishError: it could not be written (``problem`` says why); nothing half-written is left.
         """
         body = decision_payload(decision, self._site_id, RecordKind.ITEM, None, None, decision.overlay_note)
+        report = self._report(decision) if self._config.tdr.enabled else None
         written = 0
         try:
             day = self._day_dir(decision.decided_wall)
             stem = self._stem(day, decision.item_id, str(body["record_id"]))
             if decision.overlay_jpeg is not None:
                 written += self._write(day / f"{stem}.jpg", decision.overlay_jpeg)
+            if report is not None:
+                written += self._write(day / f"{stem}{TDR_SUFFIX}", report)
             written += self._write(day / f"{stem}.json", json.dumps(body, sort_keys=True).encode())
         except OSError as exc:
-            self.problem = f"audit store cannot write: {_reason(exc)} ({self._root})"
+            self._write_problem = f"audit store cannot write: {_reason(exc)} ({self._root})"
             self._wake.set()  # pruning may make room
-            raise PublishError(f"{decision.item_id}: audit record not stored ({self.problem})") from exc
+            raise PublishError(f"{decision.item_id}: audit record not stored ({self._write_problem})") from exc
         finally:
             with self._lock:
                 self._usage += written
-        if self.problem is not None:
+        if report is not None and self.drop is not None:
+            self.drop.offer(f"{stem}{TDR_SUFFIX}", report)  # never blocks: the drop folder has its own thread
+        if self._write_problem is not None:
             log.warning("audit store writes again", extra={"directory": str(self._root)})
-            self.problem = None
+            self._write_problem = None
         with self._lock:
             self._since_prune += 1
             due = self._since_prune >= self._prune_every
@@ -124,6 +155,74 @@ class AuditStore:
                 self._since_prune = 0
         if due or self._over_bounds():
             self._wake.set()
+
+    def _report(self, decision: Decision) -> bytes | None:
+        """The item's TDR bytes, or None (logged, counted, shown in health) when it cannot be built: a report
+        that fails must not cost the decision its record, which is what every other reader relies on."""
+        try:
+            data = encode(build_tdr(decision, include_benign=self._config.tdr.include_benign))
+        except Exception as exc:  # a bug in building the report: keep the record, say so
+            self.tdr_failures += 1
+            self._tdr_problem = f"DICOS report not built for {decision.item_id} ({type(exc).__name__}: {exc})"
+            log.exception("TDR not built; the record is stored without it", extra={"item_id": decision.item_id})
+            return None
+        self._tdr_problem = None
+        return data
+
+    # ------------------------------------------------------------------ records and verdicts (any thread)
+    def find_record(self, record_id: str, item_id: str) -> AuditRecord | None:
+        """The stored record whose item record id is ``record_id`` (of item ``item_id``), newest day first, or None.
+
+        Looks only where the store puts such a record (``<item_id>.json`` or ``<item_id>.<record id prefix>.json``
+        in each day folder): two file reads per day at most, never a walk of the store.
+
+        Raises:
+            ValueError: ``item_id`` cannot be a file name in the store (a path, empty, hidden).
+        """
+        if not _safe_name(item_id):
+            raise ValueError(f"item_id {item_id!r} is not a name the audit store uses")
+        for day in sorted(_dirs(self._root), key=lambda p: p.name, reverse=True):
+            for stem in (item_id, f"{item_id}.{record_id[:8]}"):
+                try:
+                    body = json.loads((day / f"{stem}.json").read_bytes())
+                except (OSError, ValueError):
+                    continue
+                if isinstance(body, dict) and body.get("record_id") == record_id and body.get("item_id") == item_id:
+                    return AuditRecord(day, stem, body)
+        return None
+
+    def store_verdict(self, record: AuditRecord, verdict_id: str, body: bytes, report: bytes | None) -> bool:
+        """Store one operator verdict beside its record (OPERATOR report first, then the JSON); True if it was
+        new, False if this ``verdict_id`` was already stored (a redelivery: nothing is written again).
+
+        Raises:
+            ValueError: ``verdict_id`` cannot be a file name in the store.
+            OSError: it could not be written (nothing half-written is left; the JSON marks a stored verdict).
+        """
+        if not _safe_name(verdict_id):
+            raise ValueError(f"verdict_id {verdict_id!r} is not a name the audit store uses")
+        target = record.day / f"{record.stem}.verdict-{verdict_id}.json"
+        if target.exists():
+            return False
+        written = 0
+        try:
+            if report is not None:
+                written += self._write(record.day / f"{record.stem}.verdict-{verdict_id}{TDR_SUFFIX}", report)
+            written += self._write(target, body)
+        finally:
+            with self._lock:
+                self._usage += written
+        return True
+
+    def verdicts_of(self, record: AuditRecord) -> list[dict[str, object]]:
+        """The verdicts stored for a record, oldest decision first (for tools and tests)."""
+        found = []
+        for path in record.day.glob(f"{_glob_escape(record.stem)}.verdict-*.json"):
+            try:
+                found.append(json.loads(path.read_bytes()))
+            except (OSError, ValueError):
+                continue
+        return sorted(found, key=lambda v: (float(v.get("decided_wall") or 0.0), str(v.get("verdict_id"))))
 
     @staticmethod
     def _stem(day: Path, item_id: str, record_id: str) -> str:
@@ -269,12 +368,15 @@ class AuditStore:
     def _remove_day(self, day: Path) -> int:
         records = 0
         freed = 0
+        stems = set()
         for entry in _entries(day):
             try:
                 freed += entry.stat().st_size
             except OSError:
                 continue
-            records += entry.name.endswith(".json")
+            if not entry.name.startswith("."):
+                stems.add(record_stem(entry.name))
+        records = len(stems)
         shutil.rmtree(day, ignore_errors=True)
         with self._lock:
             self._usage -= freed
@@ -290,7 +392,7 @@ class AuditStore:
                 st = entry.stat()
             except OSError:
                 continue
-            stem = entry.name.rsplit(".", 1)[0]
+            stem = record_stem(entry.name)
             by_record.setdefault(stem, []).append((st.st_mtime, Path(entry.path), st.st_size))
         removed = 0
         for parts in sorted(by_record.values(), key=lambda ps: min(p[0] for p in ps)):
@@ -310,10 +412,51 @@ class AuditStore:
         return removed
 
     def close(self, timeout_s: float) -> None:
-        """Stop the prune thread."""
+        """Stop the prune thread (and the drop folder's)."""
         self._stop.set()
         self._wake.set()
         self._thread.join(timeout=max(0.1, timeout_s))
+        if self.drop is not None:
+            self.drop.close(timeout_s)
+
+
+TDR_SUFFIX = ".tdr.dcs"
+"""The DICOS report of a record (and of each verdict), beside its JSON."""
+
+_RECORD_SUFFIXES = (TDR_SUFFIX, ".json", ".jpg", ".npz")
+_VERDICT_MARK = ".verdict-"
+
+
+def record_stem(name: str) -> str:
+    """The record a file of the store belongs to: ``bag-7.tdr.dcs``, ``bag-7.jpg`` and
+    ``bag-7.verdict-<id>.json`` all belong to ``bag-7`` (item ids may hold dots, so the known suffixes are
+    stripped rather than everything after the first dot)."""
+    for suffix in _RECORD_SUFFIXES:
+        if name.endswith(suffix):
+            name = name[: -len(suffix)]
+            break
+    else:
+        name = name.rsplit(".", 1)[0]
+    mark = name.rfind(_VERDICT_MARK)
+    return name[:mark] if mark > 0 else name
+
+
+def _safe_name(name: str) -> bool:
+    """A name usable as one file name in a day folder: not empty, not hidden, no path separator or NUL."""
+    return bool(name) and not name.startswith(".") and "/" not in name and "\0" not in name and len(name) <= 200
+
+
+def _glob_escape(text: str) -> str:
+    return "".join(f"[{c}]" if c in "*?[]" else c for c in text)
+
+
+@dataclass(frozen=True, slots=True)
+class AuditRecord:
+    """Where one decision's record is: its day folder and the stem its files share; ``body`` is its JSON."""
+
+    day: Path
+    stem: str
+    body: dict[str, object]
 
 
 def _dirs(root: Path) -> list[Path]:

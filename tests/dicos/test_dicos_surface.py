@@ -49,15 +49,18 @@ def test_public_surface() -> None:
         "DxPairFiles",
         "DxScan",
         "Energy",
+        "OperatorReview",
         "TdrAlgorithm",
         "TdrAssessment",
         "TdrModel",
         "TdrObject",
         "TdrReport",
         "TdrRoi",
+        "build_operator_tdr",
         "build_tdr",
         "encode",
         "match_dx_pairs",
+        "object_reasons",
         "read_dx",
         "read_dx_pair",
         "read_tdr",
@@ -116,9 +119,9 @@ def test_cli_show_tdr_dx_and_errors(tmp_path: Path) -> None:
 def test_cli_show_real_quirky_report(real_dicos: Path) -> None:
     result = CliRunner().invoke(dicos_app, ["show", str(real_dicos / "SimpleBaggageTDR.dcs")])
     assert result.exit_code == 0, result.output
-    assert "alarm decision (as written): CLEAR" in result.output
-    assert "verdict (fail-safe reading): ALARM" in result.output
-    assert "bitmap 75481 px set" in result.output
+    assert "alarm decision:  CLEAR (as written)" in result.output
+    assert "verdict:         ALARM (fail-safe reading)" in result.output
+    assert "outline 75481 px" in result.output
 
 
 @pytest.mark.parametrize("command", ["show", "pairs"])
