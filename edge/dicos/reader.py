@@ -26,7 +26,7 @@ import numpy as np
 from numpy.typing import NDArray
 from pydicom import dcmread
 from pydicom.dataset import Dataset
-from pydicom.valuerep import DT
+from pydicom.valuerep import DT, PersonName
 
 from edge.dicos.tags import (
     SOP_CLASS_TDR,
@@ -275,8 +275,8 @@ def _strs(ds: Dataset, tag: int) -> tuple[str, ...]:
     value = _get(ds, tag)
     if value is None:
         return ()
-    if isinstance(value, str):
-        return (value.strip(),)
+    if isinstance(value, str | PersonName):
+        return (str(value).strip(),)
     if isinstance(value, Iterable):
         return tuple(str(v).strip() for v in value)
     return (str(value),)

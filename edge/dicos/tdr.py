@@ -258,6 +258,7 @@ def build_tdr(
     include_benign: bool = False,
     bitmaps: bool = True,
     reasons_of: ReasonsOf = object_reasons,
+    site_id: str | None = None,
 ) -> Dataset:
     """The TDR dataset for one decision (with file meta), not yet encoded.
 
@@ -270,6 +271,7 @@ def build_tdr(
         include_benign: also write objects judged benign (flag NO_THREAT), not just anomalous ones.
         bitmaps: rasterise each object's outline into a Threat ROI Bitmap.
         reasons_of: an object's alarm reasons (one ATD Assessment each); ``object_reasons`` by default.
+        site_id: the site, written as Institution Name (``unknown`` when not given, as the toolkit writes).
     """
     key = (decision.scanner_id, decision.item_id, repr(decision.decided_wall))
     sop_uid = _uid("tdr", *key)
@@ -300,18 +302,38 @@ def build_tdr(
     ds.SeriesDate, ds.SeriesTime = start_da, start_tm
     ds.ContentDate, ds.ContentTime = created_da, created_tm
     ds.Modality = "TDR"
+    # General Equipment, OOI, Study and Frame of Reference modules as the toolkit's reports carry them
+    # (tests/dicos/test_tdr_structure.py compares the element paths with the real samples).
     ds.Manufacturer = ALGORITHM_NAME
+    ds.InstitutionName = _lo(site_id or "unknown")
+    ds.InstitutionAddress = ""
     ds.StationName = _lo(decision.scanner_id)[:_SH_MAX]
+    ds.InstitutionalDepartmentName = ""
+    ds.ManufacturerModelName = ALGORITHM_NAME
+    ds.DeviceSerialNumber = _lo(decision.scanner_id)
     ds.SoftwareVersions = _lo(edge_version())
+    if dx_uids:
+        study_ref = Dataset()
+        study_ref.ReferencedSOPClassUID = SOP_CLASS_DX_PROCESSING
+        study_ref.ReferencedSOPInstanceUID = dx_uids[0]
+        ds.ReferencedStudySequence = DicomSequence([study_ref])
     ds.PatientID = _lo(decision.item_id)
     ds.IssuerOfPatientID = _lo(decision.scanner_id)
     ds.TypeOfPatientID = "TEXT"
+    ds.PatientSex = "U"  # the OOI owner's, unknown
+    ds.OtherPatientIDsSequence = DicomSequence([])
     ds.StudyInstanceUID = study_uid or _uid("study", decision.scanner_id, decision.item_id)
     ds.SeriesInstanceUID = _uid("tdr-series", *key)
+    ds.StudyID = _uid("study-id", decision.scanner_id, decision.item_id).replace(".", "")[-_SH_MAX:]
     ds.InstanceNumber = 1
+    ds.FrameOfReferenceUID = _uid("frame", decision.scanner_id, decision.item_id)
+    ds.PositionReferenceIndicator = ""
     ds.DICOSVersion = DICOS_VERSION
     ds.OOIType = _cs(ooi_type, "BAGGAGE")
+    if decision.verdict is not Verdict.UNSCREENED:  # an aborted item says why in Abort Flag and Abort Reason
+        ds.AcquisitionStatus = "SUCCESSFUL"
     ds.ScanType = "OPERATIONAL"
+    ds.AlgorithmRoutingCodeSequence = DicomSequence([])
     ds.TDRType = "MACHINE"
     ds.AbortFlag = "ABORT" if aborted else "SUCCESS"
     if aborted and decision.reason is not None:
@@ -338,6 +360,7 @@ def write_tdr(
     include_benign: bool = False,
     bitmaps: bool = True,
     reasons_of: ReasonsOf = object_reasons,
+    site_id: str | None = None,
 ) -> bytes:
     """Write the item's TDR to ``path`` atomically and return the same bytes (for optional publishing).
 
@@ -355,6 +378,7 @@ def write_tdr(
             include_benign=include_benign,
             bitmaps=bitmaps,
             reasons_of=reasons_of,
+            site_id=site_id,
         )
     )
     write_atomic(Path(path), data)

@@ -160,7 +160,7 @@ class AuditStore:
         """The item's TDR bytes, or None (logged, counted, shown in health) when it cannot be built: a report
         that fails must not cost the decision its record, which is what every other reader relies on."""
         try:
-            data = encode(build_tdr(decision, include_benign=self._config.tdr.include_benign))
+            data = encode(build_tdr(decision, include_benign=self._config.tdr.include_benign, site_id=self._site_id))
         except Exception as exc:  # a bug in building the report: keep the record, say so
             self.tdr_failures += 1
             self._tdr_problem = f"DICOS report not built for {decision.item_id} ({type(exc).__name__}: {exc})"

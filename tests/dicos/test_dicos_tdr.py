@@ -31,17 +31,29 @@ TDR_TAGS: dict[tuple[int, int], str] = {
     (0x0008, 0x0033): "TM",  # D  Content Time
     (0x0008, 0x0060): "CS",  # D  Modality
     (0x0008, 0x0070): "LO",  # D  Manufacturer
+    (0x0008, 0x0080): "LO",  # D  Institution Name
+    (0x0008, 0x0081): "ST",  # D  Institution Address
     (0x0008, 0x1010): "SH",  # D  Station Name
+    (0x0008, 0x1040): "LO",  # D  Institutional Department Name
+    (0x0008, 0x1070): "PN",  # S  Operators' Name (OPERATOR reports)
+    (0x0008, 0x1090): "LO",  # D  Manufacturer's Model Name
+    (0x0008, 0x1110): "SQ",  # D  Referenced Study Sequence
     (0x0008, 0x114A): "SQ",  # D  Referenced Instance Sequence
     (0x0008, 0x1150): "UI",  # D  Referenced SOP Class UID
     (0x0008, 0x1155): "UI",  # D  Referenced SOP Instance UID
     (0x0010, 0x0020): "LO",  # D  Patient ID (OOI ID)
     (0x0010, 0x0021): "LO",  # D  Issuer of Patient ID
     (0x0010, 0x0022): "CS",  # D  Type of Patient ID
+    (0x0010, 0x0040): "CS",  # D  Patient's Sex (OOI owner)
+    (0x0010, 0x1002): "SQ",  # D  Other Patient IDs Sequence
+    (0x0018, 0x1000): "LO",  # D  Device Serial Number
     (0x0018, 0x1020): "LO",  # D  Software Versions
     (0x0020, 0x000D): "UI",  # D  Study Instance UID
     (0x0020, 0x000E): "UI",  # D  Series Instance UID
+    (0x0020, 0x0010): "SH",  # D  Study ID
     (0x0020, 0x0013): "IS",  # D  Instance Number
+    (0x0020, 0x0052): "UI",  # D  Frame of Reference UID
+    (0x0020, 0x1040): "LO",  # D  Position Reference Indicator
     (0x4010, 0x1001): "SQ",  # D  Threat ROI Voxel Sequence
     (0x4010, 0x1004): "FL",  # D  Threat ROI Base
     (0x4010, 0x1005): "FL",  # D  Threat ROI Extents
@@ -66,7 +78,9 @@ TDR_TAGS: dict[tuple[int, int], str] = {
     (0x4010, 0x1038): "SQ",  # D  ATD Assessment Sequence
     (0x4010, 0x103A): "CS",  # D  DICOS Version
     (0x4010, 0x1042): "CS",  # D  OOI Type
+    (0x4010, 0x1044): "CS",  # D  Acquisition Status
     (0x4010, 0x1048): "CS",  # D  Scan Type
+    (0x4010, 0x1064): "SQ",  # D  Algorithm Routing Code Sequence
     (0x4010, 0x1069): "FL",  # D  Total Processing Time
     (0x4010, 0x106D): "CS",  # D  Additional Screening Performed
 }
