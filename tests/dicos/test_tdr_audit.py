@@ -59,7 +59,7 @@ def test_every_record_gets_a_tdr_that_pydicom_and_edge_dicos_show_read(tmp_path:
         ds = pydicom.dcmread(path)
         assert ds.TDRType == "MACHINE" and ds.AlarmDecision == decision_text and ds.AbortFlag == abort
         assert ds.PatientID == item_id
-        assert list(ds.ThreatDetectionAlgorithmAndVersion)[0] == "xray-edge"
+        assert ds.ThreatDetectionAlgorithmAndVersion[0] == "xray-edge"
         assert float(ds.TotalProcessingTime) == pytest.approx(187.5)
         report = read_tdr(path)
         assert report.verdict is verdict and len(report.objects) == n_objects
