@@ -89,11 +89,15 @@ class Console:
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
         if username is not None:
             self.client.username_pw_set(username, password)
+        self.client.reconnect_delay_set(0.1, 0.5)  # type: ignore[arg-type]
         self.client.connect("127.0.0.1", port, keepalive=5)
         self.client.loop_start()
 
     def send(self, body: dict[str, object] | bytes, topic: str | None = None) -> mqtt.MQTTMessageInfo:
         payload = body if isinstance(body, bytes) else json.dumps(body).encode()
+        deadline = time.monotonic() + 15
+        while not self.client.is_connected() and time.monotonic() < deadline:  # back after a broker restart
+            time.sleep(0.05)
         info = self.client.publish(topic or f"{self.prefix}/verdicts", payload, qos=1)
         info.wait_for_publish(10)
         return info
