@@ -32,11 +32,12 @@ def _tdr_lines(report: TdrReport) -> list[str]:
     aborted = report.abort_flag == "ABORT"
     abort = f"{report.abort_flag or 'missing'}" + (
         f" (reason: {', '.join(report.abort_reasons) or 'not given'})" if aborted else "")
+    when = report.alarm_decision_time.isoformat() if report.alarm_decision_time is not None else "no time"
     lines = [
         f"TDR {report.sop_instance_uid}",
         f"  type:            {report.tdr_type or 'missing'}",
         f"  item (OOI ID):   {report.item_id}",
-        f"  alarm decision:  {report.alarm_decision or 'missing'} (as written) at {report.alarm_decision_time}",
+        f"  alarm decision:  {report.alarm_decision or 'missing'} (as written) at {when}",
         f"  verdict:         {report.verdict.value.upper()} (fail-safe reading)",
         f"  abort flag:      {abort}",
     ]
