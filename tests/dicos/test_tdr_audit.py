@@ -366,3 +366,27 @@ def test_audit_body_is_unchanged_by_the_report(tmp_path: Path) -> None:
     (path,) = (tmp_path / "audit").glob("*/bag-1.json")
     body = json.loads(path.read_text())
     assert body["schema"] == "xray-edge/item@1" and "tdr" not in json.dumps(body)
+
+
+def test_a_decision_stored_again_after_a_restart_rewrites_the_same_report(tmp_path: Path) -> None:
+    """The intake journal offers a decision again after a crash (same uid, same record id): the report is
+    rewritten under the same name with the same bytes and the store's byte count does not grow."""
+    root = tmp_path / "audit"
+    d = decision(Verdict.ALARM, item_id="bag-1")
+    first = _store(root)
+    try:
+        first.publish(d)
+        usage = first.usage_bytes()
+        before = _tdr_of(root, "bag-1").read_bytes()
+    finally:
+        first.close(1.0)
+    again = _store(root)
+    try:
+        assert again._scanned.wait(5)
+        assert again.usage_bytes() == usage
+        again.publish(d)
+        assert again.usage_bytes() == usage
+    finally:
+        again.close(1.0)
+    assert _tdr_of(root, "bag-1").read_bytes() == before
+    assert sorted(p.name for p in next(root.iterdir()).iterdir()) == ["bag-1.json", "bag-1.tdr.dcs"]
