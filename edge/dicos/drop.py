@@ -47,6 +47,8 @@ class DropFolder:
         self._files = 0
         self._bytes = 0
         self._counted_mono = -_RESCAN_S
+        self._pending = 0
+        self._pending_lock = threading.Lock()
         self._idle = threading.Event()
         self._idle.set()
         self._thread = threading.Thread(target=self._run, name="tdr-drop", daemon=True)
@@ -59,14 +61,18 @@ class DropFolder:
 
     def offer(self, name: str, data: bytes) -> bool:
         """Queue one report for the folder; False (skipped, counted) when the queue is full. Never blocks."""
-        self._idle.clear()
-        try:
-            self._queue.put_nowait((name, data))
-        except queue.Full:
+        with self._pending_lock:
+            try:
+                self._queue.put_nowait((name, data))
+            except queue.Full:
+                full = True
+            else:
+                full = False
+                self._pending += 1
+                self._idle.clear()
+        if full:
             self._skip("queue", f"TDR drop folder {self.folder} is not keeping up ({self._queue.maxsize} reports "
                        "waiting); reports skipped")
-            if self._queue.empty():
-                self._idle.set()
             return False
         return True
 
@@ -93,8 +99,10 @@ class DropFolder:
                 self._deliver(*job)
             except Exception:  # the thread must go on whatever one report does
                 log.exception("TDR drop failed", extra={"folder": str(self.folder)})
-            if self._queue.empty():
-                self._idle.set()
+            with self._pending_lock:
+                self._pending -= 1
+                if self._pending == 0:
+                    self._idle.set()
 
     def _deliver(self, name: str, data: bytes) -> None:
         if not self.folder.is_dir():
@@ -141,7 +149,8 @@ class DropFolder:
         self._files, self._bytes, self._counted_mono = files, size, now
 
     def _skip(self, cause: str, why: str) -> None:
-        self.skipped += 1
+        with self._pending_lock:  # offer (the publish thread) and the drop thread both count
+            self.skipped += 1
         self._problem = why
         if cause != self._logged:  # one line per cause, not one per report
             self._logged = cause

@@ -390,3 +390,26 @@ def test_a_decision_stored_again_after_a_restart_rewrites_the_same_report(tmp_pa
         again.close(1.0)
     assert _tdr_of(root, "bag-1").read_bytes() == before
     assert sorted(p.name for p in next(root.iterdir()).iterdir()) == ["bag-1.json", "bag-1.tdr.dcs"]
+
+
+def test_offering_reports_never_waits_for_the_drop_folder(tmp_path: Path) -> None:
+    """Reports offered faster than the folder takes them are skipped (counted, shown), never waited for."""
+    from edge.dicos.drop import DropFolder
+
+    drop_dir = tmp_path / "drop"
+    drop_dir.mkdir()
+    drop = DropFolder(drop_dir, max_files=10_000, max_mb=100, queue_size=1)
+    data = b"r" * 4096
+    try:
+        slowest = 0.0
+        for i in range(500):
+            start = time.perf_counter()
+            drop.offer(f"r{i}.tdr.dcs", data)
+            slowest = max(slowest, time.perf_counter() - start)
+        assert drop.wait_idle(30)
+    finally:
+        drop.close(5.0)
+    assert slowest < 0.05  # an offer is a queue put: no file I/O on the caller's thread
+    assert drop.skipped >= 1 and drop.written + drop.skipped == 500
+    assert len(list(drop_dir.iterdir())) == drop.written
+    assert drop.problem is None or "not keeping up" in drop.problem

@@ -206,3 +206,44 @@ def test_service_builds_the_intake_and_health_names_it(tmp_path: Path, broker: B
         assert build_verdicts(no_mqtt, audit) is None
     finally:
         audit.close(1.0)
+
+
+def test_a_full_disk_is_answered_not_stored_and_shown_then_recovers(tmp_path: Path) -> None:
+    """The audit store's disk is full: the verdict is answered stored=false with the reason and health shows it;
+    the console sends it again once there is room and it is stored (once)."""
+    import subprocess
+
+    from edge.config.audit import AuditConfig
+    from edge.sinks.audit import AuditStore
+
+    where = tmp_path / "fs"
+    where.mkdir()
+    mount = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1048576", "tmpfs", str(where)],
+                           capture_output=True, text=True)
+    if mount.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs for the full-disk case (needs root): {mount.stderr.strip()}")
+    audit = AuditStore(AuditConfig(directory=where / "audit", min_free_mb=0), "hub")
+    try:
+        d = make_decision(5, scanner_id="s1")
+        audit.publish(d)
+        store = VerdictStore(audit)
+        body = json.dumps(verdict(item_record_id(SiteConfig(site_id="hub", scanner_id="s1"), d), d.item_id)).encode()
+        filler = where / "filler"
+        with open(filler, "wb", buffering=0) as fh:
+            for size in (65536, 512, 1):
+                while True:
+                    try:
+                        fh.write(b"\0" * size)
+                    except OSError:
+                        break
+        ack = store.handle(body)
+        assert ack.stored is False and ack.error is not None and "cannot be stored" in ack.error
+        assert store.problem is not None
+        assert not list((where / "audit").glob("*/*.verdict-*"))  # nothing half-written
+        filler.unlink()
+        assert store.handle(body).stored is True and store.problem is None
+        assert store.handle(body).duplicate is True
+        assert len(list((where / "audit").glob("*/*.verdict-*.json"))) == 1
+    finally:
+        audit.close(1.0)
+        subprocess.run(["umount", "-l", str(where)], capture_output=True)
