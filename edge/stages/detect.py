@@ -5,7 +5,9 @@ The detector returns dense candidates in model-input pixels; here they are thres
 or per class when the bundle returns ``labels``) and capped at ``max_objects`` highest-scoring boxes; a bundle
 with a ``vote_iou`` threshold then refines each kept box by box voting (:func:`vote`). A
 class-aware bundle's labels index its manifest ``classes``; an index outside them is a bundle error, not a
-silently unlabelled box.
+silently unlabelled box. A detector imported from another tool (bundle.yaml ``layout``: YOLOv8/v5, end-to-end,
+mmdeploy, torchvision) is decoded to the same dense candidates by ``edge.bundles.layouts`` first; from there
+every detector takes the same path (NMS per class, so an already-suppressed model loses only near-duplicates).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from edge.boxes import box_iou, nms
+from edge.bundles.layouts import decode_outputs
 from edge.bundles.outputs import NMS_IOU_KEY, VOTE_IOU_KEY, DetectorOutputs
 from edge.condition.composer import compose, geometry, region_of
 from edge.errors import BackendError
@@ -76,7 +79,11 @@ class DetectStage:
         contract = detector.bundle.contract
         height, width = item.image.shape
         batch = compose(item.image, contract)
-        out = detector.session.predict(batch)
+        if manifest.layout is None:
+            out = detector.session.predict(batch)
+        else:  # an imported detector: its own output layout, decoded to the same dense candidates
+            out = decode_outputs(manifest.outputs, manifest.layout, detector.session.run(batch),
+                                 len(manifest.classes), contract.height, contract.width, f"bundle {manifest.name}")
         if not isinstance(out, DetectorOutputs):
             raise BackendError(f"bundle {manifest.name} did not return detector outputs")
         threshold = float(manifest.thresholds.get("score", 0.3))
