@@ -383,12 +383,16 @@ def read_images(folder: Path, limit: int | None = None) -> list[npt.NDArray[np.u
 
 def compose_images(images: Sequence[npt.NDArray[np.uint8]], contract: InputContract,
                    where: str) -> npt.NDArray[np.float32]:
-    """Each image through the service's own conditioning of a picture and the runtime composer."""
+    """Each image through the service's own conditioning of a picture and the runtime composer (a grey picture
+    for a colour model as R = G = B)."""
     from edge.condition.composer import compose
     from edge.condition.degraded import from_grey, from_pseudo_colour
 
+    colour = any(c in (Channel.PC, Channel.BGR) for c in contract.channels)
     batches = []
     for i, img in enumerate(images):
+        if img.ndim == 2 and colour:  # a grey picture for a colour model: R = G = B, as `edge eval` hands it on
+            img = np.ascontiguousarray(np.repeat(img[:, :, None], 3, axis=2))
         try:
             image = from_pseudo_colour(img) if img.ndim == 3 else from_grey(img)
             batches.append(compose(image, contract))
@@ -401,8 +405,10 @@ def input_set(folder: Path | None, contract: InputContract, samples: int, seed: 
     """Model inputs from a folder (images, or .npy/.npz items as ``edge-export quantize`` reads them) or
     generated parcels."""
     if folder is None:
-        return InputSet(compose_images(generated_images(samples, seed), contract, "generated"), None,
-                        f"generated parcels (seed {seed})")
+        images = generated_images(samples, seed)
+        if not any(c in (Channel.PC, Channel.BGR) for c in contract.channels):  # a grey model: grey parcels
+            images = [np.ascontiguousarray(img.mean(axis=2).astype(np.uint8)) for img in images]
+        return InputSet(compose_images(images, contract, "generated"), None, f"generated parcels (seed {seed})")
     if folder.is_dir() and not any(p.suffix.lower() in IMAGE_SUFFIXES for p in folder.iterdir()):
         return load_inputs(folder, contract)
     return InputSet(compose_images(read_images(folder), contract, str(folder)), None, str(folder))
@@ -551,6 +557,9 @@ def import_detector(req: ImportRequest, progress: Callable[[str], None] | None =
 
         items = input_set(req.calibration, contract, 0)
         say(f"INT8: {len(items.inputs)} calibration inputs from {items.source}")
-        bundle = add_int8(req.out, items, req.out, req.version, threads=req.threads, progress=say)
+        try:
+            bundle = add_int8(req.out, items, req.out, req.version, threads=req.threads, progress=say)
+        except EdgeError as exc:
+            raise ExportError(f"INT8: {exc} (the FP32 bundle at {req.out} stays as it is)") from exc
     return bundle
 

@@ -66,8 +66,10 @@ def _found_box(g: _Graph, x: str, height: int, width: int, threshold: float, chw
 
 
 def _cxcywh(g: _Graph, box: str) -> str:
-    m = np.array([[0.5, 0, -1, 0], [0, 0.5, 0, -1], [0.5, 0, 1, 0], [0, 0.5, 0, 1]], np.float32)
-    return g.op("MatMul", [box, g.const(m)])
+    top_left = g.op("Gather", [box, g.const([0, 1], np.int64)], axis=0)
+    bottom_right = g.op("Gather", [box, g.const([2, 3], np.int64)], axis=0)
+    centre = g.op("Mul", [g.op("Add", [top_left, bottom_right]), g.const(0.5)])
+    return g.op("Concat", [centre, g.op("Sub", [bottom_right, top_left])], axis=0)
 
 
 def _rows(g: _Graph, layout: str, box: str, nc: int, scale_xy: tuple[float, float]) -> list[str]:
