@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from dataclasses import replace as dc_replace
 from pathlib import Path
 
 import cv2
@@ -19,10 +20,15 @@ from typer.testing import CliRunner
 
 from edge.boxes import box_iou
 from edge.bundles.loader import load_bundle
-from edge.bundles.manifest import LayoutKind, ModelFormat, Precision
+from edge.bundles.manifest import DetectorLayout, LayoutKind, ModelFormat, Precision
+from edge.bundles.outputs import Role
+from edge.contracts import Channel, InputContract
 from edge_tools.eval.records import DatasetItem, ItemOutcome, ItemTruth, Modality
 from edge_tools.eval.runner import EvalRuntime, RunSettings
+from export.bundle import BundleModel, make_bundle
 from export.cli import app
+from export.import_detector import inspect_model, match_outputs
+from export.meta import ExportMeta, write_onnx_meta
 from tests.export.import_detector_graphs import CLASS, CLASSES, SCORE, build, ultralytics_metadata
 from tests.service import service_helpers
 
@@ -239,3 +245,20 @@ def test_int8_from_a_folder_of_images_through_add_int8(tmp_path: Path) -> None:
     # INT8 quantises the graph's pixel-index arithmetic (indices up to 128 in 256 steps), which moves the found
     # bottom edge by about 4 model pixels: IoU 0.86 where every FP32 run gives 1.0.
     _assert_found(outcome, min_iou=0.8)
+
+
+def test_a_bundle_whose_model_does_not_fit_its_layout_makes_items_unscreened_not_clear(tmp_path: Path) -> None:
+    """A bundle written past the import's checks (layout yolov5 over a YOLOv8 head, forced): the service decides
+    the item UNSCREENED model_error with the output's name and shape, never CLEAR with no objects."""
+    model = build("yolov8", tmp_path / "y8.onnx")
+    outputs = tuple(dc_replace(o, field="predictions") for o in match_outputs(inspect_model(model),
+                                                                              LayoutKind.YOLOV5, {}))
+    meta = ExportMeta(role=Role.DETECTOR, contract=InputContract((Channel.PC,), 128, 128, input_name="images"),
+                      outputs=outputs, thresholds={"score": 0.25}, classes=CLASSES,
+                      layout=DetectorLayout(LayoutKind.YOLOV5))
+    write_onnx_meta(model, meta)
+    make_bundle(tmp_path / "b", "wrong", "1", meta, [BundleModel(ModelFormat.ONNX, Precision.FP32, model)], None,
+                force=True)
+    (outcome,) = _screen(tmp_path, tmp_path / "b", [_image(tmp_path / "item.png")], "onnxruntime")
+    assert outcome.verdict == "unscreened" and outcome.reason == "model_error"
+    assert "output 'output0' has shape [1, 7, 4]; the yolov5 layout expects [1, N, 5+nc]" in outcome.detail
