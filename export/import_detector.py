@@ -505,6 +505,8 @@ def import_detector(req: ImportRequest, progress: Callable[[str], None] | None =
             or the flag), a class name is unknown, parity failed (unless forced), or INT8 was refused.
     """
     say = progress or (lambda _m: None)
+    if req.out.exists() and (not req.out.is_dir() or any(req.out.iterdir())) and not req.overwrite:
+        raise ExportError(f"{req.out}: exists and is not empty (pass --overwrite to replace it)")
     info = inspect_model(req.model)
     hints = exporter_hints(info)
     classes = req.classes or hints.classes
@@ -559,7 +561,9 @@ def import_detector(req: ImportRequest, progress: Callable[[str], None] | None =
         say(f"INT8: {len(items.inputs)} calibration inputs from {items.source}")
         try:
             bundle = add_int8(req.out, items, req.out, req.version, threads=req.threads, progress=say)
-        except EdgeError as exc:
-            raise ExportError(f"INT8: {exc} (the FP32 bundle at {req.out} stays as it is)") from exc
+        except (EdgeError, ExportError) as exc:
+            raise ExportError(f"INT8: {exc}\nThe FP32 bundle at {req.out} was written and verified; it has no "
+                              "INT8 model (run edge-export add-int8 on it with other calibration data, or run FP32)"
+                              ) from exc
     return bundle
 

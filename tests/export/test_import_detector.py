@@ -262,3 +262,26 @@ def test_a_bundle_whose_model_does_not_fit_its_layout_makes_items_unscreened_not
     (outcome,) = _screen(tmp_path, tmp_path / "b", [_image(tmp_path / "item.png")], "onnxruntime")
     assert outcome.verdict == "unscreened" and outcome.reason == "model_error"
     assert "output 'output0' has shape [1, 7, 4]; the yolov5 layout expects [1, N, 5+nc]" in outcome.detail
+
+
+def test_an_ultralytics_openvino_export_imports_from_its_xml_and_metadata_yaml(tmp_path: Path) -> None:
+    """``yolo export format=openvino`` writes best_openvino_model/{best.xml, best.bin, metadata.yaml}: the IR is
+    imported as it is (no ONNX model in the bundle; the reference is the IR on OpenVINO), names and size from the
+    YAML."""
+    import openvino as ov
+
+    folder = tmp_path / "best_openvino_model"
+    folder.mkdir()
+    onnx_path = build("yolov8", tmp_path / "best.onnx", height=96, width=160)
+    ov.save_model(ov.convert_model(str(onnx_path)), str(folder / "best.xml"), compress_to_fp16=False)
+    (folder / "metadata.yaml").write_text(yaml.safe_dump(
+        {"author": "Ultralytics", "task": "detect", "stride": 32, "batch": 1, "imgsz": [96, 160],
+         "names": dict(enumerate(CLASSES))}), encoding="utf-8")
+    code, text = _import([str(folder / "best.xml"), "--layout", "yolov8", "--name", "ov", "-o", str(tmp_path / "b")])
+    assert code == 0, text
+    m = load_bundle(tmp_path / "b").manifest
+    assert m.classes == CLASSES and (m.input.height, m.input.width) == (96, 160)
+    assert [(e.format, e.precision) for e in m.models] == [(ModelFormat.OPENVINO, Precision.FP32)]
+    assert m.parity is not None and m.parity.reference.startswith("openvino/fp32 (best.xml")
+    (outcome,) = _screen(tmp_path, tmp_path / "b", [_image(tmp_path / "item.png")], "openvino")
+    _assert_found(outcome)
