@@ -50,7 +50,7 @@ from edge.bundles.manifest import (
 from edge.bundles.outputs import DECISION_THRESHOLD_KEY, NMS_IOU_KEY, Role
 from edge.contracts import Channel, InputContract, ResizePolicy
 from edge.errors import EdgeError
-from export.bundle import BundleModel, make_bundle
+from export.bundle import BundleModel, make_bundle, model_files
 from export.calibration import InputSet, load_inputs
 from export.errors import ExportError
 from export.meta import ExportMeta, write_onnx_meta
@@ -290,10 +290,7 @@ def match_outputs(info: ModelInfo, layout: LayoutKind, given: Mapping[str, str])
                                   f"({', '.join(fields)}); the model has {len(names)}: {', '.join(names)}")
             chosen[f] = rest.pop(0)
     field_of = {name: f for f, name in chosen.items()}
-    return tuple(OutputSpec(name=name, field=field_of.get(name),
-                            shape=tuple("N" if i == 0 and len(shape) > 1 and shape[0] in (1, None) and
-                                        layout is not LayoutKind.TORCHVISION else ("?" if d is None else d)
-                                        for i, d in enumerate(shape)),
+    return tuple(OutputSpec(name=name, field=field_of.get(name), shape=tuple("?" if d is None else d for d in shape),
                             dtype=dtype)
                  for name, shape, dtype in info.outputs)
 
@@ -463,6 +460,10 @@ def _prepare_files(info: ModelInfo, meta: ExportMeta, work: Path,
             add_batch_axis(info.path, onnx_path)
             reference = onnx_path.with_name("reference.onnx")
             shutil.copy2(onnx_path, reference)
+        elif len(model_files(info.path)) > 1:  # weights in external data files: inlined (a detector is < 2 GB)
+            import onnx
+
+            onnx.save(onnx.load(str(info.path)), str(onnx_path))
         else:
             shutil.copy2(info.path, onnx_path)
         write_onnx_meta(onnx_path, meta)
@@ -536,8 +537,13 @@ def import_detector(req: ImportRequest, progress: Callable[[str], None] | None =
         ref_backend = "onnxruntime" if reference_path.suffix == ".onnx" else "openvino"
         say(f"reference: {ref_backend}/fp32 on {reference_path.name}, {len(inputs.inputs)} inputs from "
             f"{inputs.source}")
-        reference = run_candidate(Candidate(ref_backend, Precision.FP32, reference_path), inputs.inputs,
-                                  req.threads)
+        try:
+            reference = run_candidate(Candidate(ref_backend, Precision.FP32, reference_path), inputs.inputs,
+                                      req.threads)
+        except EdgeError as exc:
+            raise ExportError(f"{req.model}: the model as exported does not run on {ref_backend} with the input "
+                              f"contract ({contract.height}x{contract.width}, {contract.tensor_channels} channels): "
+                              f"{exc}") from exc
         try:  # the model's real outputs through the decoder once: the clearest place to refuse a wrong layout
             from edge.bundles.layouts import decode_outputs
 
@@ -547,8 +553,9 @@ def import_detector(req: ImportRequest, progress: Callable[[str], None] | None =
             raise ExportError(str(exc)) from exc
         candidates = [Candidate("openvino" if m.format is ModelFormat.OPENVINO else "onnxruntime", m.precision,
                                 m.path) for m in models]
+        as_given = "with a batch axis added" if reference_path != info.path else "as exported"
         report = verify(meta, inputs.inputs, reference,
-                        f"{ref_backend}/fp32 ({req.model.name}, as exported; {inputs.source})", candidates,
+                        f"{ref_backend}/fp32 ({req.model.name}, {as_given}; {inputs.source})", candidates,
                         threads=req.threads, progress=say)
         bundle = make_bundle(req.out, req.name, req.version, meta, models, report, force=req.force,
                              training_data=req.training_data, notes=_notes(req, info, hints, contract),

@@ -285,3 +285,18 @@ def test_an_ultralytics_openvino_export_imports_from_its_xml_and_metadata_yaml(t
     assert m.parity is not None and m.parity.reference.startswith("openvino/fp32 (best.xml")
     (outcome,) = _screen(tmp_path, tmp_path / "b", [_image(tmp_path / "item.png")], "openvino")
     _assert_found(outcome)
+
+
+def test_an_onnx_file_with_external_weights_is_imported(tmp_path: Path) -> None:
+    import onnx
+
+    src = build("end2end", tmp_path / "e.onnx")
+    ext = tmp_path / "ext"
+    ext.mkdir()
+    onnx.save(onnx.load(str(src)), str(ext / "e.onnx"), save_as_external_data=True, all_tensors_to_one_file=True,
+              location="e.weights", size_threshold=256)  # the float tables; shape inputs stay inline for ORT
+    assert (ext / "e.weights").stat().st_size > 0
+    code, text = _import([str(ext / "e.onnx"), "--layout", "end2end", "--classes", ",".join(CLASSES), "--name", "e",
+                          "-o", str(tmp_path / "b")])
+    assert code == 0, text
+    assert "PARITY PASSED" in text
