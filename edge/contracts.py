@@ -6,6 +6,8 @@ bundle's ``bundle.yaml``; ``edge.condition.composer`` is the one implementation 
 
 Channel meanings (each in [0, 1] before normalisation):
     ``pc``  3 channels, RGB pseudo-colour in the operator palette.
+    ``bgr`` 3 channels, the same pseudo-colour in BGR order (models trained on OpenCV-read images, e.g.
+            MMDetection configs without ``bgr_to_rgb``; ``edge-export import-detector --bgr``).
     ``h``   1 channel, high-energy transmission T_high.
     ``l``   1 channel, low-energy transmission T_low.
     ``z``   1 channel, effective Z divided by ``Z_SCALE`` (clipped to [0, 1]).
@@ -25,6 +27,7 @@ class Channel(StrEnum):
     """Input channel groups a bundle may ask for."""
 
     PC = "pc"
+    BGR = "bgr"
     H = "h"
     L = "l"
     Z = "z"
@@ -33,14 +36,20 @@ class Channel(StrEnum):
     @property
     def width(self) -> int:
         """Number of tensor channels this group contributes."""
-        return 3 if self in (Channel.PC, Channel.HLZ) else 1
+        return 3 if self in (Channel.PC, Channel.BGR, Channel.HLZ) else 1
 
 
 class ResizePolicy(StrEnum):
-    """How an image of another size is brought to the contract's size."""
+    """How an image of another size is brought to the contract's size.
+
+    ``letterbox`` centres the scaled image (Ultralytics, and this project's own models); ``letterbox-topleft``
+    puts it in the top-left corner and pads right and bottom only (MMDetection's ``Resize(keep_ratio=True)`` +
+    ``Pad``), so boxes of a model trained that way land where it expects them.
+    """
 
     STRETCH = "stretch"
     LETTERBOX = "letterbox"
+    LETTERBOX_TOPLEFT = "letterbox-topleft"
 
 
 @dataclass(frozen=True, slots=True)

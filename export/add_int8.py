@@ -122,7 +122,8 @@ def add_int8(source: Path, data: InputSet, out: Path, version: str, *, validatio
         notes = _notes(m.notes, int8_note(result, len(val.inputs)))
         content = BundleContent(name=m.name, version=version, role=m.role, contract=m.input, outputs=m.outputs,
                                 thresholds=dict(m.thresholds), normalisation=m.normalisation, classes=m.classes,
-                                training_data=m.training_data, notes=notes)
+                                training_data=m.training_data, notes=notes, layout=m.layout,
+                                threat_classes=m.threat_classes)
         try:
             return write_bundle(out, content, models, parity, toolchain_versions(), forced=m.forced,
                                 overwrite=True)

@@ -60,8 +60,10 @@ def _check_parity(parity: ParityReport | None, models: list[BundleModel], force:
 def make_bundle(out_dir: Path, name: str, version: str, meta: ExportMeta, models: list[BundleModel],
                 parity: ParityReport | None, force: bool = False, training_data: str = "", notes: str = "",
                 thresholds: Mapping[str, float] | None = None, classes: tuple[str, ...] | None = None,
-                toolchain_extra: dict[str, str] | None = None, overwrite: bool = False) -> Bundle:
-    """Write the bundle and return it as the runtime loads it."""
+                toolchain_extra: dict[str, str] | None = None, overwrite: bool = False,
+                threat_classes: Mapping[str, float] | None = None) -> Bundle:
+    """Write the bundle and return it as the runtime loads it (an imported detector's ``meta.layout`` and
+    ``threat_classes`` go into bundle.yaml as they are)."""
     if not models:
         raise ExportError("a bundle needs at least one model file")
     if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
@@ -71,7 +73,8 @@ def make_bundle(out_dir: Path, name: str, version: str, meta: ExportMeta, models
                             outputs=meta.outputs,
                             thresholds=dict(meta.thresholds if thresholds is None else thresholds),
                             normalisation=meta.normalisation, classes=meta.classes if classes is None else classes,
-                            training_data=training_data, notes=notes)
+                            training_data=training_data, notes=notes, layout=meta.layout,
+                            threat_classes=dict(threat_classes or {}))
     try:
         return write_bundle(out_dir, content, models, parity, toolchain_versions(toolchain_extra), forced=forced,
                             overwrite=True)

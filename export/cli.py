@@ -494,6 +494,91 @@ def import_anomalib(
         typer.echo(format_report(result.manifest.parity))
 
 
+@app.command("import-detector")
+def import_detector(
+    model: Path = typer.Argument(..., help="the detector as exported: MODEL.onnx, or an OpenVINO MODEL.xml"),
+    layout: str = typer.Option(..., help="output layout: yolov8 ([1,4+nc,N]: YOLOv8/11), yolov5 ([1,N,5+nc]), "
+                               "end2end ([1,N,6]: YOLOv10/26, RT-DETR style), dets-labels (mmdeploy), "
+                               "torchvision (boxes/scores/labels, already suppressed)"),
+    out: Path = typer.Option(..., "--out", "-o", help="bundle folder to create"),
+    name: str = typer.Option(..., help="bundle name (letters, digits, . _ -)"),
+    version: str = typer.Option("1", help="bundle version"),
+    classes: str | None = typer.Option(None, help="class names in class-index order, comma-separated (default: "
+                                       "the model's metadata, e.g. Ultralytics names)"),
+    size: str | None = typer.Option(None, help="model input HEIGHTxWIDTH (default: metadata imgsz, else the "
+                                    "graph's static input shape)"),
+    resize: ResizePolicy = typer.Option(ResizePolicy.LETTERBOX, help="letterbox (centred: Ultralytics), "
+                                        "letterbox-topleft (MMDetection Resize keep_ratio + Pad), or stretch"),
+    channels: str | None = typer.Option(None, help="input channel groups, comma-separated: pc (pseudo-colour), "
+                                        "h (grey), e.g. h,h,h for a grey 3-channel model (default: pc for 3 "
+                                        "channels, h for 1)"),
+    bgr: bool = typer.Option(False, "--bgr", help="the model takes BGR (OpenCV order), not RGB"),
+    scale: float = typer.Option(1.0, help="model pixel value = image value in [0,1] x SCALE, before mean/std "
+                                "(1: Ultralytics, torchvision; 255: MMDetection)"),
+    mean: str | None = typer.Option(None, help="per-channel mean in the scaled units, model channel order"),
+    std: str | None = typer.Option(None, help="per-channel std in the scaled units, model channel order"),
+    pad_value: float = typer.Option(114.0, help="letterbox fill in 8-bit units (Ultralytics, RTMDet: 114)"),
+    boxes: str = typer.Option("pixels", help="box units: pixels of the model input, or normalised ([0,1])"),
+    output: list[str] = typer.Option([], help="FIELD=GRAPH_OUTPUT when outputs are not matched by name/order, "
+                                     "repeatable (fields: predictions, detections, dets, boxes, scores, labels)"),
+    threat_class: list[str] = typer.Option([], help="NAME[=THRESHOLD]: a class that is a threat by itself at "
+                                           "that detector score (default: --score-threshold); repeatable"),
+    score_threshold: float = typer.Option(0.25, help="candidates below this score are dropped"),
+    nms_iou: float = typer.Option(0.7, help="class-aware NMS IoU (0.7 as Ultralytics predicts)"),
+    images: Path | None = typer.Option(None, help="parity inputs: a folder of images (else generated parcels)"),
+    samples: int = typer.Option(8, help="generated parity inputs when no --images"),
+    calibration: Path | None = typer.Option(None, help="images for INT8 (NNCF; 3 in 4 calibrate, 1 in 4 "
+                                            "validate); no INT8 without it"),
+    training_data: str = typer.Option("", help="a note on what the model was trained on"),
+    force: bool = typer.Option(False, help="bundle despite failing parity (recorded as forced: true)"),
+    overwrite: bool = typer.Option(False, help="replace an existing bundle folder"),
+    threads: int = typer.Option(2, help="inference threads"),
+) -> None:
+    """Make a verified detector bundle from a model exported by another tool (docs/bring-your-own.md).
+
+    Example: edge-export import-detector yolov8n.onnx --layout yolov8 --threat-class knife=0.4
+    --images site-images/ --calibration site-images/ --name site-yolo --version 1 -o bundles/site-yolo
+    """
+    from edge.bundles.manifest import BoxUnits, LayoutKind
+    from export.import_detector import ImportRequest, InputSpec
+    from export.import_detector import import_detector as run_import
+    from export.parity import format_report
+
+    try:
+        try:
+            kind, units = LayoutKind(layout), BoxUnits(boxes)
+        except ValueError as exc:
+            raise ExportError(f"{exc}; --layout is one of {', '.join(LayoutKind)}, --boxes one of "
+                              f"{', '.join(BoxUnits)}") from None
+        mapping = {}
+        for item in output:
+            key, sep, value = item.partition("=")
+            if not sep:
+                raise ExportError(f"--output {item!r}: expected FIELD=GRAPH_OUTPUT")
+            mapping[key.strip()] = value.strip()
+        try:
+            groups = None if channels is None else tuple(Channel(c.strip()) for c in channels.split(","))
+        except ValueError as exc:
+            raise ExportError(f"--channels {channels!r}: {exc}; groups: {', '.join(Channel)}") from None
+        spec = InputSpec(size=None if size is None else _size(size), resize=resize, channels=groups, bgr=bgr,
+                         scale=scale, mean=_floats(mean, "--mean"), std=_floats(std, "--std"), pad=pad_value)
+        req = ImportRequest(model=model, layout=kind, out=out, name=name, version=version, boxes=units, input=spec,
+                            classes=tuple(c.strip() for c in classes.split(",")) if classes else None,
+                            threat_classes=tuple(threat_class), outputs=mapping, score_threshold=score_threshold,
+                            nms_iou=nms_iou, images=images, samples=samples, calibration=calibration,
+                            training_data=training_data, force=force, overwrite=overwrite, threads=threads)
+        result = run_import(req, _say)
+    except ExportError as exc:
+        raise _fail(exc) from exc
+    m = result.manifest
+    threats = ", ".join(f"{k}>={v:g}" for k, v in m.threat_classes.items()) or "none"
+    _say(f"wrote {out}/bundle.yaml ({m.name}@{m.version}: {m.layout.kind if m.layout else '?'}, "
+         f"{len(m.classes)} classes, threat classes {threats}; models "
+         + ", ".join(f"{e.format}/{e.precision}" for e in m.models) + ")")
+    if m.parity is not None:
+        typer.echo(format_report(m.parity))
+
+
 @app.command()
 def keygen(
     out: Path = typer.Argument(..., help="private key file to create (mode 0600); the public key goes to OUT.pub"),

@@ -15,12 +15,15 @@ from pathlib import Path
 from typing import Any
 
 from edge.bundles.manifest import (
+    DetectorLayout,
     NormalisationKind,
     OutputSpec,
     Precision,
     ScoreNormalisation,
     contract_from_dict,
     contract_to_dict,
+    layout_from_dict,
+    layout_to_dict,
 )
 from edge.bundles.outputs import Role, optional_fields, required_fields
 from edge.contracts import InputContract
@@ -41,6 +44,8 @@ class ExportMeta:
     thresholds: Mapping[str, float] = field(default_factory=dict)
     normalisation: ScoreNormalisation = field(default_factory=ScoreNormalisation)
     classes: tuple[str, ...] = ()
+    layout: DetectorLayout | None = None
+    """An imported detector's output layout (``edge-export import-detector``); None for native outputs."""
 
     @property
     def output_names(self) -> tuple[str, ...]:
@@ -65,6 +70,8 @@ class ExportMeta:
                               "high": self.normalisation.high, "centre": self.normalisation.centre},
             "classes": list(self.classes),
         }
+        if self.layout is not None:
+            data["layout"] = layout_to_dict(self.layout)
         return json.dumps(data, sort_keys=True)
 
     @staticmethod
@@ -82,6 +89,7 @@ class ExportMeta:
                 normalisation=ScoreNormalisation(kind=NormalisationKind(norm["kind"]), low=float(norm["low"]),
                                                  high=float(norm["high"]), centre=float(norm["centre"])),
                 classes=tuple(data["classes"]),
+                layout=None if data.get("layout") is None else layout_from_dict(data["layout"]),
             )
         except (KeyError, ValueError, TypeError) as exc:
             raise ExportError(f"{source}: xray-edge metadata is unreadable ({exc}); re-export the model") from exc

@@ -74,6 +74,14 @@ def object_scores(meta: ExportMeta, outputs: Outputs) -> npt.NDArray[np.float32]
     score, a classifier's anomaly probability (column ``anomaly``, else the last column: the score stage's
     rule). None for segmenters (they decide by argmax) or when the output is missing."""
     role = meta.role
+    if meta.layout is not None:  # an imported detector: its candidates' scores, decoded as the runtime does
+        from edge.bundles.layouts import LayoutError, decode_outputs
+
+        try:
+            return decode_outputs(meta.outputs, meta.layout, outputs, len(meta.classes), meta.contract.height,
+                                  meta.contract.width).scores.reshape(-1)
+        except LayoutError:
+            return None
     name = meta.name_of({Role.DETECTOR: "scores", Role.SCORER: "score", Role.CLASSIFIER: "probs"}.get(role, ""))
     if name is None or name not in outputs:
         return None
@@ -108,6 +116,12 @@ def agreement(meta: ExportMeta, ref: Outputs, got: Outputs) -> float | None:
         a, b = decisions(meta, ref, threshold), decisions(meta, got, threshold)
         if a is None or b is None or a.size == 0:
             return None
+        if a.size != b.size:
+            # Already-suppressed detectors (torchvision, some end-to-end exports) return as many boxes as they
+            # keep, which may differ between runtimes: then only the counts kept at the threshold compare.
+            na, nb = int(a.sum()), int(b.sum())
+            values.append(1.0 - abs(na - nb) / max(na, nb, 1))
+            continue
         values.append(float(np.mean(a == b)))
     return min(values)
 
@@ -186,10 +200,31 @@ def run_batched(fn: Callable[[npt.NDArray[np.float32]], Outputs], inputs: npt.ND
     return {k: np.concatenate(v, axis=0) for k, v in parts.items()}
 
 
+def fixed_batch(path: Path) -> int | None:
+    """The batch size a model file's input is fixed to, or None when its batch axis is dynamic.
+
+    This toolchain exports a dynamic batch axis; other exporters often fix it at 1 (Ultralytics' default, most
+    mmdeploy static configs), and such a model refuses a batch of 16 (``edge-export import-detector``)."""
+    if path.suffix == ".onnx":
+        import onnx
+
+        graph = onnx.load(str(path), load_external_data=False).graph
+        init = {i.name for i in graph.initializer}
+        first = next((i for i in graph.input if i.name not in init), None)
+        dims = [] if first is None else list(first.type.tensor_type.shape.dim)
+        return int(dims[0].dim_value) if dims and dims[0].HasField("dim_value") else None
+    if path.suffix == ".xml":
+        import openvino as ov
+
+        shape = ov.Core().read_model(str(path)).inputs[0].get_partial_shape()
+        return int(shape[0].get_length()) if shape.rank.is_static and shape[0].is_static else None
+    return None
+
+
 def run_candidate(candidate: Candidate, inputs: npt.NDArray[np.float32], threads: int = 2) -> dict[str, np.ndarray]:
     session = open_model(candidate.path, candidate.backend, SessionOptions(threads=threads))
     try:
-        return run_batched(session.run, inputs)
+        return run_batched(session.run, inputs, batch=fixed_batch(candidate.path) or 16)
     finally:
         session.close()
 

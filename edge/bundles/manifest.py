@@ -179,6 +179,65 @@ class DetectorRef:
         return cls(name, version, sha256)
 
 
+class LayoutKind(StrEnum):
+    """How a detector exported by another tool lays out its outputs (``edge-export import-detector --layout``).
+
+    ``yolov8``: one output ``[1, 4+nc, N]``: centre x, centre y, width, height, then one score per class
+    (YOLOv8/YOLO11). ``yolov5``: ``[1, N, 5+nc]``: centre-size box, objectness, class probabilities (the score is
+    objectness x class probability). ``end2end``: ``[1, N, 6]``: x1, y1, x2, y2, score, class (YOLOv10/YOLO26,
+    NMS-free and RT-DETR-style exports). ``dets-labels``: mmdeploy's ``dets [1, N, 5]`` (x1, y1, x2, y2, score)
+    and ``labels [1, N]``. ``torchvision``: ``boxes [K, 4]``, ``scores [K]``, ``labels [K]`` (batch axis
+    optional), already suppressed. Decoded by ``edge.stages.layouts``.
+    """
+
+    YOLOV8 = "yolov8"
+    YOLOV5 = "yolov5"
+    END2END = "end2end"
+    DETS_LABELS = "dets-labels"
+    TORCHVISION = "torchvision"
+
+
+class BoxUnits(StrEnum):
+    """Whether a layout's boxes are in model-input pixels or in [0, 1] of the input width and height."""
+
+    PIXELS = "pixels"
+    NORMALISED = "normalised"
+
+
+LAYOUT_FIELDS: dict[LayoutKind, tuple[str, ...]] = {
+    LayoutKind.YOLOV8: ("predictions",),
+    LayoutKind.YOLOV5: ("predictions",),
+    LayoutKind.END2END: ("detections",),
+    LayoutKind.DETS_LABELS: ("dets", "labels"),
+    LayoutKind.TORCHVISION: ("boxes", "scores", "labels"),
+}
+"""The output fields (``outputs[].field``) each layout reads, in the order its decoder takes them."""
+
+
+@dataclass(frozen=True, slots=True)
+class DetectorLayout:
+    """bundle.yaml ``layout``: the output layout of an imported detector; absent for this toolchain's own
+    detectors, whose outputs are already ``boxes``/``scores``/``labels`` (``edge.bundles.outputs``)."""
+
+    kind: LayoutKind
+    boxes: BoxUnits = BoxUnits.PIXELS
+
+    @property
+    def fields(self) -> tuple[str, ...]:
+        """The output fields this layout reads."""
+        return LAYOUT_FIELDS[self.kind]
+
+
+def layout_to_dict(layout: DetectorLayout) -> dict[str, str]:
+    """The ``layout`` section as plain data (also what export metadata stores)."""
+    return {"kind": str(layout.kind), "boxes": str(layout.boxes)}
+
+
+def layout_from_dict(data: Mapping[str, Any]) -> DetectorLayout:
+    """Inverse of :func:`layout_to_dict`; raises ValueError on an unknown kind or box unit."""
+    return DetectorLayout(kind=LayoutKind(data["kind"]), boxes=BoxUnits(data.get("boxes", "pixels")))
+
+
 @dataclass(frozen=True, slots=True)
 class BundleManifest:
     """Everything in ``bundle.yaml``. ``content_sha256`` is empty until :func:`seal` fills it."""
@@ -205,6 +264,12 @@ class BundleManifest:
     forced: bool = False
     content_sha256: str = ""
     schema_version: int = SCHEMA_VERSION
+    layout: DetectorLayout | None = None
+    """Output layout of an imported detector (bundle.yaml ``layout``); None = the native boxes/scores/labels."""
+    threat_classes: Mapping[str, float] = field(default_factory=dict)
+    """bundle.yaml ``threat_classes`` (shared contract 1): class name (one of ``classes``) -> threshold in [0, 1]
+    on the detector's score at which a box of that class is a threat by itself; empty = the detector raises no
+    alarm by itself. Written by ``edge-export import-detector --threat-class``."""
 
     def item_threshold_detector(self) -> str | None:
         """``name@version`` of the detector ``thresholds.item`` was measured through: the ``item_detector`` key,
@@ -329,6 +394,9 @@ def manifest_to_dict(m: BundleManifest) -> dict[str, Any]:
             "centre": float(m.normalisation.centre),
         },
         "classes": list(m.classes),
+        # Written only when set, so every bundle made before these keys keeps its content hash.
+        **({} if m.layout is None else {"layout": layout_to_dict(m.layout)}),
+        **({} if not m.threat_classes else {"threat_classes": {k: float(v) for k, v in m.threat_classes.items()}}),
         "training_data": m.training_data,
         "notes": m.notes,
         "toolchain": dict(m.toolchain),
@@ -424,6 +492,8 @@ def manifest_from_dict(data: Any, source: str = MANIFEST_FILE) -> BundleManifest
             files=tuple(FileEntry(path=f["path"], sha256=f["sha256"], bytes=int(f["bytes"]))
                         for f in data["files"]),
             content_sha256=data["content_sha256"],
+            layout=None if data.get("layout") is None else layout_from_dict(data["layout"]),
+            threat_classes={str(k): float(v) for k, v in (data.get("threat_classes") or {}).items()},
         )
     except ValueError as exc:
         raise BundleError(f"{source}: {exc}") from exc
@@ -437,9 +507,11 @@ def check_consistency(m: BundleManifest, source: str = MANIFEST_FILE) -> None:
 
     problems: list[str] = []
     provided = {o.field for o in m.outputs if o.field is not None}
-    for name in required_fields(m.role):
+    required = m.layout.fields if m.layout is not None else required_fields(m.role)
+    for name in required:
         if name not in provided:
-            problems.append(f"outputs: no output fills {name!r}, which a {m.role} bundle must provide")
+            kind = f"{m.layout.kind} layout" if m.layout is not None else f"{m.role} bundle"
+            problems.append(f"outputs: no output fills {name!r}, which a {kind} must provide")
     fields_seen = [o.field for o in m.outputs if o.field is not None]
     if len(fields_seen) != len(set(fields_seen)):
         problems.append("outputs: a role field is filled by more than one output")
@@ -459,6 +531,15 @@ def check_consistency(m: BundleManifest, source: str = MANIFEST_FILE) -> None:
     if m.item_detector is not None and "item" not in m.thresholds:
         problems.append("item_detector: names the detector thresholds.item was measured through, but the bundle "
                         "has no thresholds.item")
+    # Imported-detector layout and threat classes (issue 31).
+    if m.layout is not None and m.role is not Role.DETECTOR:
+        problems.append(f"layout: only detector bundles have an output layout, this is a {m.role} bundle")
+    if m.layout is not None and not m.classes:
+        problems.append(f"layout: a {m.layout.kind} detector must name its classes (its labels index them)")
+    problems.extend(f"threat_classes: {name!r} is not one of the bundle's classes ({', '.join(m.classes) or 'none'})"
+                    for name in m.threat_classes if name not in m.classes)
+    problems.extend(f"threat_classes: {name}: threshold {v} is outside [0, 1]"
+                    for name, v in m.threat_classes.items() if not 0.0 <= v <= 1.0)
     if m.parity is not None and not m.parity.passed and not m.forced:
         problems.append("parity: the parity report failed and the bundle is not marked forced")
     if problems:

@@ -17,7 +17,7 @@ import platform
 import shutil
 import tempfile
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from importlib import metadata
 from pathlib import Path
 
@@ -27,6 +27,7 @@ from edge.bundles.loader import Bundle, load_bundle, sha256_file
 from edge.bundles.manifest import (
     MANIFEST_FILE,
     BundleManifest,
+    DetectorLayout,
     DetectorRef,
     FileEntry,
     ModelEntry,
@@ -73,6 +74,10 @@ class BundleContent:
     notes: str = ""
     item_detector: DetectorRef | None = None
     """The detector ``thresholds["item"]`` was measured through (bundle.yaml ``item_detector``)."""
+    layout: DetectorLayout | None = None
+    """An imported detector's output layout (bundle.yaml ``layout``); None for native outputs."""
+    threat_classes: Mapping[str, float] = field(default_factory=dict)
+    """bundle.yaml ``threat_classes``: class name -> detector score threshold (shared contract 1)."""
 
 
 def package_versions(packages: tuple[str, ...] = RUNTIME_PACKAGES,
@@ -158,6 +163,7 @@ def write_bundle(out_dir: Path, content: BundleContent, models: list[BundleModel
             thresholds=dict(content.thresholds), normalisation=content.normalisation, classes=content.classes,
             training_data=content.training_data, notes=content.notes, toolchain=dict(toolchain),
             parity=parity, forced=forced, item_detector=content.item_detector,
+            layout=content.layout, threat_classes=dict(content.threat_classes),
         )
         _install(root, seal(manifest), out_dir, "the bundle just built")
     log.info("bundle written to %s", out_dir)

@@ -16,7 +16,8 @@ What a contract (``edge.contracts.InputContract``) gets, precisely:
    resized as uint8 (it is 8-bit data), the others as float32.
    ``stretch`` fills the whole size; ``letterbox`` keeps aspect ratio, scales by
    ``min(H/h, W/w)``, centres the image (odd padding pixel goes right/bottom) and fills the rest with
-   ``pad_value`` on every channel.
+   ``pad_value`` on every channel; ``letterbox-topleft`` scales the same way but pads right and bottom only.
+   ``bgr`` is ``pc`` with its three channels written in reverse order.
 4. Normalise ``(x - mean) / std`` per tensor channel (skipped when the contract leaves them empty).
 5. NCHW float32, C-contiguous; N = 1 for the whole image, else one per box, in box order.
 
@@ -127,6 +128,8 @@ def geometry(region: tuple[int, int, int, int], contract: InputContract) -> Resi
     s = min(contract.height / h, contract.width / w)
     ow = min(contract.width, max(1, round(w * s)))
     oh = min(contract.height, max(1, round(h * s)))
+    if contract.resize is ResizePolicy.LETTERBOX_TOPLEFT:
+        return ResizeGeometry(x0, y0, w, h, ow / w, oh / h, 0, 0, ow, oh)
     return ResizeGeometry(x0, y0, w, h, ow / w, oh / h, (contract.width - ow) // 2, (contract.height - oh) // 2,
                           ow, oh)
 
@@ -175,10 +178,11 @@ def _fill(dst: F32, image: ConditionedImage, contract: InputContract, g: ResizeG
     c = 0
     for group in contract.channels:
         for plane, is_z in _planes(image, group):
-            if plane.ndim == 3:  # pc: uint8 RGB, resized in 8 bits then scaled
+            if plane.ndim == 3:  # pc / bgr: uint8 RGB, resized in 8 bits then scaled
                 resized = resize(plane[rows, cols], size).reshape(g.out_height, g.out_width, 3)
                 for k in range(3):
-                    np.multiply(resized[:, :, k], np.float32(1.0 / 255.0), out=dst[c + k, inner_y, inner_x])
+                    src_k = 2 - k if group is Channel.BGR else k
+                    np.multiply(resized[:, :, src_k], np.float32(1.0 / 255.0), out=dst[c + k, inner_y, inner_x])
                 c += 3
             else:
                 src: NDArray[Any] = plane[rows, cols]
@@ -212,6 +216,7 @@ def _planes(image: ConditionedImage, group: Channel) -> list[tuple[NDArray[np.ui
     """Source planes of a channel group, each with whether it is the effective-Z plane (scaled and clipped)."""
     planes: dict[Channel, list[tuple[NDArray[np.uint8] | NDArray[np.float32] | None, bool]]] = {
         Channel.PC: [(image.pc, False)],
+        Channel.BGR: [(image.pc, False)],
         Channel.H: [(image.t_high, False)],
         Channel.L: [(image.t_low, False)],
         Channel.Z: [(image.zeff, True)],

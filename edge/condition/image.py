@@ -86,7 +86,7 @@ class ConditionedImage:
         """Contract channel groups this image can feed (``hlz`` needs all three of h, l and z)."""
         out: set[Channel] = set()
         if self.pc is not None:
-            out.add(Channel.PC)
+            out.update((Channel.PC, Channel.BGR))  # bgr: the same pseudo-colour in OpenCV's order
         if self.t_high is not None:
             out.add(Channel.H)
         if self.t_low is not None:

@@ -5,7 +5,9 @@ The detector returns dense candidates in model-input pixels; here they are thres
 or per class when the bundle returns ``labels``) and capped at ``max_objects`` highest-scoring boxes; a bundle
 with a ``vote_iou`` threshold then refines each kept box by box voting (:func:`vote`). A
 class-aware bundle's labels index its manifest ``classes``; an index outside them is a bundle error, not a
-silently unlabelled box.
+silently unlabelled box. A detector imported from another tool (bundle.yaml ``layout``: YOLOv8/v5, end-to-end,
+mmdeploy, torchvision) is decoded to the same dense candidates by ``edge.bundles.layouts`` first; from there
+every detector takes the same path (NMS per class, so an already-suppressed model loses only near-duplicates).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from edge.boxes import box_iou, nms
+from edge.bundles.layouts import decode_outputs
 from edge.bundles.outputs import NMS_IOU_KEY, VOTE_IOU_KEY, DetectorOutputs
 from edge.condition.composer import compose, geometry, region_of
 from edge.errors import BackendError
@@ -62,6 +65,16 @@ def vote(boxes: NDArray[np.float32], scores: NDArray[np.float32], labels: NDArra
     return np.asarray(w @ b / w.sum(axis=1, keepdims=True), np.float32)
 
 
+PRE_NMS_TOP = 2000
+"""An imported detector's candidates above the score threshold that go into NMS, best first (ties at the cut all go
+in). A YOLO head has 8,400 candidates at 640x640, and a badly matched or untrained model may put thousands above the
+threshold; greedy NMS grows faster than linearly (random boxes of 80 classes: 0.4 ms for 300 candidates, 13 ms for
+1,000, 107 ms for 3,000), so the cut keeps one item's NMS bounded: all 8,400 of a YOLOv8 head above the threshold
+take 6.7 ms with the cut and 24.5 ms without, with the same 32 boxes kept (``benchmarks/bench_layouts.py``, shared
+2-core machine at load ~16). Ultralytics cuts at 30,000 with a GPU NMS. This project's own detectors (2,100
+candidates) are not cut."""
+
+
 class DetectStage:
     """Runs the detector of the current model set on each item."""
 
@@ -76,7 +89,11 @@ class DetectStage:
         contract = detector.bundle.contract
         height, width = item.image.shape
         batch = compose(item.image, contract)
-        out = detector.session.predict(batch)
+        if manifest.layout is None:
+            out = detector.session.predict(batch)
+        else:  # an imported detector: its own output layout, decoded to the same dense candidates
+            out = decode_outputs(manifest.outputs, manifest.layout, detector.session.run(batch),
+                                 len(manifest.classes), contract.height, contract.width, f"bundle {manifest.name}")
         if not isinstance(out, DetectorOutputs):
             raise BackendError(f"bundle {manifest.name} did not return detector outputs")
         threshold = float(manifest.thresholds.get("score", 0.3))
@@ -91,6 +108,8 @@ class DetectStage:
                                f"but names {len(classes)} classes")
         g = geometry(region_of((0, 0, width, height), height, width), contract)
         mask = scores >= threshold
+        if manifest.layout is not None and np.count_nonzero(mask) > PRE_NMS_TOP:
+            mask &= scores >= np.partition(scores[mask], -PRE_NMS_TOP)[-PRE_NMS_TOP]
         boxes, scores = boxes[mask], scores[mask]
         labels = labels[mask] if labels is not None else None
         # Model-input pixels back to item pixels, clipped to the item.

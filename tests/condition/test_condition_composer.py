@@ -111,7 +111,8 @@ def test_missing_channels_are_refused_by_name() -> None:
     assert isinstance(info.value, BundleError)
     assert info.value.missing == (Channel.HLZ, Channel.Z)
     message = str(info.value)
-    assert "'images'" in message and "hlz, z" in message and "pseudo_colour" in message and "available: pc" in message
+    assert "'images'" in message and "hlz, z" in message and "pseudo_colour" in message
+    assert "available: bgr, pc" in message
     grey = from_grey(np.zeros((10, 10), np.uint8))
     with pytest.raises(MissingChannelsError, match="channel\\(s\\) pc"):
         compose(grey, InputContract((Channel.PC,), 8, 8))

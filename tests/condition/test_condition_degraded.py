@@ -30,7 +30,7 @@ def test_pseudo_colour_images_give_pc_only(folder: str) -> None:
         bgr = cv2.imread(str(f), cv2.IMREAD_COLOR)
         img = from_pseudo_colour(bgr, order="bgr")
         assert img.modality is Modality.PSEUDO_COLOUR
-        assert img.available == frozenset({Channel.PC})
+        assert img.available == frozenset({Channel.PC, Channel.BGR})  # bgr: pc in OpenCV order
         np.testing.assert_array_equal(img.pc, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
         h, w = img.shape
         x = compose(img, InputContract((Channel.PC,), 96, 96), [BoxXyxy(0, 0, w / 2, h / 2)])
