@@ -410,9 +410,9 @@ class Actions:
         remaining = row.deadline_count - position
         if remaining <= 0:
             if att.attempts == 0:
-                self._finish(att, Outcome.MISSED_DIVERT, "decided too late: the parcel was "
+                self._finish(att, Outcome.MISSED_DIVERT, "too late to send: the parcel was "
                              f"{-remaining / self._cpm:.0f} mm past the diverter's arming point when the divert "
-                             "could first be sent")
+                             "could first be sent (decided late, or the box was down meanwhile)")
                 return None
             if att.final_ask or not self._link.is_up:
                 return None
