@@ -16,20 +16,21 @@ from tests.actions.conftest import LaneFactory, wait_until
 
 def _hang_the_link_once_a_divert_is_out(fw: VirtualFirmware, in_flight: object, how: str) -> threading.Thread:
     """From now on the firmware ignores commands; once a divert is out unanswered, the link drops (``pull``: the
-    cable is pulled for 0.5 s; ``mute``: the controller goes silent for 0.7 s, longer than the link timeout), then
-    comes back and the firmware listens again. A divert that can still make its deadline must survive it."""
+    cable is pulled; ``mute``: the controller goes silent, longer than the link timeout) for 1.2 s, then comes back
+    and the firmware listens again. The parcel still has ~2.5 s to its arming point then: a divert that can still
+    make its deadline must survive the drop (given up after the link's own 1 s command timeout, it would not)."""
     fw.ignore_commands = 1_000_000
 
     def chaos() -> None:
         wait_until(lambda: in_flight() > 0, 10, "a divert in flight")  # type: ignore[operator]
         if how == "pull":
             fw.pull_cable()
-            time.sleep(0.5)
+            time.sleep(1.2)
             fw.ignore_commands = 0
             fw.plug_cable()
         else:
             fw.set_muted(True)
-            time.sleep(0.7)
+            time.sleep(1.2)
             fw.ignore_commands = 0
             fw.set_muted(False)
 
