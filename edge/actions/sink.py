@@ -106,6 +106,8 @@ class _Attempt:
     future: Future[Ack] | None = None
     attempts: int = 0
     final_ask: bool = False
+    earlier_run: bool = False
+    """Left pending by a run that stopped: it may have been sent (and carried out) before the stop."""
 
 
 class Actions:
@@ -142,7 +144,7 @@ class Actions:
         self._wake = threading.Event()
         self._stop = threading.Event()
         for row in store.pending():  # what a killed run left: re-sent if still in time, else reported
-            self._pending[row.key] = _Attempt(row)
+            self._pending[row.key] = _Attempt(row, earlier_run=True)
         for row in store.unreported():
             self._to_report[row.key] = row
         if self._pending or self._to_report:
@@ -409,14 +411,16 @@ class Actions:
             return None
         remaining = row.deadline_count - position
         if remaining <= 0:
-            if att.attempts == 0:
+            if att.attempts == 0 and not att.earlier_run:
                 self._finish(att, Outcome.MISSED_DIVERT, "too late to send: the parcel was "
                              f"{-remaining / self._cpm:.0f} mm past the diverter's arming point when the divert "
                              "could first be sent (decided late, or the box was down meanwhile)")
                 return None
             if att.final_ask or not self._link.is_up:
                 return None
-            att.final_ask = True  # sent, never acknowledged: the firmware may have done it and lost only the ack
+            # sent (by this run or, maybe, the one before), never acknowledged: the firmware may have done it and
+            # lost only the ack; it answers OK for a parcel it diverted, TOO_LATE for one that went past
+            att.final_ask = True
             return 1.0
         speed = self.belt.speed() or 0.0
         if speed <= 0:

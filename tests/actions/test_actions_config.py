@@ -94,3 +94,23 @@ def test_an_unknown_operator_verdict_is_refused(tmp_path: Path) -> None:
     path = _write(tmp_path, BASE + "actions:\n  on_verdict: {confirmed: belt_stop}\n")
     [problem] = _problems(path)
     assert problem.startswith(f"{path}:9: actions.on_verdict.confirmed")
+
+
+def test_build_actions_wires_the_store_beside_the_journal_and_the_audit_report(tmp_path: Path) -> None:
+    from edge.actions import build_actions
+    from edge.actions.report import AuditActionsFile
+    from edge.sinks.audit import AuditStore
+    from firmware_bridge.link import FirmwareLink
+    from firmware_bridge.transport import serial_opener
+
+    cfg = load_config(_write(tmp_path, BASE + "actions:\n  beacon: {}\n"))
+    assert cfg.actions is not None
+    audit = AuditStore(cfg.audit.model_copy(update={"directory": tmp_path / "audit"}), "hub")
+    actions = build_actions(cfg, FirmwareLink(serial_opener(str(tmp_path / "no-port"))), audit, None,
+                            tmp_path / "state" / "intake.sqlite3")
+    try:
+        assert (tmp_path / "state" / "actions.sqlite3").exists()
+        assert [type(r) for r in actions._reporters] == [AuditActionsFile]
+    finally:
+        actions.close(0)
+        audit.close(1)

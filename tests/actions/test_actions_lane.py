@@ -72,6 +72,7 @@ def test_every_alarm_and_unscreened_parcel_is_diverted_and_no_clear_one_across_l
     # every divert reported done, on MQTT and beside the item's record; nothing for CLEAR items
     records = [r for r in lane_.action_records() if r["action"] == "divert"]
     assert {r["item_id"] for r in records} == {f"lane1-{w}" for w in must_divert}
+    print("\n".join(f"{r['item_id']}: {r['detail']}" for r in records))
     assert {r["outcome"] for r in records} == {"done"}
     assert all(r["schema"] == "action-1" and set(r) == {"schema", "record_id", "item_id", "action", "outcome",
                                                         "detail", "wall"} for r in records)

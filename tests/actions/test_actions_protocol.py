@@ -50,7 +50,7 @@ def test_wrong_lengths_and_statuses_of_the_new_messages_are_refused() -> None:
         decode_payload(0x17, bytes(12))
     with pytest.raises(CodecError, match="ReleaseDivert payload is 6 bytes; expected 5"):
         decode_payload(0x43, bytes(6))
-    with pytest.raises(CodecError, match="Ack.status"):
+    with pytest.raises(CodecError, match=r"Ack\.status"):
         decode_payload(0x03, bytes([0, 0, 6]))
 
 
