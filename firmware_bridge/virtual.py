@@ -374,6 +374,7 @@ class VirtualFirmware:
                 self._emit(self._next.message)
                 self._next = next(self._timeline, None)
                 self._run_diverter(rel)
+            self._run_diverter(rel)  # also after counts sent by ``send`` (the ops above)
             if now >= self._next_heartbeat:
                 self._emit(Heartbeat(int(rel * 1000) & 0xFFFFFFFF, self.encoder_count))
                 self._next_heartbeat = now + self.heartbeat_s
