@@ -83,6 +83,13 @@ STOPPED_BELT_ATTEMPT_S = 1.0
 REPORT_RETRY_S = 1.0
 
 
+class NamedVerdict(Protocol):
+    """An operator's verdict record (``edge.verdicts.OperatorVerdict``): only its name is read here."""
+
+    @property
+    def verdict(self) -> str: ...
+
+
 class CommandLink(Protocol):
     """What the worker needs of ``firmware_bridge.FirmwareLink``."""
 
@@ -201,18 +208,23 @@ class Actions:
         self._wake.set()
 
     # ------------------------------------------------------------------ operator verdicts (any thread)
-    def on_verdict(self, record_id_: str, verdict: str) -> ActionKind | None:
+    def on_verdict(self, record_id_: str, verdict: str | NamedVerdict) -> ActionKind | None:
         """An operator's verdict on the item whose item (or alarm) record id is ``record_id_``: queue the command
         ``actions.on_verdict`` names for it, if any; returns what was queued (None: nothing to do).
+
+        ``verdict`` is the verdict's name (``cleared``...) or a record that carries it as ``.verdict`` (the
+        verdict intake's ``OperatorVerdict``), so this is a verdict callback as it is.
 
         ``release`` is queued only for an item whose divert was done (nothing else is held at a gate).
 
         Raises:
             PublishError: the action could not be stored.
         """
-        action = self.config.on_verdict.get(verdict)  # type: ignore[call-overload]
+        name = verdict if isinstance(verdict, str) else verdict.verdict
+        action = self.config.on_verdict.get(name)  # type: ignore[call-overload]
         if action is None:
             return None
+        verdict = name
         divert = self._store.divert_of(record_id_)
         now = self._wall()
         if action == "release":

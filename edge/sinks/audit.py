@@ -125,25 +125,6 @@ class AuditStore:
         if due or self._over_bounds():
             self._wake.set()
 
-    def write_beside(self, decided_wall: float, item_id: str, record_id: str, suffix: str, data: bytes) -> Path:
-        """Write ``<record stem><suffix>`` beside an item's record (e.g. ``.actions.json``, what the lane did
-        about it), atomically and counted in the store's usage like the record itself; written again in place
-        when called again. ``record_id`` is the item record's id (it picks the stem, as for the record).
-
-        Raises:
-            OSError: it could not be written (``problem`` says why).
-        """
-        try:
-            day = self._day_dir(decided_wall)
-            path = day / f"{self._stem(day, item_id, record_id)}{suffix}"
-            grew = self._write(path, data)
-        except OSError as exc:
-            self.problem = f"audit store cannot write: {_reason(exc)} ({self._root})"
-            raise
-        with self._lock:
-            self._usage += grew
-        return path
-
     @staticmethod
     def _stem(day: Path, item_id: str, record_id: str) -> str:
         """``<item_id>``, unless that name already holds another item's record (an item id reused after a restart
@@ -217,6 +198,21 @@ class AuditStore:
         prune thread's first scan has finished; it never blocks for that scan)."""
         with self._lock:
             return self._usage
+
+    def write_beside(self, decided_wall: float, item_id: str, record_id: str, suffix: str, data: bytes) -> Path:
+        """Write ``<record stem><suffix>`` beside an item's record (e.g. ``.actions.json``, what the lane did
+        about it), atomically and counted in the store's usage like the record itself; written again in place
+        when called again. ``record_id`` is the item record's id (it picks the stem, as for the record).
+
+        Raises:
+            OSError: it could not be written (the caller keeps what it wanted written and says why).
+        """
+        day = self._day_dir(decided_wall)
+        path = day / f"{self._stem(day, item_id, record_id)}{suffix}"
+        grew = self._write(path, data)
+        with self._lock:
+            self._usage += grew
+        return path
 
     # ------------------------------------------------------------------ pruning (its own thread)
     def _prune_loop(self) -> None:

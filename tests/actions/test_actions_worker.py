@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -192,7 +193,8 @@ def test_an_operator_clearing_a_diverted_parcel_releases_it(tmp_path: Path, benc
     alarm_rid = record_id(SITE, SCANNER, first.item_id, RecordKind.ALARM, first.item_uid)
     assert actions.on_verdict(alarm_rid, "threat_confirmed") is None  # not configured: nothing sent
     assert actions.on_verdict(record_id(SITE, SCANNER, "lane1-1", RecordKind.ITEM, "x"), "cleared") is None
-    assert actions.on_verdict(alarm_rid, "cleared") is ActionKind.RELEASE
+    # as the verdict intake calls it: (record id, its OperatorVerdict record), here a stand-in with .verdict
+    assert actions.on_verdict(alarm_rid, SimpleNamespace(verdict="cleared", verdict_id="v1")) is ActionKind.RELEASE
     assert actions.on_verdict(alarm_rid, "cleared") is None  # the same verdict again: released once
     wait_until(lambda: bench.rows(ActionKind.RELEASE), 10, "the release")
     [release] = bench.rows(ActionKind.RELEASE)
