@@ -81,6 +81,9 @@ MAX_ATTEMPT_S = 5.0
 STOPPED_BELT_ATTEMPT_S = 1.0
 """Attempt length while the belt stands still (no deadline approaches, the firmware may still be busy)."""
 REPORT_RETRY_S = 1.0
+CLOSE_WAIT_MAX_S = 3.0
+"""``close`` waits at most this long (and half its timeout) for pending actions: the sinks after this one share
+the service's stop time (the MQTT outbox flushes in it), and what is still pending is kept for the next start."""
 
 
 class NamedVerdict(Protocol):
@@ -124,7 +127,7 @@ class Actions:
                  counts_per_mm: float, reporters: Sequence[ActionReporter] = (),
                  source_problem: Callable[[], str | None] | None = None, *,
                  clock: Callable[[], float] = time.monotonic, wall: Callable[[], float] = time.time,
-                 poll_s: float = 0.01) -> None:
+                 poll_s: float = 0.05) -> None:
         self.config = config
         self.belt = BeltEstimate()
         self.source_problem = source_problem
@@ -143,7 +146,10 @@ class Actions:
         self._pending: dict[tuple[str, str], _Attempt] = {}
         self._to_report: dict[tuple[str, str], ActionRow] = {}
         self._next_report_try = 0.0
-        self._confirmed: deque[int] = deque(maxlen=1024)
+        self._confirmed: deque[tuple[int, int]] = deque(maxlen=1024)
+        """(wire id, encoder count) of the parcels the firmware reported ``Diverted`` (guarded by ``_lock``)."""
+        self._stop_faults = frozenset() if config.belt_stop is None else frozenset(
+            int(FaultCode[name.upper()]) for name in config.belt_stop.faults)
         self._faults: queue.SimpleQueue[Fault] = queue.SimpleQueue()
         self._source_down = False
         self._next_source_check = 0.0
@@ -178,9 +184,9 @@ class Actions:
             self._add(rows, decision.item_id)
 
     def close(self, timeout_s: float) -> None:
-        """Give pending actions until ``timeout_s`` to finish and be reported, then stop; what is left stays on
-        disk for the next start."""
-        end = self._mono() + timeout_s
+        """Give pending actions until ``timeout_s`` / 2 (at most ``CLOSE_WAIT_MAX_S``) to finish and be reported,
+        then stop; what is left stays on disk for the next start."""
+        end = self._mono() + min(timeout_s / 2, CLOSE_WAIT_MAX_S)
         while self._mono() < end:
             with self._lock:
                 busy = bool(self._pending) or bool(self._to_report)
@@ -197,7 +203,8 @@ class Actions:
         self.belt.on_event(received)
         event = received.event
         if isinstance(event, Diverted):
-            self._confirmed.append(event.item_id)
+            with self._lock:
+                self._confirmed.append((event.item_id, event.encoder_count))
             self._wake.set()
         elif isinstance(event, Fault) and event.active and self.config.belt_stop is not None:
             self._faults.put(event)
@@ -319,14 +326,13 @@ class Actions:
         stop = self.config.belt_stop
         if stop is None:
             return
-        wanted = {int(FaultCode[name.upper()]) for name in stop.faults}
         rows = []
         while True:
             try:
                 fault = self._faults.get_nowait()
             except queue.Empty:
                 break
-            if fault.code in wanted:
+            if fault.code in self._stop_faults:
                 name = FaultCode(fault.code).name.lower()
                 rows.append(ActionRow(f"fault:{name}:{now_wall:.3f}", ActionKind.BELT_STOP, None, None, None, None,
                                       None, None, now_wall + WINDOW_S, now_wall, now_wall,
@@ -363,7 +369,7 @@ class Actions:
 
     def _advance(self, att: _Attempt, now_mono: float, now_wall: float) -> None:
         row = att.row
-        if row.action is ActionKind.DIVERT and row.wire_id in self._confirmed:
+        if row.action is ActionKind.DIVERT and self._confirmed_divert(row):
             self._finish(att, Outcome.DONE, f"diverted to gate {row.gate}: the firmware reported the parcel diverted "
                          f"({att.attempts} attempt(s))")
             return
@@ -398,7 +404,17 @@ class Actions:
         if timeout is None:
             return
         att.future = self._link.command(self._command_of(row), timeout_s=timeout)
+        att.future.add_done_callback(lambda _: self._wake.set())
         att.attempts += 1
+
+    def _confirmed_divert(self, row: ActionRow) -> bool:
+        """The firmware reported this parcel diverted (its counter's id, at a count past the item's own: an id
+        reused after a controller restart is another parcel)."""
+        if row.wire_id is None or row.deadline_count is None:
+            return False
+        anchor = row.deadline_count - self._travel_counts()
+        with self._lock:
+            return any(w == row.wire_id and count >= anchor for w, count in self._confirmed)
 
     def _attempt_timeout(self, att: _Attempt, now_mono: float, now_wall: float) -> float | None:
         """How long the next attempt may run; None = do not send now (finished here, or waiting for the link)."""
