@@ -151,7 +151,7 @@ def lane(tmp_path: Path) -> Iterator[LaneFactory]:
     """``lane(items=..., alarms=..., eye_to_exit_mm=..., distance_mm=..., firmware_at_mm=None, **actions)``."""
     made: list[Lane] = []
 
-    def make(*, items: int, alarms: frozenset[int], eye_to_exit_mm: float = 300.0, distance_mm: float = 900.0,
+    def make(*, items: int, alarms: frozenset[int], eye_to_exit_mm: float = 300.0, distance_mm: float = 1400.0,
              arm_mm: float = 50.0, firmware_at_mm: float | None = None, beacon: BeaconConfig | None = None,
              belt_stop: BeltStopConfig | None = None) -> Lane:
         root = tmp_path / f"lane{len(made)}"
