@@ -55,6 +55,8 @@ class Component(StrEnum):
     PIPELINE = "pipeline"
     """The frame source, the intake journal and the sinks as the pipeline sees them."""
     FIRMWARE_LINK = "firmware_link"
+    ACTIONS = "actions"
+    """Firmware commands (divert, beacon, belt stop): whether they can be stored and their outcomes reported."""
     MODELS = "models"
     CALIBRATION = "calibration"
     """Start-up notes: missing calibrations (items UNSCREENED), an uncalibrated exit camera."""
@@ -173,6 +175,10 @@ def assess(runtime: Runtime, config_notes: Sequence[str] = ()) -> Health:
     if runtime.link is not None:
         found.append((Component.FIRMWARE_LINK, [link_problem(runtime.link)]))
         checked.append(Component.FIRMWARE_LINK)
+    actions = getattr(runtime, "actions", None)  # stand-ins of a Runtime (tests) may not have it
+    if actions is not None:
+        found.append((Component.ACTIONS, [actions.problem]))
+        checked.append(Component.ACTIONS)
     models_note = runtime.models.current.degraded
     found.append((Component.MODELS, [models_note]))
     # runtime.problems holds the start-up notes; the models' note in it is the one read live above (a reload

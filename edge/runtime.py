@@ -126,6 +126,9 @@ class Runtime:
     camera: Any | None = None
     verdicts: Any | None = None
     """The operator-verdict subscriber (``edge.verdicts.VerdictIntake``) when MQTT and ``verdicts`` are on."""
+    actions: Any | None = None
+    """The actions sink (``edge.actions.Actions``) when ``actions:`` is configured: ``actions.on_verdict(record_id,
+    verdict)`` is where operator verdicts that arrive later turn into firmware commands."""
 
 
 def build_runtime(cfg: EdgeConfig, source: FrameSource | None = None, extra_sinks: Sequence[ResultSink] = (),
@@ -156,14 +159,30 @@ def build_runtime(cfg: EdgeConfig, source: FrameSource | None = None, extra_sink
 
         tracker = ItemTracker(cfg.site.scanner_id, cfg.decide.deadline_s, lambda meta: None)
         belt = BeltClock()
+        listeners: list[Any] = []  # the actions sink, built once the link exists, hears events and states too
 
         def on_event(event: ReceivedEvent) -> None:
             belt.on_event(event)
             tracker.on_event(event)
+            for listener in listeners:
+                listener.on_event(event)
+
+        def on_state(state: Any) -> None:
+            tracker.on_state(state)
+            for listener in listeners:
+                listener.on_state(state)
 
         firmware = FirmwareLink(serial_opener(cfg.firmware.port, cfg.firmware.baudrate),
-                                LinkSettings.from_config(cfg.firmware), on_event=on_event, on_state=tracker.on_state)
+                                LinkSettings.from_config(cfg.firmware), on_event=on_event, on_state=on_state)
         link = firmware.history
+    actions = None
+    if cfg.actions is not None and firmware is not None:
+        # divert, beacon, belt stop (docs/actions.md): the first sink, so a divert is queued before other writes
+        from edge.actions import build_actions
+
+        actions = build_actions(cfg, firmware, audit, mqtt, journal_path(cfg))
+        listeners.append(actions)
+        sinks.insert(0, actions)
     camera = None
     if cfg.camera is not None and camera_overlay is None:
         camera, camera_overlay, note = build_camera(cfg, belt)
@@ -192,8 +211,13 @@ def build_runtime(cfg: EdgeConfig, source: FrameSource | None = None, extra_sink
     )
     if tracker is not None:
         tracker.announce_to(pipeline.announce)
-    return Runtime(cfg, pipeline, models, mqtt, audit, firmware, problems, camera=camera,
-                   verdicts=build_verdicts(cfg, audit))
+    if actions is not None:
+        actions.source_problem = lambda: pipeline.source_problem
+    verdicts = build_verdicts(cfg, audit)
+    if verdicts is not None and actions is not None:
+        verdicts.add_callback(actions.on_verdict)
+    return Runtime(cfg, pipeline, models, mqtt, audit, firmware, problems, camera=camera, verdicts=verdicts,
+                   actions=actions)
 
 
 def build_verdicts(cfg: EdgeConfig, audit: AuditStore) -> Any | None:

@@ -13,7 +13,7 @@ from typing import Annotated
 import typer
 
 from firmware_bridge.scenarios import steady_belt
-from firmware_bridge.virtual import VirtualFirmware
+from firmware_bridge.virtual import DiverterModel, VirtualFirmware
 
 DEFAULT_PORT = Path("/tmp/xray-edge/ttyVFW0")
 
@@ -28,6 +28,10 @@ def firmware(
     item_gap_mm: Annotated[float, typer.Option(min=1.0, help="belt gap between items in mm")] = 300.0,
     heartbeat_s: Annotated[float, typer.Option(min=0.01, help="heartbeat period in seconds")] = 0.5,
     duration_s: Annotated[float, typer.Option(min=0.0, help="stop after this many seconds; 0 = until Ctrl-C")] = 0.0,
+    diverter_mm: Annotated[float, typer.Option(min=0.0, help="a diverter this far (mm) past the item photo-eye "
+                                               "(actions.divert.eye_to_exit_mm + distance_mm); 0 = none")] = 0.0,
+    arm_mm: Annotated[float, typer.Option(min=0.0, help="a divert must arrive this far (mm) before the "
+                                          "parcel's leading edge reaches the diverter")] = 50.0,
 ) -> None:
     """Serve the firmware protocol on a pty: a steady belt, items, frames, heartbeats; commands are acked.
 
@@ -44,7 +48,9 @@ def firmware(
         raise typer.Exit(code=2)
     timeline = steady_belt(speed_mm_s=speed_mm_s, counts_per_mm=counts_per_mm, item_length_mm=item_length_mm,
                            item_gap_mm=item_gap_mm)
-    fw = VirtualFirmware(port, timeline, heartbeat_s=heartbeat_s)
+    diverter = None if diverter_mm <= 0 else DiverterModel(round(diverter_mm * counts_per_mm),
+                                                           round(arm_mm * counts_per_mm))
+    fw = VirtualFirmware(port, timeline, heartbeat_s=heartbeat_s, diverter=diverter)
     fw.start()
     typer.echo(f"virtual firmware listening on {fw.port} (-> {fw.device})")
     typer.echo("press Ctrl-C to stop" if duration_s == 0 else f"running for {duration_s} s")
@@ -57,6 +63,8 @@ def firmware(
     finally:
         fw.stop()
     typer.echo(f"stopped: {fw.sent} messages sent, {len(fw.commands)} commands carried out")
+    if diverter is not None:
+        typer.echo(f"diverter: items diverted {[d.item_id for d in fw.diverted]}, passed {fw.passed}")
 
 
 app.command("firmware")(firmware)

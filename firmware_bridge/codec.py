@@ -18,9 +18,11 @@ Payload layouts (little-endian; ``str<N>`` = ``u8`` byte count then at most N by
     0x14 XrayState     u8 on, u64 encoder_count
     0x15 Interlock     u8 interlock_id, u8 closed, u64 encoder_count
     0x16 Fault         u16 code, u8 severity, u8 active, u64 encoder_count, str<64> detail
+    0x17 Diverted      u32 item_id, u8 gate, u64 encoder_count          (protocol 1.1)
     0x40 Divert        u32 item_id, u8 gate
     0x41 BeltControl   u8 run
     0x42 LampCommand   u8 lamp, u8 pattern, u16 duration_ms
+    0x43 ReleaseDivert u32 item_id, u8 gate                             (protocol 1.1)
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from firmware_bridge.messages import (
     BeltControl,
     BeltStatus,
     Divert,
+    Diverted,
     Fault,
     FaultSeverity,
     FrameReady,
@@ -53,6 +56,7 @@ from firmware_bridge.messages import (
     LampPattern,
     Message,
     MsgType,
+    ReleaseDivert,
     XrayState,
 )
 
@@ -91,9 +95,11 @@ _SPECS: tuple[_Spec, ...] = (
     _Spec(MsgType.XRAY_STATE, XrayState, struct.Struct("<BQ"), (_bool, None)),
     _Spec(MsgType.INTERLOCK, Interlock, struct.Struct("<BBQ"), (None, _bool, None)),
     _Spec(MsgType.FAULT, Fault, struct.Struct("<HBBQ"), (None, FaultSeverity, _bool, None), text_max=64),
+    _Spec(MsgType.DIVERTED, Diverted, struct.Struct("<IBQ"), (None, None, None)),
     _Spec(MsgType.DIVERT, Divert, struct.Struct("<IB"), (None, None)),
     _Spec(MsgType.BELT_CONTROL, BeltControl, struct.Struct("<B"), (_bool,)),
     _Spec(MsgType.LAMP, LampCommand, struct.Struct("<BBH"), (Lamp, LampPattern, None)),
+    _Spec(MsgType.RELEASE_DIVERT, ReleaseDivert, struct.Struct("<IB"), (None, None)),
 )
 _BY_CODE: dict[int, _Spec] = {int(s.msg_type): s for s in _SPECS}
 _BY_CLASS: dict[type[Any], _Spec] = {s.cls: s for s in _SPECS}

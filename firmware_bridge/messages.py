@@ -16,8 +16,10 @@ from enum import IntEnum
 
 PROTOCOL_MAJOR = 1
 """Bumped on any incompatible change; the handshake refuses a different major."""
-PROTOCOL_MINOR = 0
-"""Bumped on compatible additions (new message types a peer may ignore)."""
+PROTOCOL_MINOR = 1
+"""Bumped on compatible additions (new message types a peer may ignore). 1.1 added the diverter's report
+``Diverted`` (0x17), the command ``ReleaseDivert`` (0x43) and the ack status ``TOO_LATE``; a 1.1 firmware sends
+``Diverted`` only to a host whose Hello says minor >= 1, so a 1.0 host never sees a type it does not know."""
 
 
 class MsgType(IntEnum):
@@ -33,9 +35,11 @@ class MsgType(IntEnum):
     XRAY_STATE = 0x14
     INTERLOCK = 0x15
     FAULT = 0x16
+    DIVERTED = 0x17
     DIVERT = 0x40
     BELT_CONTROL = 0x41
     LAMP = 0x42
+    RELEASE_DIVERT = 0x43
 
 
 class AckStatus(IntEnum):
@@ -46,6 +50,9 @@ class AckStatus(IntEnum):
     UNKNOWN_ITEM = 2
     BUSY = 3
     UNSUPPORTED = 4
+    TOO_LATE = 5
+    """(1.1) A ``Divert`` that arrived after the item's leading edge passed the point where the diverter must be
+    armed: the item goes on down the main line. Final: retrying cannot help."""
 
 
 class FaultSeverity(IntEnum):
@@ -235,6 +242,23 @@ class Fault:
     detail: str
 
 
+@dataclass(frozen=True, slots=True)
+class Diverted:
+    """(1.1) The diverter acted on an item: it left the main line at ``gate``.
+
+    Sent when the diverter fires, so the host knows what physically happened, not only what it asked for.
+
+    Attributes:
+        item_id: the firmware's item counter, as in ``ItemStart``.
+        gate: the gate it went to.
+        encoder_count: encoder count when the diverter fired.
+    """
+
+    item_id: int
+    gate: int
+    encoder_count: int
+
+
 # ---- commands (host -> firmware), each answered by an Ack ------------------------------------------------
 
 
@@ -268,6 +292,17 @@ class LampCommand:
     duration_ms: int
 
 
+@dataclass(frozen=True, slots=True)
+class ReleaseDivert:
+    """(1.1) Release an item held at a divert gate back to the main line (an operator cleared it). Idempotent.
+
+    Answered ``UNKNOWN_ITEM`` when the firmware holds no such item at that gate (never diverted, already released).
+    """
+
+    item_id: int
+    gate: int
+
+
 FAULT_DETAIL_MAX_BYTES = 64
 """Longest ``Fault.detail`` in UTF-8 bytes (the codec refuses longer text)."""
 
@@ -277,11 +312,12 @@ def fit_text(text: str, limit: int = FAULT_DETAIL_MAX_BYTES) -> str:
     return text.encode("utf-8")[:limit].decode("utf-8", errors="ignore")
 
 
-Event = BeltStatus | ItemStart | ItemEnd | FrameReady | XrayState | Interlock | Fault
+Event = BeltStatus | ItemStart | ItemEnd | FrameReady | XrayState | Interlock | Fault | Diverted
 """Everything the firmware reports to the pipeline; each carries ``encoder_count``."""
-Command = Divert | BeltControl | LampCommand
+Command = Divert | BeltControl | LampCommand | ReleaseDivert
 """Everything the host asks of the firmware; each is answered by an ``Ack``."""
 Message = Hello | Heartbeat | Ack | Event | Command
 
-EVENT_TYPES: tuple[type[Event], ...] = (BeltStatus, ItemStart, ItemEnd, FrameReady, XrayState, Interlock, Fault)
-COMMAND_TYPES: tuple[type[Command], ...] = (Divert, BeltControl, LampCommand)
+EVENT_TYPES: tuple[type[Event], ...] = (BeltStatus, ItemStart, ItemEnd, FrameReady, XrayState, Interlock, Fault,
+                                        Diverted)
+COMMAND_TYPES: tuple[type[Command], ...] = (Divert, BeltControl, LampCommand, ReleaseDivert)

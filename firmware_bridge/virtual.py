@@ -7,6 +7,13 @@ answers Hello and commands, sends heartbeats, and on demand raises faults, goes 
 its cable pulled: the pty is closed and its symlink removed, then a new pty is made behind the same symlink,
 which is what a USB serial adapter's ``/dev/serial/by-id/...`` path does on unplug/replug.
 
+The diverter (``DiverterModel``, optional): the firmware knows where each item is from the encoder counts of its
+own timeline (an item's leading edge is ``encoder_count - ItemStart.encoder_count`` past the photo-eye), arms the
+diverter for an item when a ``Divert`` arrives before the leading edge is within ``arm_counts`` of the diverter
+(else answers ``TOO_LATE``), and when the leading edge reaches the diverter the item is diverted (``diverted``,
+and a ``Diverted`` event to a host that speaks protocol 1.1) or passes on down the main line (``passed``). Without
+a model every ``Divert`` is acknowledged OK and nothing is tracked, as before 1.1.
+
 No apt packages needed: ``os.openpty`` plus a symlink this module manages (no socat). It must not be imported by
 the runtime pipeline, only by the sim, the CLI and tests.
 """
@@ -35,11 +42,15 @@ from firmware_bridge.messages import (
     AckStatus,
     BeltControl,
     Command,
+    Divert,
+    Diverted,
     Fault,
     FaultSeverity,
     Heartbeat,
     Hello,
+    ItemStart,
     Message,
+    ReleaseDivert,
 )
 from firmware_bridge.transport import FdTransport
 
@@ -64,6 +75,37 @@ class ReceivedCommand:
 
     seq: int
     command: Command
+    at_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class DiverterModel:
+    """Where the virtual diverter stands and how early it must be armed, in encoder counts.
+
+    Attributes:
+        at_counts: belt travel from the item photo-eye (the counts ``ItemStart`` carries) to the diverter.
+        arm_counts: a ``Divert`` must arrive while the item's leading edge is at least this far before the
+            diverter (the arm's swing time at belt speed); later it is answered ``TOO_LATE``.
+    """
+
+    at_counts: int
+    arm_counts: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class DivertedItem:
+    """An item the virtual diverter took off the main line.
+
+    Attributes:
+        item_id: the wire item id.
+        gate: the gate it went to.
+        encoder_count: encoder count when it was diverted (its leading edge at the diverter).
+        at_s: seconds after the firmware started.
+    """
+
+    item_id: int
+    gate: int
+    encoder_count: int
     at_s: float
 
 
@@ -137,8 +179,12 @@ class VirtualFirmware:
         protocol_major: int = PROTOCOL_MAJOR,
         clock: Callable[[], float] = time.monotonic,
         poll_s: float = 0.005,
+        diverter: DiverterModel | None = None,
     ) -> None:
         self.heartbeat_s = heartbeat_s
+        self.diverter = diverter
+        self.host_minor: int | None = None
+        """The protocol minor of the host's last Hello (None before one): 1.1 events go only to a 1.1 host."""
         self.software = software
         self.protocol_major = protocol_major
         self.ack_status = AckStatus.OK
@@ -165,6 +211,12 @@ class VirtualFirmware:
         self._lock = threading.Lock()
         self._commands: list[ReceivedCommand] = []
         self._seen: OrderedDict[int, AckStatus] = OrderedDict()
+        self._upstream: OrderedDict[int, int] = OrderedDict()
+        """Items whose leading edge has not reached the diverter yet: wire id -> ItemStart encoder count."""
+        self._armed: dict[int, int] = {}
+        self._diverted: dict[int, DivertedItem] = {}
+        self._passed: list[int] = []
+        self._released: list[int] = []
         self._ops: queue.Queue[tuple[Callable[[], None], threading.Event]] = queue.Queue()
         self._decoder = FrameDecoder()
         self._stop = threading.Event()
@@ -184,6 +236,24 @@ class VirtualFirmware:
     def commands(self) -> list[ReceivedCommand]:
         with self._lock:
             return list(self._commands)
+
+    @property
+    def diverted(self) -> list[DivertedItem]:
+        """Items the diverter took off the main line, in the order it did."""
+        with self._lock:
+            return list(self._diverted.values())
+
+    @property
+    def passed(self) -> list[int]:
+        """Wire ids of items that went past the diverter on the main line (not diverted)."""
+        with self._lock:
+            return list(self._passed)
+
+    @property
+    def released(self) -> list[int]:
+        """Wire ids of diverted items released back to the main line (``ReleaseDivert``)."""
+        with self._lock:
+            return list(self._released)
 
     def elapsed_s(self) -> float:
         """Seconds since ``start`` on the firmware's clock (the timeline's time base)."""
@@ -272,6 +342,11 @@ class VirtualFirmware:
         count = getattr(message, "encoder_count", None)
         if isinstance(count, int) and not isinstance(message, (Hello, Heartbeat)):
             self.encoder_count = count
+        if isinstance(message, ItemStart) and self.diverter is not None:
+            with self._lock:
+                self._upstream[message.item_id] = message.encoder_count
+                while len(self._upstream) > 4096:
+                    self._upstream.popitem(last=False)
         master = self._pty.master
         if master is None or self.muted:
             self.dropped += 1
@@ -298,6 +373,8 @@ class VirtualFirmware:
             while self._next is not None and rel >= self._next.at_s:
                 self._emit(self._next.message)
                 self._next = next(self._timeline, None)
+                self._run_diverter(rel)
+            self._run_diverter(rel)  # also after counts sent by ``send`` (the ops above)
             if now >= self._next_heartbeat:
                 self._emit(Heartbeat(int(rel * 1000) & 0xFFFFFFFF, self.encoder_count))
                 self._next_heartbeat = now + self.heartbeat_s
@@ -321,9 +398,59 @@ class VirtualFirmware:
                         continue
                     self._handle(frame.seq, message, rel)
 
+    def _run_diverter(self, rel: float) -> None:
+        """Items whose leading edge reached the diverter: diverted if armed, else passed (in belt order)."""
+        model = self.diverter
+        if model is None:
+            return
+        reached: list[tuple[int, int | None]] = []
+        with self._lock:
+            for item_id, start in list(self._upstream.items()):
+                if self.encoder_count < start + model.at_counts:
+                    continue
+                del self._upstream[item_id]
+                gate = self._armed.pop(item_id, None)
+                if gate is None:
+                    self._passed.append(item_id)
+                else:
+                    self._diverted[item_id] = DivertedItem(item_id, gate, self.encoder_count, rel)
+                reached.append((item_id, gate))
+        for item_id, gate in reached:
+            if gate is not None and (self.host_minor or 0) >= 1:
+                self._emit(Diverted(item_id, gate, self.encoder_count))
+
+    def _carry_out(self, command: Command) -> AckStatus:
+        """Act on a command; the status to answer (the diverter may refuse one that comes too late)."""
+        if isinstance(command, BeltControl):
+            self.belt_running = command.run
+            return AckStatus.OK
+        model = self.diverter
+        if model is None:
+            return AckStatus.OK
+        with self._lock:
+            if isinstance(command, Divert):
+                if command.item_id in self._diverted:
+                    return AckStatus.OK  # idempotent: diverting the same item twice is one divert
+                start = self._upstream.get(command.item_id)
+                if start is None:
+                    return AckStatus.TOO_LATE if command.item_id in self._passed else AckStatus.UNKNOWN_ITEM
+                if self.encoder_count >= start + model.at_counts - model.arm_counts:
+                    return AckStatus.TOO_LATE
+                self._armed[command.item_id] = command.gate
+                return AckStatus.OK
+            if isinstance(command, ReleaseDivert):
+                done = self._diverted.get(command.item_id)
+                if done is None or done.gate != command.gate:
+                    return AckStatus.UNKNOWN_ITEM
+                if command.item_id not in self._released:
+                    self._released.append(command.item_id)
+                return AckStatus.OK
+        return AckStatus.OK
+
     def _handle(self, seq: int, message: Message, rel: float) -> None:
         if isinstance(message, Hello):
             self.host_hellos += 1
+            self.host_minor = message.protocol_minor
             self._seen.clear()  # a new host session: its sequence numbers start afresh
             self._emit(Hello(self.protocol_major, PROTOCOL_MINOR, self.encoder_count, self.software))
         elif isinstance(message, Heartbeat):
@@ -345,10 +472,10 @@ class VirtualFirmware:
             return
         status = self.ack_status
         if status is AckStatus.OK:
+            status = self._carry_out(command)
+        if status is AckStatus.OK:
             with self._lock:
                 self._commands.append(ReceivedCommand(seq, command, rel))
-            if isinstance(command, BeltControl):
-                self.belt_running = command.run
         self._seen[seq] = status
         while len(self._seen) > 256:
             self._seen.popitem(last=False)

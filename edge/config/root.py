@@ -12,6 +12,7 @@ from typing import Any
 
 from pydantic import Field, model_validator
 
+from edge.config.actions import ActionsConfig
 from edge.config.audit import AuditConfig
 from edge.config.base import EdgeBaseConfig
 from edge.config.camera import CameraConfig
@@ -44,6 +45,8 @@ class EdgeConfig(EdgeBaseConfig):
     camera: CameraConfig | None = Field(None, description="exit camera; absent = no overlays on camera frames")
     mqtt: MqttConfig = Field(default_factory=MqttConfig, description="publishing to the control room")
     audit: AuditConfig = Field(default_factory=AuditConfig, description="audit store and retention")
+    actions: ActionsConfig | None = Field(None, description="firmware commands (divert, beacon, belt stop); "
+                                          "absent = none")
     logging: LoggingConfig = Field(default_factory=LoggingConfig, description="log level and format")
     service: ServiceConfig = Field(default_factory=ServiceConfig, description="status file, metrics, stop times")
     verdicts: VerdictsConfig = Field(default_factory=VerdictsConfig, description="operator verdicts from the "
@@ -227,9 +230,30 @@ def check_can_alarm(cfg: EdgeConfig) -> list[tuple[Loc, str]]:
     return []
 
 
+def check_actions_need_firmware(cfg: EdgeConfig) -> list[tuple[Loc, str]]:
+    """Actions are firmware commands: without the serial link they could never be sent (a silent no-op where the
+    site expects parcels diverted). A release needs the diverter that holds the parcel."""
+    acts = cfg.actions
+    if acts is None:
+        return []
+    out: list[tuple[Loc, str]] = []
+    if cfg.firmware is None:
+        out.append((("actions",), "set, but there is no firmware section, so no command could ever reach the "
+                    "scanner controller; add firmware: (port: ...) or remove actions:"))
+    for verdict, action in acts.on_verdict.items():
+        if action == "release" and acts.divert is None:
+            out.append((("actions", "on_verdict", verdict), "release needs actions.divert (only a diverted parcel "
+                        "can be released); configure the diverter or choose another action"))
+        if action == "beacon" and acts.beacon is None:
+            out.append((("actions", "on_verdict", verdict), "beacon needs actions.beacon (which lamp); "
+                        "configure it or choose another action"))
+    return out
+
+
 CHECKS: tuple[Check, ...] = (check_reconnect_order, check_palette_order, check_link_timeout, check_command_retry,
                              check_segment_order, check_topic_prefix, check_encoder_scale,
-                             check_deadline_covers_link_settle, check_overlay_fits_image_cap)
+                             check_deadline_covers_link_settle, check_overlay_fits_image_cap,
+                             check_actions_need_firmware)
 RUN_CHECKS: tuple[Check, ...] = (check_can_alarm,)
 """Rules only the service needs (``edge run``, flagged by ``edge check``), not every reader of the file."""
 

@@ -293,7 +293,7 @@ class Outbox:
                 log.warning("outbox %s over its bound (%d records, %s bytes): evicting the oldest records; "
                             "evicted since start: %s", self.path, self.max_records, self.max_bytes, totals)
         alarms_over = over(self.max_records) and sum(counts.values()) - sum(evicted.values()) == counts[
-            RecordKind.ALARM]
+            RecordKind.ALARM] + counts[RecordKind.ACTION]  # action records are never evicted either
         if alarms_over:
             self.over_bound = (f"outbox {self.path} holds {counts[RecordKind.ALARM]} alarms, over its bound: "
                                "alarms are never evicted")

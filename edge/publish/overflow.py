@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from edge.publish.outbox import OutboxRecord
 from edge.publish.topics import RecordKind
 
-_SEND_ORDER = (RecordKind.ALARM, RecordKind.ITEM, RecordKind.IMAGE, RecordKind.HEALTH)
+_SEND_ORDER = (RecordKind.ALARM, RecordKind.ACTION, RecordKind.ITEM, RecordKind.IMAGE, RecordKind.HEALTH)
 _EVICTION_ORDER = (RecordKind.HEALTH, RecordKind.IMAGE, RecordKind.ITEM)
 
 

@@ -7,6 +7,7 @@ Layout (prefix default ``xray/<site_id>/<scanner_id>``)::
     <prefix>/alarms              ALARM and UNSCREENED only    schema xray-edge/alarm@1
     <prefix>/images/<item_id>    overlay JPEG (raw bytes, content type image/jpeg)
     <prefix>/health              periodic metrics             schema xray-edge/health@1
+    <prefix>/actions             what the lane did (divert, beacon, belt stop, release)   schema action-1
 
 Pure names: no I/O, no paho.
 """
@@ -24,6 +25,9 @@ class RecordKind(StrEnum):
     ITEM = "item"
     IMAGE = "image"
     HEALTH = "health"
+    ACTION = "action"
+    """What the lane did about an item or a fault (``edge.actions``): never evicted, like alarms (a missed divert
+    is an alarm whose parcel went on down the main line)."""
 
     @property
     def rank(self) -> EvictionRank:
@@ -45,6 +49,7 @@ _RANKS = {
     RecordKind.IMAGE: EvictionRank.IMAGE,
     RecordKind.ITEM: EvictionRank.ITEM,
     RecordKind.ALARM: EvictionRank.ALARM,
+    RecordKind.ACTION: EvictionRank.ALARM,
 }
 
 
@@ -78,6 +83,10 @@ class Topics:
     @property
     def health(self) -> str:
         return f"{self.prefix}/health"
+
+    @property
+    def actions(self) -> str:
+        return f"{self.prefix}/actions"
 
     def image(self, item_id: str) -> str:
         """Image topic of one item; '/', '+', '#' and NUL in the id become '_' so the topic stays one level."""

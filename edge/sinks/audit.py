@@ -298,6 +298,21 @@ class AuditStore:
         with self._lock:
             return self._usage
 
+    def write_beside(self, decided_wall: float, item_id: str, record_id: str, suffix: str, data: bytes) -> Path:
+        """Write ``<record stem><suffix>`` beside an item's record (e.g. ``.actions.json``, what the lane did
+        about it), atomically and counted in the store's usage like the record itself; written again in place
+        when called again. ``record_id`` is the item record's id (it picks the stem, as for the record).
+
+        Raises:
+            OSError: it could not be written (the caller keeps what it wanted written and says why).
+        """
+        day = self._day_dir(decided_wall)
+        path = day / f"{self._stem(day, item_id, record_id)}{suffix}"
+        grew = self._write(path, data)
+        with self._lock:
+            self._usage += grew
+        return path
+
     # ------------------------------------------------------------------ pruning (its own thread)
     def _prune_loop(self) -> None:
         try:
@@ -423,7 +438,7 @@ class AuditStore:
 TDR_SUFFIX = ".tdr.dcs"
 """The DICOS report of a record (and of each verdict), beside its JSON."""
 
-_RECORD_SUFFIXES = (TDR_SUFFIX, ".json", ".jpg", ".npz")
+_RECORD_SUFFIXES = (TDR_SUFFIX, ".actions.json", ".json", ".jpg", ".npz")
 _VERDICT_MARK = ".verdict-"
 
 

@@ -25,6 +25,7 @@ from firmware_bridge.messages import (
     BeltControl,
     BeltStatus,
     Divert,
+    Diverted,
     Fault,
     FaultSeverity,
     FrameReady,
@@ -38,6 +39,7 @@ from firmware_bridge.messages import (
     LampPattern,
     Message,
     MsgType,
+    ReleaseDivert,
     XrayState,
 )
 
@@ -66,6 +68,8 @@ messages: st.SearchStrategy[Message] = st.one_of(
     st.builds(Divert, u32, u8),
     st.builds(BeltControl, st.booleans()),
     st.builds(LampCommand, st.sampled_from(Lamp), st.sampled_from(LampPattern), u16),
+    st.builds(Diverted, u32, u8, u64),
+    st.builds(ReleaseDivert, u32, u8),
 )
 
 
@@ -88,7 +92,7 @@ def test_every_message_type_has_its_documented_code() -> None:
     # Codes from docs/serial-protocol.md; a renumbering breaks deployed firmware and must fail here.
     documented = {0x01: "HELLO", 0x02: "HEARTBEAT", 0x03: "ACK", 0x10: "BELT_STATUS", 0x11: "ITEM_START",
                   0x12: "ITEM_END", 0x13: "FRAME_READY", 0x14: "XRAY_STATE", 0x15: "INTERLOCK", 0x16: "FAULT",
-                  0x40: "DIVERT", 0x41: "BELT_CONTROL", 0x42: "LAMP"}
+                  0x17: "DIVERTED", 0x40: "DIVERT", 0x41: "BELT_CONTROL", 0x42: "LAMP", 0x43: "RELEASE_DIVERT"}
     assert {int(m): m.name for m in MsgType} == documented
     assert documented.keys() == KNOWN_TYPE_CODES
 

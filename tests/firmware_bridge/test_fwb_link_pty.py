@@ -13,6 +13,7 @@ from firmware_bridge.errors import CommandRejected, CommandTimeout, TransportErr
 from firmware_bridge.history import LinkHistory, LinkState, LinkStatus
 from firmware_bridge.link import Direction, FirmwareLink, LinkSettings, ReceivedEvent
 from firmware_bridge.messages import (
+    PROTOCOL_MINOR,
     AckStatus,
     BeltControl,
     BeltStatus,
@@ -246,7 +247,7 @@ def test_incompatible_protocol_keeps_the_link_down(firmware: MakeFw, link: MakeL
     lk = link(fw.port)
     wait(lambda: lk.stats().last_error is not None and "protocol" in str(lk.stats().last_error),
          what="handshake refusal")
-    assert "'future-fw 9' speaks protocol 2.0; expected 1.x" in str(lk.stats().last_error)
+    assert f"'future-fw 9' speaks protocol 2.{PROTOCOL_MINOR}; expected 1.x" in str(lk.stats().last_error)
     assert not lk.is_up and states(lk) == []
     t = time.monotonic()
     assert lk.history.down_between(t - 1.0, t)

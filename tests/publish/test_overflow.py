@@ -25,7 +25,7 @@ def test_over_its_bound_it_drops_health_then_images_then_items_and_keeps_alarms(
     assert mem.evicted[RecordKind.IMAGE] == 2 and mem.counts()[RecordKind.ITEM] == 1 and mem.bytes == 800
     mem.add([rec(3, RecordKind.ALARM, 500)])  # the item goes, then only alarms are left over the bound
     assert mem.evicted[RecordKind.ITEM] == 1 and mem.counts() == {
-        RecordKind.ALARM: 4, RecordKind.ITEM: 0, RecordKind.IMAGE: 0, RecordKind.HEALTH: 0}
+        RecordKind.ALARM: 4, RecordKind.ITEM: 0, RecordKind.IMAGE: 0, RecordKind.HEALTH: 0, RecordKind.ACTION: 0}
     assert mem.bytes == 1200 and mem.over is not None
     mem.forget("alarm-3")
     assert mem.over is None
