@@ -200,14 +200,14 @@ class ExitCamera:
         rng = rng if rng is not None else np.random.default_rng(self.seed)
         dirs = _ray_directions(self.spec)  # (H, W, 3) world
         h, w = self.spec.height_px, self.spec.width_px
-        img = self._belt(travel_mm, dirs)
+        img = self._belt(travel_mm)
         depth = np.full((h, w), np.inf, dtype=np.float64)
         for patch in self._patches(travel_mm, parcels, targets):
             self._draw(img, depth, dirs, patch)
         shade = _vignette(self.spec)
         out = img.astype(np.float32) * shade[..., None]
         out = np.asarray(cv2.GaussianBlur(out, (0, 0), 0.6), dtype=np.float32)
-        out += rng.normal(0.0, self.spec.noise_sigma, size=out.shape).astype(np.float32)
+        out += rng.standard_normal(size=out.shape, dtype=np.float32) * np.float32(self.spec.noise_sigma)
         return np.clip(np.rint(out), 0, 255).astype(np.uint8)
 
     def _patches(
@@ -276,6 +276,12 @@ class ExitCamera:
         # beyond about the image corners the polynomial lens model folds back: do not trust the projection
         lim_x = 1.15 * max(self.spec.cx, w - self.spec.cx) / self.spec.fx
         lim_y = 1.15 * max(self.spec.cy, h - self.spec.cy) / self.spec.fy
+        # a flat patch whose outline lies wholly beyond one side of every pixel's ray is not seen: skip it rather
+        # than trace every pixel (parcels before and after the camera cost nothing)
+        x0n, x1n, y0n, y1n = _view_bounds(self.spec)
+        if (np.all(norm[:, 0] > x1n) or np.all(norm[:, 0] < x0n) or np.all(norm[:, 1] > y1n)
+                or np.all(norm[:, 1] < y0n)):
+            return None
         if np.any(np.abs(norm[:, 0]) > lim_x) or np.any(np.abs(norm[:, 1]) > lim_y):
             return full
         img = self.project_world(pts)
@@ -286,17 +292,15 @@ class ExitCamera:
             return None
         return (slice(y0, y1), slice(x0, x1))
 
-    def _belt(self, travel_mm: float, dirs: FloatArray) -> U8:
-        t = -self._c[2] / dirs[..., 2]
-        x = self._c[0] + t * dirs[..., 0]
-        y = self._c[1] + t * dirs[..., 1] + travel_mm  # belt-fixed coordinate
+    def _belt(self, travel_mm: float) -> U8:
         tex = _belt_texture(self.seed)
         size = tex.shape[0]
-        mx = np.mod(x, size).astype(np.float32)
-        my = np.mod(y, size).astype(np.float32)
+        mx, y0, rail = _belt_geometry(self.spec, size)
+        # belt-fixed coordinate along the belt: the frame's own, shifted by the travel (wrapped on the texture)
+        my = np.mod(y0 + np.float32(travel_mm % size), np.float32(size))
         grey = cv2.remap(tex, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_WRAP)
         img = np.asarray(cv2.cvtColor(grey, cv2.COLOR_GRAY2BGR), dtype=np.uint8)
-        img[np.abs(x - self.spec.belt_centre_mm) > self.spec.belt_width_mm / 2] = (150, 150, 155)
+        img[rail] = (150, 150, 155)
         return img
 
 
@@ -334,6 +338,33 @@ def _ray_directions(spec: CameraSpec) -> FloatArray:
     out = world.reshape(h, w, 3)
     out.setflags(write=False)
     return out
+
+
+@lru_cache(maxsize=4)
+def _view_bounds(spec: CameraSpec) -> tuple[float, float, float, float]:
+    """Smallest and largest undistorted normalised x and y of any pixel's ray (camera frame), with 2 % margin."""
+    rays = _ray_directions(spec).reshape(-1, 3) @ spec.rotation().T  # back to the camera frame
+    x, y = rays[:, 0] / rays[:, 2], rays[:, 1] / rays[:, 2]
+    mx, my = 0.02 * float(np.ptp(x)), 0.02 * float(np.ptp(y))
+    return float(x.min()) - mx, float(x.max()) + mx, float(y.min()) - my, float(y.max()) + my
+
+
+@lru_cache(maxsize=4)
+def _belt_geometry(spec: CameraSpec, size: int) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32],
+                                                          npt.NDArray[np.bool_]]:
+    """Where each pixel's ray meets the belt plane (fixed for a camera): x wrapped on the texture, y at zero
+    travel (wrapped), and the frame-rail mask outside the belt. ``render`` only shifts y by the travel."""
+    dirs = _ray_directions(spec)
+    c = spec.centre_world()
+    t = -c[2] / dirs[..., 2]
+    x = c[0] + t * dirs[..., 0]
+    y = c[1] + t * dirs[..., 1]
+    mx = np.mod(x, size).astype(np.float32)
+    y0 = np.mod(y, size).astype(np.float32)
+    rail = np.abs(x - spec.belt_centre_mm) > spec.belt_width_mm / 2
+    for a in (mx, y0, rail):
+        a.setflags(write=False)
+    return mx, y0, rail
 
 
 @lru_cache(maxsize=4)
