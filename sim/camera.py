@@ -263,34 +263,26 @@ class ExitCamera:
         sub_depth[inside] = t[inside]
 
     def _region(self, p: _Patch) -> tuple[slice, slice] | None:
-        """Image rows/columns the patch can cover (whole image when the projection is not trustworthy)."""
+        """Image rows/columns the patch can cover: the pixels whose rays fall in the bounding box of the patch's
+        outline in undistorted normalised coordinates (a flat convex patch in front of the camera projects
+        inside it), so no lens model is inverted; the whole image when part of the patch is behind the camera."""
         h, w = self.spec.height_px, self.spec.width_px
         s = np.linspace(0.0, 1.0, 9)
         edge = [(a, 0.0) for a in s] + [(1.0, b) for b in s] + [(a, 1.0) for a in s] + [(0.0, b) for b in s]
         pts = np.array([p.origin + a * p.size_mm[0] * p.u + b * p.size_mm[1] * p.v for a, b in edge])
         cam = (pts - self._c) @ self._r.T
-        full = (slice(0, h), slice(0, w))
         if np.any(cam[:, 2] <= 1.0):
-            return full
+            return (slice(0, h), slice(0, w))
         norm = cam[:, :2] / cam[:, 2:3]
-        # beyond about the image corners the polynomial lens model folds back: do not trust the projection
-        lim_x = 1.15 * max(self.spec.cx, w - self.spec.cx) / self.spec.fx
-        lim_y = 1.15 * max(self.spec.cy, h - self.spec.cy) / self.spec.fy
-        # a flat patch whose outline lies wholly beyond one side of every pixel's ray is not seen: skip it rather
-        # than trace every pixel (parcels before and after the camera cost nothing)
-        x0n, x1n, y0n, y1n = _view_bounds(self.spec)
-        if (np.all(norm[:, 0] > x1n) or np.all(norm[:, 0] < x0n) or np.all(norm[:, 1] > y1n)
-                or np.all(norm[:, 1] < y0n)):
+        lo, hi = norm.min(axis=0), norm.max(axis=0)
+        xn, yn = _ray_norm(self.spec)
+        seen = (xn >= lo[0]) & (xn <= hi[0]) & (yn >= lo[1]) & (yn <= hi[1])
+        rows = np.flatnonzero(seen.any(axis=1))
+        if rows.size == 0:
             return None
-        if np.any(np.abs(norm[:, 0]) > lim_x) or np.any(np.abs(norm[:, 1]) > lim_y):
-            return full
-        img = self.project_world(pts)
-        x0, y0 = np.floor(img.min(axis=0)).astype(int) - 3
-        x1, y1 = np.ceil(img.max(axis=0)).astype(int) + 4
-        x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, w), min(y1, h)
-        if x0 >= x1 or y0 >= y1:
-            return None
-        return (slice(y0, y1), slice(x0, x1))
+        cols = np.flatnonzero(seen.any(axis=0))
+        return (slice(max(int(rows[0]) - 2, 0), min(int(rows[-1]) + 3, h)),
+                slice(max(int(cols[0]) - 2, 0), min(int(cols[-1]) + 3, w)))
 
     def _belt(self, travel_mm: float) -> U8:
         tex = _belt_texture(self.seed)
@@ -341,12 +333,14 @@ def _ray_directions(spec: CameraSpec) -> FloatArray:
 
 
 @lru_cache(maxsize=4)
-def _view_bounds(spec: CameraSpec) -> tuple[float, float, float, float]:
-    """Smallest and largest undistorted normalised x and y of any pixel's ray (camera frame), with 2 % margin."""
-    rays = _ray_directions(spec).reshape(-1, 3) @ spec.rotation().T  # back to the camera frame
-    x, y = rays[:, 0] / rays[:, 2], rays[:, 1] / rays[:, 2]
-    mx, my = 0.02 * float(np.ptp(x)), 0.02 * float(np.ptp(y))
-    return float(x.min()) - mx, float(x.max()) + mx, float(y.min()) - my, float(y.max()) + my
+def _ray_norm(spec: CameraSpec) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
+    """Undistorted normalised (x, y) of every pixel's ray in the camera frame, (H, W) each."""
+    rays = _ray_directions(spec) @ spec.rotation().T  # world back to the camera frame
+    xn = (rays[..., 0] / rays[..., 2]).astype(np.float32)
+    yn = (rays[..., 1] / rays[..., 2]).astype(np.float32)
+    for a in (xn, yn):
+        a.setflags(write=False)
+    return xn, yn
 
 
 @lru_cache(maxsize=4)

@@ -51,7 +51,7 @@ class VirtualCameraStream:
     """Serves ``camera`` at ``http://127.0.0.1:<port>/video.mjpg`` while started."""
 
     def __init__(self, camera: ExitCamera, travel_mm_at: Callable[[float], float], *, quality: int = 90,
-                 history: int = 2000, view_margin_mm: float = 1500.0, lead_s: float = 2.0, max_late_s: float = 0.03,
+                 history: int = 2000, view_margin_mm: float = 1500.0, lead_s: float = 2.5, max_late_s: float = 0.03,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.camera = camera
         self._travel_at = travel_mm_at
