@@ -1,4 +1,5 @@
-"""``edge calibrate …`` commands: target, camera, homography, check (flatfield and energy join the same app).
+"""``edge calibrate …`` commands: target, camera, homography, check (flatfield, energy and the ``rehearse`` group
+join the same app).
 
 Where it sits: thin typer layer over ``calib.target``, ``calib.camera`` and ``calib.homography``; calibration
 files go through ``edge.camera.calibration.save`` (atomic, with history). Exit codes: 0 success, 1 refused or
@@ -23,6 +24,7 @@ from calib.homography import (
     load_capture_set,
     overlay_picture,
 )
+from calib.rehearse_cli import rehearse_app
 from calib.target import board_spec, geometry_to_dict, load_geometry, write_target
 from edge.camera import calibration as calfile
 from edge.camera.mapping import CameraMapper
@@ -193,3 +195,5 @@ def check_cmd(
 # Flat-field and effective-Z calibration live beside the conditioning code they feed.
 calibrate_app.command("flatfield")(flatfield_command)
 calibrate_app.command("energy")(energy_command)
+# The rehearsal: the files the camera commands read, made by the virtual scanner (docs/commissioning.md).
+calibrate_app.add_typer(rehearse_app, name="rehearse")

@@ -108,16 +108,23 @@ def await_frame(
     """``select_frame``, asked again while the item is still on its way to the camera, until ``until_mono_s``.
 
     Why: on a lane the camera is downstream of the X-ray line, so when an item is decided it has usually not
-    reached the camera yet. Waiting is bounded (the caller passes the earlier of its wait budget and the item's
-    deadline) and stops at once when the camera is not delivering (no frame for ``stale_s``): a dead camera
-    costs no time, and the answer is then the reason why there is no frame.
+    reached the camera yet. A frame within the tolerance is taken once the item's centre has reached the view
+    centre (or the time is up), so the item is shown as central as the frame rate allows. Waiting is bounded
+    (the caller passes the earlier of its wait budget and the item's deadline) and stops at once when the camera
+    is not delivering (no frame for ``stale_s``): a dead camera costs no time, and the answer is then the reason
+    why there is no frame.
     """
     while True:
         choice = select_frame(ring, item, view_centre_travel_mm, mm_per_count, tolerance_mm)
-        if not (isinstance(choice, NoFrame) and choice.pending):
+        latest = ring.latest()
+        if isinstance(choice, FrameChoice):
+            # good enough, unless it is the newest frame and the item is still short of the view centre: the
+            # next frame shows it closer (waiting for it costs one frame period)
+            if choice.offset_mm >= 0 or latest is None or choice.frame is not latest:
+                return choice
+        elif not choice.pending:
             return choice
         now = clock()
-        latest = ring.latest()
         if now + poll_s > until_mono_s or latest is None or now - latest.t_mono_s > stale_s:
             return choice
         sleep(poll_s)
