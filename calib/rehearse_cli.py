@@ -19,7 +19,9 @@ from sim.board import TargetGeometry
 from sim.target import TargetPlacement
 
 rehearse_app = typer.Typer(
-    help="Rehearse commissioning on the virtual scanner: the camera's ChArUco views and target passes.",
+    help="Rehearse commissioning on the virtual scanner: the camera's ChArUco views and target passes."
+         + "\n\nExample: edge calibrate rehearse views --out /tmp/lane/views (then `edge calibrate camera`; "
+         "docs/commissioning.md)",
     no_args_is_help=True,
 )
 
