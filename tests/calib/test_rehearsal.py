@@ -61,9 +61,11 @@ def test_rehearsed_commissioning_calibrates_the_camera_and_check_catches_a_knock
     code, out = _edge("calibrate", "rehearse", "pass", "--out", str(tmp_path / "knocked"), "--bump-deg", "0.5",
                       "--seed", "3", "--offsets", "-60,60", *CAMERA)
     assert code == 0, out
-    code, out = _edge("calibrate", "check", str(tmp_path / "knocked"), "-c", str(cal))
+    code, out = _edge("calibrate", "check", str(tmp_path / "knocked"), "-c", str(cal), "--overlay",
+                      str(tmp_path / "knocked.png"))
     assert code == 1, out
     assert "recalibrate" in out
+    assert (tmp_path / "knocked.png").stat().st_size > 0  # the picture the engineer looks at, even on failure
 
 
 def test_rehearsal_refuses_a_camera_it_cannot_make(tmp_path: Path) -> None:
