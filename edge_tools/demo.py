@@ -3,7 +3,10 @@ commissioning calibrations, the screening service with the reference bundles, a 
 subscriber that prints every decision and saves the overlays.
 
 The virtual scanner plugs in through the same ports a real one uses: frames through a ``FrameSource``, item
-events through the serial protocol on a pty that the service's ``FirmwareLink`` opens like a USB adapter. The
+events through the serial protocol on a pty that the service's ``FirmwareLink`` opens like a USB adapter, and the
+exit camera as a video stream the service's capture thread opens by URL, its frames placed by the belt's encoder
+counts (``edge_tools.demo_camera``: the belt moves at the scanner's speed, so parcels come at most
+``--per-minute`` a minute, and no faster than the belt carries them through the tunnel). The
 broker is a private Mosquitto on a free loopback port (the README's setup command installs it when missing);
 without one the demo still screens and prints decisions from inside the process, and says so.
 

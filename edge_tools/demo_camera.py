@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +38,7 @@ OVERLAY_HEIGHT_MM = 150.0
 """The plane alarms are mapped onto (``camera.overlay_height_mm``): a typical parcel top (parcels are 100-250 mm)."""
 
 BELT_REPORT_S = 0.1
+KEEP_PLACED = 64
 GAP_MM = 150.0
 """Belt left empty between two parcels (the demo's parcels follow each other as closely as this)."""
 
@@ -100,8 +102,9 @@ class BeltScanner(DemoScanner):
         self._pitch = pitch_mm
         self._in_tunnel: tuple[RawItem, float] | None = None
         self._free_at = time.monotonic()
-        self.placed: dict[str, tuple[int, RawItem]] = {}
-        """Item id → (encoder count at its line 0, the item): where each parcel really lies on the belt."""
+        self.placed: OrderedDict[str, tuple[int, RawItem]] = OrderedDict()
+        """Item id → (encoder count at its line 0, the item): where the last ``KEEP_PLACED`` parcels really lie on
+        the belt (the truth tests compare the published outlines with)."""
 
     def next_item(self, timeout_s: float) -> RawItem | None:
         now = time.monotonic()
@@ -115,6 +118,8 @@ class BeltScanner(DemoScanner):
             start = self._belt.count_now()
             self._firmware.send(ItemStart(item.meta.seq, start, 0))
             self.placed[item.meta.item_id] = (start, item)
+            while len(self.placed) > KEEP_PLACED:  # a demo may run for hours: keep the truth of recent items only
+                self.placed.popitem(last=False)
             if item.truth is not None:
                 for fp in getattr(item.truth, "footprints", ()):
                     self._stream.add_parcel(PlacedFootprint(fp, start / self._belt.counts_per_mm))
