@@ -1,4 +1,5 @@
-"""``edge calibrate …`` commands: target, camera, homography, check (flatfield and energy join the same app).
+"""``edge calibrate …`` commands: target, camera, homography, check (flatfield, energy and the ``rehearse`` group
+join the same app).
 
 Where it sits: thin typer layer over ``calib.target``, ``calib.camera`` and ``calib.homography``; calibration
 files go through ``edge.camera.calibration.save`` (atomic, with history). Exit codes: 0 success, 1 refused or
@@ -21,8 +22,11 @@ from calib.homography import (
     check_thresholds,
     estimate_homography,
     load_capture_set,
+    match_corners,
     overlay_picture,
 )
+from calib.homography import residuals as residuals_of
+from calib.rehearse_cli import rehearse_app
 from calib.target import board_spec, geometry_to_dict, load_geometry, write_target
 from edge.camera import calibration as calfile
 from edge.camera.mapping import CameraMapper
@@ -169,16 +173,26 @@ def check_cmd(
     board: Path | None = typer.Option(None, help="target.yaml of the target used (default: standard board)"),
     max_rms_px: float = typer.Option(2.0, help="fail above this RMS error of the stored mapping (px)"),
     max_drift_px: float = typer.Option(3.0, help="fail if a fresh estimate moves any point more (px)"),
+    overlay: Path | None = typer.Option(None, help="write the stored mapping's overlay picture on this pass here"),
 ) -> None:
     """Re-measure the stored mapping on a new pass and report drift; exit 1 when out of tolerance.
 
-    Example: edge calibrate check /data/pass-02 -c /var/lib/edge/calibration/camera.yaml
+    With --overlay, the picture `calibrate homography` draws, but for the *stored* mapping on this pass: if the
+    camera moved, the magenta X-ray pattern sits off the print and the yellow residuals are long.
+
+    Example: edge calibrate check /data/pass-02 -c /var/lib/edge/calibration/camera.yaml --overlay /tmp/check.png
     """
     g = _geometry(board)
     try:
         cal = calfile.load(calibration)
         cap = load_capture_set(capture)
         rep = check_calibration(cal, cap, board_spec(g), max_rms_px, max_drift_px)
+        if overlay is not None:
+            mapper = CameraMapper(cal)
+            overlay.parent.mkdir(parents=True, exist_ok=True)
+            cv2.imwrite(str(overlay), overlay_picture(cap, mapper, residuals_of(mapper, match_corners(
+                cap, board_spec(g)))))
+            typer.echo(f"overlay picture: {overlay} (the stored mapping on this pass)")
     except CalibrationError as exc:
         raise _fail(str(exc)) from None
     typer.echo(f"stored accuracy:   RMS {rep.stored.rms_px:.3f} px ({rep.stored.rms_mm or 0:.3f} mm)")
@@ -193,3 +207,5 @@ def check_cmd(
 # Flat-field and effective-Z calibration live beside the conditioning code they feed.
 calibrate_app.command("flatfield")(flatfield_command)
 calibrate_app.command("energy")(energy_command)
+# The rehearsal: the files the camera commands read, made by the virtual scanner (docs/commissioning.md).
+calibrate_app.add_typer(rehearse_app, name="rehearse")

@@ -3,7 +3,10 @@ commissioning calibrations, the screening service with the reference bundles, a 
 subscriber that prints every decision and saves the overlays.
 
 The virtual scanner plugs in through the same ports a real one uses: frames through a ``FrameSource``, item
-events through the serial protocol on a pty that the service's ``FirmwareLink`` opens like a USB adapter. The
+events through the serial protocol on a pty that the service's ``FirmwareLink`` opens like a USB adapter, and the
+exit camera as a video stream the service's capture thread opens by URL, its frames placed by the belt's encoder
+counts (``edge_tools.demo_camera``: the belt moves at the scanner's speed, so parcels come at most
+``--per-minute`` a minute, and no faster than the belt carries them through the tunnel). The
 broker is a private Mosquitto on a free loopback port (the README's setup command installs it when missing);
 without one the demo still screens and prints decisions from inside the process, and says so.
 
@@ -24,7 +27,7 @@ import subprocess
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
@@ -39,6 +42,9 @@ from firmware_bridge.messages import ItemEnd, ItemStart, XrayState
 from firmware_bridge.virtual import VirtualFirmware
 from sim import SimExtraMissing, require_sim_extra
 from sim.source import SimFrameSource
+
+if TYPE_CHECKING:
+    from edge_tools.demo_camera import DemoCamera
 
 log = logging.getLogger(__name__)
 
@@ -201,11 +207,14 @@ def run_demo(workdir: Path, items: int | None, per_minute: float, seed: int, mod
     fw = VirtualFirmware(workdir / "ttyVFW0").start()
     fw.send(XrayState(True, 0))
     client = None
+    camera = None
     try:
+        camera = start_camera(workdir, fw, echo)
         cfg_path = write_demo_config(workdir, port, items, per_minute, seed, signed, fw.port, demo_key)
+        add_camera(cfg_path, camera)
         cfg = load_config(cfg_path)
         assert isinstance(cfg.source, SimSourceConfig)
-        scanner = DemoScanner(SimFrameSource(cfg.source, cfg.site.scanner_id, cfg.decide.deadline_s), fw)
+        scanner = camera_scanner(camera, SimFrameSource(cfg.source, cfg.site.scanner_id, cfg.decide.deadline_s), fw)
         runtime = build_runtime(cfg, source=scanner)
         service = Service(cfg_path, runtime)
         service.install_signal_handlers()
@@ -224,10 +233,34 @@ def run_demo(workdir: Path, items: int | None, per_minute: float, seed: int, mod
             time.sleep(0.5)
             client.loop_stop()
             client.disconnect()
+        if camera is not None:
+            camera.stop()
         fw.stop()
         if broker is not None:
             broker.terminate()
             broker.wait(timeout=10)
+
+
+def start_camera(workdir: Path, fw: VirtualFirmware, echo: Any) -> DemoCamera:
+    """The exit camera of the demo (``edge_tools.demo_camera``): commissioned by the rehearsal's code, filming a
+    belt that moves at the virtual scanner's speed, served as MJPEG to the service's capture thread."""
+    from edge_tools.demo_camera import start_demo_camera
+    from sim.physics import ScannerSpec
+
+    spec = ScannerSpec()
+    return start_demo_camera(workdir, fw, spec.belt_speed_mm_s, spec.pitch_mm, COUNTS_PER_MM, echo)
+
+
+def add_camera(cfg_path: Path, camera: DemoCamera) -> None:
+    """The ``camera:`` section (the stream's URL, the calibration, the plane alarms are mapped on) in the config."""
+    from edge_tools.demo_camera import add_camera_config
+
+    add_camera_config(cfg_path, camera)
+
+
+def camera_scanner(camera: DemoCamera, source: SimFrameSource, fw: VirtualFirmware) -> DemoScanner:
+    """The virtual scanner on the camera's moving belt: item events carry the belt's encoder counts."""
+    return camera.scanner(source, fw)
 
 
 def _stop_when_done(service: Service) -> None:

@@ -200,14 +200,14 @@ class ExitCamera:
         rng = rng if rng is not None else np.random.default_rng(self.seed)
         dirs = _ray_directions(self.spec)  # (H, W, 3) world
         h, w = self.spec.height_px, self.spec.width_px
-        img = self._belt(travel_mm, dirs)
+        img = self._belt(travel_mm)
         depth = np.full((h, w), np.inf, dtype=np.float64)
         for patch in self._patches(travel_mm, parcels, targets):
             self._draw(img, depth, dirs, patch)
         shade = _vignette(self.spec)
         out = img.astype(np.float32) * shade[..., None]
         out = np.asarray(cv2.GaussianBlur(out, (0, 0), 0.6), dtype=np.float32)
-        out += rng.normal(0.0, self.spec.noise_sigma, size=out.shape).astype(np.float32)
+        out += rng.standard_normal(size=out.shape, dtype=np.float32) * np.float32(self.spec.noise_sigma)
         return np.clip(np.rint(out), 0, 255).astype(np.uint8)
 
     def _patches(
@@ -263,40 +263,36 @@ class ExitCamera:
         sub_depth[inside] = t[inside]
 
     def _region(self, p: _Patch) -> tuple[slice, slice] | None:
-        """Image rows/columns the patch can cover (whole image when the projection is not trustworthy)."""
+        """Image rows/columns the patch can cover: the pixels whose rays fall in the bounding box of the patch's
+        outline in undistorted normalised coordinates (a flat convex patch in front of the camera projects
+        inside it), so no lens model is inverted; the whole image when part of the patch is behind the camera."""
         h, w = self.spec.height_px, self.spec.width_px
         s = np.linspace(0.0, 1.0, 9)
         edge = [(a, 0.0) for a in s] + [(1.0, b) for b in s] + [(a, 1.0) for a in s] + [(0.0, b) for b in s]
         pts = np.array([p.origin + a * p.size_mm[0] * p.u + b * p.size_mm[1] * p.v for a, b in edge])
         cam = (pts - self._c) @ self._r.T
-        full = (slice(0, h), slice(0, w))
         if np.any(cam[:, 2] <= 1.0):
-            return full
+            return (slice(0, h), slice(0, w))
         norm = cam[:, :2] / cam[:, 2:3]
-        # beyond about the image corners the polynomial lens model folds back: do not trust the projection
-        lim_x = 1.15 * max(self.spec.cx, w - self.spec.cx) / self.spec.fx
-        lim_y = 1.15 * max(self.spec.cy, h - self.spec.cy) / self.spec.fy
-        if np.any(np.abs(norm[:, 0]) > lim_x) or np.any(np.abs(norm[:, 1]) > lim_y):
-            return full
-        img = self.project_world(pts)
-        x0, y0 = np.floor(img.min(axis=0)).astype(int) - 3
-        x1, y1 = np.ceil(img.max(axis=0)).astype(int) + 4
-        x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, w), min(y1, h)
-        if x0 >= x1 or y0 >= y1:
+        lo, hi = norm.min(axis=0), norm.max(axis=0)
+        xn, yn = _ray_norm(self.spec)
+        seen = (xn >= lo[0]) & (xn <= hi[0]) & (yn >= lo[1]) & (yn <= hi[1])
+        rows = np.flatnonzero(seen.any(axis=1))
+        if rows.size == 0:
             return None
-        return (slice(y0, y1), slice(x0, x1))
+        cols = np.flatnonzero(seen.any(axis=0))
+        return (slice(max(int(rows[0]) - 2, 0), min(int(rows[-1]) + 3, h)),
+                slice(max(int(cols[0]) - 2, 0), min(int(cols[-1]) + 3, w)))
 
-    def _belt(self, travel_mm: float, dirs: FloatArray) -> U8:
-        t = -self._c[2] / dirs[..., 2]
-        x = self._c[0] + t * dirs[..., 0]
-        y = self._c[1] + t * dirs[..., 1] + travel_mm  # belt-fixed coordinate
+    def _belt(self, travel_mm: float) -> U8:
         tex = _belt_texture(self.seed)
         size = tex.shape[0]
-        mx = np.mod(x, size).astype(np.float32)
-        my = np.mod(y, size).astype(np.float32)
+        mx, y0, rail = _belt_geometry(self.spec, size)
+        # belt-fixed coordinate along the belt: the frame's own, shifted by the travel (wrapped on the texture)
+        my = np.mod(y0 + np.float32(travel_mm % size), np.float32(size))
         grey = cv2.remap(tex, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_WRAP)
         img = np.asarray(cv2.cvtColor(grey, cv2.COLOR_GRAY2BGR), dtype=np.uint8)
-        img[np.abs(x - self.spec.belt_centre_mm) > self.spec.belt_width_mm / 2] = (150, 150, 155)
+        img[rail] = (150, 150, 155)
         return img
 
 
@@ -334,6 +330,35 @@ def _ray_directions(spec: CameraSpec) -> FloatArray:
     out = world.reshape(h, w, 3)
     out.setflags(write=False)
     return out
+
+
+@lru_cache(maxsize=4)
+def _ray_norm(spec: CameraSpec) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
+    """Undistorted normalised (x, y) of every pixel's ray in the camera frame, (H, W) each."""
+    rays = _ray_directions(spec) @ spec.rotation().T  # world back to the camera frame
+    xn = (rays[..., 0] / rays[..., 2]).astype(np.float32)
+    yn = (rays[..., 1] / rays[..., 2]).astype(np.float32)
+    for a in (xn, yn):
+        a.setflags(write=False)
+    return xn, yn
+
+
+@lru_cache(maxsize=4)
+def _belt_geometry(spec: CameraSpec, size: int) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32],
+                                                          npt.NDArray[np.bool_]]:
+    """Where each pixel's ray meets the belt plane (fixed for a camera): x wrapped on the texture, y at zero
+    travel (wrapped), and the frame-rail mask outside the belt. ``render`` only shifts y by the travel."""
+    dirs = _ray_directions(spec)
+    c = spec.centre_world()
+    t = -c[2] / dirs[..., 2]
+    x = c[0] + t * dirs[..., 0]
+    y = c[1] + t * dirs[..., 1]
+    mx = np.mod(x, size).astype(np.float32)
+    y0 = np.mod(y, size).astype(np.float32)
+    rail = np.abs(x - spec.belt_centre_mm) > spec.belt_width_mm / 2
+    for a in (mx, y0, rail):
+        a.setflags(write=False)
+    return mx, y0, rail
 
 
 @lru_cache(maxsize=4)

@@ -4,7 +4,8 @@ Where it sits: the end of the *map* stage; its bytes go to MQTT (``images/<item_
 Inputs are plain frozen dataclasses in X-ray pixels, so this module does not depend on the pipeline's records.
 One palette for both pictures: anomalous objects red, benign ones green, sub-component parts thinner, the item
 outline white-on-black. On the camera frame lens distortion bends straight X-ray edges the way the lens does.
-``overlay_for_item`` never raises on camera trouble and never waits: it returns an ``Overlay`` whose ``jpeg`` is
+``overlay_for_item`` never raises on camera trouble and waits only when asked (``wait_until_mono_s``: for an item
+still on its way to the camera, bounded by the caller): it returns an ``Overlay`` whose ``jpeg`` is
 ``None`` with a ``reason``. Every outline is mapped onto the frame once (``map_outline``) and the same points serve
 the drawing and the ``polygon_camera`` outlines published with the decision (``Overlay.outlines``).
 
@@ -23,7 +24,7 @@ import numpy.typing as npt
 
 from edge.camera.mapping import CameraMapper, map_outline
 from edge.camera.ring import FrameRing
-from edge.camera.select import FrameChoice, ItemTravel, NoFrame, select_frame
+from edge.camera.select import FrameChoice, ItemTravel, NoFrame, await_frame, select_frame
 
 FloatArray = npt.NDArray[np.float64]
 RED = (40, 40, 235)
@@ -231,11 +232,20 @@ def overlay_for_item(
     xray_shape: tuple[int, int] | None = None,
     max_bytes: int = 250_000,
     tolerance_mm: float = 120.0,
+    wait_until_mono_s: float | None = None,
 ) -> Overlay:
-    """Select a frame, draw, encode; every failure becomes ``Overlay(None, reason)``, never an exception."""
+    """Select a frame, draw, encode; every failure becomes ``Overlay(None, reason)``, never an exception.
+
+    ``wait_until_mono_s``: while the item has not reached the camera, wait for it until then
+    (:func:`edge.camera.select.await_frame`); ``None`` never waits.
+    """
     if mapper is None:
         return Overlay(None, "camera not calibrated: no homography (run `edge calibrate homography`)")
-    choice = select_frame(ring, travel, mapper.view_centre_travel_mm(item.height_mm), mm_per_count, tolerance_mm)
+    view = mapper.view_centre_travel_mm(item.height_mm)
+    if wait_until_mono_s is None:
+        choice = select_frame(ring, travel, view, mm_per_count, tolerance_mm)
+    else:
+        choice = await_frame(ring, travel, view, mm_per_count, tolerance_mm, wait_until_mono_s)
     if isinstance(choice, NoFrame):
         return Overlay(None, choice.reason)
     return _render_choice(choice, mapper, item, xray_shape, max_bytes)

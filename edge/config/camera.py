@@ -38,6 +38,11 @@ class CameraConfig(EdgeBaseConfig):
         description="height in mm above the belt of the surface overlays are mapped onto (parcel tops); "
         "absent = the calibration target's plane",
     )
+    wait_s: float = Field(
+        0.0, ge=0, le=30,
+        description="longest in s the map step waits for an item to reach the camera (never into its deadline; "
+        "0 = never wait: items decided before they pass the camera get the X-ray overlay)",
+    )
     overlay_max_bytes: int = Field(
         250_000, ge=2000, le=10_000_000, description="largest overlay JPEG in bytes (quality, then size drop)"
     )

@@ -7,7 +7,10 @@ The overlay is drawn on the exit-camera frame when a camera and its calibration 
 callable given at construction, normally :class:`CameraOverlayRenderer`): the frame is chosen by belt travel
 since the item's first X-ray line (the firmware's encoder count at item start), the outlines are mapped through
 the stored homography and lens model once, and the same points are drawn and published (``polygon_camera``, in
-the camera's full-resolution pixels, on the plane ``camera.overlay_height_mm`` above the belt). Otherwise the
+the camera's full-resolution pixels, on the plane ``camera.overlay_height_mm`` above the belt). The camera sits
+downstream of the X-ray line, so an item is usually decided before it passes the camera: with
+``camera.wait_s`` > 0 this step waits (that long at most, and never into the item's deadline) for the frame that
+shows it, which delays the decision by the belt's travel time to the camera. Otherwise the
 overlay is drawn on the item's own X-ray picture and ``overlay_note`` says why. Both pictures come from
 ``edge.camera.overlay`` (one palette) and one JPEG cap (``max_bytes``: the smallest of ``camera.overlay_max_bytes``
 and ``mqtt.image_max_bytes``), so the MQTT sink never re-encodes. A missing or failing camera never delays or
@@ -39,6 +42,9 @@ log = logging.getLogger(__name__)
 
 DEFAULT_MAX_BYTES = 250_000
 """The overlay cap when neither a camera nor MQTT names one (``camera.overlay_max_bytes``' default)."""
+
+DEADLINE_MARGIN_S = 1.0
+"""The camera wait ends this long before the item's deadline, so the decision still settles in time."""
 
 XRAY_QUALITY = 85
 """JPEG quality the X-ray overlay starts at (the camera's starts at 90: a photo survives JPEG less well)."""
@@ -115,7 +121,7 @@ class CameraOverlayRenderer:
         overlay = overlay_for_item(
             self._ring, self._mapper, overlay_input, ItemTravel(float(meta.encoder_start), height * pitch),
             self._config.encoder_mm_per_count, xray_shape=(height, width), max_bytes=self._max_bytes,
-            tolerance_mm=self._config.select_tolerance_mm,
+            tolerance_mm=self._config.select_tolerance_mm, wait_until_mono_s=self._wait_until(meta.deadline_mono),
         )
         if self._mapper is None or overlay.travel_mm is None:
             return CameraView(overlay.jpeg, overlay.reason)
@@ -129,6 +135,13 @@ class CameraOverlayRenderer:
             whole = [self._on_camera(o.polygon_xray, overlay.travel_mm) for o in objects]
         return CameraView(overlay.jpeg, overlay.reason,
                           tuple(_with_camera(o, w, ps) for o, w, ps in zip(objects, whole, parts, strict=True)))
+
+    def _wait_until(self, deadline_mono: float) -> float | None:
+        """How long the item may be waited for on its way to the camera: ``camera.wait_s`` from now, and never
+        within ``DEADLINE_MARGIN_S`` of the item's deadline (past it the item is UNSCREENED and the wait lost)."""
+        if self._config.wait_s <= 0:
+            return None
+        return min(time.monotonic() + self._config.wait_s, deadline_mono - DEADLINE_MARGIN_S)
 
     def _on_camera(self, polygon: Polygon, travel_mm: float) -> Polygon | None:
         assert self._mapper is not None
