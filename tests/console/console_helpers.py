@@ -245,8 +245,15 @@ class ConsoleProc:
                               input=stdin, capture_output=True, text=True, cwd=REPO, timeout=60)
 
     def add_user(self, login: str, password: str, role: str = "operator") -> None:
-        result = self.cli("add-user", login, "--role", role, "--password-stdin", stdin=password + "\n")
-        assert result.returncode == 0, result.stderr
+        """What ``edge console add-user`` does, in this process (the CLI itself is tested once, by
+        test_console_auth; a Python start per user would cost seconds of CPU)."""
+        from console.auth import hash_password
+        from console.config import load_console_config
+        from console.service import open_store
+
+        store = open_store(load_console_config(self.config))
+        store.add_user(login, hash_password(password), role, by="test")
+        store.engine.dispose()
 
     def start(self) -> ConsoleProc:
         log = open(self.workdir / "console.log", "ab")  # noqa: SIM115
