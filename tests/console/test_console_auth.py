@@ -8,7 +8,6 @@ import re
 import time
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -126,9 +125,10 @@ def test_operators_cannot_do_supervisor_actions(console: ConsoleProc, alarm: str
 
 
 def test_passwords_are_salted_argon2_hashes(console: ConsoleProc) -> None:
+    from sqlalchemy import select
+
     from console.config import DatabaseConfig
     from console.db import Tables, open_engine
-    from sqlalchemy import select
 
     engine = open_engine(DatabaseConfig(url=console.db.url, table_prefix=console.db.prefix))
     users = Tables(console.db.prefix).users
@@ -168,9 +168,10 @@ def test_unreadable_messages_are_kept_not_dropped(console: ConsoleProc, module_b
     lane = Lane(module_broker.port, site, "lane9", f"xray/{site}/lane9")
     lane.publish_raw("alarms", b"{not json")
     lane.close()
+    from sqlalchemy import select
+
     from console.config import DatabaseConfig
     from console.db import Tables, open_engine
-    from sqlalchemy import select
 
     engine = open_engine(DatabaseConfig(url=console.db.url, table_prefix=console.db.prefix))
     rejects = Tables(console.db.prefix).rejects
