@@ -21,7 +21,7 @@ from pathlib import Path
 from console.config import ConsoleConfig
 from console.db import Tables, create_tables, open_engine
 from console.hub import Hub
-from console.intake import BrokerLink, VerdictSender, open_links
+from console.intake import BrokerLink, VerdictSender, Writer, open_links
 from console.store import ConsoleStore
 
 log = logging.getLogger(__name__)
@@ -90,10 +90,12 @@ class ConsoleParts:
     config: ConsoleConfig
     store: ConsoleStore
     hub: Hub
+    writer: Writer
     links: dict[str, BrokerLink]
     sender: VerdictSender
 
     def start(self) -> None:
+        self.writer.start()
         for link in self.links.values():
             link.start()
         self.sender.start()
@@ -102,14 +104,16 @@ class ConsoleParts:
         self.sender.stop()
         for link in self.links.values():
             link.stop()
+        self.writer.stop()
         self.store.engine.dispose()
 
 
 def build(config: ConsoleConfig) -> ConsoleParts:
     store = open_store(config)
     hub = Hub()
-    links = open_links(config, store, hub.publish)
-    return ConsoleParts(config, store, hub, links, VerdictSender(store, links, config.verdicts.resend_s))
+    writer = Writer(store, hub.publish)
+    links = open_links(config, store, writer)
+    return ConsoleParts(config, store, hub, writer, links, VerdictSender(store, links, config.verdicts.resend_s))
 
 
 def _pruner(parts: ConsoleParts, stop: threading.Event) -> None:

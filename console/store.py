@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from sqlalchemy import Engine, and_, delete, func, insert, or_, select, update
+from sqlalchemy import Connection, Engine, and_, delete, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from console.db import ROLES, VERDICTS, Tables
@@ -145,9 +145,9 @@ class ConsoleStore:
     def __init__(self, engine: Engine, tables: Tables) -> None:
         self.engine, self.t = engine, tables
 
-    # ---- intake (MQTT threads) ----
+    # ---- intake (the MQTT writer thread; every call runs inside the caller's transaction ``conn``) ----
 
-    def ingest_decision(self, prefix: str, broker: str, payload: Mapping[str, Any], raw: str,
+    def ingest_decision(self, conn: Connection, prefix: str, broker: str, payload: Mapping[str, Any], raw: str,
                         now: float) -> ItemView | None:
         """Store an item or alarm record; returns the item when it newly entered the queue (else None).
 
@@ -163,107 +163,91 @@ class ConsoleStore:
             "prefix": prefix, "broker": broker, "site_id": str(payload.get("site_id") or ""),
             "scanner_id": str(payload.get("scanner_id") or ""), "item_id": str(payload.get("item_id") or ""),
             "box_verdict": box_verdict, "box_reason": payload.get("reason"),
-            "item_score": payload.get("item_score"), "reasons": json.dumps(_reasons(payload)),
-            "decided_wall": payload.get("decided_wall"), "is_alarm": alarm,
+            "item_score": _float_or_none(payload.get("item_score")), "reasons": json.dumps(_reasons(payload)),
+            "decided_wall": _float_or_none(payload.get("decided_wall")), "is_alarm": alarm,
             "image_topic": image.get("topic") if isinstance(image, dict) else None, "payload": raw,
         }
         t = self.t.items
-        with self.engine.begin() as conn:
-            row = conn.execute(select(t.c.record_id, t.c.alarm_record_id).where(t.c.record_id == key)).first()
-            if row is None:
-                try:
-                    conn.execute(insert(t).values(record_id=key, received_wall=now,
-                                                  alarm_record_id=payload["record_id"] if is_alarm_record else None,
-                                                  **values))
-                except IntegrityError:  # the other record of this item, stored by another thread just now
-                    return None
-                self._touch_lane(conn, prefix, broker, values, now)
-                fresh = alarm
-            else:
-                if is_alarm_record and row.alarm_record_id is None:
-                    conn.execute(update(t).where(t.c.record_id == key)
-                                 .values(alarm_record_id=payload["record_id"]))
-                fresh = False
-        return self.item(key) if fresh else None
-
-    def _touch_lane(self, conn: Any, prefix: str, broker: str, values: Mapping[str, Any], now: float) -> None:
+        row = conn.execute(select(t.c.record_id, t.c.alarm_record_id).where(t.c.record_id == key)).first()
+        if row is not None:
+            if is_alarm_record and row.alarm_record_id is None:
+                conn.execute(update(t).where(t.c.record_id == key).values(alarm_record_id=payload["record_id"]))
+            return None
+        conn.execute(insert(t).values(record_id=key, received_wall=now,
+                                      alarm_record_id=payload["record_id"] if is_alarm_record else None, **values))
         self._upsert_lane(conn, prefix, broker, site_id=values["site_id"], scanner_id=values["scanner_id"],
                           last_item_wall=now, last_item_id=values["item_id"])
+        if not alarm:
+            return None
+        views = self.items(record_ids=[key], status="all", limit=1, conn=conn)
+        return views[0] if views else None
 
-    def _upsert_lane(self, conn: Any, prefix: str, broker: str, **values: Any) -> None:
+    def _upsert_lane(self, conn: Connection, prefix: str, broker: str, **values: Any) -> None:
         lanes = self.t.lanes
         if conn.execute(select(lanes.c.prefix).where(lanes.c.prefix == prefix)).first() is None:
-            try:
-                with conn.begin_nested():
-                    conn.execute(insert(lanes).values(prefix=prefix, broker=broker, **values))
-                return
-            except IntegrityError:
-                pass
-        conn.execute(update(lanes).where(lanes.c.prefix == prefix).values(broker=broker, **values))
+            conn.execute(insert(lanes).values(prefix=prefix, broker=broker, **values))
+        else:
+            conn.execute(update(lanes).where(lanes.c.prefix == prefix).values(broker=broker, **values))
 
-    def ingest_image(self, topic: str, prefix: str, rest: str, content: bytes, now: float) -> bool:
-        """Store an overlay picture; False for a redelivery."""
+    def ingest_image(self, conn: Connection, topic: str, prefix: str, rest: str, content: bytes,
+                     now: float) -> list[ItemView]:
+        """Store an overlay picture; returns the alarm items it belongs to (their cards show it now)."""
+        im = self.t.images
+        if conn.execute(select(im.c.id).where(im.c.topic == topic)).first() is not None:
+            return []  # a redelivery
         key, _, suffix = rest.partition("/")
-        try:
-            with self.engine.begin() as conn:
-                conn.execute(insert(self.t.images).values(
-                    topic=topic, prefix=prefix, item_key=key, suffix=suffix, content_type="image/jpeg",
-                    content=content, received_wall=now))
-        except IntegrityError:
-            return False
-        return True
-
-    def records_of_image(self, prefix: str, rest: str) -> list[str]:
-        """The alarm items an image topic ``<prefix>/images/<rest>`` belongs to (to refresh their cards)."""
-        key = rest.split("/", 1)[0]
+        conn.execute(insert(im).values(topic=topic, prefix=prefix, item_key=key, suffix=suffix,
+                                       content_type="image/jpeg", content=content, received_wall=now))
         t = self.t.items
-        with self.engine.connect() as conn:
-            rows = conn.execute(select(t.c.record_id).where(t.c.prefix == prefix).where(t.c.is_alarm.is_(True))
-                                .where(or_(t.c.image_topic == f"{prefix}/images/{key}", t.c.item_id == key)))
-            return [r.record_id for r in rows]
+        ids = [r.record_id for r in conn.execute(
+            select(t.c.record_id).where(t.c.prefix == prefix).where(t.c.is_alarm.is_(True))
+            .where(or_(t.c.image_topic == f"{prefix}/images/{key}", t.c.item_id == key)))]
+        return self.items(record_ids=ids, status="all", conn=conn) if ids else []
 
-    def ingest_status(self, prefix: str, broker: str, payload: Mapping[str, Any], now: float) -> None:
-        with self.engine.begin() as conn:
-            self._upsert_lane(conn, prefix, broker, site_id=payload.get("site_id"),
-                              scanner_id=payload.get("scanner_id"), status=str(payload.get("state") or "unknown"),
-                              status_reason=str(payload.get("reason") or ""), status_wall=now)
+    def ingest_status(self, conn: Connection, prefix: str, broker: str, payload: Mapping[str, Any],
+                      now: float) -> None:
+        self._upsert_lane(conn, prefix, broker, site_id=payload.get("site_id"),
+                          scanner_id=payload.get("scanner_id"), status=str(payload.get("state") or "unknown"),
+                          status_reason=str(payload.get("reason") or ""), status_wall=now)
 
-    def ingest_health(self, prefix: str, broker: str, payload: Mapping[str, Any], now: float) -> None:
+    def ingest_health(self, conn: Connection, prefix: str, broker: str, payload: Mapping[str, Any],
+                      now: float) -> None:
         links = [{"name": link.get("name"), "state": link.get("state"), "reason": link.get("reason")}
                  for link in payload.get("links") or [] if isinstance(link, dict)]
-        with self.engine.begin() as conn:
-            self._upsert_lane(conn, prefix, broker, site_id=payload.get("site_id"),
-                              scanner_id=payload.get("scanner_id"), health_status=payload.get("status"),
-                              health_reason=payload.get("status_reason"), health_wall=now, links=json.dumps(links))
+        self._upsert_lane(conn, prefix, broker, site_id=payload.get("site_id"),
+                          scanner_id=payload.get("scanner_id"), health_status=payload.get("status"),
+                          health_reason=payload.get("status_reason"), health_wall=now, links=json.dumps(links))
 
-    def ingest_action(self, prefix: str, payload: Mapping[str, Any], now: float) -> str | None:
-        """Store a box action (contract 4); returns the item record id it belongs to, if any."""
+    def ingest_action(self, conn: Connection, prefix: str, payload: Mapping[str, Any], now: float) -> ItemView | None:
+        """Store a box action (contract 4); returns the item it belongs to, if the console has it."""
         record_id = payload.get("record_id")
-        with self.engine.begin() as conn:
-            conn.execute(insert(self.t.actions).values(
-                record_id=record_id, prefix=prefix, item_id=payload.get("item_id"), action=payload.get("action"),
-                outcome=payload.get("outcome"), detail=None if payload.get("detail") is None
-                else str(payload.get("detail")), wall=payload.get("wall"), received_wall=now))
-        return str(record_id) if record_id else None
+        conn.execute(insert(self.t.actions).values(
+            record_id=str(record_id) if record_id else None, prefix=prefix, item_id=payload.get("item_id"),
+            action=payload.get("action"), outcome=payload.get("outcome"),
+            detail=None if payload.get("detail") is None else str(payload.get("detail")),
+            wall=_float_or_none(payload.get("wall")), received_wall=now))
+        return self._view(conn, str(record_id)) if record_id else None
 
-    def ingest_ack(self, payload: Mapping[str, Any], now: float) -> str | None:
-        """A box acknowledged a verdict (contract 3); returns the item record id, or None if unknown."""
+    def ingest_ack(self, conn: Connection, payload: Mapping[str, Any], now: float) -> ItemView | None:
+        """A box acknowledged a verdict (contract 3); returns the item it is about, if the verdict is ours."""
         v = self.t.verdicts
         verdict_id = str(payload.get("verdict_id") or "")
         stored = payload.get("stored") is True
-        with self.engine.begin() as conn:
-            row = conn.execute(select(v.c.record_id).where(v.c.verdict_id == verdict_id)).first()
-            if row is None:
-                return None
-            conn.execute(update(v).where(v.c.verdict_id == verdict_id).values(
-                state="acked" if stored else "refused", acked_wall=now,
-                ack_error=None if stored else str(payload.get("error") or "the box did not store it")))
-        return str(row.record_id)
+        row = conn.execute(select(v.c.record_id).where(v.c.verdict_id == verdict_id)).first()
+        if row is None:
+            return None
+        conn.execute(update(v).where(v.c.verdict_id == verdict_id).values(
+            state="acked" if stored else "refused", acked_wall=now,
+            ack_error=None if stored else str(payload.get("error") or "the box did not store it")))
+        return self._view(conn, str(row.record_id))
 
-    def reject(self, topic: str, broker: str, raw: bytes, error: str, now: float) -> None:
-        with self.engine.begin() as conn:
-            conn.execute(insert(self.t.rejects).values(topic=topic, broker=broker, error=error, payload=raw,
-                                                       received_wall=now))
+    def reject(self, conn: Connection, topic: str, broker: str, raw: bytes, error: str, now: float) -> None:
+        conn.execute(insert(self.t.rejects).values(topic=topic, broker=broker, error=error, payload=raw,
+                                                   received_wall=now))
+
+    def _view(self, conn: Connection, record_id: str) -> ItemView | None:
+        views = self.items(record_ids=[record_id], status="all", limit=1, conn=conn)
+        return views[0] if views else None
 
     # ---- verdicts (web page, then the sender) ----
 
@@ -355,7 +339,7 @@ class ConsoleStore:
     def items(self, *, status: str = "open", site: str | None = None, lane: str | None = None,
               verdict: str | None = None, text: str | None = None, since: float | None = None,
               until: float | None = None, record_ids: Sequence[str] | None = None,
-              limit: int = 200) -> list[ItemView]:
+              limit: int = 200, conn: Connection | None = None) -> list[ItemView]:
         """Alarms (and UNSCREENED) for the queue (``open``: no verdict yet, oldest first) or the history
         (``decided``/``all``: newest first), filtered by site, lane (topic prefix), verdict and text."""
         t = self.t.items
@@ -384,9 +368,11 @@ class ConsoleStore:
             query = query.where(t.c.received_wall >= since)
         if until is not None:
             query = query.where(t.c.received_wall < until)
-        with self.engine.connect() as conn:
-            rows = list(conn.execute(query.limit(max(1, min(limit, 1000)))))
-            return self._views(conn, rows)
+        query = query.limit(max(1, min(limit, 1000)))
+        if conn is not None:
+            return self._views(conn, list(conn.execute(query)))
+        with self.engine.connect() as own:
+            return self._views(own, list(own.execute(query)))
 
     def _views(self, conn: Any, rows: list[Any]) -> list[ItemView]:
         if not rows:
@@ -430,11 +416,19 @@ class ConsoleStore:
             row = conn.execute(select(im.c.content_type, im.c.content).where(im.c.id == image_id)).first()
         return None if row is None else (row.content_type, bytes(row.content))
 
-    def lanes(self, now: float, stale_s: float = 60.0) -> list[LaneView]:
-        """Every box heard of, with a state the page shows: online, degraded (and why) or offline."""
+    def lanes(self, now: float, stale_s: float = 60.0, prefix: str | None = None,
+              conn: Connection | None = None) -> list[LaneView]:
+        """Every box heard of (or the one of ``prefix``), with the state the page shows: online, degraded (and
+        why) or offline."""
         lanes = self.t.lanes
-        with self.engine.connect() as conn:
-            rows = list(conn.execute(select(lanes).order_by(lanes.c.prefix)))
+        query = select(lanes).order_by(lanes.c.prefix)
+        if prefix is not None:
+            query = query.where(lanes.c.prefix == prefix)
+        if conn is not None:
+            rows = list(conn.execute(query))
+        else:
+            with self.engine.connect() as own:
+                rows = list(own.execute(query))
         out = []
         for r in rows:
             links = tuple(json.loads(r.links)) if r.links else ()
@@ -542,6 +536,10 @@ class ConsoleStore:
 
 
 _UNSAFE = str.maketrans({"/": "_", "+": "_", "#": "_", "\0": "_"})
+
+
+def _float_or_none(value: Any) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
 def _image_key(row: Any) -> str:
