@@ -25,6 +25,7 @@ import json
 import os
 import platform
 import re
+import shutil
 import statistics
 import sys
 import tempfile
@@ -67,7 +68,7 @@ def overlay(size_bytes: int, seed: int) -> bytes | None:
     while True:
         img = rng.integers(0, 255, (side, int(side * 1.4), 3), dtype=np.uint8)
         img = cv2.GaussianBlur(img, (3, 3), 0)
-        ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, 80])
+        _, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, 80])
         if len(buf) >= size_bytes or side > 2000:
             return bytes(buf)
         side = int(side * 1.25)
@@ -82,6 +83,13 @@ class SseClient(threading.Thread):
         self.stop = threading.Event()
 
     def run(self) -> None:
+        try:
+            self._read()
+        except httpx.HTTPError:
+            if not self.stop.is_set():
+                raise
+
+    def _read(self) -> None:
         with self.client.stream("GET", "/events", timeout=None) as stream:
             kind = ""
             for line in stream.iter_lines():
@@ -190,7 +198,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 "return [...document.querySelectorAll('article[data-record-id]')]"
                 ".map(a => [a.dataset.recordId, Number(a.dataset.shownWall)])")
             browser_lat = [w / 1000.0 - sent[r] for r, w in shown if r in sent]
-        # the items stored: wait for the database to hold every one
+        sse.stop.set()
         client: Any = session(console, "bench", PASSWORD)
         time.sleep(2)
         cpu1, rss = proc_cpu_rss(console.proc.pid)
@@ -226,6 +234,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         if db.kind == "postgresql":
             db.drop()
         broker.stop()
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def _ms(value: float | None) -> float | None:

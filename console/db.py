@@ -72,6 +72,7 @@ class Tables:
             Index(f"{p}items_queue", "is_alarm", "verdict", "received_wall"),
             Index(f"{p}items_lane", "site_id", "scanner_id", "received_wall"),
             Index(f"{p}items_item", "prefix", "item_id"),
+            Index(f"{p}items_image", "image_topic"),
         )
         # Overlay pictures: <prefix>/images/<item key>[/<suffix>], raw JPEG bytes.
         self.images = Table(
@@ -84,7 +85,7 @@ class Tables:
             Column("content_type", String(64), nullable=False),
             Column("content", LargeBinary, nullable=False),
             Column("received_wall", Float, nullable=False),
-            Index(f"{p}images_item", "prefix", "item_key"),
+            Index(f"{p}images_item", "item_key", "prefix"),
         )
         # Operator verdicts, and the durable outbox that sends them to the boxes (state pending → sent → acked).
         self.verdicts = Table(

@@ -126,6 +126,7 @@ class Writer:
         try:
             with self.store.engine.begin() as conn:
                 events = [e for m in batch for e in m.link.handle(conn, m.topic, m.payload, m.wall)]
+                self.store.flush_lanes(conn)
         except OperationalError:
             log.exception("the database refused %d messages; not acknowledged, their brokers will deliver them "
                           "again", len(batch))
@@ -147,7 +148,9 @@ class Writer:
     def _store_one(self, m: Received) -> list[tuple[str, dict[str, Any]]]:
         try:
             with self.store.engine.begin() as conn:
-                return m.link.handle(conn, m.topic, m.payload, m.wall)
+                events = m.link.handle(conn, m.topic, m.payload, m.wall)
+                self.store.flush_lanes(conn)
+                return events
         except OperationalError:
             raise
         except Exception as exc:  # kept as a reject with the reason: never silently dropped
@@ -237,6 +240,8 @@ class BrokerLink:
             return []  # our own verdicts (the filters cover them too)
         if kind == "images":
             return [("update", v.as_json()) for v in store.ingest_image(conn, topic, prefix, rest, payload, now)]
+        if kind == "status" and not payload:
+            return []  # a retained status cleared (an empty retained message is MQTT's way to delete it)
         try:
             body = json.loads(payload)
             if not isinstance(body, dict):

@@ -144,6 +144,7 @@ class ConsoleStore:
 
     def __init__(self, engine: Engine, tables: Tables) -> None:
         self.engine, self.t = engine, tables
+        self._lane_seen: dict[str, dict[str, Any]] = {}  # the writer thread's, flushed with each batch
 
     # ---- intake (the MQTT writer thread; every call runs inside the caller's transaction ``conn``) ----
 
@@ -168,40 +169,54 @@ class ConsoleStore:
             "image_topic": image.get("topic") if isinstance(image, dict) else None, "payload": raw,
         }
         t = self.t.items
-        row = conn.execute(select(t.c.record_id, t.c.alarm_record_id).where(t.c.record_id == key)).first()
-        if row is not None:
-            if is_alarm_record and row.alarm_record_id is None:
-                conn.execute(update(t).where(t.c.record_id == key).values(alarm_record_id=payload["record_id"]))
+        inserted = self._insert_new(conn, t, dict(
+            record_id=key, received_wall=now, alarm_record_id=payload["record_id"] if is_alarm_record else None,
+            **values))
+        if not inserted:  # the other record of this item came first, or a redelivery
+            if is_alarm_record:
+                conn.execute(update(t).where(and_(t.c.record_id == key, t.c.alarm_record_id.is_(None)))
+                             .values(alarm_record_id=payload["record_id"]))
             return None
-        conn.execute(insert(t).values(record_id=key, received_wall=now,
-                                      alarm_record_id=payload["record_id"] if is_alarm_record else None, **values))
-        self._upsert_lane(conn, prefix, broker, site_id=values["site_id"], scanner_id=values["scanner_id"],
-                          last_item_wall=now, last_item_id=values["item_id"])
+        self._lane_seen[prefix] = {"broker": broker, "site_id": values["site_id"],
+                                   "scanner_id": values["scanner_id"], "last_item_wall": now,
+                                   "last_item_id": values["item_id"]}
         if not alarm:
             return None
-        views = self.items(record_ids=[key], status="all", limit=1, conn=conn)
-        return views[0] if views else None
+        return self._view(conn, key)
+
+    def flush_lanes(self, conn: Connection) -> None:
+        """Write the lanes' last item, gathered over a batch by ``ingest_decision`` (one row update per lane and
+        batch instead of one per item)."""
+        seen, self._lane_seen = self._lane_seen, {}
+        for prefix, values in seen.items():
+            self._upsert_lane(conn, prefix, **values)
+
+    @staticmethod
+    def _insert_new(conn: Connection, table: Any, values: dict[str, Any]) -> bool:
+        """INSERT unless the primary or unique key exists (one statement on SQLite and PostgreSQL); True if new."""
+        from sqlalchemy.dialects import postgresql, sqlite
+
+        statement: Any = (postgresql.insert(table) if conn.dialect.name == "postgresql" else sqlite.insert(table))
+        # RETURNING, not rowcount: psycopg reports -1 for INSERT ... ON CONFLICT DO NOTHING
+        key = next(iter(table.primary_key.columns))
+        return conn.execute(statement.values(**values).on_conflict_do_nothing().returning(key)).first() is not None
 
     def _upsert_lane(self, conn: Connection, prefix: str, broker: str, **values: Any) -> None:
         lanes = self.t.lanes
-        if conn.execute(select(lanes.c.prefix).where(lanes.c.prefix == prefix)).first() is None:
-            conn.execute(insert(lanes).values(prefix=prefix, broker=broker, **values))
-        else:
+        if not self._insert_new(conn, lanes, {"prefix": prefix, "broker": broker, **values}):
             conn.execute(update(lanes).where(lanes.c.prefix == prefix).values(broker=broker, **values))
 
     def ingest_image(self, conn: Connection, topic: str, prefix: str, rest: str, content: bytes,
                      now: float) -> list[ItemView]:
         """Store an overlay picture; returns the alarm items it belongs to (their cards show it now)."""
-        im = self.t.images
-        if conn.execute(select(im.c.id).where(im.c.topic == topic)).first() is not None:
-            return []  # a redelivery
         key, _, suffix = rest.partition("/")
-        conn.execute(insert(im).values(topic=topic, prefix=prefix, item_key=key, suffix=suffix,
-                                       content_type="image/jpeg", content=content, received_wall=now))
+        if not self._insert_new(conn, self.t.images, dict(
+                topic=topic, prefix=prefix, item_key=key, suffix=suffix, content_type="image/jpeg", content=content,
+                received_wall=now)):
+            return []  # a redelivery
         t = self.t.items
         ids = [r.record_id for r in conn.execute(
-            select(t.c.record_id).where(t.c.prefix == prefix).where(t.c.is_alarm.is_(True))
-            .where(or_(t.c.image_topic == f"{prefix}/images/{key}", t.c.item_id == key)))]
+            select(t.c.record_id).where(t.c.image_topic == f"{prefix}/images/{key}").where(t.c.is_alarm.is_(True)))]
         return self.items(record_ids=ids, status="all", conn=conn) if ids else []
 
     def ingest_status(self, conn: Connection, prefix: str, broker: str, payload: Mapping[str, Any],
@@ -380,10 +395,13 @@ class ConsoleStore:
         im, act, v = self.t.images, self.t.actions, self.t.verdicts
         keys = {(r.prefix, _image_key(r)) for r in rows}
         images: dict[tuple[str, str], list[Any]] = {}
-        for row in conn.execute(select(im.c.id, im.c.prefix, im.c.item_key, im.c.suffix)
-                                .where(or_(*(and_(im.c.prefix == p, im.c.item_key == k) for p, k in keys)))
-                                .order_by(im.c.suffix)):
-            images.setdefault((row.prefix, row.item_key), []).append(row)
+        item_keys = sorted({k for _, k in keys})
+        for start in range(0, len(item_keys), 500):  # bounded IN lists (SQLite's limits on expressions)
+            for row in conn.execute(select(im.c.id, im.c.prefix, im.c.item_key, im.c.suffix)
+                                    .where(im.c.item_key.in_(item_keys[start:start + 500]))
+                                    .order_by(im.c.suffix)):
+                if (row.prefix, row.item_key) in keys:
+                    images.setdefault((row.prefix, row.item_key), []).append(row)
         ids = [r.record_id for r in rows]
         actions: dict[str, list[ActionView]] = {}
         for a in conn.execute(select(act).where(act.c.record_id.in_(ids)).order_by(act.c.id)):

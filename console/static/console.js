@@ -143,13 +143,31 @@ async function reopen(recordId) {
   catch (e) { if (entry) entry.node.querySelector(".error").textContent = e.message; }
 }
 
+// (Re)load the list for the current filters. Live events that arrive while a load is in flight are kept and
+// replayed on top of its answer (else an alarm pushed meanwhile would vanish); an older load never overwrites a
+// newer one.
+let loadSeq = 0, loading = 0, during = [];
 async function load() {
-  const r = await fetch("/api/items?" + params(), {credentials: "same-origin"});
-  if (r.status === 401) { location.href = "/login"; return; }
-  const data = await r.json();
-  cards.clear(); queue.replaceChildren(); selected = null;
-  data.items.forEach((item) => show(item, true));
-  counts();
+  const mine = ++loadSeq;
+  document.body.dataset.loading = String(++loading);
+  try {
+    const r = await fetch("/api/items?" + params(), {credentials: "same-origin"});
+    if (r.status === 401) { location.href = "/login"; return; }
+    const data = await r.json();
+    if (mine !== loadSeq) return;
+    cards.clear(); queue.replaceChildren(); selected = null;
+    data.items.forEach((item) => show(item, true));
+    during.forEach((item) => { if (belongs(item)) show(item, true); else drop(item.record_id); });
+    counts();
+  } finally {
+    if (--loading === 0) during = [];
+    document.body.dataset.loading = String(loading);
+  }
+}
+
+function onLive(item, added) {
+  if (loading) during.push(item);
+  if (belongs(item)) show(item, true); else if (!added) drop(item.record_id);
 }
 
 async function loadLanes() {
@@ -190,11 +208,8 @@ function live() {
     if (!first) { load(); loadLanes(); }   // reconnected: what happened meanwhile
     first = false;
   });
-  es.addEventListener("alarm", (ev) => { const item = JSON.parse(ev.data); if (belongs(item)) show(item, true); });
-  es.addEventListener("update", (ev) => {
-    const item = JSON.parse(ev.data);
-    if (belongs(item)) show(item, true); else drop(item.record_id);
-  });
+  es.addEventListener("alarm", (ev) => onLive(JSON.parse(ev.data), true));
+  es.addEventListener("update", (ev) => onLive(JSON.parse(ev.data), false));
   es.addEventListener("lane", (ev) => showLane(JSON.parse(ev.data)));
   es.onerror = () => { badge.textContent = "reconnecting…"; badge.className = "live off"; };
 }

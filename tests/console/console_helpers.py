@@ -340,6 +340,7 @@ def chromium(width: int = 1280, height: int = 900) -> object:
                 "--ignore-certificate-errors", f"--window-size={width},{height}", "--disable-extensions",
                 "--renderer-process-limit=1", "--disable-background-networking"):
         options.add_argument(arg)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})  # JS errors, for failing tests' messages
     return webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
 
 

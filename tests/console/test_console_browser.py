@@ -76,8 +76,28 @@ def _card(driver: Any, record_id: str, timeout: float = 5.0) -> Any:
     from selenium.webdriver.support import expected_conditions as ec
     from selenium.webdriver.support.ui import WebDriverWait
 
-    return WebDriverWait(driver, timeout, poll_frequency=0.02).until(
-        ec.presence_of_element_located((By.CSS_SELECTOR, f'article[data-record-id="{record_id}"]')))
+    try:
+        return WebDriverWait(driver, timeout, poll_frequency=0.02).until(
+            ec.presence_of_element_located((By.CSS_SELECTOR, f'article[data-record-id="{record_id}"]')))
+    except Exception as exc:
+        raise AssertionError(f"no card {record_id} on the page; browser log: {driver.get_log('browser')}") from exc
+
+
+def _settled(driver: Any) -> None:
+    """Wait until the page has no list (re)load in flight (a filter change reloads the list)."""
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    WebDriverWait(driver, 5, poll_frequency=0.05).until(
+        lambda d: d.execute_script("return document.body.dataset.loading") == "0")
+
+
+def _until_text(driver: Any, record_id: str, text: str, timeout: float = 5.0) -> None:
+    """Wait until the card shows ``text`` (the card may be re-rendered meanwhile: a reload after a filter)."""
+    from selenium.common.exceptions import StaleElementReferenceException
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    WebDriverWait(driver, timeout, poll_frequency=0.05, ignored_exceptions=[StaleElementReferenceException]).until(
+        lambda d: text in _card(d, record_id).text)
 
 
 def _gone(driver: Any, record_id: str, timeout: float = 5.0) -> None:
@@ -137,8 +157,8 @@ def test_published_alarm_is_on_screen_within_1s_and_clearing_it_sends_the_verdic
         from selenium.webdriver.support.ui import Select
 
         Select(driver.find_element(By.ID, "f-verdict")).select_by_value("cleared")
-        card = _card(driver, str(item["record_id"]))
-        WebDriverWait(driver, 5).until(lambda d: "to the box: acked" in _card(d, str(item["record_id"])).text)
+        _settled(driver)
+        _until_text(driver, str(item["record_id"]), "to the box: acked")
         assert "cleared by olga" in _card(driver, str(item["record_id"])).text
         time.sleep(2.5)  # past verdicts.resend_s: an acknowledged verdict is not sent again
         assert len(box.wait_for(2, 0.1)) == 1
@@ -147,13 +167,13 @@ def test_published_alarm_is_on_screen_within_1s_and_clearing_it_sends_the_verdic
         from selenium.webdriver.support.ui import Select
 
         Select(driver.find_element(By.ID, "f-verdict")).select_by_value("open")
+        _settled(driver)
 
 
 def test_keyboard_verdict_filters_reasons_and_actions(signed_in: Any, lanes: list[Lane],
                                                        module_broker: Broker) -> None:
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.common.keys import Keys  # noqa: F401
-    from selenium.webdriver.support.ui import Select, WebDriverWait
+    from selenium.webdriver.support.ui import Select
 
     driver = signed_in
     box = Subscriber(module_broker.port, f"{lanes[1].prefix}/verdicts").start()
@@ -187,12 +207,12 @@ def test_keyboard_verdict_filters_reasons_and_actions(signed_in: Any, lanes: lis
         lanes[1].publish_raw("actions", json.dumps({
             "schema": "action-1", "record_id": rid2, "item_id": d2.item_id, "action": "divert",
             "outcome": "done", "detail": "gate 2", "wall": time.time()}).encode())
-        WebDriverWait(driver, 5).until(lambda d: "divert: done" in _card(d, rid2).text)
+        _until_text(driver, rid2, "divert: done")
 
         # filter by lane: only lane 2's alarm; then the key "1" confirms the selected (first) one
         Select(driver.find_element(By.ID, "f-lane")).select_by_value(lanes[1].prefix)
-        WebDriverWait(driver, 5).until(lambda d: not d.find_elements(
-            By.CSS_SELECTOR, f'article[data-record-id="{rid1}"]'))
+        _settled(driver)
+        _gone(driver, rid1)
         card2 = _card(driver, rid2)
         driver.execute_script("arguments[0].click()", card2.find_element(By.CLASS_NAME, "item"))
         driver.find_element(By.TAG_NAME, "body").send_keys("1")
@@ -207,10 +227,12 @@ def test_keyboard_verdict_filters_reasons_and_actions(signed_in: Any, lanes: lis
         search.clear()
         search.send_keys(d2.item_id)
         driver.find_element(By.CSS_SELECTOR, "#filters button[type=submit]").click()
-        assert "threat confirmed by olga" in _card(driver, rid2).text
+        _until_text(driver, rid2, "threat confirmed by olga")
         search.clear()
         Select(driver.find_element(By.ID, "f-verdict")).select_by_value("open")
+        _settled(driver)
         driver.find_element(By.CSS_SELECTOR, "#filters button[type=submit]").click()
+        _settled(driver)
         _card(driver, rid1)
     finally:
         box.stop()
