@@ -581,12 +581,13 @@ def _lane_state(row: Any, links: Sequence[Mapping[str, Any]], now: float, stale_
         return "offline", why or "the box's last will: it lost its broker connection"
     if row.health_status == "degraded" and status == "online":
         status, why = "degraded", row.health_reason or why
-    bad = [f"{link.get('name')} {link.get('state')}" + (f" ({link.get('reason')})" if link.get("reason") else "")
-           for link in links if link.get("state") not in ("up", "disabled")]
+    bad = [(f"{link.get('name')} {link.get('state')}", str(link.get("reason") or "")) for link in links
+           if link.get("state") not in ("up", "disabled")]
     if bad and status == "online":
         status = "degraded"
-    if bad:
-        why = "; ".join([*([why] if why else []), *bad])
+    if bad:  # the links say why; the status reason only when it is not one of theirs
+        parts = [why] if why and all(reason != why for _, reason in bad) else []
+        why = "; ".join(parts + [f"{label} ({reason})" if reason else label for label, reason in bad])
     if row.health_wall is not None and now - row.health_wall > stale_s and status != "offline":
         status, why = "degraded", f"no health for {now - row.health_wall:.0f} s" + (f"; {why}" if why else "")
     return status, why

@@ -49,7 +49,7 @@ function fill(node, item) {
   const bv = node.querySelector(".box-verdict");
   bv.textContent = item.box_verdict.toUpperCase() + (item.box_reason ? " (" + item.box_reason + ")" : "")
     + (item.item_score !== null ? " score " + fmt(item.item_score) : "");
-  bv.className = "box-verdict " + item.box_verdict;
+  bv.className = "box-verdict bv-" + item.box_verdict;
   const imgs = node.querySelector(".images");
   imgs.replaceChildren(...item.images.map((im) => {
     const fig = el("figure"); const img = el("img"); img.src = im.url; img.alt = im.label;
