@@ -6,8 +6,10 @@ Requests and who may make them:
   (``SessionMiddleware``, itsdangerous) set by ``POST /login`` with an Argon2 password check, or, when
   ``auth.proxy_header`` is configured, that header on a request from one of ``auth.trusted_proxies``;
 - every state-changing request (any method but GET/HEAD/OPTIONS, the login included) must carry the session's
-  CSRF token in ``X-CSRF-Token`` and, if the browser sends an Origin, come from this console's own origin
-  (:class:`GuardMiddleware`); otherwise 403 before any route runs;
+  CSRF token in ``X-CSRF-Token`` and, if the browser sends an Origin, come from this console's own origin (its
+  Host, ``listen.public_url``, or the ``X-Forwarded-Host`` of a trusted proxy) (:class:`GuardMiddleware`);
+  otherwise 403 before any route runs; five failed sign-ins of one login within 5 minutes lock it for the rest
+  of that window (429);
 - rights come from the user's role (``console.auth.RIGHTS``): operators give verdicts; supervisors also re-open
   verdicts, manage users and read the who-did-what log.
 
@@ -48,6 +50,8 @@ from console.store import ConsoleStore, StoreError, User
 log = logging.getLogger(__name__)
 HERE = Path(__file__).resolve().parent
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+THROTTLE_FAILURES, THROTTLE_WINDOW_S = 5, 300
+"""A login with this many failed sign-ins within the window is refused (429) until the oldest leaves it."""
 SECURITY_HEADERS = [
     (b"content-security-policy", b"default-src 'self'; img-src 'self' data:; frame-ancestors 'none'"),
     (b"x-frame-options", b"DENY"),
@@ -64,8 +68,11 @@ class GuardMiddleware:
     the body, so the SSE stream and the routes see the request untouched.
     """
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, trusted_proxies: frozenset[str] = frozenset(),
+                 public_url: str | None = None) -> None:
         self.app = app
+        self.trusted_proxies = trusted_proxies
+        self.public_host = urlsplit(public_url).netloc if public_url else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -78,12 +85,16 @@ class GuardMiddleware:
                 return
         await self.app(scope, receive, self._with_headers(send))
 
-    @staticmethod
-    def _refusal(scope: Scope) -> str | None:
+    def _refusal(self, scope: Scope) -> str | None:
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
         origin = headers.get("origin")
-        if origin and origin != "null" and urlsplit(origin).netloc != headers.get("host", ""):
-            return f"cross-origin request from {origin} refused"
+        if origin and origin != "null":
+            ours = {headers.get("host", ""), self.public_host}
+            client = scope.get("client")
+            if client and client[0] in self.trusted_proxies and "x-forwarded-host" in headers:
+                ours.add(headers["x-forwarded-host"])  # behind the site's reverse proxy
+            if urlsplit(origin).netloc not in ours:
+                return f"cross-origin request from {origin} refused"
         expected = scope.get("session", {}).get("csrf")
         given = headers.get("x-csrf-token", "")
         if not expected or not given or not hmac.compare_digest(str(expected), given):
@@ -106,6 +117,7 @@ class ConsoleWeb:
         self.config, self.store, self.hub, self.wake_sender = config, store, hub, wake_sender
         self.templates = Jinja2Templates(directory=str(HERE / "templates"))
         self.trusted = frozenset(config.auth.trusted_proxies)
+        self._failed: dict[str, list[float]] = {}  # login -> times of its recent failed sign-ins
 
     # ---- who is asking ----
 
@@ -163,13 +175,22 @@ class ConsoleWeb:
     async def login(self, request: Request) -> Response:
         body = await _json(request)
         login, password = str(body.get("login") or ""), str(body.get("password") or "")
+        now = time.time()
+        recent = [w for w in self._failed.get(login, []) if now - w < THROTTLE_WINDOW_S]
+        if len(recent) >= THROTTLE_FAILURES:
+            await run_in_threadpool(self.store.audit, login or "?", "login_throttled", None, None,
+                                    self._address(request))
+            return JSONResponse({"error": f"{len(recent)} failed sign-ins in {THROTTLE_WINDOW_S // 60} min: wait "
+                                          "a few minutes"}, status_code=429)
         user = await run_in_threadpool(self.store.user, login)
         ok = user is not None and not user.disabled and await run_in_threadpool(
             check_password, user.password_hash, password)
         await run_in_threadpool(self.store.audit, login or "?", "login" if ok else "login_failed", None, None,
                                 self._address(request))
         if not ok:
+            self._failed[login] = [*recent, now][-THROTTLE_FAILURES:]
             return JSONResponse({"error": "wrong login or password"}, status_code=401)
+        self._failed.pop(login, None)
         request.session.clear()
         request.session.update({"login": login, "issued": time.time(), "csrf": secrets.token_urlsafe(32)})
         return JSONResponse({"ok": True, "csrf": request.session["csrf"]})
@@ -278,6 +299,8 @@ class ConsoleWeb:
                     try:
                         event = await asyncio.wait_for(queue.get(), timeout=15.0)
                     except TimeoutError:
+                        if await self.user(request) is None:
+                            return  # signed out, disabled or expired meanwhile: the stream ends
                         yield b": keep-alive\n\n"
                         continue
                     if event is None:
@@ -359,6 +382,7 @@ def build_app(config: ConsoleConfig, store: ConsoleStore, hub: Hub, wake_sender:
     middleware = [
         Middleware(SessionMiddleware, secret_key=session_key, session_cookie="edge_console",
                    max_age=config.auth.session_max_age_s, same_site="strict", https_only=True),
-        Middleware(GuardMiddleware),
+        Middleware(GuardMiddleware, trusted_proxies=frozenset(config.auth.trusted_proxies),
+                   public_url=config.listen.public_url),
     ]
     return Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
