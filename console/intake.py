@@ -5,8 +5,9 @@ Nothing is lost across a console or broker restart, by construction:
 
 - **Decisions**: each broker session is persistent (fixed client id, ``clean_start`` false, a session expiry of
   ``session_expiry_s``) and subscribes at QoS 1, so while the console is away the broker queues what the boxes
-  publish. Each message is acknowledged to the broker (manual PUBACK) only after its row is committed; a message
-  the database could not take is not acknowledged, and the session is dropped so the broker delivers it again.
+  publish. Each message is acknowledged to the broker (manual PUBACK) only after its row is committed; while the
+  database refuses writes nothing is acknowledged and the batch is tried again (the broker redelivers whatever
+  was not acknowledged to the next run).
   One writer thread stores what every broker delivers, a batch per transaction (:class:`Writer`).
 - **Verdicts**: the web page writes the verdict into the database (state ``pending``) before it answers the
   operator; the sender thread publishes every verdict not yet acknowledged by its box (QoS 1), and again every
@@ -96,12 +97,14 @@ class Writer:
     def __init__(self, store: ConsoleStore, notify: Notify) -> None:
         self.store, self.notify = store, notify
         self.queue: queue.Queue[Received | None] = queue.Queue()
+        self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="console-writer", daemon=True)
 
     def start(self) -> None:
         self._thread.start()
 
     def stop(self) -> None:
+        self._stopping.set()
         self.queue.put(None)
         self._thread.join(timeout=10)
 
@@ -110,40 +113,62 @@ class Writer:
             first = self.queue.get()
             if first is None:
                 return
-            batch = [first]
+            batch, end = [first], False
             while len(batch) < self.BATCH:
                 try:
                     nxt = self.queue.get_nowait()
                 except queue.Empty:
                     break
                 if nxt is None:
-                    self._store(batch)
-                    return
+                    end = True
+                    break
                 batch.append(nxt)
-            self._store(batch)
+            delay = 1.0
+            while True:
+                try:
+                    if self._store(batch):
+                        break
+                except Exception:  # the writer must outlive anything; unacknowledged messages come again
+                    log.exception("console writer: a batch of %d messages failed; not acknowledged", len(batch))
+                    break
+                if self._stopping.is_set():
+                    return  # not acknowledged: the brokers deliver them again to the next run
+                time.sleep(delay)
+                delay = min(2 * delay, 10.0)
+            if end:
+                return
 
-    def _store(self, batch: list[Received]) -> None:
+    def _store(self, batch: list[Received]) -> bool:
+        """Store and acknowledge ``batch``; False (nothing acknowledged) when the database refuses writes."""
         try:
             with self.store.engine.begin() as conn:
                 events = [e for m in batch for e in m.link.handle(conn, m.topic, m.payload, m.wall)]
                 self.store.flush_lanes(conn)
         except OperationalError:
-            log.exception("the database refused %d messages; not acknowledged, their brokers will deliver them "
-                          "again", len(batch))
-            for link in {m.link for m in batch}:
-                link.client.disconnect()  # the broker redelivers the unacknowledged messages on reconnect
-            time.sleep(1.0)
-            return
+            self._refuse(batch)
+            return False
         except Exception:  # one bad message must not hold up the others: store them one by one
             log.exception("storing %d messages failed; storing them one by one", len(batch))
             events = []
-            for m in batch:
-                events += self._store_one(m)
+            try:
+                for m in batch:
+                    events += self._store_one(m)
+            except OperationalError:
+                self._refuse(batch)
+                return False
         for m in batch:
             if m.qos > 0:
                 m.link.client.ack(m.mid, m.qos)
         for kind, data in events:
             self.notify(kind, data)
+        return True
+
+    def _refuse(self, batch: list[Received]) -> None:
+        """The database is not taking writes: nothing is acknowledged and the batch is tried again (with
+        back-off). Unacknowledged, the broker sends no more than its in-flight window meanwhile, and redelivers
+        them to the next run if the console stops first."""
+        log.exception("the database refused %d messages; not acknowledged, retrying", len(batch))
+        self.store.drop_pending()
 
     def _store_one(self, m: Received) -> list[tuple[str, dict[str, Any]]]:
         try:

@@ -191,6 +191,10 @@ class ConsoleStore:
         for prefix, values in seen.items():
             self._upsert_lane(conn, prefix, **values)
 
+    def drop_pending(self) -> None:
+        """Forget the lanes gathered for a batch that was rolled back."""
+        self._lane_seen = {}
+
     @staticmethod
     def _insert_new(conn: Connection, table: Any, values: dict[str, Any]) -> bool:
         """INSERT unless the primary or unique key exists (one statement on SQLite and PostgreSQL); True if new."""

@@ -115,3 +115,35 @@ def test_broker_restart_loses_no_decision_and_no_verdict(tmp_path: Path, sqlite_
         box.stop()
         lane.close()
         broker.stop(signal.SIGKILL)
+
+
+def test_database_refusing_writes_loses_no_decision(tmp_path: Path, sqlite_db: Database) -> None:
+    """SQLite locked by another writer for longer than the console's busy timeout (10 s): nothing is
+    acknowledged, the batch is retried, and every decision is stored once the database takes writes again."""
+    import sqlite3
+
+    broker, console, lane, box = _setup(tmp_path, sqlite_db)
+    try:
+        console.start()
+        client: Any = session(console, "olga", PASSWORD)
+        first = str(lane.publish_decision(alarm_decision("bag-1", "lane1"))["record_id"])
+        _wait_item(client, first, 5)
+        locker = sqlite3.connect(sqlite_db.url.removeprefix("sqlite:///"), timeout=10, isolation_level=None)
+        locker.execute("BEGIN EXCLUSIVE")
+        try:
+            during = [str(lane.publish_decision(alarm_decision(f"bag-{i}", "lane1"))["record_id"])
+                      for i in range(2, 5)]
+            time.sleep(12.0)  # past the console's busy timeout: its write fails
+        finally:
+            locker.execute("ROLLBACK")
+            locker.close()
+        for record_id in during:
+            assert _wait_item(client, record_id, 15)["box_verdict"] == "alarm"
+        after = str(lane.publish_decision(alarm_decision("bag-5", "lane1"))["record_id"])
+        assert _wait_item(client, after, 10)["box_verdict"] == "alarm", "the console stopped listening"
+        assert "the database refused" in (console.workdir / "console.log").read_text(), "the lock was not felt"
+    finally:
+        console.stop()
+        box.stop()
+        lane.close()
+        broker.stop(signal.SIGKILL)
