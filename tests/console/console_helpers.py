@@ -18,9 +18,9 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -286,7 +286,7 @@ class ConsoleProc:
         return path.read_text(errors="replace")[-4000:] if path.exists() else ""
 
 
-def session(console: ConsoleProc, login: str, password: str) -> object:
+def session(console: ConsoleProc, login: str, password: str) -> Any:
     """An httpx client signed in as ``login`` (cookie and CSRF token set)."""
     import re
 
@@ -328,7 +328,7 @@ def ensure_chromium() -> None:
         pytest.skip(f"apt-get could not install chromium chromium-driver: {result.stderr[-500:]}")
 
 
-def chromium(width: int = 1280, height: int = 900) -> object:
+def chromium(width: int = 1280, height: int = 900) -> Any:
     """A headless Chromium through the system chromedriver, trusting the console's self-signed certificate."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
@@ -344,20 +344,14 @@ def chromium(width: int = 1280, height: int = 900) -> object:
     return webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
 
 
-def sign_in(driver: object, console: ConsoleProc, login: str, password: str) -> None:
+def sign_in(driver: Any, console: ConsoleProc, login: str, password: str) -> None:
+    """Sign in on the login page like an operator and wait until the queue's live stream is connected."""
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
     from selenium.webdriver.support.ui import WebDriverWait
 
-    d = driver  # type: ignore[assignment]
-    d.delete_all_cookies() if d.current_url.startswith(console.url) else None  # type: ignore[attr-defined]
-    d.get(f"{console.url}/login")  # type: ignore[attr-defined]
-    d.find_element(By.ID, "login").send_keys(login)  # type: ignore[attr-defined]
-    d.find_element(By.ID, "password").send_keys(password)  # type: ignore[attr-defined]
-    d.find_element(By.ID, "sign-in").click()  # type: ignore[attr-defined]
-    WebDriverWait(d, 10).until(ec.text_to_be_present_in_element((By.ID, "live"), "live"))
-
-
-def lanes_iter(port: int, n: int, tag: str) -> Iterator[Lane]:
-    for i in range(n):
-        yield Lane(port, f"site{tag}", f"lane{i + 1}", f"xray/site{tag}/lane{i + 1}")
+    driver.get(f"{console.url}/login")
+    driver.find_element(By.ID, "login").send_keys(login)
+    driver.find_element(By.ID, "password").send_keys(password)
+    driver.find_element(By.ID, "sign-in").click()
+    WebDriverWait(driver, 10).until(ec.text_to_be_present_in_element((By.ID, "live"), "live"))
