@@ -100,6 +100,12 @@ class ConsoleParts:
             link.start()
         self.sender.start()
 
+    def broker_states(self) -> list[dict[str, object]]:
+        """The console's own connection to each broker, for the page (a lost one makes every lane look idle)."""
+        return [{"name": name, "host": f"{link.config.host}:{link.config.port}",
+                 "connected": link.connected.is_set(), "error": link.last_error}
+                for name, link in self.links.items()]
+
     def stop(self) -> None:
         self.sender.stop()
         for link in self.links.values():
@@ -138,7 +144,8 @@ def run_console(config: ConsoleConfig) -> int:
         cert, key = listen.cert_file, listen.key_file
     else:
         cert, key = self_signed(config.data_dir / "tls", [socket.gethostname(), "localhost", "127.0.0.1"])
-    app = build_app(config, parts.store, parts.hub, parts.sender.wake, parts.store.setting("session_key"))
+    app = build_app(config, parts.store, parts.hub, parts.sender.wake, parts.store.setting("session_key"),
+                    parts.broker_states)
     host = listen.host if listen.host not in ("0.0.0.0", "::") else socket.gethostname()
     url = listen.public_url or f"https://{host}:{listen.port}/"
     log.info("console %s at %s (certificate SHA-256 %s); brokers: %s", config.console_id, url, fingerprint(cert),

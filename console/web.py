@@ -113,8 +113,10 @@ class GuardMiddleware:
 class ConsoleWeb:
     """The routes, bound to one store, hub and verdict sender."""
 
-    def __init__(self, config: ConsoleConfig, store: ConsoleStore, hub: Hub, wake_sender: Callable[[], None]):
+    def __init__(self, config: ConsoleConfig, store: ConsoleStore, hub: Hub, wake_sender: Callable[[], None],
+                 brokers: Callable[[], list[dict[str, Any]]] = list):
         self.config, self.store, self.hub, self.wake_sender = config, store, hub, wake_sender
+        self.brokers = brokers
         self.templates = Jinja2Templates(directory=str(HERE / "templates"))
         self.trusted = frozenset(config.auth.trusted_proxies)
         self._failed: dict[str, list[float]] = {}  # login -> times of its recent failed sign-ins
@@ -223,7 +225,7 @@ class ConsoleWeb:
 
     async def lanes(self, request: Request, user: User) -> Response:
         lanes = await run_in_threadpool(self.store.lanes, time.time())
-        return JSONResponse({"lanes": [lane.as_json() for lane in lanes],
+        return JSONResponse({"lanes": [lane.as_json() for lane in lanes], "brokers": self.brokers(),
                              "sites": sorted({lane.site_id for lane in lanes if lane.site_id}), "now": time.time()})
 
     async def image(self, request: Request, user: User) -> Response:
@@ -348,9 +350,10 @@ def _float(value: str | None) -> float | None:
 
 
 def build_app(config: ConsoleConfig, store: ConsoleStore, hub: Hub, wake_sender: Callable[[], None],
-              session_key: str) -> Starlette:
-    """The ASGI application (served by uvicorn over HTTPS; ``console.service``)."""
-    web = ConsoleWeb(config, store, hub, wake_sender)
+              session_key: str, brokers: Callable[[], list[dict[str, Any]]] = list) -> Starlette:
+    """The ASGI application (served by uvicorn over HTTPS; ``console.service``); ``brokers`` tells the page the
+    state of the console's own broker connections."""
+    web = ConsoleWeb(config, store, hub, wake_sender, brokers)
 
     @asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:

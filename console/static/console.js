@@ -175,6 +175,12 @@ async function loadLanes() {
   if (!r.ok) return;
   const data = await r.json();
   data.lanes.forEach((lane) => showLane(lane, data.now));
+  document.getElementById("brokers").replaceChildren(...data.brokers.map((b) => {
+    const li = el("li", "lane-state " + (b.connected ? "online" : "offline"));
+    li.append(el("b", null, b.name), el("span", "state", b.connected ? " connected" : " not connected"),
+              el("div", "muted", b.host), el("div", "why", b.connected ? "" : b.error));
+    return li;
+  }));
   data.sites.forEach((s) => option(f.site, s));
 }
 

@@ -254,6 +254,7 @@ def test_lane_health_shows_online_degraded_and_why(signed_in: Any, lanes: list[L
         lambda d: "degraded" in d.find_element(By.CSS_SELECTOR, selector).get_attribute("class"))
     text = driver.find_element(By.CSS_SELECTOR, selector).text
     assert "firmware down" in text and "ttyUSB0" in text and "last item" in text
+    assert "site-a connected" in driver.find_element(By.ID, "brokers").text  # the console's own broker link
     lane.publish_status(StatusState.OFFLINE, "connection lost")
     WebDriverWait(driver, 5).until(
         lambda d: "offline" in d.find_element(By.CSS_SELECTOR, selector).get_attribute("class"))
