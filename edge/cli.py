@@ -1,7 +1,7 @@
 """The ``edge`` command: thin typer wiring. Arguments in, config loaded, objects built and run.
 
 The service's own commands (``run``, ``check``, ``status``, ``version``) are written here. The tool commands
-(``calibrate``, ``demo``, ``eval``, ``bench``, ``fit``, ``watch``, ``dicos``, ``sim``) live in
+(``calibrate``, ``demo``, ``eval``, ``bench``, ``fit``, ``watch``, ``dicos``, ``sim``, ``console``) live in
 ``edge_tools.cli`` and are mounted lazily: :data:`TOOL_COMMANDS` names them with the one-line help that
 ``edge --help`` shows, and ``edge_tools.cli`` is imported only when one of them is invoked. Why: the tools pull
 in the virtual scanner, the simulated firmware, the evaluation harness and the commissioning code, and
@@ -38,6 +38,7 @@ TOOL_COMMANDS: dict[str, str] = {
     "fit": "Refit the PaDiM scorer from benign (CLEAR) items the service saved on site; write a new verified bundle.",
     "watch": "Watch decisions and alarms live, one line each; de-duplicates redeliveries by record_id.",
     "sim": "The virtual dual-energy X-ray scanner: generate labelled datasets.",
+    "console": "The control-room console: live alarm queue of every lane, operator verdicts back to the boxes.",
 }
 
 EXAMPLES = """Examples (each command's --help has more):
@@ -65,6 +66,8 @@ EXAMPLES = """Examples (each command's --help has more):
   edge watch --host 127.0.0.1 --port 1883
 
   edge sim generate --n 100 --seed 1 --out /tmp/sim100
+
+  edge console run --config /etc/edge/console.yaml
 """
 
 

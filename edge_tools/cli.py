@@ -15,6 +15,7 @@ from pathlib import Path
 import typer
 
 from calib.cli import calibrate_app
+from console.cli import console_app
 from edge.config import DEFAULT_CONFIG_PATH
 from edge.errors import ConfigError
 from edge_tools.bench.cli import bench_command
@@ -41,6 +42,7 @@ sim_app.command("firmware")(sim_firmware)
 app.add_typer(sim_app, name="sim")
 app.command(name="eval")(eval_command)
 app.command(name="bench")(bench_command)
+app.add_typer(console_app, name="console")
 
 
 @app.command()

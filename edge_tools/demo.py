@@ -203,6 +203,7 @@ def run_demo(workdir: Path, items: int | None, per_minute: float, seed: int, mod
     broker, port = start_broker(workdir)
     if broker is None:
         echo("edge demo: no mosquitto binary found; screening without MQTT (install mosquitto for the full demo)")
+    console = start_console(workdir, port, echo) if port is not None else None
     overlays = workdir / "overlays"
     fw = VirtualFirmware(workdir / "ttyVFW0").start()
     fw.send(XrayState(True, 0))
@@ -236,6 +237,9 @@ def run_demo(workdir: Path, items: int | None, per_minute: float, seed: int, mod
         if camera is not None:
             camera.stop()
         fw.stop()
+        if console is not None:
+            console.terminate()
+            console.wait(timeout=20)
         if broker is not None:
             broker.terminate()
             broker.wait(timeout=10)
@@ -288,3 +292,54 @@ def _print_local(decision: Decision, overlays: Path, echo: Any) -> None:
     reason = f" ({decision.reason.value})" if decision.reason else ""
     echo(f"{time.strftime('%H:%M:%S')} {decision.item_id} {decision.verdict.value.upper()}{reason} "
          f"{json.dumps(decision.detail)}")
+
+
+def start_console(workdir: Path, port: int, echo: Any) -> subprocess.Popen[bytes] | None:
+    """The control-room console on the demo's broker (``edge console run``, HTTPS on a free loopback port, SQLite
+    in ``workdir/console``), with a user ``demo`` whose password is printed; None (and why) when the install
+    lacks the ``console`` extra or the console does not come up."""
+    import importlib.util
+    import secrets
+    import ssl
+    import sys
+    import urllib.request
+
+    if importlib.util.find_spec("starlette") is None:
+        echo("edge demo: no control-room console (install it with pip install 'xray-edge[console]')")
+        return None
+    from console.auth import hash_password
+    from console.config import load_console_config
+    from console.service import open_store
+
+    folder = workdir / "console"
+    folder.mkdir(parents=True, exist_ok=True)
+    web_port = free_port()
+    config = folder / "console.yaml"
+    config.write_text(f"console_id: demo\ndata_dir: {folder}\nlisten: {{host: 127.0.0.1, port: {web_port}}}\n"
+                      f"database: {{url: 'sqlite:///{folder}/console.sqlite3'}}\n"
+                      f"brokers:\n  - name: demo\n    port: {port}\n    topics: ['xray/demo/+/#']\n")
+    password = secrets.token_urlsafe(9)
+    store = open_store(load_console_config(config))
+    if store.user("demo") is None:
+        store.add_user("demo", hash_password(password), "supervisor", by="edge demo")
+    else:
+        store.set_password("demo", hash_password(password), by="edge demo")
+    store.engine.dispose()
+    log = (folder / "console.log").open("ab")
+    proc = subprocess.Popen([sys.executable, "-m", "edge", "console", "run", "--config", str(config)],
+                            stdout=log, stderr=log)
+    url = f"https://127.0.0.1:{web_port}/"
+    insecure = ssl.create_default_context()
+    insecure.check_hostname, insecure.verify_mode = False, ssl.CERT_NONE
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            urllib.request.urlopen(url + "healthz", timeout=1, context=insecure).close()
+            echo(f"edge demo: control-room console at {url} (self-signed certificate), user demo, password "
+                 f"{password}")
+            return proc
+        except OSError:
+            time.sleep(0.2)
+    echo(f"edge demo: the console did not start; see {folder / 'console.log'}")
+    proc.kill()
+    return None

@@ -28,10 +28,10 @@ from collections import defaultdict
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-PACKAGES = ("edge", "edge_tools", "calib", "firmware_bridge", "sim", "export")
+PACKAGES = ("edge", "edge_tools", "calib", "firmware_bridge", "sim", "export", "console")
 VOCABULARY = "edge.records+errors"
 VOCABULARY_MODULES = frozenset({"edge.records", "edge.errors"})
-FORBIDDEN_IN_SERVICE = re.compile(r"^(sim|export|edge_tools)(\..*)?$|^firmware_bridge\.virtual$|^torch(\..*)?$")
+FORBIDDEN_IN_SERVICE = re.compile(r"^(sim|export|edge_tools|console)(\..*)?$|^firmware_bridge\.virtual$|^torch(\..*)?$")
 
 # The table of docs/architecture.md, as nodes: what each package may import of the others.
 ALLOWED: dict[str, frozenset[str]] = {
@@ -40,9 +40,14 @@ ALLOWED: dict[str, frozenset[str]] = {
     "firmware_bridge": frozenset({VOCABULARY}),
     "sim": frozenset({VOCABULARY, "firmware_bridge"}),
     "calib": frozenset({VOCABULARY, "edge", "sim"}),
-    "edge_tools": frozenset({VOCABULARY, "edge", "calib", "sim", "firmware_bridge"}),
+    "edge_tools": frozenset({VOCABULARY, "edge", "calib", "sim", "firmware_bridge", "console"}),
     "export": frozenset({VOCABULARY, "edge", "edge_tools", "calib", "sim"}),
+    "console": frozenset({VOCABULARY, "edge"}),
 }
+# The console runs on another machine than the box: of ``edge`` it may use only these (the YAML config loader,
+# the shared vocabulary and the payload schemas), never the box's runtime.
+CONSOLE_MAY_USE = frozenset({"edge.config.loader", "edge.errors", "edge.records", "edge.schemas",
+                             "edge.publish.topics"})
 # Annotations may also name what runs above them (never executed, so they make no run-time dependency).
 ANNOTATION_ONLY: frozenset[tuple[str, str]] = frozenset({(VOCABULARY, "edge")})
 
@@ -233,6 +238,12 @@ def test_package_imports_obey_the_table() -> None:
         if a == b or b in ALLOWED[a] or (annotation and (a, b) in ANNOTATION_ONLY):
             continue
         wrong.append(f"{where}: {src} imports {dst} ({a} may import {sorted(ALLOWED[a]) or 'nothing first-party'})")
+    assert wrong == []
+
+
+def test_console_uses_no_box_runtime() -> None:
+    wrong = [f"{where}: {src} imports {dst}" for src, dst, where, _ in _edges()
+             if _node(src) == "console" and _node(dst) in ("edge", VOCABULARY) and dst not in CONSOLE_MAY_USE]
     assert wrong == []
 
 

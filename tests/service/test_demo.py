@@ -37,6 +37,8 @@ def test_demo_prints_every_decision_and_saves_overlays(tmp_path: Path, assets: A
     assert sorted(p.name for p in (out / "overlays").glob("*.jpg")) == ["lane1-1.jpg", "lane1-2.jpg",
                                                                         "lane1-3.jpg"]
     assert "overlays in" in result.stdout and str(out / "overlays") in result.stdout
+    assert re.search(r"control-room console at https://127\.0\.0\.1:\d+/ .*user demo, password \S+", result.stdout) \
+        or "no control-room console" in result.stdout, result.stdout
 
 
 def test_demo_stops_cleanly_on_ctrl_c(tmp_path: Path, assets: Assets) -> None:

@@ -1,0 +1,166 @@
+"""``edge console run``: the database, the broker sessions, the verdict sender and the HTTPS server, together.
+
+uvicorn serves the page (HTTPS only: the configured certificate, or a self-signed one made at first start and
+kept in ``data_dir/tls``) and handles SIGINT/SIGTERM; when it returns, the broker sessions and the sender stop.
+A stop at any point loses nothing: decisions are acknowledged to the broker after they are stored, verdicts
+are stored before the operator sees them accepted (``console.intake``).
+"""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import logging
+import os
+import socket
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from console.config import ConsoleConfig
+from console.db import Tables, create_tables, open_engine
+from console.hub import Hub
+from console.intake import BrokerLink, VerdictSender, Writer, open_links
+from console.store import ConsoleStore
+
+log = logging.getLogger(__name__)
+PRUNE_EVERY_S = 3600.0
+
+
+def open_store(config: ConsoleConfig) -> ConsoleStore:
+    """The store on the configured database, its tables created if missing."""
+    engine = open_engine(config.database)
+    tables = Tables(config.database.table_prefix)
+    create_tables(engine, tables)
+    return ConsoleStore(engine, tables)
+
+
+def self_signed(directory: Path, host_names: list[str]) -> tuple[Path, Path]:
+    """``directory/console.crt`` and ``console.key``, made once (EC P-256, 10 years, SAN = the names given).
+
+    Why self-signed by default: a closed control-room network often has no CA; HTTPS still protects passwords
+    and sessions on the wire, and the fingerprint (logged at every start) lets an operator check the browser's
+    warning once. A site CA's certificate goes in ``listen.cert_file``/``key_file``.
+    """
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    crt, key_path = directory / "console.crt", directory / "console.key"
+    if crt.is_file() and key_path.is_file():
+        return crt, key_path
+    directory.mkdir(parents=True, exist_ok=True)
+    key = ec.generate_private_key(ec.SECP256R1())
+    names: list[x509.GeneralName] = []
+    for name in dict.fromkeys(host_names):
+        try:
+            names.append(x509.IPAddress(ipaddress.ip_address(name)))
+        except ValueError:
+            names.append(x509.DNSName(name))
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host_names[0])])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(days=1))
+            .not_valid_after(now + datetime.timedelta(days=3650))
+            .add_extension(x509.SubjectAlternativeName(names), critical=False)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                  serialization.NoEncryption()))
+    crt.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    return crt, key_path
+
+
+def fingerprint(cert_file: Path) -> str:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+
+    cert = x509.load_pem_x509_certificate(cert_file.read_bytes())
+    return cert.fingerprint(hashes.SHA256()).hex(":").upper()
+
+
+@dataclass
+class ConsoleParts:
+    """What runs besides the web server; built by :func:`build`, started and stopped together."""
+
+    config: ConsoleConfig
+    store: ConsoleStore
+    hub: Hub
+    writer: Writer
+    links: dict[str, BrokerLink]
+    sender: VerdictSender
+
+    def start(self) -> None:
+        self.writer.start()
+        for link in self.links.values():
+            link.start()
+        self.sender.start()
+
+    def broker_states(self) -> list[dict[str, object]]:
+        """The console's own connection to each broker, for the page (a lost one makes every lane look idle)."""
+        return [{"name": name, "host": f"{link.config.host}:{link.config.port}",
+                 "connected": link.connected.is_set(), "error": link.last_error}
+                for name, link in self.links.items()]
+
+    def stop(self) -> None:
+        self.sender.stop()
+        for link in self.links.values():
+            link.stop()
+        self.writer.stop()
+        self.store.engine.dispose()
+
+
+def build(config: ConsoleConfig) -> ConsoleParts:
+    store = open_store(config)
+    hub = Hub()
+    writer = Writer(store, hub.publish)
+    links = open_links(config, store, writer)
+    return ConsoleParts(config, store, hub, writer, links, VerdictSender(store, links, config.verdicts.resend_s))
+
+
+def _pruner(parts: ConsoleParts, stop: threading.Event) -> None:
+    while not stop.wait(PRUNE_EVERY_S):
+        try:
+            removed = parts.store.prune(time.time() - parts.config.database.keep_days * 86400)
+            if removed:
+                log.info("pruned %d decisions older than %.0f days", removed, parts.config.database.keep_days)
+        except Exception:
+            log.exception("pruning old decisions failed; retrying in an hour")
+
+
+def run_console(config: ConsoleConfig) -> int:
+    """Serve until SIGINT/SIGTERM; returns the exit code."""
+    import uvicorn
+
+    from console.web import build_app
+
+    parts = build(config)
+    listen = config.listen
+    if listen.cert_file is not None and listen.key_file is not None:
+        cert, key = listen.cert_file, listen.key_file
+    else:
+        cert, key = self_signed(config.data_dir / "tls", [socket.gethostname(), "localhost", "127.0.0.1"])
+    app = build_app(config, parts.store, parts.hub, parts.sender.wake, parts.store.setting("session_key"),
+                    parts.broker_states)
+    host = listen.host if listen.host not in ("0.0.0.0", "::") else socket.gethostname()
+    url = listen.public_url or f"https://{host}:{listen.port}/"
+    log.info("console %s at %s (certificate SHA-256 %s); brokers: %s", config.console_id, url, fingerprint(cert),
+             ", ".join(f"{b.name} {b.host}:{b.port}" for b in config.brokers))
+    server = uvicorn.Server(uvicorn.Config(
+        app, host=listen.host, port=listen.port, ssl_certfile=str(cert), ssl_keyfile=str(key),
+        log_level=config.log_level if config.log_level != "debug" else "info", access_log=False,
+        timeout_graceful_shutdown=2, proxy_headers=False))
+    stop = threading.Event()
+    threading.Thread(target=_pruner, args=(parts, stop), name="prune", daemon=True).start()
+    parts.start()
+    try:
+        server.run()
+    finally:
+        stop.set()
+        parts.hub.close()
+        parts.stop()
+    return 0 if server.started else 1

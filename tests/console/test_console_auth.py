@@ -1,0 +1,204 @@
+"""Security of the console, against the real process over HTTPS: sign-in, sessions, CSRF, roles, the
+reverse proxy's identity header, and the who-did-what log."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from console_helpers import ConsoleProc, Database, Lane, alarm_decision, session
+from publish_helpers import Broker
+
+OPERATOR, SUPERVISOR = "correct horse 1", "battery staple 2"
+
+
+@pytest.fixture(scope="module")
+def console(module_broker: Broker, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ConsoleProc]:
+    workdir = tmp_path_factory.mktemp("console")
+    db = Database("sqlite", f"sqlite:///{workdir}/console.sqlite3", "console_")
+    site = f"a{uuid.uuid4().hex[:6]}"
+    c = ConsoleProc(workdir, db, module_broker.port, (f"xray/{site}/+/#",),
+                    extra="auth:\n  proxy_header: X-Remote-User\n  trusted_proxies: [127.0.0.1]\n")
+    c.add_user("olga", OPERATOR, "operator")
+    c.add_user("sam", SUPERVISOR, "supervisor")
+    c.add_user("proxied", "unused-password-3", "operator")
+    c.start()
+    c.site = site  # type: ignore[attr-defined]
+    yield c
+    c.stop()
+
+
+@pytest.fixture(scope="module")
+def alarm(console: ConsoleProc, module_broker: Broker) -> str:
+    lane = Lane(module_broker.port, console.site, "lane1", f"xray/{console.site}/lane1")  # type: ignore[attr-defined]
+    record_id = str(lane.publish_decision(alarm_decision(f"bag-{uuid.uuid4().hex[:6]}", "lane1"))["record_id"])
+    lane.close()
+    client = session(console, "olga", OPERATOR)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        if client.get(f"/api/items/{record_id}").status_code == 200:  # type: ignore[attr-defined]
+            return record_id
+        time.sleep(0.05)
+    raise AssertionError("the alarm was not stored")
+
+
+def _anonymous(console: ConsoleProc) -> httpx.Client:
+    return httpx.Client(base_url=console.url, verify=False, timeout=10)
+
+
+def test_signed_out_requests_are_refused(console: ConsoleProc) -> None:
+    c = _anonymous(console)
+    assert c.get("/api/items").status_code == 401
+    assert c.get("/events").status_code == 401
+    page = c.get("/")
+    assert page.status_code == 303 and page.headers["location"] == "/login"
+    assert "default-src 'self'" in c.get("/login").headers["content-security-policy"]
+
+
+def test_wrong_password_is_refused_and_logged(console: ConsoleProc) -> None:
+    c = _anonymous(console)
+    token = re.search(r'name="csrf-token" content="([^"]+)"', c.get("/login").text).group(1)  # type: ignore[union-attr]
+    answer = c.post("/login", json={"login": "olga", "password": "wrong password"}, headers={"X-CSRF-Token": token})
+    assert answer.status_code == 401
+    assert c.get("/api/items").status_code == 401
+    audit = session(console, "sam", SUPERVISOR).get("/api/audit").json()["audit"]  # type: ignore[attr-defined]
+    assert any(a["action"] == "login_failed" and a["login"] == "olga" for a in audit)
+
+
+def test_repeated_wrong_passwords_lock_the_login_for_a_while(console: ConsoleProc) -> None:
+    console.add_user("target", "right-password-1")
+    c = _anonymous(console)
+    token = re.search(r'name="csrf-token" content="([^"]+)"', c.get("/login").text).group(1)  # type: ignore[union-attr]
+    codes = [c.post("/login", json={"login": "target", "password": f"guess-{i}"}, headers={"X-CSRF-Token": token}
+                    ).status_code for i in range(6)]
+    assert codes == [401] * 5 + [429]
+    right = c.post("/login", json={"login": "target", "password": "right-password-1"}, headers={"X-CSRF-Token": token})
+    assert right.status_code == 429, "the right password does not open a locked login either"
+    assert session(console, "olga", OPERATOR) is not None, "other logins are not locked"
+
+
+def test_a_post_without_the_csrf_token_is_refused(console: ConsoleProc, alarm: str) -> None:
+    client: Any = session(console, "olga", OPERATOR)
+    token = client.headers.pop("X-CSRF-Token")
+    body = {"record_id": alarm, "verdict": "cleared"}
+    assert client.post("/api/verdicts", json=body).status_code == 403
+    assert client.post("/api/verdicts", json=body, headers={"X-CSRF-Token": "forged"}).status_code == 403
+    cross = client.post("/api/verdicts", json=body,
+                        headers={"X-CSRF-Token": token, "Origin": "https://evil.example"})
+    assert cross.status_code == 403 and "cross-origin" in cross.json()["error"]
+    # behind the site's reverse proxy (a trusted address) the browser's origin is the proxy's host
+    proxied = client.post("/api/verdicts", json={"record_id": "none", "verdict": "cleared"},
+                          headers={"X-CSRF-Token": token, "Origin": "https://console.site.example",
+                                   "X-Forwarded-Host": "console.site.example"})
+    assert proxied.status_code == 409, proxied.text  # past the guard: refused only as an unknown item
+    # a login form posted from elsewhere (no token) is refused too: no login CSRF
+    assert _anonymous(console).post("/login", json={"login": "olga", "password": OPERATOR}).status_code == 403
+    assert client.get(f"/api/items/{alarm}").json()["verdict"] is None, "a refused request changed nothing"
+    ok = client.post("/api/verdicts", json=body, headers={"X-CSRF-Token": token})
+    assert ok.status_code == 201, ok.text
+    # a second verdict on the same item (another operator, a double click) is refused: one verdict per item
+    again = session(console, "sam", SUPERVISOR).post("/api/verdicts", json=body)  # type: ignore[attr-defined]
+    assert again.status_code == 409
+
+
+def test_operators_cannot_do_supervisor_actions(console: ConsoleProc, alarm: str) -> None:
+    olga: Any = session(console, "olga", OPERATOR)
+    sam: Any = session(console, "sam", SUPERVISOR)
+    if olga.get(f"/api/items/{alarm}").json()["verdict"] is None:
+        assert olga.post("/api/verdicts", json={"record_id": alarm, "verdict": "cleared"}).status_code == 201
+    assert olga.post(f"/api/items/{alarm}/reopen").status_code == 403
+    assert olga.post("/api/users", json={"login": "mallory", "password": "12345678", "role": "supervisor"}
+                     ).status_code == 403
+    assert olga.post("/api/users/olga", json={"role": "supervisor"}).status_code == 403
+    assert olga.get("/api/audit").status_code == 403
+    assert olga.get("/users").status_code == 403
+    assert sam.get("/users").status_code == 200 and "Who did what" in sam.get("/users").text
+    # the supervisor may: re-open puts the item back in the queue; then a new verdict is possible
+    reopened = sam.post(f"/api/items/{alarm}/reopen")
+    assert reopened.status_code == 200 and reopened.json()["item"]["verdict"] is None
+    again = olga.post("/api/verdicts", json={"record_id": alarm, "verdict": "sent_to_search"})
+    assert again.status_code == 201
+    assert sam.post("/api/users", json={"login": "nina", "password": "nina-pass-1", "role": "operator"}
+                    ).status_code == 201
+    assert sam.post("/api/users", json={"login": "eve", "password": "eve-pass-12", "role": "admin"}
+                    ).status_code == 400
+    short = sam.post("/api/users", json={"login": "bob", "password": "short", "role": "operator"})
+    assert short.status_code == 400 and "at least 8 characters" in short.json()["error"]
+    assert session(console, "nina", "nina-pass-1") is not None
+    assert sam.post("/api/users/nina", json={"disabled": True}).status_code == 200
+    assert _anonymous(console).get("/").status_code == 303
+    # who did what
+    audit = sam.get("/api/audit").json()["audit"]
+    done = [(a["login"], a["action"], a["target"]) for a in reversed(audit)]
+    assert ("olga", "refused", f"/api/items/{alarm}/reopen") in done
+    assert ("sam", "reopen", alarm) in done
+    assert ("olga", "verdict", alarm) in done
+    assert ("sam", "user_add", "nina") in done and ("sam", "user_disable", "nina") in done
+
+
+def test_passwords_are_salted_argon2_hashes(console: ConsoleProc) -> None:
+    from sqlalchemy import select
+
+    from console.config import DatabaseConfig
+    from console.db import Tables, open_engine
+
+    engine = open_engine(DatabaseConfig(url=console.db.url, table_prefix=console.db.prefix))
+    users = Tables(console.db.prefix).users
+    with engine.connect() as conn:
+        hashes = dict(conn.execute(select(users.c.login, users.c.password_hash)).all())
+    engine.dispose()
+    assert hashes["olga"].startswith("$argon2id$") and OPERATOR not in hashes["olga"]
+    console.add_user("twin", OPERATOR)  # same password, other salt
+    with open_engine(DatabaseConfig(url=console.db.url, table_prefix=console.db.prefix)).connect() as conn:
+        twin = conn.execute(select(users.c.password_hash).where(users.c.login == "twin")).scalar_one()
+    assert twin != hashes["olga"]
+
+
+def test_reverse_proxy_identity_header(console: ConsoleProc) -> None:
+    c = _anonymous(console)
+    page = c.get("/", headers={"X-Remote-User": "proxied"})
+    assert page.status_code == 200 and "proxied (operator)" in page.text
+    token = re.search(r'name="csrf-token" content="([^"]+)"', page.text).group(1)  # type: ignore[union-attr]
+    assert c.get("/api/items", headers={"X-Remote-User": "proxied"}).status_code == 200
+    # an unknown login in the header signs nobody in; the header still needs the CSRF token to change things
+    assert _anonymous(console).get("/api/items", headers={"X-Remote-User": "nobody"}).status_code == 401
+    assert c.post("/api/verdicts", json={}, headers={"X-Remote-User": "proxied"}).status_code == 403
+    assert c.post("/api/verdicts", json={}, headers={"X-Remote-User": "proxied", "X-CSRF-Token": token}
+                  ).status_code == 409
+
+
+def test_add_user_cli(console: ConsoleProc) -> None:
+    added = console.cli("add-user", "carl", "--role", "supervisor", "--password-stdin", stdin="carl-pass-1\n")
+    assert added.returncode == 0 and "added supervisor carl" in added.stdout, added.stderr
+    assert session(console, "carl", "carl-pass-1") is not None
+    dup = console.cli("add-user", "olga", "--password-stdin", stdin="long enough 1\n")
+    assert dup.returncode == 1 and "exists already" in dup.stderr
+
+
+def test_unreadable_messages_are_kept_not_dropped(console: ConsoleProc, module_broker: Broker) -> None:
+    site = console.site  # type: ignore[attr-defined]
+    lane = Lane(module_broker.port, site, "lane9", f"xray/{site}/lane9")
+    lane.publish_raw("alarms", b"{not json")
+    lane.close()
+    from sqlalchemy import select
+
+    from console.config import DatabaseConfig
+    from console.db import Tables, open_engine
+
+    engine = open_engine(DatabaseConfig(url=console.db.url, table_prefix=console.db.prefix))
+    rejects = Tables(console.db.prefix).rejects
+    deadline = time.monotonic() + 5
+    rows: list[Any] = []
+    while time.monotonic() < deadline and not rows:
+        with engine.connect() as conn:
+            rows = list(conn.execute(select(rejects).where(rejects.c.topic == f"xray/{site}/lane9/alarms")))
+        time.sleep(0.05)
+    engine.dispose()
+    assert rows and rows[0].payload == b"{not json" and "bad JSON" in rows[0].error
+    assert json.loads(httpx.get(f"{console.url}/healthz", verify=False).text)["ok"] is True

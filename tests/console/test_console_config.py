@@ -1,0 +1,79 @@
+"""The console's config file: every key documented in the example, errors as file:line: key, the unit verifies."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import types
+import typing
+from pathlib import Path
+
+import pytest
+import yaml
+from pydantic import BaseModel
+
+from console.config import ConsoleConfig, load_console_config
+from edge.errors import ConfigError
+
+REPO = Path(__file__).resolve().parents[2]
+EXAMPLE = REPO / "systemd" / "edge-console.example.yaml"
+
+
+def _models(annotation: object) -> list[type[BaseModel]]:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType, tuple, list):
+        return [m for arm in typing.get_args(annotation) if arm is not Ellipsis for m in _models(arm)]
+    return []
+
+
+def _model_keys(model: type[BaseModel], prefix: str = "") -> set[str]:
+    keys: set[str] = set()
+    for name, info in model.model_fields.items():
+        keys.add(prefix + name)
+        for sub in _models(info.annotation):
+            keys |= _model_keys(sub, f"{prefix}{name}.")
+    return keys
+
+
+def _data_keys(data: object, prefix: str = "") -> set[str]:
+    keys: set[str] = set()
+    if isinstance(data, dict):
+        for key, value in data.items():
+            keys.add(prefix + key)
+            keys |= _data_keys(value, f"{prefix}{key}.")
+    elif isinstance(data, list):
+        for value in data:
+            keys |= _data_keys(value, prefix)
+    return keys
+
+
+def test_example_sets_every_key_and_loads() -> None:
+    assert _data_keys(yaml.safe_load(EXAMPLE.read_text())) == _model_keys(ConsoleConfig)
+    config = load_console_config(EXAMPLE)
+    assert [b.name for b in config.brokers] == ["control-room", "site-b"]
+
+
+def test_config_errors_name_file_line_and_key(tmp_path: Path) -> None:
+    path = tmp_path / "console.yaml"
+    path.write_text("console_id: ok\nlisten:\n  port: 99999\ndatabase:\n  url: mysql://x\n"
+                    "brokers:\n  - name: a\n    topicz: [x]\n")
+    with pytest.raises(ConfigError) as err:
+        load_console_config(path)
+    problems = err.value.problems
+    assert any(p.startswith(f"{path}:3: listen.port:") for p in problems), problems
+    assert any(p.startswith(f"{path}:5: database.url:") for p in problems), problems
+    assert any(p.startswith(f"{path}:8: brokers[0].topicz:") for p in problems), problems
+    result = subprocess.run([sys.executable, "-m", "edge", "console", "check", "--config", str(path)],
+                            capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert result.returncode == 1 and f"{path}:3: listen.port:" in result.stderr
+
+
+def test_unit_verifies() -> None:
+    if shutil.which("systemd-analyze") is None:
+        pytest.skip("systemd-analyze is not installed on this machine")
+    unit = REPO / "systemd" / "edge-console.service"
+    verify = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True, timeout=60)
+    assert verify.returncode == 0 and verify.stderr.strip() == "", verify.stderr
