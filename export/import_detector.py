@@ -169,7 +169,11 @@ def _yaml_metadata(path: Path) -> dict[str, str]:
         return {}
     import yaml
 
-    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise ExportError(f"{path}: the exporter's metadata beside the IR is not readable YAML ({exc}); fix or "
+                          "remove it and give --classes (and --size)") from exc
     return {str(k): repr(v) if not isinstance(v, str) else v for k, v in data.items()} if isinstance(data, dict) \
         else {}
 
@@ -345,7 +349,10 @@ def parse_threat_classes(items: Sequence[str], classes: Sequence[str], default: 
     of ``classes`` and each THRESHOLD in [0, 1]."""
     out: dict[str, float] = {}
     for item in items:
-        name, sep, value = item.partition("=")
+        # A class name may itself hold "=": the whole item names a class, else the last "=" starts the threshold.
+        name, sep, value = (item, "", "") if item.strip() in classes else item.rpartition("=")
+        if not sep:
+            name = item
         name = name.strip()
         if name not in classes:
             import difflib
@@ -568,6 +575,9 @@ def import_detector(req: ImportRequest, progress: Callable[[str], None] | None =
     if not classes:
         raise ExportError(f"{req.model}: the model's metadata names no classes; give --classes NAME,NAME,… in "
                           "the order of its class indices")
+    if any(not c.strip() for c in classes):
+        raise ExportError(f"class names must not be empty, got {', '.join(repr(c) for c in classes)} (a stray "
+                          "comma in --classes?)")
     if len(set(classes)) != len(classes):
         raise ExportError(f"class names must be unique, got {', '.join(classes)}")
     for what, value in (("--score-threshold", req.score_threshold), ("--nms-iou", req.nms_iou)):

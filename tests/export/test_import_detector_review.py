@@ -115,3 +115,33 @@ def test_class_indices_outside_the_named_classes_are_refused(tmp_path: Path) -> 
     assert code == 1, text
     assert "class indices 0..2" in text and "2 classes are named (gun, knife)" in text
     assert not (tmp_path / "b").exists()
+
+
+def test_class_names_empty_or_holding_equals_and_a_broken_metadata_yaml(tmp_path: Path) -> None:
+    from export.errors import ExportError
+    from export.import_detector import parse_threat_classes
+
+    # "a=b" is a class: named alone, or with a threshold after the last "=".
+    assert parse_threat_classes(["a=b"], ("a=b", "c"), 0.25) == {"a=b": 0.25}
+    assert parse_threat_classes(["a=b=0.4", " c = 0.5"], ("a=b", "c"), 0.25) == {"a=b": 0.4, "c": 0.5}
+    for bad, why in (("c=", "'' is not a number"), ("c=x", "'x' is not a number"), ("d", "'d' is not a class")):
+        try:
+            parse_threat_classes([bad], ("a=b", "c"), 0.25)
+        except ExportError as exc:
+            assert why in str(exc), (bad, exc)
+        else:
+            raise AssertionError(f"{bad!r} accepted")
+
+    model = build("yolov8", tmp_path / "y8.onnx")
+    code, text = _import([str(model), "--layout", "yolov8", "--classes", "gun,knife,", "--name", "x",
+                          "-o", str(tmp_path / "b")])
+    assert code == 1 and "class names must not be empty" in text, text
+
+    import openvino as ov
+
+    ir = tmp_path / "ir" / "model.xml"
+    ov.save_model(ov.convert_model(str(model)), str(ir))
+    (ir.parent / "metadata.yaml").write_text("names: [unclosed\n")
+    code, text = _import([str(ir), "--layout", "yolov8", "--name", "x", "-o", str(tmp_path / "b")])
+    assert code == 1 and "metadata.yaml: the exporter's metadata beside the IR is not readable YAML" in text, text
+    assert "Traceback" not in text
