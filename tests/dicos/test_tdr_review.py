@@ -1,0 +1,91 @@
+"""TDRs of unusual items read back by pydicom and ``edge dicos show``, and ``show`` on files that are not a
+sound TDR: a clear line and exit 1 (or the rest of the report), never a traceback."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pydicom
+import pytest
+from typer.testing import CliRunner
+
+from edge.dicos import build_tdr, read_tdr
+from edge.dicos._io import encode
+from edge.records import BoxXyxy, ObjectResult, UnscreenedReason, Verdict
+from edge_tools.dicos_cli import dicos_app
+from tests.dicos.dicos_helpers import decision
+
+runner = CliRunner()
+
+
+def _obj(i: int, box: tuple[float, float, float, float] = (10, 10, 50, 50),
+         polygon: tuple[tuple[float, float], ...] = ((10, 10), (50, 10), (50, 50))) -> ObjectResult:
+    return ObjectResult(i, BoxXyxy(*box), None, 0.8, 0.9, 0.5, True, polygon)
+
+
+def _show(path: Path) -> tuple[int, str]:
+    result = runner.invoke(dicos_app, ["show", str(path)])
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    return result.exit_code, result.output
+
+
+ODD = {
+    "no objects, ALARM": decision(Verdict.ALARM, objects=()),
+    "UNSCREENED without objects": decision(Verdict.UNSCREENED, objects=(), reason=UnscreenedReason.MODEL_ERROR),
+    "100 objects": decision(Verdict.ALARM, objects=tuple(
+        _obj(i, (i * 5, i * 3, i * 5 + 40, i * 3 + 30), ((i * 5, i * 3), (i * 5 + 40, i * 3), (i * 5 + 20, i * 3 + 30)))
+        for i in range(100))),
+    "odd polygons": decision(Verdict.ALARM, objects=(
+        _obj(1, polygon=((5, 5),)),  # one point
+        _obj(2, polygon=((5, 5), (9, 9))),  # a segment
+        _obj(3, polygon=((10, 10), (50, 50), (50, 10), (10, 50))),  # self-intersecting
+        _obj(4, polygon=((-1000, -1000), (5000, -1000), (5000, 5000))),  # far outside its box
+        _obj(5, box=(10, 10, 10, 10), polygon=()),  # a zero box
+    )),
+}
+
+
+@pytest.mark.parametrize("case", list(ODD))
+def test_unusual_items_give_reports_pydicom_and_show_read(tmp_path: Path, case: str) -> None:
+    d = ODD[case]
+    path = tmp_path / "r.tdr.dcs"
+    path.write_bytes(encode(build_tdr(d)))
+    ds = pydicom.dcmread(path)
+    n = len(d.objects)
+    assert int(ds.NumberOfTotalObjects) == n == len(ds.ThreatSequence)
+    assert ds.AlarmDecision == "ALARM"  # UNSCREENED too: never CLEAR
+    assert ds.AbortFlag == ("ABORT" if d.verdict is Verdict.UNSCREENED else "SUCCESS")
+    report = read_tdr(path)
+    assert report.verdict is d.verdict and not report.inconsistencies
+    assert sorted(o.pto_id for o in report.objects) == sorted(o.object_id for o in d.objects)
+    code, text = _show(path)
+    assert code == 0 and f"{n} total, {n} alarm, {n} in the Threat Sequence" in text
+
+
+def test_show_on_a_report_whose_roi_is_not_a_box_prints_the_rest(tmp_path: Path) -> None:
+    """A damaged or foreign report with a NaN base or a negative extent: ``show`` raised ValueError from the box
+    (a traceback); it now says which object's ROI is unusable and shows everything else."""
+    ds = build_tdr(decision(Verdict.ALARM))
+    rois = [pto.PTORepresentationSequence[0].ThreatROIVoxelSequence[0] for pto in ds.ThreatSequence]
+    rois[0].ThreatROIBase = [math.nan, 64.0, 0.0]
+    rois[1].ThreatROIExtents = [-327680.0, 28.0, 1.0]
+    path = tmp_path / "damaged.tdr.dcs"
+    path.write_bytes(encode(ds))
+    code, text = _show(path)
+    assert code == 0, text
+    assert "object 7: THREAT, ROI unusable (base nan, 64, 0, extents 81, 51, 1)" in text
+    assert "object 3: THREAT, ROI unusable (base 10, 12, 0, extents -327680, 28, 1)" in text
+    assert "verdict:         ALARM" in text
+
+
+def test_show_on_what_is_not_a_report_exits_1_with_one_line(tmp_path: Path) -> None:
+    good = encode(build_tdr(decision(Verdict.ALARM)))
+    (tmp_path / "cut.dcs").write_bytes(good[:600])
+    (tmp_path / "empty.dcs").write_bytes(b"")
+    (tmp_path / "record.json").write_text('{"item_id": "bag-1"}')
+    cases = {"cut.dcs": "the file is truncated or damaged", "empty.dcs": "unreadable DICOM/DICOS file",
+             "record.json": "unreadable DICOM/DICOS file", "missing.dcs": "No such file", ".": "Is a directory"}
+    for name, why in cases.items():
+        code, text = _show(tmp_path / name)
+        assert code == 1 and why in text and "Traceback" not in text, (name, text)
