@@ -88,3 +88,47 @@ def test_unicode_operator_names_reach_the_operator_report(
     assert json.loads(path.read_text())["operator"] == "Zoë Łukasz 山田"
     report = read_tdr(path.with_name(path.name.replace(".json", ".tdr.dcs")))
     assert report.operators == ("Zoë Łukasz 山田",)
+
+
+def test_a_disk_that_fills_between_report_and_json_leaves_no_operator_report(tmp_path: Path) -> None:
+    """Room for the OPERATOR report but not for the verdict's JSON: the box answers stored=false, and the report
+    it had written stayed behind: an operator verdict on record that the box says it did not store. Each amount
+    of free space (1 to 4 pages) must give both files or neither."""
+    import os
+    import subprocess
+
+    where = tmp_path / "fs"
+    where.mkdir()
+    mount = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1048576", "tmpfs", str(where)],
+                           capture_output=True, text=True)
+    if mount.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs for the full-disk case (needs root): {mount.stderr.strip()}")
+    page = os.sysconf("SC_PAGE_SIZE")
+    audit = AuditStore(AuditConfig(directory=where / "audit", min_free_mb=0), SITE.site_id)
+    try:
+        d = make_decision(5, scanner_id="s1")
+        audit.publish(d)
+        store = VerdictStore(audit)
+        outcomes = []
+        for pages in range(1, 5):
+            spare, filler = where / "spare", where / "filler"
+            spare.write_bytes(b"\0" * (pages * page))
+            with open(filler, "wb", buffering=0) as fh:
+                for size in (65536, 512, 1):
+                    while True:
+                        try:
+                            fh.write(b"\0" * size)
+                        except OSError:
+                            break
+            spare.unlink()  # exactly `pages` pages free
+            ack = store.handle(json.dumps(verdict(item_record_id(SITE, d), d.item_id)).encode())
+            files = sorted(p.name for p in (where / "audit").glob("*/*.verdict-*"))
+            outcomes.append((pages, ack.stored, len(files)))
+            for name in files:  # room for the next round
+                next((where / "audit").glob(f"*/{name}")).unlink()
+            filler.unlink()
+        assert all(n == (2 if stored else 0) for _, stored, n in outcomes), outcomes
+        assert any(not stored for _, stored, _ in outcomes) and any(stored for _, stored, _ in outcomes), outcomes
+    finally:
+        audit.close(1.0)
+        subprocess.run(["umount", "-l", str(where)], capture_output=True)
