@@ -321,7 +321,7 @@ def _check_score_dtypes(info: ModelInfo, layout: LayoutKind, chosen: Mapping[str
                 else ""
             raise ExportError(f"{info.path}: output {name!r} ({dtypes[name]}) would be read as the {layout} "
                               f"layout's {f!r}, which must be floating point: an integer output holds class indices, "
-                              f"not {f}{hint}{order}")
+                              f"not {f}{hint or _outputs_hint(info)}{order}")
 
 
 def _is_float(dtype: str) -> bool:
@@ -341,7 +341,15 @@ def check_layout_shapes(info: ModelInfo, outputs: Sequence[OutputSpec], layout: 
     try:
         decode(layout, named, len(classes), contract.height, contract.width, str(info.path))
     except LayoutError as exc:
-        raise ExportError(str(exc)) from exc
+        raise ExportError(f"{exc}{_outputs_hint(info)}") from exc
+
+
+def _outputs_hint(info: ModelInfo) -> str:
+    """What to do when the model has more outputs than one: they may just be matched to the wrong fields."""
+    if len(info.outputs) < 2:
+        return ""
+    listed = ", ".join(f"{name} {_fmt(shape)} {dtype}" for name, shape, dtype in info.outputs)
+    return f"; the model's outputs are {listed}: if another one is meant, map it with --output FIELD=NAME"
 
 
 def parse_threat_classes(items: Sequence[str], classes: Sequence[str], default: float) -> dict[str, float]:

@@ -145,3 +145,29 @@ def test_class_names_empty_or_holding_equals_and_a_broken_metadata_yaml(tmp_path
     code, text = _import([str(ir), "--layout", "yolov8", "--name", "x", "-o", str(tmp_path / "b")])
     assert code == 1 and "metadata.yaml: the exporter's metadata beside the IR is not readable YAML" in text, text
     assert "Traceback" not in text
+
+
+def test_a_refused_output_lists_the_model_outputs_to_map(tmp_path: Path) -> None:
+    """A YOLOv8-seg style export whose mask prototypes come first: the refusal names every output, so the user
+    sees which one to give with --output."""
+    nodes = [helper.make_node("ReduceMean", ["images"], ["m"], keepdims=0),
+             helper.make_node("Mul", ["m", "zero"], ["z"]),
+             helper.make_node("Add", ["protos", "z"], ["output1"]),
+             helper.make_node("Add", ["pred", "z"], ["output0"])]
+    inits = [numpy_helper.from_array(np.float32(0.0), "zero"),
+             numpy_helper.from_array(np.zeros((1, 32, 16, 16), np.float32), "protos"),
+             numpy_helper.from_array(_predictions(None, (0, 0)), "pred")]
+    graph = helper.make_graph(nodes, "seg", [helper.make_tensor_value_info("images", TensorProto.FLOAT,
+                                                                           [1, 3, 64, 64])],
+                              [helper.make_tensor_value_info("output1", TensorProto.FLOAT, [1, 32, 16, 16]),
+                               helper.make_tensor_value_info("output0", TensorProto.FLOAT, [1, 6, 10])], inits)
+    m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    m.ir_version = 8
+    onnx.save(m, str(tmp_path / "seg.onnx"))
+    args = [str(tmp_path / "seg.onnx"), "--layout", "yolov8", "--classes", "a,b", "--name", "s", "--samples", "2"]
+    code, text = _import([*args, "-o", str(tmp_path / "b")])
+    assert code == 1 and "output 'output1' has shape [1, 32, 16, 16]" in text, text
+    assert "the model's outputs are output1 [1, 32, 16, 16] float32, output0 [1, 6, 10] float32" in text
+    assert "--output FIELD=NAME" in text
+    code, text = _import([*args, "-o", str(tmp_path / "ok"), "--output", "predictions=output0"])
+    assert code == 0, text
