@@ -84,7 +84,7 @@ def _where(obj: TdrObject) -> str:
 def show(path: Path = typer.Argument(..., help="a DICOS TDR or DX file (.dcs)")) -> None:
     """Print what a TDR or DX file says; exit 1 with the reason if it cannot be read.
 
-    Example: edge dicos show /var/lib/edge/audit/2026/11/22/bag-0042.tdr.dcs
+    Example: edge dicos show /var/lib/edge/audit/2026-11-22/bag-0042.tdr.dcs
     """
     try:
         with warnings.catch_warnings():
