@@ -171,3 +171,11 @@ def test_a_refused_output_lists_the_model_outputs_to_map(tmp_path: Path) -> None
     assert "--output FIELD=NAME" in text
     code, text = _import([*args, "-o", str(tmp_path / "ok"), "--output", "predictions=output0"])
     assert code == 0, text
+
+
+def test_zero_generated_parity_inputs_is_a_usage_error_not_a_traceback(tmp_path: Path) -> None:
+    model = build("yolov8", tmp_path / "y8.onnx")
+    code, text = _import([str(model), "--layout", "yolov8", "--classes", ",".join(CLASSES), "--name", "x",
+                          "--samples", "0", "-o", str(tmp_path / "b")])
+    assert code == 2 and "--samples" in text, text  # click's usage error, before any conversion
+    assert not (tmp_path / "b").exists()
