@@ -160,10 +160,11 @@ class VerdictStore:
         if error is not None:
             where = "/".join(str(p) for p in error.path) or "message"
             return self._refuse(ack_id, f"not a {VERDICT_SCHEMA} message: {where}: {error.message}")
+        wall = body["decided_wall"]
+        if not wall < MAX_DECIDED_WALL:  # a JSON integer may be too large for a float, 10**400
+            shown = repr(wall) if isinstance(wall, float) else f"{str(wall)[:20]}… ({len(str(wall))} digits)"
+            return self._refuse(ack_id, f"decided_wall: {shown} is not a time (UNIX seconds before the year 10000)")
         verdict = OperatorVerdict.from_message(body)
-        if not verdict.decided_wall < MAX_DECIDED_WALL:
-            return self._refuse(ack_id, f"decided_wall: {verdict.decided_wall!r} is not a time (UNIX seconds "
-                                        "before the year 10000)")
         record = self._audit.find_record(verdict.record_id, verdict.item_id)
         if record is None:
             return self._refuse(ack_id, f"no item record {verdict.record_id} of item {verdict.item_id!r} in this "

@@ -49,6 +49,8 @@ def test_nan_and_infinity_are_refused_with_the_verdict_id_and_nothing_is_stored(
         assert ack.error == f"not JSON: {constant} is not a JSON number"
     ack = store.handle(json.dumps({**body, "decided_wall": 1e300}).encode())
     assert ack.stored is False and ack.error is not None and "decided_wall: 1e+300 is not a time" in ack.error
+    ack = store.handle(json.dumps({**body, "decided_wall": 10**400}).encode())  # no float holds it
+    assert ack.stored is False and ack.error is not None and "(401 digits) is not a time" in ack.error
     assert _verdict_files(tmp_path / "audit") == []
     assert store.handle(json.dumps(body).encode()).stored is True  # the same verdict, sane, is stored
     (path,) = _verdict_files(tmp_path / "audit")
