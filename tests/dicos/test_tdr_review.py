@@ -89,3 +89,50 @@ def test_show_on_what_is_not_a_report_exits_1_with_one_line(tmp_path: Path) -> N
     for name, why in cases.items():
         code, text = _show(tmp_path / name)
         assert code == 1 and why in text and "Traceback" not in text, (name, text)
+
+
+def test_a_dx_pair_with_an_element_of_the_wrong_length_is_unscreened_not_dropped(tmp_path: Path) -> None:
+    """Pixel Representation (0028,0103) written with 1 byte instead of 2: pydicom raises its own
+    BytesLengthException when the element is read, which escaped read_dx, the frame source and the intake
+    (logged as 'frame source failed'): the item got no decision, its files stayed, a restart dropped it again.
+    ``edge dicos show`` printed a traceback on the file."""
+    import time
+
+    import numpy as np
+
+    from edge.dicos.dx_source import write_dx_pair
+    from edge.journal import IntakeJournal
+    from edge.pipeline import Pipeline, Stage
+    from edge.records import RawItem, UnscreenedReason
+    from edge.sinks.memory import MemorySink
+    from edge.sources.dicos import DicosFrameSource
+    from edge.stages.decide import decide
+
+    incoming = tmp_path / "dx"
+    incoming.mkdir()
+    high = np.random.default_rng(3).integers(1000, 60000, (32, 48), dtype=np.uint16)
+    write_dx_pair(incoming, "bag-1", high, high)
+    damaged = write_dx_pair(incoming, "bag-2", high, high)
+    good = b"\x28\x00\x03\x01US\x02\x00\x00\x00"  # (0028,0103) US, length 2, value 0 (explicit VR little endian)
+    data = damaged.high.read_bytes()
+    assert data.count(good) == 1
+    damaged.high.write_bytes(data.replace(good, b"\x28\x00\x03\x01US\x01\x00\x00"))
+
+    code, text = _show(damaged.high)
+    assert code == 1 and "damaged DICOS element (BytesLengthException" in text, text
+
+    def clear(item: RawItem) -> object:
+        return decide(item.meta, [], time.time(), time.monotonic())
+
+    sink = MemorySink()
+    pipeline = Pipeline(DicosFrameSource(incoming, "lane1", 60), [Stage("s", clear)], [sink], backpressure=True,
+                        journal=IntakeJournal(tmp_path / "intake.sqlite3"))
+    pipeline.start()
+    try:
+        assert pipeline.wait_idle(20)
+    finally:
+        pipeline.stop(timeout_s=5)
+    outcome = sorted((d.item_id, d.verdict, d.reason) for d in sink.decisions)
+    assert outcome == [("lane1-bag-1", Verdict.CLEAR, None),
+                       ("lane1-bag-2", Verdict.UNSCREENED, UnscreenedReason.CORRUPT_FRAME)], outcome
+    assert sorted(p.name for p in (incoming / "rejected").iterdir()) == ["bag-2_high.dcs", "bag-2_low.dcs"]
