@@ -136,3 +136,35 @@ def test_a_dx_pair_with_an_element_of_the_wrong_length_is_unscreened_not_dropped
     assert outcome == [("lane1-bag-1", Verdict.CLEAR, None),
                        ("lane1-bag-2", Verdict.UNSCREENED, UnscreenedReason.CORRUPT_FRAME)], outcome
     assert sorted(p.name for p in (incoming / "rejected").iterdir()) == ["bag-2_high.dcs", "bag-2_low.dcs"]
+
+
+def test_an_item_id_used_again_on_another_day_does_not_replace_a_report_waiting_in_the_drop_folder(
+        tmp_path: Path) -> None:
+    """The audit store keeps day folders; the drop folder is flat, and the second day's bag-7 report replaced the
+    first day's one the workstation had not taken yet (a report lost to it, silently). The same report offered
+    again (a decision stored again after a restart) is still written once."""
+    import dataclasses
+
+    from edge.config.audit import AuditConfig, TdrConfig
+    from edge.sinks.audit import AuditStore
+
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    store = AuditStore(AuditConfig(directory=tmp_path / "audit", min_free_mb=0, tdr=TdrConfig(drop_folder=drop)),
+                       "hub", prune_every=10_000)
+    first = decision(Verdict.ALARM, item_id="bag-7")
+    second = dataclasses.replace(first, decided_wall=first.decided_wall + 86_400,
+                                 scan_start_wall=first.scan_start_wall + 86_400,
+                                 scan_end_wall=first.scan_end_wall + 86_400, item_uid="other")
+    try:
+        for d in (first, second, second):
+            store.publish(d)
+        assert store.drop is not None and store.drop.wait_idle(5)
+    finally:
+        store.close(2.0)
+    reports = sorted(drop.iterdir())
+    assert len(reports) == 2, [p.name for p in reports]
+    assert reports[0].name.startswith("bag-7.") and reports[0].name.endswith(".tdr.dcs")
+    times = sorted(str(read_tdr(p).alarm_decision_time) for p in reports)
+    assert len(set(times)) == 2  # both days' reports are there
+    assert store.drop.skipped == 0 and store.problem is None
