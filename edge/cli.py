@@ -55,7 +55,7 @@ EXAMPLES = """Examples (each command's --help has more):
 
   edge demo --items 20 --out /tmp/xray-edge-demo
 
-  edge dicos show /var/lib/edge/audit/2026/11/22/bag-0042.tdr.dcs
+  edge dicos show /var/lib/edge/audit/2026-11-22/bag-0042.tdr.dcs
 
   edge eval /data/bench -c /etc/edge/edge.yaml --out /tmp/eval --workers 2
 

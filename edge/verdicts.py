@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -43,6 +44,14 @@ log = logging.getLogger(__name__)
 VERDICT_SCHEMA: Final = "verdict-1"
 ACK_SCHEMA: Final = "verdict-ack-1"
 SCHEMA_FILE: Final = "verdict-1.schema.json"
+MAX_PAYLOAD_BYTES: Final = 256 * 1024
+"""A verdict-1 message is a few kB (the note is at most 4,000 characters); past this it is refused unread, so a
+huge message costs the intake thread no parse and the ack does not echo it."""
+MAX_ERROR_CHARS: Final = 300
+"""An ack's error text is cut here: a schema message quotes the offending value, which may be megabytes."""
+MAX_DECIDED_WALL: Final = 253_402_300_800.0
+"""Year 10000 in UNIX seconds: past it a time cannot be written (the OPERATOR report's DICOM date and time)."""
+
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,16 +137,33 @@ class VerdictStore:
     def _handle(self, payload: bytes) -> VerdictAck:
         from jsonschema.exceptions import best_match
 
+        if len(payload) > MAX_PAYLOAD_BYTES:
+            return self._refuse(None, f"message of {len(payload)} bytes; a {VERDICT_SCHEMA} message is at most "
+                                      f"{MAX_PAYLOAD_BYTES} bytes")
+        constants: list[str] = []
+
+        def constant(name: str) -> float:
+            constants.append(name)
+            return math.nan
+
         try:
-            body = json.loads(payload)
+            body = json.loads(payload, parse_constant=constant)
         except (ValueError, UnicodeDecodeError) as exc:
             return self._refuse(None, f"not JSON: {exc}")
+        except RecursionError:
+            return self._refuse(None, "not JSON: nested too deep")
         verdict_id = body.get("verdict_id") if isinstance(body, dict) else None
         ack_id = verdict_id if isinstance(verdict_id, str) else None
+        if constants:  # Python's extension, not JSON: stored, it would break a strict reader of the audit store
+            return self._refuse(ack_id, f"not JSON: {constants[0]} is not a JSON number")
         error = best_match(self._validator.iter_errors(body))
         if error is not None:
             where = "/".join(str(p) for p in error.path) or "message"
             return self._refuse(ack_id, f"not a {VERDICT_SCHEMA} message: {where}: {error.message}")
+        wall = body["decided_wall"]
+        if not wall < MAX_DECIDED_WALL:  # a JSON integer may be too large for a float, 10**400
+            shown = repr(wall) if isinstance(wall, float) else f"{str(wall)[:20]}… ({len(str(wall))} digits)"
+            return self._refuse(ack_id, f"decided_wall: {shown} is not a time (UNIX seconds before the year 10000)")
         verdict = OperatorVerdict.from_message(body)
         record = self._audit.find_record(verdict.record_id, verdict.item_id)
         if record is None:
@@ -170,6 +196,8 @@ class VerdictStore:
         return VerdictAck(ack_id, True, None)
 
     def _refuse(self, verdict_id: str | None, error: str) -> VerdictAck:
+        if len(error) > MAX_ERROR_CHARS:
+            error = error[: MAX_ERROR_CHARS - 1] + "…"
         self.refused += 1
         log.warning("verdict refused", extra={"verdict_id": verdict_id, "error": error})
         return VerdictAck(verdict_id, False, error)

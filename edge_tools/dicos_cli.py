@@ -13,7 +13,7 @@ import typer
 from pydicom import dcmread
 
 from edge.dicos.dx_source import DicosDxSource, read_dx
-from edge.dicos.reader import TdrReport, read_tdr
+from edge.dicos.reader import TdrObject, TdrReport, read_tdr
 from edge.dicos.tags import DX_SOP_CLASSES, SOP_CLASS_TDR
 from edge.errors import FrameError, SourceError
 
@@ -56,8 +56,7 @@ def _tdr_lines(report: TdrReport) -> list[str]:
     lines.append(f"  objects:         {report.number_of_total_objects} total, {report.number_of_alarm_objects} alarm, "
                  f"{len(report.objects)} in the Threat Sequence")
     for obj in report.objects:
-        box = obj.box
-        where = f"box x {box.x1:g}..{box.x2:g}, y {box.y1:g}..{box.y2:g}" if box else "no ROI"
+        where = _where(obj)
         bitmap = next((r.bitmap for r in obj.rois if r.bitmap is not None), None)
         mask = f", outline {int(bitmap.sum())} px" if bitmap is not None else ""
         lines.append(f"  object {obj.pto_id}: {'THREAT' if obj.is_threat else 'no threat'}, {where}{mask}")
@@ -69,11 +68,23 @@ def _tdr_lines(report: TdrReport) -> list[str]:
     return lines
 
 
+def _where(obj: TdrObject) -> str:
+    """The object's box, or what its ROI holds when that is no box (NaN or negative extents: a damaged file or
+    another toolkit's quirk), so the rest of the report is still shown."""
+    try:
+        box = obj.box
+    except ValueError:
+        roi = obj.rois[0]
+        base, extents = (", ".join(f"{v:g}" for v in values) for values in (roi.base, roi.extents))
+        return f"ROI unusable (base {base}, extents {extents})"
+    return f"box x {box.x1:g}..{box.x2:g}, y {box.y1:g}..{box.y2:g}" if box else "no ROI"
+
+
 @dicos_app.command()
 def show(path: Path = typer.Argument(..., help="a DICOS TDR or DX file (.dcs)")) -> None:
     """Print what a TDR or DX file says; exit 1 with the reason if it cannot be read.
 
-    Example: edge dicos show /var/lib/edge/audit/2026/11/22/bag-0042.tdr.dcs
+    Example: edge dicos show /var/lib/edge/audit/2026-11-22/bag-0042.tdr.dcs
     """
     try:
         with warnings.catch_warnings():
@@ -100,6 +111,10 @@ def show(path: Path = typer.Argument(..., help="a DICOS TDR or DX file (.dcs)"))
             raise typer.Exit(code=1)
     except FrameError as exc:
         typer.echo(str(exc), err=True)
+        raise typer.Exit(code=1) from None
+    except (ValueError, TypeError, AttributeError, KeyError, IndexError) as exc:  # a damaged file the reader missed
+        typer.echo(f"{path}: cannot be shown, the file is damaged or not as DICOS writes it "
+                   f"({type(exc).__name__}: {exc})", err=True)
         raise typer.Exit(code=1) from None
     typer.echo("\n".join(lines))
 

@@ -526,7 +526,7 @@ def import_detector(
     score_threshold: float = typer.Option(0.25, help="candidates below this score are dropped"),
     nms_iou: float = typer.Option(0.7, help="class-aware NMS IoU (0.7 as Ultralytics predicts)"),
     images: Path | None = typer.Option(None, help="parity inputs: a folder of images (else generated parcels)"),
-    samples: int = typer.Option(8, help="generated parity inputs when no --images"),
+    samples: int = typer.Option(8, min=1, help="generated parity inputs when no --images"),
     calibration: Path | None = typer.Option(None, help="images for INT8 (NNCF; 3 in 4 calibrate, 1 in 4 "
                                             "validate); no INT8 without it"),
     training_data: str = typer.Option("", help="a note on what the model was trained on"),

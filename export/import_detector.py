@@ -47,7 +47,7 @@ from edge.bundles.manifest import (
     OutputSpec,
     Precision,
 )
-from edge.bundles.outputs import DECISION_THRESHOLD_KEY, NMS_IOU_KEY, Role
+from edge.bundles.outputs import DECISION_THRESHOLD_KEY, NMS_IOU_KEY, DetectorOutputs, Role
 from edge.contracts import Channel, InputContract, ResizePolicy
 from edge.errors import EdgeError
 from export.bundle import BundleModel, make_bundle, model_files
@@ -169,7 +169,11 @@ def _yaml_metadata(path: Path) -> dict[str, str]:
         return {}
     import yaml
 
-    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise ExportError(f"{path}: the exporter's metadata beside the IR is not readable YAML ({exc}); fix or "
+                          "remove it and give --classes (and --size)") from exc
     return {str(k): repr(v) if not isinstance(v, str) else v for k, v in data.items()} if isinstance(data, dict) \
         else {}
 
@@ -289,10 +293,42 @@ def match_outputs(info: ModelInfo, layout: LayoutKind, given: Mapping[str, str])
                 raise ExportError(f"{info.path}: the {layout} layout reads {len(fields)} output(s) "
                                   f"({', '.join(fields)}); the model has {len(names)}: {', '.join(names)}")
             chosen[f] = rest.pop(0)
+    _check_score_dtypes(info, layout, chosen)
     field_of = {name: f for f, name in chosen.items()}
     return tuple(OutputSpec(name=name, field=field_of.get(name), shape=tuple("?" if d is None else d for d in shape),
                             dtype=dtype)
                  for name, shape, dtype in info.outputs)
+
+
+def _check_score_dtypes(info: ModelInfo, layout: LayoutKind, chosen: Mapping[str, str]) -> None:
+    """Refuse an integer output where the layout reads boxes or scores: such a model's outputs are matched to the
+    wrong fields (torchvision returns boxes, labels, scores in that order, and an export that names them boxes,
+    scores, labels swaps the last two). Shapes cannot tell [K] labels from [K] scores, and parity cannot either
+    (both sides decode the same swap), so without this the bundle would read class indices as scores."""
+    dtypes = {name: dtype for name, _, dtype in info.outputs}
+    for f, name in chosen.items():
+        if f == "labels":
+            continue  # class indices: integers, or floats in some exports
+        try:
+            integer = np.dtype(dtypes[name]).kind in "iub"
+        except TypeError:
+            continue  # a type numpy does not name: the shape and parity checks judge it
+        if integer:
+            other = chosen.get("labels")
+            hint = (f"; they look swapped: --output scores={other} --output labels={name}"
+                    if f == "scores" and other is not None and _is_float(dtypes[other]) else "")
+            order = " (torchvision returns boxes, labels, scores in that order)" if layout is LayoutKind.TORCHVISION \
+                else ""
+            raise ExportError(f"{info.path}: output {name!r} ({dtypes[name]}) would be read as the {layout} "
+                              f"layout's {f!r}, which must be floating point: an integer output holds class indices, "
+                              f"not {f}{hint or _outputs_hint(info)}{order}")
+
+
+def _is_float(dtype: str) -> bool:
+    try:
+        return np.dtype(dtype).kind == "f"
+    except TypeError:
+        return False
 
 
 def check_layout_shapes(info: ModelInfo, outputs: Sequence[OutputSpec], layout: DetectorLayout,
@@ -305,7 +341,15 @@ def check_layout_shapes(info: ModelInfo, outputs: Sequence[OutputSpec], layout: 
     try:
         decode(layout, named, len(classes), contract.height, contract.width, str(info.path))
     except LayoutError as exc:
-        raise ExportError(str(exc)) from exc
+        raise ExportError(f"{exc}{_outputs_hint(info)}") from exc
+
+
+def _outputs_hint(info: ModelInfo) -> str:
+    """What to do when the model has more outputs than one: they may just be matched to the wrong fields."""
+    if len(info.outputs) < 2:
+        return ""
+    listed = ", ".join(f"{name} {_fmt(shape)} {dtype}" for name, shape, dtype in info.outputs)
+    return f"; the model's outputs are {listed}: if another one is meant, map it with --output FIELD=NAME"
 
 
 def parse_threat_classes(items: Sequence[str], classes: Sequence[str], default: float) -> dict[str, float]:
@@ -313,7 +357,10 @@ def parse_threat_classes(items: Sequence[str], classes: Sequence[str], default: 
     of ``classes`` and each THRESHOLD in [0, 1]."""
     out: dict[str, float] = {}
     for item in items:
-        name, sep, value = item.partition("=")
+        # A class name may itself hold "=": the whole item names a class, else the last "=" starts the threshold.
+        name, sep, value = (item, "", "") if item.strip() in classes else item.rpartition("=")
+        if not sep:
+            name = item
         name = name.strip()
         if name not in classes:
             import difflib
@@ -498,6 +545,28 @@ def _notes(req: ImportRequest, info: ModelInfo, hints: ExporterHints, contract: 
             f"IoU {req.nms_iou:g} and keeps at most models.max_objects boxes.")
 
 
+def refuse_unusable(model: Path, decoded: DetectorOutputs, classes: Sequence[str], source: str) -> None:
+    """Refuse a model whose decoded boxes or scores hold NaN or inf, or whose class indices fall outside
+    ``classes``, on the parity inputs: the service makes every such item UNSCREENED (``model_error``,
+    ``edge.stages.detect``), so the bundle would screen nothing, and parity cannot see it (the bundle's models
+    return the same values as the reference)."""
+    if decoded.labels is not None and decoded.labels.size:
+        low, high = int(decoded.labels.min()), int(decoded.labels.max())
+        if low < 0 or high >= len(classes):
+            raise ExportError(f"{model}: the model returns class indices {low}..{high} on the parity inputs "
+                              f"({source}) but {len(classes)} classes are named ({', '.join(classes)}); the "
+                              "service would make every such item UNSCREENED (model_error). Name every class in "
+                              "index order with --classes (a NaN class becomes -1)")
+    for what, values in (("boxes", decoded.boxes), ("scores", decoded.scores)):
+        finite = np.asarray(np.isfinite(values).reshape(len(values), -1).all(axis=1))
+        if not finite.all():
+            bad = np.flatnonzero(~finite)
+            raise ExportError(f"{model}: the model returns non-finite {what} (NaN or inf) on {len(bad)} of "
+                              f"{len(finite)} inputs ({source}; first: input {int(bad[0])}); the service would "
+                              "make every such item UNSCREENED (model_error). Check the export (precision, "
+                              "opset, a missing sigmoid or a division by zero) and import it again")
+
+
 def import_detector(req: ImportRequest, progress: Callable[[str], None] | None = None) -> Bundle:
     """Build, verify and write the bundle (and add INT8 when ``req.calibration`` names images).
 
@@ -514,6 +583,9 @@ def import_detector(req: ImportRequest, progress: Callable[[str], None] | None =
     if not classes:
         raise ExportError(f"{req.model}: the model's metadata names no classes; give --classes NAME,NAME,… in "
                           "the order of its class indices")
+    if any(not c.strip() for c in classes):
+        raise ExportError(f"class names must not be empty, got {', '.join(repr(c) for c in classes)} (a stray "
+                          "comma in --classes?)")
     if len(set(classes)) != len(classes):
         raise ExportError(f"class names must be unique, got {', '.join(classes)}")
     for what, value in (("--score-threshold", req.score_threshold), ("--nms-iou", req.nms_iou)):
@@ -547,10 +619,11 @@ def import_detector(req: ImportRequest, progress: Callable[[str], None] | None =
         try:  # the model's real outputs through the decoder once: the clearest place to refuse a wrong layout
             from edge.bundles.layouts import decode_outputs
 
-            decode_outputs(outputs, layout, reference, len(classes), contract.height, contract.width,
-                           str(req.model))
+            decoded = decode_outputs(outputs, layout, reference, len(classes), contract.height, contract.width,
+                                     str(req.model))
         except LayoutError as exc:
             raise ExportError(str(exc)) from exc
+        refuse_unusable(req.model, decoded, classes, inputs.source)
         candidates = [Candidate("openvino" if m.format is ModelFormat.OPENVINO else "onnxruntime", m.precision,
                                 m.path) for m in models]
         as_given = "with a batch axis added" if reference_path != info.path else "as exported"

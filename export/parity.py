@@ -183,6 +183,12 @@ def errors(ref: Outputs, got: Outputs) -> tuple[float, float]:
         g = np.asarray(got[name], dtype=np.float64)
         if g.shape != r.shape:
             return float("inf"), float("inf")
+        # NaN and inf where the other side differs are an infinite error: a NaN difference would otherwise vanish
+        # from the maximum (max(0.0, nan) is 0.0) and a model that returns NaN would pass.
+        odd = ~(np.isfinite(g) & np.isfinite(r))
+        if np.any(odd & ~((np.isnan(g) & np.isnan(r)) | (g == r))):
+            return float("inf"), float("inf")
+        g, r = g[~odd], r[~odd]
         diff = float(np.max(np.abs(g - r))) if r.size else 0.0
         scale = float(np.max(np.abs(r))) if r.size else 0.0
         max_abs = max(max_abs, diff)

@@ -115,8 +115,11 @@ class DropFolder:
                        "the workstation is not taking them; reports skipped")
             self._counted_mono = -_RESCAN_S  # count again next time: the workstation may have emptied it
             return
+        target = _free_name(self.folder, name, data)
+        if target is None:
+            return  # this very report is there already (a decision offered again): nothing to add
         try:
-            write_atomic(self.folder / name, data)
+            write_atomic(target, data)
         except OSError as exc:
             cause = "disk full" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else (exc.strerror or str(exc))
             self._skip(cause, f"TDR drop folder {self.folder} cannot be written ({cause}); reports skipped")
@@ -155,3 +158,27 @@ class DropFolder:
         if cause != self._logged:  # one line per cause, not one per report
             self._logged = cause
             log.error(why)
+
+
+
+def _free_name(folder: Path, name: str, data: bytes) -> Path | None:
+    """Where ``data`` goes: ``name``, unless a *different* report the workstation has not taken yet holds that name
+    (an item id used again on a later day: the audit store keeps them apart in day folders, the drop folder is
+    flat), then ``<name>.<sha256[:12] of data>.tdr.dcs``; None when these bytes are there already (a decision
+    stored again after a restart)."""
+    import hashlib
+
+    target = folder / name
+    try:
+        if not target.is_file():
+            return target
+        if target.read_bytes() == data:
+            return None
+    except OSError:
+        return target  # unreadable: the write says what is wrong
+    base, ext = (name[: -len(_TDR_SUFFIX)], _TDR_SUFFIX) if name.endswith(_TDR_SUFFIX) else (name, "")
+    alt = folder / f"{base}.{hashlib.sha256(data).hexdigest()[:12]}{ext}"
+    return None if alt.is_file() else alt
+
+
+_TDR_SUFFIX = ".tdr.dcs"

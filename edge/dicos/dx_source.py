@@ -258,9 +258,19 @@ def read_dx(path: Path | str, limits: InputLimits | None = None) -> DxImage:
 
     Raises:
         FrameError: unreadable, truncated, over ``limits``, not DX, not single-frame 16-bit unsigned
-            single-sample, or pixel data that does not decode to rows x columns.
+            single-sample, pixel data that does not decode to rows x columns, or an element pydicom cannot
+            decode when it is read (a value of the wrong length raises pydicom's own exceptions, which would
+            otherwise escape the source: the item dropped instead of UNSCREENED).
     """
-    path = Path(path)
+    try:
+        return _read_dx(Path(path), limits)
+    except FrameError:
+        raise
+    except Exception as exc:  # pydicom decodes elements lazily, on first access, with errors of its own
+        raise FrameError(f"{path}: damaged DICOS element ({type(exc).__name__}: {exc})") from exc
+
+
+def _read_dx(path: Path, limits: InputLimits | None) -> DxImage:
     check_dx_size(path, limits or InputLimits())
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

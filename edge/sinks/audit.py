@@ -205,10 +205,20 @@ class AuditStore:
         if target.exists():
             return False
         written = 0
+        report_path = record.day / f"{record.stem}.verdict-{verdict_id}{TDR_SUFFIX}"
         try:
             if report is not None:
-                written += self._write(record.day / f"{record.stem}.verdict-{verdict_id}{TDR_SUFFIX}", report)
+                written += self._write(report_path, report)
             written += self._write(target, body)
+        except OSError:
+            # The report without its JSON would be an OPERATOR verdict the box answered as not stored: remove it
+            # (a resend writes both again).
+            if report is not None and not target.exists():
+                with contextlib.suppress(FileNotFoundError):
+                    size = report_path.stat().st_size
+                    report_path.unlink()
+                    written -= size
+            raise
         finally:
             with self._lock:
                 self._usage += written

@@ -235,3 +235,57 @@ def test_many_sites_bridge_carries_decisions_out_and_verdicts_in_across_broker_r
     stored = {json.loads(p.read_text())["verdict_id"] for p in box.verdict_files()}
     assert stored == {v["verdict_id"] for v in sent}
     assert len(box.verdict_files(".tdr.dcs")) == 3
+
+
+DEBIAN_MOSQUITTO_CONF = """# Debian's /etc/mosquitto/mosquitto.conf (mosquitto 2.0.11-1.2+deb12u2), paths moved
+pid_file {work}/mosquitto.pid
+persistence true
+persistence_location {work}/
+log_dest file {work}/mosquitto.log
+include_dir {work}/conf.d
+"""
+
+
+@pytest.mark.parametrize("name", ["control-room.conf", "box-bridge.conf"])
+def test_each_example_starts_mosquitto_from_conf_d_beside_the_debian_main_config(tmp_path: Path, name: str) -> None:
+    """docs/brokers.md says to drop the example into /etc/mosquitto/conf.d/; Debian's main config already sets
+    persistence_location, and Mosquitto refuses to start on a second one ('Duplicate persistence_location value').
+    The example goes in as written, except the settings that name this machine's ports, files and peer."""
+    import subprocess
+
+    from publish_helpers import MOSQUITTO, free_port
+
+    port = free_port()
+    local = {"listener": f"listener {port} 127.0.0.1", "password_file": f"password_file {tmp_path / 'passwd'}",
+             "acl_file": f"acl_file {EXAMPLES / 'acl'}", "address": f"address 127.0.0.1:{free_port()}"}
+    dropped = ("cafile", "certfile", "keyfile", "bridge_cafile")  # TLS files this machine does not have
+    lines = []
+    for raw in (EXAMPLES / name).read_text().splitlines():
+        key = raw.split()[0] if raw.strip() and not raw.lstrip().startswith("#") else None
+        if key in dropped:
+            continue
+        lines.append(local.get(key, raw) if key else raw)
+    (tmp_path / "conf.d").mkdir()
+    (tmp_path / "conf.d" / name).write_text("\n".join(["user root", *lines]) + "\n")
+    mosquitto_passwd(tmp_path / "passwd", {"console": PASSWORDS["console"]})
+    main = tmp_path / "mosquitto.conf"
+    main.write_text(DEBIAN_MOSQUITTO_CONF.format(work=tmp_path))
+    proc = subprocess.Popen([str(MOSQUITTO), "-c", str(main)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    served = False
+    try:
+        deadline = time.monotonic() + 10
+        while not served and proc.poll() is None and time.monotonic() < deadline:
+            try:  # the control room takes only known users; the box's local listener takes its own processes
+                client, _, _ = _client(port, "console" if name == "control-room.conf" else None, "debian")
+            except OSError:
+                time.sleep(0.1)
+                continue
+            client.disconnect()
+            client.loop_stop()
+            served = True
+        assert proc.poll() is None, f"mosquitto exited: {proc.communicate(timeout=5)[0].decode(errors='replace')}"
+        assert served, "mosquitto did not take a connection within 10 s"
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            proc.wait(timeout=10)
