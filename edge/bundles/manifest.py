@@ -198,6 +198,9 @@ class BundleManifest:
     (:func:`item_threshold_detector_of`)."""
     normalisation: ScoreNormalisation = ScoreNormalisation()
     classes: tuple[str, ...] = ()
+    threat_classes: Mapping[str, float] = field(default_factory=dict)
+    """Detector bundles: the classes that are threats by themselves, each with the detector score at which a
+    detection of it alarms (shared contract 1 of issue 32). Empty = the detector raises no alarm on its own."""
     training_data: str = ""
     notes: str = ""
     toolchain: Mapping[str, str] = field(default_factory=dict)
@@ -329,6 +332,8 @@ def manifest_to_dict(m: BundleManifest) -> dict[str, Any]:
             "centre": float(m.normalisation.centre),
         },
         "classes": list(m.classes),
+        # written only when set, so the manifests (and content hashes) of bundles without it are unchanged
+        **({"threat_classes": {k: float(v) for k, v in m.threat_classes.items()}} if m.threat_classes else {}),
         "training_data": m.training_data,
         "notes": m.notes,
         "toolchain": dict(m.toolchain),
@@ -411,6 +416,7 @@ def manifest_from_dict(data: Any, source: str = MANIFEST_FILE) -> BundleManifest
                 centre=float(data["normalisation"]["centre"]),
             ),
             classes=tuple(data["classes"]),
+            threat_classes={str(k): float(v) for k, v in (data.get("threat_classes") or {}).items()},
             training_data=data["training_data"],
             notes=data.get("notes", ""),
             toolchain=dict(data["toolchain"]),
@@ -456,6 +462,12 @@ def check_consistency(m: BundleManifest, source: str = MANIFEST_FILE) -> None:
             problems.append(f"files: {f.path}: paths must stay inside the bundle folder")
     if m.role in (Role.CLASSIFIER, Role.SEGMENTER) and not m.classes:
         problems.append(f"classes: a {m.role} bundle must name its classes")
+    if m.threat_classes and m.role is not Role.DETECTOR:
+        problems.append(f"threat_classes: only a detector bundle has threat classes, this is a {m.role} bundle")
+    unknown = sorted(set(m.threat_classes) - set(m.classes))
+    if unknown:
+        problems.append(f"threat_classes: {', '.join(map(repr, unknown))} not in classes "
+                        f"({', '.join(m.classes) or 'none'}); expected threat classes among the detector's classes")
     if m.item_detector is not None and "item" not in m.thresholds:
         problems.append("item_detector: names the detector thresholds.item was measured through, but the bundle "
                         "has no thresholds.item")
