@@ -335,6 +335,83 @@ def class_threshold(benign: Sequence[ItemSignals], threats: Sequence[ItemSignals
     return ClassThreshold(name, threshold, rate, recall, len(holding))
 
 
+@dataclass(frozen=True, slots=True)
+class Row:
+    """One method on the pooled benchmark: point estimates and 95% bootstrap intervals (resampled over items)."""
+
+    method: str
+    recall_seen: tuple[float, float, float]
+    recall_unseen: tuple[float, float, float]
+    fpr: tuple[float, float, float]
+    auroc_m: tuple[float, float, float]
+    seen_items: int
+    unseen_items: int
+    benign_items: int
+
+
+def benchmark_row(method: str, items: Sequence[ItemSignals], alarmed: NDArray[np.bool_], score: NDArray[np.float64],
+                  unseen: Sequence[str], resamples: int = 2000, seed: int = 0) -> Row:
+    """Recall on items whose threats are all of seen kinds, on items holding only unseen kinds, FPR and AUROC_M
+    (all threat items against all benign ones), pooled, with bootstrap intervals over items. An item holding
+    both seen and unseen kinds counts in neither recall (it is in the AUROC)."""
+    from edge_tools.eval.metrics import auroc
+
+    y = np.asarray([i.threat for i in items], bool)
+    held = set(unseen)
+    only_unseen = np.asarray([i.threat and bool(i.kinds) and set(i.kinds) <= held for i in items], bool)
+    only_seen = np.asarray([i.threat and not (set(i.kinds) & held) for i in items], bool)
+    rng = np.random.default_rng(seed)
+
+    def figures(idx: NDArray[np.intp]) -> tuple[float, float, float, float]:
+        a, s_, u, yy = alarmed[idx], only_seen[idx], only_unseen[idx], y[idx]
+        return (float(a[s_].mean()) if s_.any() else math.nan, float(a[u].mean()) if u.any() else math.nan,
+                float(a[~yy].mean()) if (~yy).any() else math.nan, auroc(score[idx], yy) or math.nan)
+
+    point = figures(np.arange(len(items)))
+    boots = np.asarray([figures(rng.integers(0, len(items), len(items))) for _ in range(resamples)])
+
+    def cell(k: int) -> tuple[float, float, float]:
+        col = boots[:, k][np.isfinite(boots[:, k])]
+        return point[k], float(np.quantile(col, 0.025)), float(np.quantile(col, 0.975))
+
+    return Row(method, cell(0), cell(1), cell(2), cell(3), int(only_seen.sum()), int(only_unseen.sum()),
+               int((~y).sum()))
+
+
+def markdown_rows(rows: Sequence[Row]) -> str:
+    def pct(c: tuple[float, float, float]) -> str:
+        return f"{100 * c[0]:.1f} ({100 * c[1]:.1f}–{100 * c[2]:.1f})"
+
+    lines = ["| Method | ↑ Recall, seen kinds (%) | ↑ Recall, unseen kinds (%) | ↓ FPR (%) | ↑ AUROC<sub>M</sub> |",
+             "|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r.method} | {pct(r.recall_seen)} | {pct(r.recall_unseen)} | {pct(r.fpr)} | "
+                     f"{r.auroc_m[0]:.3f} ({r.auroc_m[1]:.3f}–{r.auroc_m[2]:.3f}) |")
+    return "\n".join(lines)
+
+
+def benchmark_table(val: Sequence[ItemSignals], val_threats: Sequence[ItemSignals], bench: Sequence[ItemSignals],
+                    unseen: Sequence[str], known: Mapping[str, float], label: str = "", target: float = 0.05) -> str:
+    """Classifier alone, scorer alone and their combination (with ``known`` threat classes) on ``bench``, every
+    threshold chosen on ``val`` (benign) and the seen-kind items of ``val_threats``."""
+    seen_threats = [i for i in val_threats if i.threat and not set(i.kinds) & set(unseen)]
+    present = present_signals(val)
+    rows = []
+    prefix = f"{label} " if label else ""
+    for signal in present:
+        point = choose(val, {}, [signal], target)
+        rows.append(benchmark_row(f"{prefix}{signal} alone (thr {getattr(point, signal):.4f})", bench,
+                                  alarms(bench, point), scores(bench, signal), unseen))
+    point = choose(val, known, present, target, seen_threats)
+    parts = [f"{s} {getattr(point, s):.4f}" for s in present] + [f"known:{c} {t:.3f}" for c, t in known.items()]
+    rows.append(benchmark_row(f"{prefix}combination ({', '.join(parts)}; validation FPR "
+                              f"{100 * point.benign_fpr:.1f}%)", bench, alarms(bench, point),
+                              combined_scores(bench, val, known, present), unseen))
+    r = rows[0]
+    return (f"{len(bench)} benchmark items: {r.seen_items} with threats of seen kinds only, {r.unseen_items} with "
+            f"unseen kinds only ({', '.join(unseen)}), {r.benign_items} benign\n\n" + markdown_rows(rows))
+
+
 def snippet(point: OperatingPoint, classifier: str | None, scorer: str | None) -> str:
     """The ``models:`` lines that put ``point`` in service."""
     lines = ["models:"]
@@ -377,7 +454,21 @@ def main(argv: list[str] | None = None) -> None:
     t.add_argument("--detector", type=Path, default=None, help="detector bundle to copy with threat_classes")
     t.add_argument("--out", type=Path, default=None, help="folder of the copy (may be the bundle's own)")
     t.add_argument("--version", default=None)
+    b = sub.add_parser("table", help="the unseen-threat table on the benchmark scanners, thresholds from validation")
+    b.add_argument("--val", type=Path, nargs="+", required=True, help="benign validation signals")
+    b.add_argument("--threats", type=Path, nargs="*", default=[], help="validation threat signals (their items of "
+                                                                       "unseen kinds are not used)")
+    b.add_argument("--bench", type=Path, nargs="+", required=True, help="benchmark signals (read, never chosen on)")
+    b.add_argument("--unseen", default="spring,spring_pin,trigger_assembly")
+    b.add_argument("--known", default="")
+    b.add_argument("--label", default="")
+    b.add_argument("--target", type=float, default=0.05)
     args = parser.parse_args(argv)
+    if args.command == "table":
+        print(benchmark_table(load(args.val), load(args.threats), load(args.bench), args.unseen.split(","),
+                              {k: float(v) for k, v in (p.split("=") for p in args.known.split(",") if p)},
+                              args.label, args.target))
+        return
     if args.command == "threat-classes":
         ct = class_threshold(load(args.benign), load(args.threats), args.name, args.kinds.split(","), args.budget)
         print(json.dumps(asdict(ct), indent=1))

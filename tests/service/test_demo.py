@@ -18,7 +18,8 @@ from tests.service.service_helpers import REPO
 def _models(tmp_path: Path, assets: Assets) -> Path:
     models = tmp_path / "models"
     models.mkdir()
-    (models / "detector-agnostic").symlink_to(assets.detector)
+    (models / "detector-classes").symlink_to(assets.detector)
+    (models / "classifier-threat").symlink_to(REPO / "models" / "classifier-threat")
     (models / "scorer-stfpm").symlink_to(assets.scorer)
     return models
 
@@ -37,6 +38,15 @@ def test_demo_prints_every_decision_and_saves_overlays(tmp_path: Path, assets: A
     assert sorted(p.name for p in (out / "overlays").glob("*.jpg")) == ["lane1-1.jpg", "lane1-2.jpg",
                                                                         "lane1-3.jpg"]
     assert "overlays in" in result.stdout and str(out / "overlays") in result.stdout
+    # beside each decision: what the virtual scanner really put in the parcel, and the running tally
+    truths = re.findall(r"truth (lane1-\d+): ([a-z_, ]+) -> (ALARM|CLEAR)[^(]*\((caught|MISSED|false alarm|cleared)\)"
+                        r" \| recall (\d+)/(\d+).*, false alarms (\d+)/(\d+)", result.stdout)
+    assert sorted(t[0] for t in truths) == ["lane1-1", "lane1-2", "lane1-3"], result.stdout
+    last = truths[-1]
+    assert int(last[5]) + int(last[7]) == 3  # every parcel counted once, as threat or benign
+    for _, kinds, verdict, outcome, *_ in truths:
+        assert (kinds == "benign") == (outcome in ("false alarm", "cleared"))
+        assert (verdict == "ALARM") == (outcome in ("caught", "false alarm"))
 
 
 def test_demo_stops_cleanly_on_ctrl_c(tmp_path: Path, assets: Assets) -> None:
