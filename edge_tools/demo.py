@@ -105,8 +105,8 @@ class DemoScanner:
         self._source.close()
 
 
-DEMO_BUNDLES = ("detector-classes", "classifier-threat", "scorer-stfpm")
-"""The default combination (issue 32, docs/results.md): the class-aware detector's threat classes, the supervised
+DEMO_BUNDLES = ("detector-agnostic", "classifier-threat", "scorer-stfpm")
+"""The default combination (issue 32, docs/results.md): the class-agnostic detector's boxes, the supervised
 classifier and the benign-only anomaly scorer; thresholds as in systemd/edge.example.yaml."""
 
 
@@ -260,15 +260,15 @@ def _print_local(decision: Decision, overlays: Path, echo: Any) -> None:
 
 
 # ---------------------------------------------------------------- the default combination and what was really there
-DEMO_THRESHOLDS = {"classifier-threat": 0.9593, "scorer-stfpm": 0.62}
+DEMO_THRESHOLDS = {"classifier-threat": 0.9694, "scorer-stfpm": 0.6376}
 """The combination's operating point (``python -m edge_tools.fit.combined choose``, benign items of validation
 scanners; the same as systemd/edge.example.yaml)."""
 
 
 def demo_models_yaml(models: Path) -> str:
-    """The ``models:`` lines of the demo: the detector's threat classes, the classifier and the scorer."""
+    """The ``models:`` lines of the demo: the detector, the classifier and the scorer."""
     return f"""models:
-  detector: {models / "detector-classes"}
+  detector: {models / "detector-agnostic"}
   classifier:
     bundle: {models / "classifier-threat"}
     threshold: {DEMO_THRESHOLDS["classifier-threat"]}

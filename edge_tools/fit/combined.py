@@ -163,7 +163,7 @@ def choose(benign: Sequence[ItemSignals], known: Mapping[str, float], present: S
     if base > target:
         raise ValueError(f"the threat classes alone alarm on {base:.1%} of benign items, above the target "
                          f"{target:.1%}: raise their thresholds (models.threat_classes) first")
-    candidates = list(shares) if len(present) == 2 and threats else [0.5]
+    candidates = list(shares) if len(present) == 2 and (threats or len(shares) == 1) else [0.5]
     best: OperatingPoint | None = None
     for share in candidates:
         low, high = 0.0, 1.0
@@ -402,11 +402,14 @@ def benchmark_table(val: Sequence[ItemSignals], val_threats: Sequence[ItemSignal
         point = choose(val, {}, [signal], target)
         rows.append(benchmark_row(f"{prefix}{signal} alone (thr {getattr(point, signal):.4f})", bench,
                                   alarms(bench, point), scores(bench, signal), unseen))
-    point = choose(val, known, present, target, seen_threats)
-    parts = [f"{s} {getattr(point, s):.4f}" for s in present] + [f"known:{c} {t:.3f}" for c, t in known.items()]
-    rows.append(benchmark_row(f"{prefix}combination ({', '.join(parts)}; validation FPR "
-                              f"{100 * point.benign_fpr:.1f}%)", bench, alarms(bench, point),
-                              combined_scores(bench, val, known, present), unseen))
+    combined = combined_scores(bench, val, known, present)
+    for how, point in (("classifier's share chosen on seen-kind validation threats",
+                        choose(val, known, present, target, seen_threats)),
+                       ("equal shares", choose(val, known, present, target, (), (0.5,)))):
+        parts = [f"{s} {getattr(point, s):.4f}" for s in present] + [f"known:{c} {t:.3f}" for c, t in known.items()]
+        rows.append(benchmark_row(f"{prefix}combination, {how} (share {point.share:.2f}: {', '.join(parts)}; "
+                                  f"validation FPR {100 * point.benign_fpr:.1f}%)", bench, alarms(bench, point),
+                                  combined, unseen))
     r = rows[0]
     return (f"{len(bench)} benchmark items: {r.seen_items} with threats of seen kinds only, {r.unseen_items} with "
             f"unseen kinds only ({', '.join(unseen)}), {r.benign_items} benign\n\n" + markdown_rows(rows))
@@ -443,6 +446,8 @@ def main(argv: list[str] | None = None) -> None:
     o.add_argument("--classifier-bundle", default=None)
     o.add_argument("--scorer-bundle", default=None)
     o.add_argument("--json", type=Path, default=None)
+    o.add_argument("--share", type=float, default=None, help="the classifier's share of the per-signal budget "
+                                                              "(default: the best on --threats, else 0.5)")
     t = sub.add_parser("threat-classes", help="a detector threat class's threshold from validation signals, "
                                               "written into a copy of the detector bundle")
     t.add_argument("benign", type=Path, nargs="+")
@@ -504,7 +509,9 @@ def main(argv: list[str] | None = None) -> None:
     threats = load(args.threats)
     known = {k: float(v) for k, v in (p.split("=") for p in args.known.split(",") if p)}
     try:
-        point = choose(benign, known, present_signals(benign), args.target, threats)
+        shares = (args.share,) if args.share is not None else tuple(np.round(np.linspace(0.0, 1.0, 21), 2))
+        point = choose(benign, known, present_signals(benign), args.target, threats if args.share is None else (),
+                       shares)
     except (BenchmarkItems, ValueError) as exc:
         parser.error(str(exc))
     print(json.dumps(asdict(point), indent=1, default=float))

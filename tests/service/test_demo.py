@@ -18,7 +18,7 @@ from tests.service.service_helpers import REPO
 def _models(tmp_path: Path, assets: Assets) -> Path:
     models = tmp_path / "models"
     models.mkdir()
-    (models / "detector-classes").symlink_to(assets.detector)
+    (models / "detector-agnostic").symlink_to(assets.detector)
     (models / "classifier-threat").symlink_to(REPO / "models" / "classifier-threat")
     (models / "scorer-stfpm").symlink_to(assets.scorer)
     return models
