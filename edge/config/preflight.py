@@ -35,7 +35,7 @@ from edge.config.camera import CameraConfig
 from edge.config.condition import ConditionConfig
 from edge.config.firmware import FirmwareConfig
 from edge.config.loader import Loc, format_loc, key_lines, line_for
-from edge.config.models import ModelEntry, ModelsConfig
+from edge.config.models import CropModelEntry, ModelEntry, ModelsConfig
 from edge.config.root import RUN_CHECKS, EdgeConfig
 from edge.errors import CalibrationError, ConfigError, EdgeError
 
@@ -121,7 +121,8 @@ def _bundle_findings(loc: Loc, entry: ModelEntry, roles: set[str], cfg: ModelsCo
                           "expected one of its classes")
                   for name in cfg.threat_classes if name not in classes]
     thresholds = bundle.manifest.thresholds
-    if bundle.role is Role.SCORER and DECISION_THRESHOLD_KEY not in thresholds and not (
+    own_threshold = isinstance(entry, CropModelEntry) and entry.threshold is not None
+    if bundle.role is Role.SCORER and not own_threshold and DECISION_THRESHOLD_KEY not in thresholds and not (
             cfg.operating_point == "item" and ITEM_THRESHOLD_KEY in thresholds):
         found.append(Finding(loc, f"{path} has no '{DECISION_THRESHOLD_KEY}' threshold, so it cannot decide; "
                                   "expected a scorer bundle with thresholds.score (edge-export set-thresholds)"))

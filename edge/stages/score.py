@@ -23,13 +23,13 @@ from edge.bundles.outputs import ClassifierOutputs, Role, ScorerOutputs
 from edge.condition.composer import compose
 from edge.condition.image import ConditionedImage
 from edge.errors import BackendError
-from edge.records import AlarmReason, DetectedItem, Detection, ReasonKind, ScoredItem, ScoredObject
+from edge.records import AlarmReason, BoxXyxy, DetectedItem, Detection, ReasonKind, ScoredItem, ScoredObject
 from edge.screening import LoadedModel, ModelHolder
 
 __all__ = ["ScoreStage", "ScoredItem", "ScoredObject", "known_signal", "run_crop_model"]
 
 
-def run_crop_model(model: LoadedModel, image: ConditionedImage, boxes: Sequence[object], batch: int
+def run_crop_model(model: LoadedModel, image: ConditionedImage, boxes: Sequence[BoxXyxy], batch: int
                    ) -> tuple[list[float], list[NDArray[np.float32] | None]]:
     """One score per box (the bundle's scale; a classifier's anomaly/threat probability) and its map or None.
 
@@ -39,7 +39,7 @@ def run_crop_model(model: LoadedModel, image: ConditionedImage, boxes: Sequence[
     scores: list[float] = []
     maps: list[NDArray[np.float32] | None] = []
     for start in range(0, len(boxes), batch):
-        crops = compose(image, model.bundle.contract, boxes[start:start + batch])  # type: ignore[arg-type]
+        crops = compose(image, model.bundle.contract, list(boxes[start:start + batch]))
         out = model.session.predict(crops)
         if isinstance(out, ScorerOutputs):
             scores.extend(float(s) for s in out.score)

@@ -130,8 +130,7 @@ def _bounded(threshold: float) -> float:
 def point_at(benign: Sequence[ItemSignals], known: Mapping[str, float], present: Sequence[str], share: float,
              level: float, target: float) -> OperatingPoint:
     """Thresholds giving each present signal its share of a per-signal benign rate ``level``."""
-    shares = {"classifier": share, "anomaly": 1.0 - share} if len(present) == 2 else {present[0]: 1.0} \
-        if present else {}
+    shares = {"classifier": share, "anomaly": 1.0 - share} if len(present) == 2 else {s: 1.0 for s in present}
     thresholds = {s: _bounded(rate_threshold(scores(benign, s), level * shares[s])) for s in present}
     point = OperatingPoint(thresholds.get("classifier"), thresholds.get("anomaly"), dict(known), target, share,
                            len(benign), 0.0)
@@ -415,6 +414,22 @@ def benchmark_table(val: Sequence[ItemSignals], val_threats: Sequence[ItemSignal
             f"unseen kinds only ({', '.join(unseen)}), {r.benign_items} benign\n\n" + markdown_rows(rows))
 
 
+def write_section(path: Path, body: str, append: bool = False) -> None:
+    """Put ``body`` in the unseen-threat section of ``path`` (between the markers ``edge_tools.eval.reference``
+    keeps when it regenerates the rest), replacing it, or adding to it with ``append``."""
+    from edge_tools.eval.reference import UNSEEN_BEGIN, UNSEEN_END
+
+    text = path.read_text(encoding="utf-8") if path.is_file() else ""
+    start, end = text.find(UNSEEN_BEGIN), text.find(UNSEEN_END)
+    if start >= 0 and end > start:
+        old = text[start + len(UNSEEN_BEGIN):end].strip("\n")
+        inner = (old + "\n\n" + body) if append and old else body
+        text = text[:start] + UNSEEN_BEGIN + "\n" + inner + "\n" + text[end:]
+    else:
+        text = text.rstrip("\n") + "\n\n" + UNSEEN_BEGIN + "\n" + body + "\n" + UNSEEN_END + "\n"
+    path.write_text(text, encoding="utf-8")
+
+
 def snippet(point: OperatingPoint, classifier: str | None, scorer: str | None) -> str:
     """The ``models:`` lines that put ``point`` in service."""
     lines = ["models:"]
@@ -468,11 +483,20 @@ def main(argv: list[str] | None = None) -> None:
     b.add_argument("--known", default="")
     b.add_argument("--label", default="")
     b.add_argument("--target", type=float, default=0.05)
+    b.add_argument("--results", type=Path, default=None, help="also put the table, with --title and --intro, in this "
+                                                              "file's unseen-threat section (docs/results.md)")
+    b.add_argument("--title", default="")
+    b.add_argument("--intro", type=Path, default=None, help="Markdown put before the table (the section's text)")
+    b.add_argument("--append", action="store_true", help="add to the section instead of replacing it")
     args = parser.parse_args(argv)
     if args.command == "table":
-        print(benchmark_table(load(args.val), load(args.threats), load(args.bench), args.unseen.split(","),
-                              {k: float(v) for k, v in (p.split("=") for p in args.known.split(",") if p)},
-                              args.label, args.target))
+        table = benchmark_table(load(args.val), load(args.threats), load(args.bench), args.unseen.split(","),
+                                {k: float(v) for k, v in (p.split("=") for p in args.known.split(",") if p)},
+                                args.label, args.target)
+        print(table)
+        if args.results is not None:
+            intro = args.intro.read_text(encoding="utf-8").strip() + "\n\n" if args.intro is not None else ""
+            write_section(args.results, (f"{args.title}\n\n" if args.title else "") + intro + table, args.append)
         return
     if args.command == "threat-classes":
         ct = class_threshold(load(args.benign), load(args.threats), args.name, args.kinds.split(","), args.budget)
