@@ -112,3 +112,18 @@ def test_rate_threshold_lets_at_most_that_share_reach_it() -> None:
     t = rate_threshold(x, 0.2)
     assert (x >= t).sum() == 2 and 0.8 < t <= 0.9 + 1e-12
     assert rate_threshold(x, 1.0) == -math.inf
+
+
+def test_the_results_section_is_replaced_in_place_and_kept_by_the_reference_regeneration(tmp_path: Path) -> None:
+    from edge_tools.eval.reference import kept_block
+    from edge_tools.fit.combined import write_section
+
+    results = tmp_path / "results.md"
+    results.write_text("# Results\n\nTable 5\n", encoding="utf-8")
+    write_section(results, "## Unseen\n\nfirst")
+    write_section(results, "## Unseen\n\nsecond")
+    write_section(results, "more", append=True)
+    text = results.read_text(encoding="utf-8")
+    assert text.startswith("# Results\n\nTable 5\n") and "first" not in text
+    assert text.count("## Unseen") == 1 and text.index("second") < text.index("more")
+    assert "second" in kept_block(text) and "Table 5" not in kept_block(text)
