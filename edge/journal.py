@@ -29,7 +29,18 @@ from dataclasses import asdict, dataclass, fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
-from edge.records import BoxXyxy, Decision, ItemMeta, ModelRef, ObjectPart, ObjectResult, UnscreenedReason, Verdict
+from edge.records import (
+    AlarmReason,
+    BoxXyxy,
+    Decision,
+    ItemMeta,
+    ModelRef,
+    ObjectPart,
+    ObjectResult,
+    ReasonKind,
+    UnscreenedReason,
+    Verdict,
+)
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +94,11 @@ def decision_to_json(decision: Decision) -> str:
     return json.dumps(body)
 
 
+def _reasons(raw: Any) -> tuple[AlarmReason, ...]:
+    """Alarm reasons or signals; a row written before they existed has none."""
+    return tuple(AlarmReason(ReasonKind(r["kind"]), r["label"], r["score"], r["threshold"]) for r in raw or ())
+
+
 def decision_from_json(text: str, overlay: bytes | None) -> Decision:
     """Inverse of :func:`decision_to_json`."""
     body = json.loads(text)
@@ -94,6 +110,8 @@ def decision_from_json(text: str, overlay: bytes | None) -> Decision:
             polygon_camera=_maybe_points(o["polygon_camera"]),
             parts=tuple(ObjectPart(_points(p["polygon_xray"]), p["score"], p["anomalous"],
                                    _maybe_points(p["polygon_camera"])) for p in o["parts"]),
+            reasons=_reasons(o.get("reasons")), classifier_score=o.get("classifier_score"),
+            classifier_threshold=o.get("classifier_threshold"), signals=_reasons(o.get("signals")),
         )
         for o in body.pop("objects")
     )

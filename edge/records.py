@@ -93,6 +93,41 @@ class ObjectPart:
     polygon_camera: tuple[tuple[float, float], ...] | None = None
 
 
+class ReasonKind(StrEnum):
+    """Which signal raised an alarm (contract 2 of issue 32). Stable strings: subscribers switch on them."""
+
+    KNOWN = "known"
+    """A detector class listed as a threat class reached its threshold (the class is the reason's label)."""
+    CLASSIFIER = "classifier"
+    """The supervised benign/threat classifier reached its threshold: a threat kind it was trained on."""
+    ANOMALY = "anomaly"
+    """The benign-only anomaly scorer reached its threshold: unlike any benign object it learned."""
+
+
+@dataclass(frozen=True, slots=True)
+class AlarmReason:
+    """One signal evaluated on one object: its score against its own threshold.
+
+    An object's ``signals`` hold every signal the models gave it; those with ``reached`` are its ``reasons``,
+    and an item alarms iff one of its objects has a reason. ``label`` is the detector class for ``known``, None
+    otherwise. ``code`` (``known:<label>``, ``classifier``, ``anomaly``) is what item payloads list.
+    """
+
+    kind: ReasonKind
+    label: str | None
+    score: float
+    threshold: float
+
+    @property
+    def code(self) -> str:
+        return f"{self.kind.value}:{self.label}" if self.kind is ReasonKind.KNOWN else self.kind.value
+
+    @property
+    def reached(self) -> bool:
+        """The score is at or above the threshold: this signal alarms."""
+        return self.score >= self.threshold
+
+
 @dataclass(frozen=True, slots=True)
 class ObjectResult:
     """One detected object and how it was judged.
@@ -101,6 +136,10 @@ class ObjectResult:
     ``anomaly_score >= threshold``. ``polygon_xray`` outlines the anomalous region (or the object when no map),
     as (x, y) X-ray pixels; ``polygon_camera`` is the same mapped onto the exit-camera frame when available.
     ``parts`` splits an anomalous object with an anomaly map into scored sub-components (empty otherwise).
+    ``anomaly_score``/``threshold`` are the ``models.scorer`` slot's; ``classifier_score``/
+    ``classifier_threshold`` the ``models.classifier`` slot's. ``signals`` are every signal evaluated on the object
+    (known threat class, classifier, anomaly) and ``reasons`` those that reached their thresholds; the decide stage
+    sets ``reasons`` and then ``anomalous`` = the object raises the alarm (any reason).
     """
 
     object_id: int
@@ -113,6 +152,10 @@ class ObjectResult:
     polygon_xray: tuple[tuple[float, float], ...] = ()
     polygon_camera: tuple[tuple[float, float], ...] | None = None
     parts: tuple[ObjectPart, ...] = ()
+    reasons: tuple[AlarmReason, ...] = ()
+    classifier_score: float | None = None
+    classifier_threshold: float | None = None
+    signals: tuple[AlarmReason, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,6 +194,11 @@ class Decision:
     def __post_init__(self) -> None:
         if (self.verdict is Verdict.UNSCREENED) != (self.reason is not None):
             raise ValueError(f"{self.item_id}: reason must be set iff verdict is UNSCREENED")
+
+    @property
+    def reason_codes(self) -> tuple[str, ...]:
+        """Why the item alarmed: its objects' reason codes, sorted and unique (empty unless ALARM)."""
+        return tuple(sorted({r.code for o in self.objects for r in o.reasons}))
 
 
 @dataclass(frozen=True, slots=True)
@@ -253,15 +301,20 @@ class DetectedItem:
 
 @dataclass(frozen=True, slots=True, eq=False)
 class ScoredObject:
-    """A detection with its anomaly evidence; ``anomaly_map`` is (h, w) float32 over the crop, or None."""
+    """A detection with its evidence; ``anomaly_map`` is (h, w) float32 over the crop, or None."""
 
     detection: Detection
     score: float | None
     threshold: float | None
     anomaly_map: NDArray[np.float32] | None
+    classifier_score: float | None = None
+    classifier_threshold: float | None = None
+    signals: tuple[AlarmReason, ...] = ()
+    """Every signal evaluated on the object (known threat class, classifier, anomaly), reached or not."""
 
     @property
     def anomalous(self) -> bool:
+        """The ``models.scorer`` slot's score reaches its threshold (what the anomaly map is outlined at)."""
         return self.score is not None and self.threshold is not None and self.score >= self.threshold
 
 

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, replace
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -24,7 +25,7 @@ from edge.bundles.manifest import Precision
 from edge.bundles.outputs import DECISION_THRESHOLD_KEY, ITEM_THRESHOLD_KEY, Role
 from edge.bundles.runtimes import installed_version, untested_runtime
 from edge.bundles.signing import TrustedKey, load_trusted_keys, verify_bundle
-from edge.config.models import ModelsConfig
+from edge.config.models import CropModelEntry, ModelEntry, ModelsConfig
 from edge.errors import BackendError, BundleError
 from edge.records import ModelRef
 
@@ -41,14 +42,19 @@ class LoadedModel:
     backend: str
     operating_point: str = "item"
     unsigned: str | None = None
+    threshold_override: float | None = None
+    """The config's threshold for this model in its combination (``models.<slot>.threshold``), if any."""
 
     @property
     def threshold(self) -> float:
-        """The bundle's decision threshold, set on benign validation data: ``thresholds.item`` at the item
-        operating point when the bundle has one, else ``thresholds.score`` (detectors have only the latter).
+        """The decision threshold: the config's for this combination when set, else the bundle's, set on benign
+        validation data: ``thresholds.item`` at the item operating point when the bundle has one, else
+        ``thresholds.score`` (detectors have only the latter).
 
         A benign/anomaly classifier without one decides by its argmax, i.e. anomaly probability >= 0.5.
         """
+        if self.threshold_override is not None:
+            return self.threshold_override
         thresholds = self.bundle.manifest.thresholds
         if self.operating_point == "item" and ITEM_THRESHOLD_KEY in thresholds:
             return float(thresholds[ITEM_THRESHOLD_KEY])
@@ -61,48 +67,82 @@ class LoadedModel:
 
 @dataclass(frozen=True, slots=True)
 class ModelSet:
-    """The detector and (optionally) the scorer in service, with the refs every decision cites."""
+    """The detector, the (optional) classifier and anomaly scorer in service, and the detector's threat classes
+    (bundle's merged with ``models.threat_classes``), with the refs every decision cites."""
 
     detector: LoadedModel
     scorer: LoadedModel | None
     degraded: str | None = None
+    classifier: LoadedModel | None = None
+    threat_classes: Mapping[str, float] = field(default_factory=dict)
+
+    @property
+    def crop_models(self) -> tuple[LoadedModel, ...]:
+        """The models that score object crops: classifier, then scorer (those present)."""
+        return tuple(m for m in (self.classifier, self.scorer) if m is not None)
+
+    @property
+    def can_alarm(self) -> bool:
+        """Some signal can raise an ALARM: a threat class, a classifier or a scorer."""
+        return bool(self.threat_classes) or bool(self.crop_models)
 
     @property
     def refs(self) -> tuple[ModelRef, ...]:
-        models = [self.detector] + ([self.scorer] if self.scorer is not None else [])
-        return tuple(m.bundle.model_ref for m in models)
+        return tuple(m.bundle.model_ref for m in (self.detector, *self.crop_models))
 
     def close(self) -> None:
-        self.detector.session.close()
-        if self.scorer is not None:
-            self.scorer.session.close()
+        for model in (self.detector, *self.crop_models):
+            model.session.close()
 
 
-def _open(path: str, role: set[Role], cfg: ModelsConfig, streams: int, trusted: tuple[TrustedKey, ...]
+def effective_threat_classes(detector: Bundle, overrides: Mapping[str, float | None]) -> dict[str, float]:
+    """The detector bundle's ``threat_classes`` with ``models.threat_classes`` merged over them (None removes).
+
+    Raises:
+        BundleError: an override names a class the detector does not have.
+    """
+    classes = detector.manifest.classes
+    unknown = sorted(set(overrides) - set(classes))
+    if unknown:
+        raise BundleError(f"models.threat_classes: {', '.join(map(repr, unknown))} not a class of detector "
+                          f"{detector.manifest.name} ({', '.join(classes) or 'no classes'})")
+    merged: dict[str, float] = dict(detector.manifest.threat_classes)
+    for name, threshold in overrides.items():
+        if threshold is None:
+            merged.pop(name, None)
+        else:
+            merged[name] = float(threshold)
+    return merged
+
+
+def _open(entry: ModelEntry, role: set[Role], cfg: ModelsConfig, streams: int, trusted: tuple[TrustedKey, ...]
           ) -> tuple[LoadedModel, str | None]:
     """Verify a bundle (in memory) and open it on the configured backend and device; fall back to CPU rather
     than crash-loop.
 
     Order tried: (backend, device) as configured; the same backend on CPU; the other backend on CPU. Any
-    fallback is returned as a note that makes the service report ``degraded``.
+    fallback is returned as a note that makes the service report ``degraded``. Backend and precision are the
+    entry's own, else the section's.
     """
+    path = str(entry.bundle)
     verified = verify_bundle(path, trusted, cfg.allow_unsigned)
     bundle = verified.bundle
     if bundle.role not in role:
         raise BundleError(f"{path}: bundle role is {bundle.role}, expected {' or '.join(sorted(role))}")
     if bundle.forced:
         log.warning("bundle was built despite failing parity (forced)", extra={"bundle": path})
-    precision = Precision(cfg.precision)
+    precision = Precision(cfg.precision_of(entry))
+    configured = cfg.backend_of(entry)
     failures: list[str] = []
     if all(m.precision != precision for m in bundle.manifest.models):
         # An INT8 deployment with a bundle that ships FP32 only (its INT8 failed the agreement rule) still
         # screens, at FP32 speed, and says so, rather than refusing to start.
         failures.append(f"the bundle has no {precision} model (runs {Precision.FP32})")
         precision = Precision.FP32
-    other = "onnxruntime" if cfg.backend == "openvino" else "openvino"
-    attempts: list[tuple[str, str]] = [(cfg.backend, cfg.device)]
+    other = "onnxruntime" if configured == "openvino" else "openvino"
+    attempts: list[tuple[str, str]] = [(configured, cfg.device)]
     if cfg.device != "CPU":
-        attempts.append((cfg.backend, "CPU"))
+        attempts.append((configured, "CPU"))
     attempts.append((other, "CPU"))
     for backend, device in attempts:
         # Parity was proven on the runtime releases the bundle records; another release screens unchecked.
@@ -175,29 +215,49 @@ def load_models(cfg: ModelsConfig, streams: int = 1) -> ModelSet:
         BackendError: no backend could run a bundle.
     """
     trusted = load_trusted_keys(cfg.trusted_keys)
-    detector, note_d = _open(str(cfg.detector), {Role.DETECTOR}, cfg, streams, trusted)
+    detector, note_d = _open(cfg.detector, {Role.DETECTOR}, cfg, streams, trusted)
+    threat_classes = effective_threat_classes(detector.bundle, cfg.threat_classes)
+    notes: list[str | None] = [note_d]
+    classifier = None
+    if cfg.classifier is not None:
+        classifier, note_c = _crop_model(cfg.classifier, {Role.CLASSIFIER}, cfg, streams, trusted, detector)
+        notes.append(note_c)
     scorer = None
-    note_s = None
     if cfg.scorer is not None:
-        scorer, note_s = _open(str(cfg.scorer), {Role.SCORER, Role.CLASSIFIER}, cfg, streams, trusted)
-        scorer = replace(scorer, operating_point=cfg.operating_point)
-        has_item = ITEM_THRESHOLD_KEY in scorer.bundle.manifest.thresholds
-        if cfg.operating_point == "item" and not has_item:
-            log.warning("the scorer bundle has no item threshold: objects decide at the object threshold, so "
-                        "items of many objects alarm more often (set thresholds.item with edge eval "
-                        "--write-item-threshold)", extra={"bundle": scorer.bundle.manifest.name})
-        log.info("scorer operating point", extra={
-            "bundle": scorer.bundle.manifest.name, "operating_point": cfg.operating_point if has_item else "object",
-            "threshold": scorer.threshold})
-        if cfg.operating_point == "item" and has_item:
-            note_s = "; ".join(n for n in (note_s, _stale_item_threshold(scorer, detector)) if n) or None
-    for model in (detector, scorer):
+        scorer, note_s = _crop_model(cfg.scorer, {Role.SCORER, Role.CLASSIFIER}, cfg, streams, trusted, detector)
+        notes.append(note_s)
+    log.info("alarm signals", extra={"threat_classes": dict(threat_classes),
+                                     "classifier": classifier.bundle.manifest.name if classifier else None,
+                                     "scorer": scorer.bundle.manifest.name if scorer else None})
+    for model in (detector, classifier, scorer):
         if model is not None:
             seconds = warm(model)
             log.info("model warmed", extra={"bundle": model.bundle.manifest.name, "backend": model.backend,
                                             "seconds": round(seconds, 3)})
-    notes = "; ".join(n for n in (_unsigned_note(detector, scorer), note_d, note_s) if n)
-    return ModelSet(detector, scorer, notes or None)
+    joined = "; ".join(n for n in (_unsigned_note(detector, classifier, scorer), *notes) if n)
+    return ModelSet(detector, scorer, joined or None, classifier, threat_classes)
+
+
+def _crop_model(entry: CropModelEntry, roles: set[Role], cfg: ModelsConfig, streams: int,
+                trusted: tuple[TrustedKey, ...], detector: LoadedModel) -> tuple[LoadedModel, str | None]:
+    """A classifier or scorer at the configured operating point, and its note (fallbacks, stale item point)."""
+    model, note = _open(entry, roles, cfg, streams, trusted)
+    model = replace(model, operating_point=cfg.operating_point, threshold_override=entry.threshold)
+    if entry.threshold is not None:
+        log.info("operating point", extra={"bundle": model.bundle.manifest.name, "operating_point": "config",
+                                           "threshold": model.threshold})
+        return model, note
+    has_item = ITEM_THRESHOLD_KEY in model.bundle.manifest.thresholds
+    if cfg.operating_point == "item" and not has_item:
+        log.warning("the bundle has no item threshold: objects decide at the object threshold, so items of many "
+                    "objects alarm more often (set thresholds.item with edge eval --write-item-threshold)",
+                    extra={"bundle": model.bundle.manifest.name})
+    log.info("operating point", extra={
+        "bundle": model.bundle.manifest.name, "operating_point": cfg.operating_point if has_item else "object",
+        "threshold": model.threshold})
+    if cfg.operating_point == "item" and has_item:
+        note = "; ".join(n for n in (note, _stale_item_threshold(model, detector)) if n) or None
+    return model, note
 
 
 def _unsigned_note(*models: LoadedModel | None) -> str | None:

@@ -111,7 +111,9 @@ class DemoScanner:
         self._source.close()
 
 
-DEMO_BUNDLES = ("detector-agnostic", "scorer-stfpm")
+DEMO_BUNDLES = ("detector-agnostic", "classifier-threat", "scorer-stfpm")
+"""The default combination (issue 32, docs/results.md): the class-agnostic detector's boxes, the supervised
+classifier and the benign-only anomaly scorer; thresholds as in systemd/edge.example.yaml."""
 
 
 def sign_demo_bundles(workdir: Path, models: Path) -> tuple[Path, Path]:
@@ -150,9 +152,7 @@ firmware:
 condition:
   flatfield_file: {workdir / "calibration" / "flatfield.npz"}
   energy_file: {workdir / "calibration" / "energy.yaml"}
-models:
-  detector: {models / "detector-agnostic"}
-  scorer: {models / "scorer-stfpm"}
+{demo_models_yaml(models)}
   backend: openvino
   threads: 1
   trusted_keys: [{trusted_key}]   # made by this demo run; it signed the copies above and nothing else
@@ -215,14 +215,16 @@ def run_demo(workdir: Path, items: int | None, per_minute: float, seed: int, mod
         add_camera(cfg_path, camera)
         cfg = load_config(cfg_path)
         assert isinstance(cfg.source, SimSourceConfig)
+        tally = TruthTally(echo)
         scanner = camera_scanner(camera, SimFrameSource(cfg.source, cfg.site.scanner_id, cfg.decide.deadline_s), fw)
-        runtime = build_runtime(cfg, source=scanner)
+        runtime = build_runtime(cfg, source=TruthRecordingSource(scanner, tally))
         service = Service(cfg_path, runtime)
         service.install_signal_handlers()
         if port is not None:
             client = _subscriber(port, overlays, echo)
+            runtime.pipeline.on_decision = tally.decided
         else:
-            runtime.pipeline.on_decision = lambda d: _print_local(d, overlays, echo)
+            runtime.pipeline.on_decision = lambda d: _print_local_with_truth(d, overlays, echo, tally)
         echo(f"edge demo: screening virtual parcels; config {cfg_path}; overlays in {overlays}; Ctrl-C stops")
         if items:
             threading.Thread(target=_stop_when_done, args=(service,), daemon=True).start()
@@ -343,3 +345,95 @@ def start_console(workdir: Path, port: int, echo: Any) -> subprocess.Popen[bytes
     echo(f"edge demo: the console did not start; see {folder / 'console.log'}")
     proc.kill()
     return None
+
+
+# ---------------------------------------------------------------- the default combination and what was really there
+DEMO_THRESHOLDS = {"classifier-threat": 0.9694, "scorer-stfpm": 0.6376}
+"""The combination's operating point (``python -m edge_tools.fit.combined choose``, benign items of validation
+scanners; the same as systemd/edge.example.yaml)."""
+
+
+def demo_models_yaml(models: Path) -> str:
+    """The ``models:`` lines of the demo: the detector, the classifier and the scorer."""
+    return f"""models:
+  detector: {models / "detector-agnostic"}
+  classifier:
+    bundle: {models / "classifier-threat"}
+    threshold: {DEMO_THRESHOLDS["classifier-threat"]}
+  scorer:
+    bundle: {models / "scorer-stfpm"}
+    threshold: {DEMO_THRESHOLDS["scorer-stfpm"]}"""
+
+
+def _print_local_with_truth(decision: Decision, overlays: Path, echo: Any, tally: TruthTally) -> None:
+    _print_local(decision, overlays, echo)
+    tally.decided(decision)
+
+
+def parcel_contents(truth: object) -> tuple[str, ...]:
+    """The threat kinds the virtual scanner put in the parcel (empty: benign), from ``RawItem.truth``."""
+    objects = getattr(truth, "objects", ()) or ()
+    return tuple(sorted({str(o.kind) for o in objects if getattr(o, "threat", False)}))
+
+
+class TruthTally:
+    """Prints, beside each decision, what was really in the parcel and a running recall / false-alarm line, so a
+    newcomer sees hits and misses. UNSCREENED counts as an alarm (the parcel goes to a person)."""
+
+    def __init__(self, echo: Any) -> None:
+        self._echo = echo
+        self._lock = threading.Lock()
+        self._truth: dict[str, tuple[str, ...]] = {}
+        self.hits = self.threats = self.false_alarms = self.benign = 0
+
+    def note(self, item: RawItem) -> None:
+        with self._lock:
+            self._truth[item.meta.item_id] = parcel_contents(item.truth)
+
+    def decided(self, decision: Decision) -> None:
+        with self._lock:
+            kinds = self._truth.pop(decision.item_id, None)
+            if kinds is None:
+                return
+            alarmed = decision.verdict.needs_operator
+            if kinds:
+                self.threats += 1
+                self.hits += alarmed
+                outcome = "caught" if alarmed else "MISSED"
+            else:
+                self.benign += 1
+                self.false_alarms += alarmed
+                outcome = "false alarm" if alarmed else "cleared"
+            why = f" [{', '.join(decision.reason_codes)}]" if decision.reason_codes else ""
+            self._echo(f"   truth {decision.item_id}: {', '.join(kinds) or 'benign'} -> "
+                       f"{decision.verdict.value.upper()}{why} ({outcome}) | {self.summary()}")
+
+    def summary(self) -> str:
+        recall = f"{self.hits}/{self.threats}" + (f" ({self.hits / self.threats:.0%})" if self.threats else "")
+        fa = f"{self.false_alarms}/{self.benign}" + (f" ({self.false_alarms / self.benign:.0%})" if self.benign
+                                                    else "")
+        return f"recall {recall}, false alarms {fa}"
+
+
+class TruthRecordingSource:
+    """The demo's frame source, noting each parcel's real contents for :class:`TruthTally` as it is handed over."""
+
+    def __init__(self, source: DemoScanner, tally: TruthTally) -> None:
+        self._source = source
+        self._tally = tally
+
+    @property
+    def exhausted(self) -> bool:
+        return self._source.exhausted
+
+    def next_item(self, timeout_s: float) -> RawItem | None:
+        item = self._source.next_item(timeout_s)
+        if item is not None:
+            self._tally.note(item)
+        return item
+
+    def acknowledge(self, source_ref: str) -> None:
+        self._source.acknowledge(source_ref)
+
+    def close(self) -> None:
+        self._source.close()

@@ -257,6 +257,10 @@ class BundleManifest:
     (:func:`item_threshold_detector_of`)."""
     normalisation: ScoreNormalisation = ScoreNormalisation()
     classes: tuple[str, ...] = ()
+    threat_classes: Mapping[str, float] = field(default_factory=dict)
+    """Detector bundles: the classes that are threats by themselves, each with the detector score at which a
+    detection of it alarms (shared contract 1 of issue 32). Empty = the detector raises no alarm on its own.
+    Written by ``edge-export import-detector --threat-class`` and ``edge-export train --data`` class maps."""
     training_data: str = ""
     notes: str = ""
     toolchain: Mapping[str, str] = field(default_factory=dict)
@@ -266,10 +270,6 @@ class BundleManifest:
     schema_version: int = SCHEMA_VERSION
     layout: DetectorLayout | None = None
     """Output layout of an imported detector (bundle.yaml ``layout``); None = the native boxes/scores/labels."""
-    threat_classes: Mapping[str, float] = field(default_factory=dict)
-    """bundle.yaml ``threat_classes`` (shared contract 1): class name (one of ``classes``) -> threshold in [0, 1]
-    on the detector's score at which a box of that class is a threat by itself; empty = the detector raises no
-    alarm by itself. Written by ``edge-export import-detector --threat-class``."""
 
     def item_threshold_detector(self) -> str | None:
         """``name@version`` of the detector ``thresholds.item`` was measured through: the ``item_detector`` key,
@@ -479,6 +479,7 @@ def manifest_from_dict(data: Any, source: str = MANIFEST_FILE) -> BundleManifest
                 centre=float(data["normalisation"]["centre"]),
             ),
             classes=tuple(data["classes"]),
+            threat_classes={str(k): float(v) for k, v in (data.get("threat_classes") or {}).items()},
             training_data=data["training_data"],
             notes=data.get("notes", ""),
             toolchain=dict(data["toolchain"]),
@@ -493,7 +494,6 @@ def manifest_from_dict(data: Any, source: str = MANIFEST_FILE) -> BundleManifest
                         for f in data["files"]),
             content_sha256=data["content_sha256"],
             layout=None if data.get("layout") is None else layout_from_dict(data["layout"]),
-            threat_classes={str(k): float(v) for k, v in (data.get("threat_classes") or {}).items()},
         )
     except ValueError as exc:
         raise BundleError(f"{source}: {exc}") from exc
@@ -528,16 +528,20 @@ def check_consistency(m: BundleManifest, source: str = MANIFEST_FILE) -> None:
             problems.append(f"files: {f.path}: paths must stay inside the bundle folder")
     if m.role in (Role.CLASSIFIER, Role.SEGMENTER) and not m.classes:
         problems.append(f"classes: a {m.role} bundle must name its classes")
+    if m.threat_classes and m.role is not Role.DETECTOR:
+        problems.append(f"threat_classes: only a detector bundle has threat classes, this is a {m.role} bundle")
+    unknown = sorted(set(m.threat_classes) - set(m.classes))
+    if unknown:
+        problems.append(f"threat_classes: {', '.join(map(repr, unknown))} not in classes "
+                        f"({', '.join(m.classes) or 'none'}); expected threat classes among the detector's classes")
     if m.item_detector is not None and "item" not in m.thresholds:
         problems.append("item_detector: names the detector thresholds.item was measured through, but the bundle "
                         "has no thresholds.item")
-    # Imported-detector layout and threat classes (issue 31).
+    # Imported-detector layout (issue 31) and the range of threat thresholds.
     if m.layout is not None and m.role is not Role.DETECTOR:
         problems.append(f"layout: only detector bundles have an output layout, this is a {m.role} bundle")
     if m.layout is not None and not m.classes:
         problems.append(f"layout: a {m.layout.kind} detector must name its classes (its labels index them)")
-    problems.extend(f"threat_classes: {name!r} is not one of the bundle's classes ({', '.join(m.classes) or 'none'})"
-                    for name in m.threat_classes if name not in m.classes)
     problems.extend(f"threat_classes: {name}: threshold {v} is outside [0, 1]"
                     for name, v in m.threat_classes.items() if not 0.0 <= v <= 1.0)
     if m.parity is not None and not m.parity.passed and not m.forced:

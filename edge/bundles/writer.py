@@ -194,9 +194,10 @@ def refuse_taken(out_dir: Path, own_root: Path, overwrite: bool) -> None:
 
 def rewrite_manifest(bundle: Bundle, out_dir: Path, *, thresholds: Mapping[str, float], version: str, notes: str,
                      normalisation: ScoreNormalisation | None = None, training_data: str | None = None,
-                     overwrite: bool = False, item_detector: DetectorRef | None = None) -> Bundle:
+                     overwrite: bool = False, item_detector: DetectorRef | None = None,
+                     threat_classes: Mapping[str, float] | None = None) -> Bundle:
     """A copy of ``bundle`` whose manifest states new ``thresholds``, ``version``, ``notes`` (and normalisation,
-    training data).
+    training data, a detector's threat classes).
 
     For what is decided after the export (an operating point measured by ``edge eval --write-item-threshold``,
     a normalisation that stops saturating): the model files, their hashes and the parity report are the
@@ -213,6 +214,8 @@ def rewrite_manifest(bundle: Bundle, out_dir: Path, *, thresholds: Mapping[str, 
                             item_detector=item_detector or bundle.manifest.item_detector,
                             normalisation=normalisation or bundle.manifest.normalisation,
                             training_data=bundle.manifest.training_data if training_data is None else training_data,
+                            threat_classes=bundle.manifest.threat_classes if threat_classes is None
+                            else dict(threat_classes),
                             created_utc=_now_utc(), content_sha256=""))
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f".{out_dir.name}-", dir=out_dir.parent) as tmp:

@@ -31,6 +31,12 @@ RED = (40, 40, 235)
 """BGR of anomalous objects and parts (both pictures)."""
 GREEN = (60, 200, 60)
 """BGR of benign objects and parts (both pictures)."""
+ORANGE = (0, 150, 255)
+MAGENTA = (220, 60, 220)
+REASON_COLOURS: dict[str, tuple[int, int, int]] = {"known": RED, "classifier": ORANGE, "anomaly": MAGENTA}
+"""BGR of an alarming object by its first reason (known threat class, classifier, anomaly scorer), so the
+operator sees at a glance which signal raised it; the legend names them."""
+REASON_NAMES = {"known": "known threat class", "classifier": "classifier", "anomaly": "anomaly"}
 WHITE = (245, 245, 245)
 JPEG_QUALITIES = (90, 85, 80, 70, 60, 50, 40, 30)
 """Qualities tried, best first, before the picture is halved in size."""
@@ -53,12 +59,19 @@ class OverlayObject:
         anomalous: red when true, green otherwise.
         label: short text drawn beside it (kind, score).
         thin: a sub-component part of an object: drawn with a thinner line.
+        colour: BGR of an anomalous object (its reason's, ``REASON_COLOURS``); None = red.
     """
 
     polygon_px: FloatArray
     anomalous: bool
     label: str = ""
     thin: bool = False
+    colour: tuple[int, int, int] | None = None
+
+    @property
+    def drawn_colour(self) -> tuple[int, int, int]:
+        """Its reason's colour (red by default) when anomalous, green otherwise."""
+        return (self.colour or RED) if self.anomalous else GREEN
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "polygon_px", _poly(self.polygon_px))
@@ -81,6 +94,8 @@ class ItemOverlayInput:
     outline_px: FloatArray | None = None
     verdict: str = ""
     height_mm: float | None = None
+    legend: tuple[tuple[str, tuple[int, int, int]], ...] = ()
+    """(text, BGR) entries drawn bottom left: the colours of the alarm reasons on this picture."""
 
     def __post_init__(self) -> None:
         if self.outline_px is not None:
@@ -166,10 +181,10 @@ def _draw_camera(
     mapped = [(item.objects[i], _to_int(outlines[i][0])) for i in order]
     for o, pts in mapped:
         if o.anomalous:
-            cv2.fillPoly(shade, [pts], RED, cv2.LINE_AA)
+            cv2.fillPoly(shade, [pts], o.drawn_colour, cv2.LINE_AA)
     img = np.asarray(cv2.addWeighted(shade, 0.35, img, 0.65, 0), dtype=np.uint8)
     for o, pts in mapped:
-        colour = RED if o.anomalous else GREEN
+        colour = o.drawn_colour
         cv2.polylines(img, [pts], True, colour, max(1, thick // 2) if o.thin else thick, cv2.LINE_AA)
         if o.label:
             x, y = pts[:, 0, 0].min(), pts[:, 0, 1].min()
@@ -177,10 +192,28 @@ def _draw_camera(
     caption = " ".join(s for s in (item.verdict, item.item_id) if s)
     if caption:
         _text(img, caption, (10, 30), RED if item.verdict.upper() == "ALARM" else WHITE, scale=0.9)
+    draw_legend(img, item.legend)
     return np.asarray(img, dtype=np.uint8), tuple(vertices for _, vertices in outlines)
 
 
-def draw_on_xray(canvas: npt.NDArray[np.uint8], objects: Sequence[OverlayObject]) -> npt.NDArray[np.uint8]:
+def draw_legend(img: npt.NDArray[np.uint8], legend: Sequence[tuple[str, tuple[int, int, int]]]) -> None:
+    """Colour swatches and their meaning, bottom left, on a dark band (in place)."""
+    if not legend:
+        return
+    h = img.shape[0]
+    scale = max(0.4, min(0.7, h / 900))
+    step = int(22 * scale / 0.6)
+    top = h - 8 - step * len(legend)
+    width = 40 + max(cv2.getTextSize(t, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)[0][0] for t, _ in legend)
+    cv2.rectangle(img, (2, max(0, top - 6)), (min(img.shape[1] - 1, width + 8), h - 2), (20, 20, 20), -1)
+    for k, (text, colour) in enumerate(legend):
+        y = top + k * step + step // 2
+        cv2.rectangle(img, (8, y - 6), (26, y + 6), colour, -1)
+        cv2.putText(img, text, (34, y + 5), cv2.FONT_HERSHEY_SIMPLEX, scale, WHITE, 1, cv2.LINE_AA)
+
+
+def draw_on_xray(canvas: npt.NDArray[np.uint8], objects: Sequence[OverlayObject],
+                 legend: Sequence[tuple[str, tuple[int, int, int]]] = ()) -> npt.NDArray[np.uint8]:
     """Draw ``objects`` on a BGR X-ray picture (in place; returned): the camera overlay's palette, outlines only.
 
     Parts (``thin``) first, benign before anomalous so that a shared edge reads red; then the objects' own
@@ -191,7 +224,11 @@ def draw_on_xray(canvas: npt.NDArray[np.uint8], objects: Sequence[OverlayObject]
     for o in parts + whole:
         points = np.round(o.polygon_px).astype(np.int32).reshape(-1, 1, 2)
         thickness = 1 if o.thin else (3 if o.anomalous else 2)
-        cv2.polylines(canvas, [points], True, RED if o.anomalous else GREEN, thickness, cv2.LINE_AA)
+        cv2.polylines(canvas, [points], True, o.drawn_colour, thickness, cv2.LINE_AA)
+        if o.label and not o.thin and o.anomalous:
+            x, y = int(points[:, 0, 0].min()), int(points[:, 0, 1].min())
+            _text(canvas, o.label, (max(x, 0), max(y - 4, 12)), o.drawn_colour, scale=0.4)
+    draw_legend(canvas, legend)
     return canvas
 
 

@@ -35,7 +35,7 @@ from edge.config.camera import CameraConfig
 from edge.config.condition import ConditionConfig
 from edge.config.firmware import FirmwareConfig
 from edge.config.loader import Loc, format_loc, key_lines, line_for
-from edge.config.models import ModelsConfig
+from edge.config.models import CropModelEntry, ModelEntry, ModelsConfig
 from edge.config.root import RUN_CHECKS, EdgeConfig
 from edge.errors import CalibrationError, ConfigError, EdgeError
 
@@ -90,8 +90,9 @@ def _verify(path: Path, trusted: tuple[TrustedKey, ...], allow_unsigned: bool) -
     return verified.bundle, verified.unsigned
 
 
-def _bundle_findings(loc: Loc, path: Path, roles: set[str], cfg: ModelsConfig, trusted: tuple[TrustedKey, ...],
-                     signature_checked: bool) -> list[Finding]:
+def _bundle_findings(loc: Loc, entry: ModelEntry, roles: set[str], cfg: ModelsConfig,
+                     trusted: tuple[TrustedKey, ...], signature_checked: bool) -> list[Finding]:
+    path = entry.bundle
     if not path.exists():
         return [Finding(loc, f"{path} does not exist; expected a bundle folder holding bundle.yaml (copy the bundle "
                              f"there, or point {format_loc(loc)} at it)")]
@@ -106,13 +107,22 @@ def _bundle_findings(loc: Loc, path: Path, roles: set[str], cfg: ModelsConfig, t
         found.append(Finding(loc, f"{path} runs unsigned because models.allow_unsigned is true ({unsigned}); "
                                   "nothing proves who made it: sign it (`edge-export sign`) and list the key in "
                                   "models.trusted_keys", warning=True))
-    if all(str(m.precision) != cfg.precision for m in bundle.manifest.models):
+    precision = cfg.precision_of(entry)
+    if all(str(m.precision) != precision for m in bundle.manifest.models):
         have = ", ".join(sorted({str(m.precision) for m in bundle.manifest.models}))
-        found.append(Finding(("models", "precision"),
-                             f"{cfg.precision}, but {path} has no {cfg.precision} model (it has {have}): it would "
+        where = (*loc, "precision") if entry.precision is not None else ("models", "precision")
+        found.append(Finding(where,
+                             f"{precision}, but {path} has no {precision} model (it has {have}): it would "
                              f"fall back and report degraded; expected one of: {have}"))
+    if bundle.role is Role.DETECTOR:
+        classes = bundle.manifest.classes
+        found += [Finding(("models", "threat_classes", name),
+                          f"{name!r} is not a class of detector {path} ({', '.join(classes) or 'no classes'}); "
+                          "expected one of its classes")
+                  for name in cfg.threat_classes if name not in classes]
     thresholds = bundle.manifest.thresholds
-    if bundle.role is Role.SCORER and DECISION_THRESHOLD_KEY not in thresholds and not (
+    own_threshold = isinstance(entry, CropModelEntry) and entry.threshold is not None
+    if bundle.role is Role.SCORER and not own_threshold and DECISION_THRESHOLD_KEY not in thresholds and not (
             cfg.operating_point == "item" and ITEM_THRESHOLD_KEY in thresholds):
         found.append(Finding(loc, f"{path} has no '{DECISION_THRESHOLD_KEY}' threshold, so it cannot decide; "
                                   "expected a scorer bundle with thresholds.score (edge-export set-thresholds)"))
@@ -130,6 +140,9 @@ def check_bundles(cfg: ModelsConfig) -> list[Finding]:
         found.append(Finding(("models", "trusted_keys"), f"{_one_line(exc)}; expected Ed25519 public-key files"))
         signature_checked = False  # every bundle would be 'unsigned': check the rest of them only
     found += _bundle_findings(("models", "detector"), cfg.detector, {"detector"}, cfg, trusted, signature_checked)
+    if cfg.classifier is not None:
+        found += _bundle_findings(("models", "classifier"), cfg.classifier, {"classifier"}, cfg, trusted,
+                                  signature_checked)
     if cfg.scorer is not None:
         found += _bundle_findings(("models", "scorer"), cfg.scorer, {"scorer", "classifier"}, cfg, trusted,
                                   signature_checked)

@@ -212,22 +212,48 @@ def check_topic_prefix(cfg: EdgeConfig) -> list[tuple[Loc, str]]:
     return [(("mqtt", "topic_prefix"), problem)] if problem else []
 
 
+def detector_threat_classes(cfg: EdgeConfig) -> dict[str, float]:
+    """The threat classes the detector will alarm on: its bundle's ``threat_classes`` with
+    ``models.threat_classes`` merged over them (null removes). A detector bundle that cannot be read counts as
+    having none (the bundle check says why it cannot be read; the service could not start on it anyway).
+
+    Reads the detector's ``bundle.yaml`` (only that file): the one rule here that looks at the disk, because
+    whether a detector alarms on its own is written in its bundle.
+    """
+    from edge.bundles.loader import load_bundle
+    from edge.errors import EdgeError
+
+    try:
+        merged = dict(load_bundle(cfg.models.detector.bundle, verify_hashes=False).manifest.threat_classes)
+    except (EdgeError, OSError, ValueError):
+        merged = {}
+    for name, threshold in cfg.models.threat_classes.items():
+        if threshold is None:
+            merged.pop(name, None)
+        else:
+            merged[name] = threshold
+    return merged
+
+
 def check_can_alarm(cfg: EdgeConfig) -> list[tuple[Loc, str]]:
     """A service whose models can never raise an ALARM clears every item without a word.
 
-    The decide stage (``edge.stages.decide``) alarms only on objects the scorer (or benign/anomaly classifier)
-    scores at or above its threshold; detections alone, whatever their class, never alarm. So without
-    ``models.scorer`` every item is CLEAR. Not part of :data:`CHECKS`: tools that only need the detector (and
-    the tests of single stages) still load such a file, but ``edge run`` refuses it and ``edge check`` flags it.
-    No opt-out key: no use of the service needs it (``edge fit`` collects benign items with the scorer in
-    service, and a survey that publishes CLEAR for every item would be a blind CLEAR).
+    The decide stage (``edge.stages.decide``) alarms on three signals: a detection of one of the detector's
+    threat classes at its class threshold, the classifier (``models.classifier``) and the anomaly scorer
+    (``models.scorer``). With none of them every item is CLEAR. Not part of :data:`CHECKS`: tools that only need
+    the detector (and the tests of single stages) still load such a file, but ``edge run`` refuses it and
+    ``edge check`` flags it. No opt-out key: no use of the service needs it (``edge fit`` collects benign items
+    with the scorer in service, and a survey that publishes CLEAR for every item would be a blind CLEAR).
     """
-    if cfg.models.scorer is None:
-        return [(("models", "scorer"),
-                 "absent, so no item can ever ALARM (the decide stage alarms only on scorer or classifier scores; "
-                 "detections alone, of any class, never alarm) and every item would be CLEAR; set models.scorer to "
-                 "a scorer or benign/anomaly classifier bundle, e.g. /opt/edge/models/scorer-stfpm")]
-    return []
+    m = cfg.models
+    if m.scorer is not None or m.classifier is not None or detector_threat_classes(cfg):
+        return []
+    return [(("models", "scorer"),
+             "absent, so no item can ever ALARM: models.classifier is absent too and the detector "
+             f"{m.detector.bundle} has no threat class (its bundle.yaml threat_classes, merged with "
+             "models.threat_classes, is empty), so every item would be CLEAR; set models.scorer (anomaly scorer, "
+             "e.g. /opt/edge/models/scorer-stfpm), models.classifier (e.g. /opt/edge/models/classifier-threat) or "
+             "models.threat_classes (detector classes that alarm, e.g. {cutter: 0.5})")]
 
 
 def check_actions_need_firmware(cfg: EdgeConfig) -> list[tuple[Loc, str]]:

@@ -118,13 +118,11 @@ class ReasonLike(Protocol):
 
 
 def object_reasons(obj: ObjectResult) -> Sequence[ReasonLike]:
-    """The reasons an object alarmed: the one function that reads them from an ``ObjectResult``.
-
-    ``ObjectResult.reasons`` (shared contract 2) is not in this branch's records yet, so this returns no reasons
-    and the report falls back to one assessment from ``anomalous``/``label``/``anomaly_score``; once the field
-    exists this becomes ``return obj.reasons``.
-    """
-    return ()
+    """The reasons an object alarmed (``ObjectResult.reasons``, shared contract 2: ``known:<class>``,
+    ``classifier``, ``anomaly``, each with its score and threshold): the one function that reads them, so a test
+    can hand ``build_tdr`` its own. An object without reasons (a decision journalled before reasons existed) falls
+    back to one assessment from ``anomalous``/``label``/``anomaly_score``."""
+    return obj.reasons
 
 
 ReasonsOf = Callable[[ObjectResult], Sequence[ReasonLike]]

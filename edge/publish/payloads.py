@@ -20,12 +20,14 @@ from collections.abc import Mapping, Sequence
 
 from edge.publish.health import HealthSnapshot, LinkHealth, OutboxBacklog, StatusState
 from edge.publish.topics import RecordKind
-from edge.records import Decision, ObjectPart, ObjectResult
+from edge.records import AlarmReason, Decision, ObjectPart, ObjectResult, Verdict
 
 SCHEMA_VERSION = 1
+DECISION_SCHEMA_VERSION = 2
+"""Items and alarms: version 2 (issue 32) says why an item alarmed (``reasons``), which version 1 could not."""
 # Every JSON record the box writes for others names its schema; all the names live here.
-ITEM_SCHEMA = "xray-edge/item@1"
-ALARM_SCHEMA = "xray-edge/alarm@1"
+ITEM_SCHEMA = "xray-edge/item@2"
+ALARM_SCHEMA = "xray-edge/alarm@2"
 MQTT_STATUS_SCHEMA = "xray-edge/status@1"
 """The retained MQTT ``status`` record (and the last will): availability only (state, reason, since, client id)."""
 HEALTH_SCHEMA = "xray-edge/health@1"
@@ -71,6 +73,11 @@ def _part(part: ObjectPart) -> dict[str, JsonValue]:
     }
 
 
+def _reason(reason: AlarmReason) -> dict[str, JsonValue]:
+    return {"kind": reason.kind.value, "label": reason.label, "score": _num(reason.score),
+            "threshold": _num(reason.threshold)}
+
+
 def _object(obj: ObjectResult) -> dict[str, JsonValue]:
     body: dict[str, JsonValue] = {
         "object_id": obj.object_id,
@@ -82,6 +89,9 @@ def _object(obj: ObjectResult) -> dict[str, JsonValue]:
         "anomalous": obj.anomalous,
         "polygon_xray": _points(obj.polygon_xray),
         "polygon_camera": _points(obj.polygon_camera),
+        "classifier_score": _num(obj.classifier_score),
+        "classifier_threshold": _num(obj.classifier_threshold),
+        "reasons": [_reason(r) for r in obj.reasons],
     }
     if obj.parts:  # optional: only anomalous objects with an anomaly map have parts (bounded by the schema)
         body["parts"] = [_part(p) for p in obj.parts]
@@ -105,7 +115,7 @@ def decision_payload(
         raise ValueError(f"decision payloads are items or alarms, not {kind}")
     body: dict[str, JsonValue] = {
         "schema": ITEM_SCHEMA if kind is RecordKind.ITEM else ALARM_SCHEMA,
-        "schema_version": SCHEMA_VERSION,
+        "schema_version": DECISION_SCHEMA_VERSION,
         "record_id": record_id(site_id, decision.scanner_id, decision.item_id, kind, decision.item_uid),
         "site_id": site_id,
         "scanner_id": decision.scanner_id,
@@ -125,6 +135,7 @@ def decision_payload(
                    for m in decision.models],
         "image": None if image_topic is None else {"topic": image_topic, "bytes": image_bytes},
         "image_note": image_note,
+        "reasons": list(decision.reason_codes) if decision.verdict is Verdict.ALARM else [],
     }
     if kind is RecordKind.ALARM:
         body["item_record_id"] = record_id(site_id, decision.scanner_id, decision.item_id, RecordKind.ITEM,

@@ -3,8 +3,8 @@
 Layout (prefix default ``xray/<site_id>/<scanner_id>``)::
 
     <prefix>/status              retained; online | degraded | offline (+ reason); last will = offline
-    <prefix>/items               every decision               schema xray-edge/item@1
-    <prefix>/alarms              ALARM and UNSCREENED only    schema xray-edge/alarm@1
+    <prefix>/items               every decision               schema xray-edge/item@2
+    <prefix>/alarms              ALARM and UNSCREENED only    schema xray-edge/alarm@2
     <prefix>/images/<item_id>    overlay JPEG (raw bytes, content type image/jpeg)
     <prefix>/health              periodic metrics             schema xray-edge/health@1
     <prefix>/actions             what the lane did (divert, beacon, belt stop, release)   schema action-1

@@ -1,9 +1,9 @@
 """JSON Schema files of every MQTT payload, shipped in the package, and a loader for them.
 
-One file per schema name and major version: ``xray-edge/item@1`` is ``item-1.schema.json``. ``alarm``,
-``status`` and ``health`` refer to definitions in ``item-1.schema.json`` by relative ``$ref``; ``validator``
-resolves those from this folder (no network). Subscribers may copy the files; the tests check every payload
-the publisher builds against them. Importing this module reads nothing.
+One file per schema name and major version: ``xray-edge/item@2`` is ``item-2.schema.json``. ``alarm-2`` refers to
+definitions in ``item-2.schema.json``, ``status`` and ``health`` to ``item-1.schema.json``, by relative
+``$ref``; ``validator`` resolves those from this folder (no network). Subscribers may copy the files; the tests
+check every payload the publisher builds against them. Importing this module reads nothing.
 """
 
 from __future__ import annotations
@@ -12,7 +12,10 @@ import json
 from importlib import resources
 from typing import Any
 
-SCHEMA_NAMES = ("xray-edge/item@1", "xray-edge/alarm@1", "xray-edge/status@1", "xray-edge/health@1")
+SCHEMA_NAMES = ("xray-edge/item@2", "xray-edge/alarm@2", "xray-edge/item@1", "xray-edge/alarm@1",
+                "xray-edge/status@1", "xray-edge/health@1")
+"""Item and alarm records are version 2 since issue 32 (alarm reasons); version 1 stays shipped for subscribers
+that still validate it (docs/mqtt.md says what changed)."""
 
 
 def file_name(schema: str) -> str:

@@ -78,6 +78,9 @@ def localise_object(obj: ScoredObject, object_id: int, image: ConditionedImage,
         anomalous=obj.anomalous,
         polygon_xray=polygon,
         parts=parts,
+        classifier_score=obj.classifier_score,
+        classifier_threshold=obj.classifier_threshold,
+        signals=obj.signals,
     )
 
 

@@ -31,7 +31,15 @@ import numpy as np
 from numpy.typing import NDArray
 
 from edge.camera.mapping import CameraMapper
-from edge.camera.overlay import ItemOverlayInput, OverlayObject, draw_on_xray, fit_image, overlay_for_item
+from edge.camera.overlay import (
+    REASON_COLOURS,
+    REASON_NAMES,
+    ItemOverlayInput,
+    OverlayObject,
+    draw_on_xray,
+    fit_image,
+    overlay_for_item,
+)
 from edge.camera.ring import FrameRing
 from edge.camera.select import ItemTravel
 from edge.condition.image import ConditionedImage
@@ -64,13 +72,34 @@ CameraOverlay = Callable[[DecidedItem], CameraView]
 """Renders the item's objects on its exit-camera frame and maps their outlines onto it."""
 
 
+def _reason_colour(obj: ObjectResult) -> tuple[int, int, int] | None:
+    """The colour of the object's first reason (known threat class before classifier before anomaly)."""
+    kinds = {r.kind.value for r in obj.reasons}
+    return next((REASON_COLOURS[k] for k in REASON_COLOURS if k in kinds), None)
+
+
+def _object_label(obj: ObjectResult) -> str:
+    """What is written beside an object: its reasons with their scores, else its anomaly score."""
+    if obj.reasons:
+        return f"{obj.label or 'object'} " + " ".join(f"{r.code} {r.score:.2f}" for r in obj.reasons)
+    return f"{obj.label or 'object'} {obj.anomaly_score:.2f}" if obj.anomaly_score is not None else ""
+
+
+def reason_legend(objects: tuple[ObjectResult, ...]) -> tuple[tuple[str, tuple[int, int, int]], ...]:
+    """Legend entries for the reasons on this picture, in colour order (empty when nothing alarms)."""
+    kinds = {r.kind.value for o in objects for r in o.reasons}
+    return tuple((REASON_NAMES[k], REASON_COLOURS[k]) for k in REASON_COLOURS if k in kinds)
+
+
 def overlay_objects(objects: tuple[ObjectResult, ...]) -> tuple[OverlayObject, ...]:
-    """Parts (thin, under) then the objects themselves, in X-ray pixels; outlines of fewer than 3 points skipped."""
-    parts = tuple(OverlayObject(np.asarray(p.polygon_xray, dtype=np.float64), p.anomalous, thin=True)
+    """Parts (thin, under) then the objects themselves, in X-ray pixels; outlines of fewer than 3 points skipped.
+    An alarming object takes its first reason's colour (``REASON_COLOURS``)."""
+    parts = tuple(OverlayObject(np.asarray(p.polygon_xray, dtype=np.float64), p.anomalous, thin=True,
+                                colour=_reason_colour(o))
                   for o in objects for p in o.parts if len(p.polygon_xray) >= 3)
     whole = tuple(
-        OverlayObject(np.asarray(o.polygon_xray, dtype=np.float64), o.anomalous,
-                      f"{o.label or 'object'} {o.anomaly_score:.2f}" if o.anomaly_score is not None else "")
+        OverlayObject(np.asarray(o.polygon_xray, dtype=np.float64), o.anomalous, _object_label(o),
+                      colour=_reason_colour(o))
         for o in objects if len(o.polygon_xray) >= 3
     )
     return parts + whole
@@ -91,7 +120,8 @@ def draw_xray_overlay(image: ConditionedImage, objects: tuple[ObjectResult, ...]
     Sub-component parts of anomalous objects are drawn first as thin outlines (benign parts green, anomalous
     parts red on top, so a shared edge reads red); the objects' own outlines go over them.
     """
-    return fit_image(draw_on_xray(xray_canvas(image), overlay_objects(objects)), max_bytes, quality).jpeg
+    canvas = draw_on_xray(xray_canvas(image), overlay_objects(objects), reason_legend(objects))
+    return fit_image(canvas, max_bytes, quality).jpeg
 
 
 class CameraOverlayRenderer:
@@ -117,6 +147,7 @@ class CameraOverlayRenderer:
             objects=drawn,
             verdict=item.decision.verdict.value.upper(),
             height_mm=self._config.overlay_height_mm,
+            legend=reason_legend(objects),
         )
         overlay = overlay_for_item(
             self._ring, self._mapper, overlay_input, ItemTravel(float(meta.encoder_start), height * pitch),

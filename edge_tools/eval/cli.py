@@ -43,12 +43,12 @@ def evaluate(dataset: Dataset, settings: RunSettings, workers: int,
     from tqdm import tqdm
 
     cfg = effective_config(settings)
-    detector, _, _ = _bundle_identity(cfg.models.detector)
-    scorer, notes, role = _bundle_identity(cfg.models.scorer)
+    detector, _, _ = _bundle_identity(cfg.models.detector.bundle)
+    scorer, notes, role = _bundle_identity(cfg.models.scorer.bundle if cfg.models.scorer is not None else None)
     started = time.monotonic()
     with tqdm(total=len(dataset.items), unit="item", desc=progress_desc, disable=None) as bar:
         outcomes = run_dataset(dataset.items, settings, workers, progress=bar.update)
-    report = build_report(dataset, outcomes, detector=detector or str(cfg.models.detector), scorer=scorer,
+    report = build_report(dataset, outcomes, detector=detector or str(cfg.models.detector.bundle), scorer=scorer,
                           family=scorer_family(scorer, notes, role), seconds=time.monotonic() - started,
                           workers=workers)
     return report, outcomes
@@ -61,12 +61,13 @@ def _write_item_thresholds(reports: list[EvalReport], variants: list[RunSettings
     from edge_tools.eval.operating_point import write_item_threshold
 
     for report, settings in zip(reports, variants, strict=True):
-        scorer = effective_config(settings).models.scorer
-        if scorer is None:
+        entry = effective_config(settings).models.scorer
+        if entry is None:
             typer.echo("--write-item-threshold: the config names no scorer", err=True)
             raise typer.Exit(code=1)
+        scorer = entry.bundle
         try:
-            detector = load_bundle(effective_config(settings).models.detector, verify_hashes=False).manifest
+            detector = load_bundle(effective_config(settings).models.detector.bundle, verify_hashes=False).manifest
             bundle = write_item_threshold(report, scorer, folder / scorer.name, version, overwrite=True,
                                           detector_sha256=detector.content_sha256)
         except EdgeError as exc:

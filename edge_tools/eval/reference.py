@@ -34,6 +34,19 @@ REPO = Path(__file__).resolve().parents[2]
 REALDATA = REPO.parent / "shared" / "realdata" / "xray"
 
 
+UNSEEN_BEGIN = "<!-- unseen-threats: begin (python -m edge_tools.fit.combined table --results) -->"
+UNSEEN_END = "<!-- unseen-threats: end -->"
+
+
+def kept_block(text: str) -> str:
+    """The unseen-threat section another tool writes into the same file (``edge_tools.fit.combined``), kept as it
+    is when this one regenerates the rest."""
+    start, end = text.find(UNSEEN_BEGIN), text.find(UNSEEN_END)
+    if start < 0 or end < start:
+        return ""
+    return "\n" + text[start:end + len(UNSEEN_END)] + "\n"
+
+
 def real_table(reports: list[tuple[str, EvalReport]]) -> str:
     """Detector recall and COCO figures on the real images, one row per source."""
     lines = ["| Source | Images | Boxes | Detections | Recall@IoU0.5 (%) | mAP50 | AR@100 |",
@@ -70,7 +83,8 @@ def main(argv: list[str] | None = None) -> None:
             report, _ = evaluate(read_dataset(REALDATA / name), RunSettings(config, None, True), args.workers,
                                  f"real {name}")
             real.append((name, report))
-    args.out.write_text(render(sim_reports, pooled, real, args.n, detector, scorers), encoding="utf-8")
+    kept = kept_block(args.out.read_text(encoding="utf-8")) if args.out.is_file() else ""
+    args.out.write_text(render(sim_reports, pooled, real, args.n, detector, scorers) + kept, encoding="utf-8")
     print(f"wrote {args.out}")
 
 

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edge.config import EdgeConfig, load_config
+from edge.config.models import CropModelEntry
 from edge.pipeline import Pipeline, Stage
 from edge.records import Decision, RawItem
 from edge.runtime import build_stages, load_conditioner
@@ -69,7 +70,7 @@ def effective_config(settings: RunSettings) -> EdgeConfig:
     if settings.detector_only:
         models = cfg.models.model_copy(update={"scorer": None})
     elif settings.scorer is not None:
-        models = cfg.models.model_copy(update={"scorer": settings.scorer})
+        models = cfg.models.model_copy(update={"scorer": CropModelEntry(bundle=settings.scorer)})
     else:
         return cfg
     return cfg.model_copy(update={"models": models})

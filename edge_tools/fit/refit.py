@@ -331,7 +331,7 @@ class _Calibration:
 def _gather(settings: FitSettings, progress: Callable[[str], None]) -> _Sources:
     """Step 1: the config, the starting bundle, the CLEAR records with saved inputs and the held-out split."""
     cfg = load_config(settings.config)
-    base, base_onnx, model = _base_bundle(settings, cfg.models.scorer)
+    base, base_onnx, model = _base_bundle(settings, cfg.models.scorer.bundle if cfg.models.scorer else None)
     _check_out(settings, base.root)
     selection: Selection = select_records(settings.audit_dir, settings.since, settings.until)
     holdout_ids = _split(selection.records, settings.holdout, settings.seed)

@@ -844,6 +844,9 @@ def classifier(
     int8_max_drop: float = typer.Option(0.01, help="INT8 accepted when at most this fraction of validation "
                                                    "decisions differ from FP32"),
     channels: str = typer.Option("hlz", help="crop input: hlz (dual-energy) or pc (pseudo-colour, seed 000's)"),
+    exclude_kinds: str = typer.Option("", help="threat kinds held out of training, comma-separated (the "
+                                               "unseen-threat benchmark, docs/results.md): every threat crop of an "
+                                               "item holding one is dropped"),
 ) -> None:
     """Supervised benign/anomaly object classifier (for comparison with the benign-only scorers).
 
@@ -878,6 +881,15 @@ def classifier(
         _fail(exc)
     tr = load_crops(data)
     keep = tr.threat | ~tr.tainted
+    held_out = sorted({k.strip() for k in exclude_kinds.split(",") if k.strip()})
+    if held_out:
+        # Item-level: a detector crop over a held-out threat may carry another object's kind (best IoU), so
+        # every threat crop of an item that holds a held-out kind goes, not only the crops of that kind.
+        hit = np.isin(tr.kind, held_out)
+        items_with = np.isin(tr.item, np.unique(tr.item[hit]))
+        keep &= ~hit & ~(tr.threat & items_with)
+        _say(f"held out {', '.join(held_out)}: {int(hit.sum())} crops of those kinds and "
+             f"{int((tr.threat & items_with & ~hit).sum())} other threat crops of their items dropped")
     tr = tr.select(keep)
     synthetic = bool(tr.threat.any()) and bool((tr.group[tr.threat] == SYNTHETIC_GROUP).all())
     if init_bundle is not None:
@@ -925,7 +937,8 @@ def classifier(
         pack(model, Role.CLASSIFIER, sc.contract(channels=channels), thresholds, ScoreNormalisation(), cx[sel[:256]],
              cx[sel[256:384]], out, name, version, classes=("benign", "anomaly"),
              training_data=f"{len(tr.crops)} labelled object crops ({channels} 64x64; {int(tr.threat.sum())} "
-                           f"threats) from {data.name}, class-balanced batches, {steps} steps from {start}",
+                           f"threats) from {data.name}, class-balanced batches, {steps} steps from {start}"
+                           + (f"; threat kinds held out: {', '.join(held_out)}" if held_out else ""),
              notes=(("benign-only: its anomalies are synthetic metal inserts on benign crops (train "
                      "synthetic-cache), no threat crop seen" if synthetic else
                      "supervised benign/anomaly classifier for comparison (seed 001 second stage); threats of the "

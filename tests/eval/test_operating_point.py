@@ -46,7 +46,7 @@ def _config_with(base: Path, out: Path, scorer: Path, operating_point: str | Non
 def _scorer_of(config: Path) -> Path:
     scorer = load_config(config).models.scorer
     assert scorer is not None
-    return scorer
+    return scorer.bundle
 
 
 def test_item_threshold_is_written_and_the_service_decides_at_it(eval_assets: EvalAssets, benign_set: Path,

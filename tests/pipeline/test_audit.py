@@ -25,7 +25,7 @@ def test_records_are_schema_valid_json_with_overlay(tmp_path: Path) -> None:
     store.publish(_decision("lane1-7", now, Verdict.UNSCREENED, jpeg=b"\xff\xd8jpeg"))
     day = tmp_path / time.strftime("%Y-%m-%d", time.gmtime(now))
     body = json.loads((day / "lane1-7.json").read_text())
-    validator("xray-edge/item@1").validate(body)
+    validator("xray-edge/item@2").validate(body)
     assert body["verdict"] == "unscreened" and body["reason"] == "model_error"
     assert (day / "lane1-7.jpg").read_bytes() == b"\xff\xd8jpeg"
     assert not list(day.glob(".*.tmp")), "no temporary files left behind"

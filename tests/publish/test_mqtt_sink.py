@@ -103,7 +103,7 @@ def test_protocol_311_fallback_publishes_without_properties(broker: Broker, tmp_
     alarms = col.json_on("/alarms")
     assert [a["item_id"] for a in alarms] == ["s1-000000", "s1-000005"]
     for a in alarms:
-        validator("xray-edge/alarm@1").validate(a)
+        validator("xray-edge/alarm@2").validate(a)
     col.stop()
 
 

@@ -81,7 +81,7 @@ def test_every_alarm_survives_broker_restarts_and_publisher_kill(broker: Broker,
     assert not missing, f"{len(missing)} alarms lost, e.g. {sorted(missing)[:5]}; publisher killed at {killed_at}"
 
     # None corrupt: every copy is valid against the shipped schema, and a record id means one item only.
-    check_alarm, check_item = validator("xray-edge/alarm@1"), validator("xray-edge/item@1")
+    check_alarm, check_item = validator("xray-edge/alarm@2"), validator("xray-edge/item@2")
     ids_by_item: dict[str, set[str]] = defaultdict(set)
     for p in alarms:
         check_alarm.validate(p)

@@ -47,21 +47,21 @@ def test_shipped_schemas_are_valid_draft_2020_12(name: str) -> None:
 def test_item_and_alarm_payloads_validate(index: int) -> None:
     d = make_decision(index)
     item = roundtrip(decision_payload(d, "site1", RecordKind.ITEM, "x/images/i", 1234, None))
-    validator("xray-edge/item@1").validate(item)
+    validator("xray-edge/item@2").validate(item)
     assert item["verdict"] == d.verdict.value and item["item_id"] == d.item_id
     if d.verdict.needs_operator:
         alarm = roundtrip(decision_payload(d, "site1", RecordKind.ALARM, None, None, "no overlay"))
-        validator("xray-edge/alarm@1").validate(alarm)
+        validator("xray-edge/alarm@2").validate(alarm)
         assert alarm["item_record_id"] == item["record_id"] != alarm["record_id"]
     else:
         alarm = roundtrip(decision_payload(d, "site1", RecordKind.ALARM, None, None, None))
         with pytest.raises(jsonschema.ValidationError, match="clear"):
-            validator("xray-edge/alarm@1").validate(alarm)  # the schema itself refuses a CLEAR alarm
+            validator("xray-edge/alarm@2").validate(alarm)  # the schema itself refuses a CLEAR alarm
 
 
 def test_schema_rejects_a_corrupt_item() -> None:
     item = roundtrip(decision_payload(make_decision(0), "site1", RecordKind.ITEM, None, None, None))
-    v = validator("xray-edge/item@1")
+    v = validator("xray-edge/item@2")
     for key, bad in (("verdict", "maybe"), ("record_id", "not-a-uuid"), ("objects", [{"object_id": 1}])):
         with pytest.raises(jsonschema.ValidationError):
             v.validate({**item, key: bad})
@@ -86,7 +86,7 @@ def test_non_finite_scores_become_null_not_invalid_json() -> None:
     d = replace(make_decision(0), item_score=math.nan, latency_ms=math.inf)
     item = roundtrip(decision_payload(d, "site1", RecordKind.ITEM, None, None, None))
     assert item["item_score"] is None and item["latency_ms"] is None
-    validator("xray-edge/item@1").validate(item)
+    validator("xray-edge/item@2").validate(item)
 
 
 def test_status_and_health_payloads_validate() -> None:

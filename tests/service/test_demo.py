@@ -19,6 +19,7 @@ def _models(tmp_path: Path, assets: Assets) -> Path:
     models = tmp_path / "models"
     models.mkdir()
     (models / "detector-agnostic").symlink_to(assets.detector)
+    (models / "classifier-threat").symlink_to(REPO / "models" / "classifier-threat")
     (models / "scorer-stfpm").symlink_to(assets.scorer)
     return models
 
@@ -39,6 +40,15 @@ def test_demo_prints_every_decision_and_saves_overlays(tmp_path: Path, assets: A
     assert "overlays in" in result.stdout and str(out / "overlays") in result.stdout
     assert re.search(r"control-room console at https://127\.0\.0\.1:\d+/ .*user demo, password \S+", result.stdout) \
         or "no control-room console" in result.stdout, result.stdout
+    # beside each decision: what the virtual scanner really put in the parcel, and the running tally
+    truths = re.findall(r"truth (lane1-\d+): ([a-z_, ]+) -> (ALARM|CLEAR)[^(]*\((caught|MISSED|false alarm|cleared)\)"
+                        r" \| recall (\d+)/(\d+).*, false alarms (\d+)/(\d+)", result.stdout)
+    assert sorted(t[0] for t in truths) == ["lane1-1", "lane1-2", "lane1-3"], result.stdout
+    last = truths[-1]
+    assert int(last[5]) + int(last[7]) == 3  # every parcel counted once, as threat or benign
+    for _, kinds, verdict, outcome, *_ in truths:
+        assert (kinds == "benign") == (outcome in ("false alarm", "cleared"))
+        assert (verdict == "ALARM") == (outcome in ("caught", "false alarm"))
 
 
 def test_demo_stops_cleanly_on_ctrl_c(tmp_path: Path, assets: Assets) -> None:

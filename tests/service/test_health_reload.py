@@ -49,7 +49,7 @@ def test_live_keys_apply_and_the_rest_is_refused_by_name() -> None:
     )
     # What runs from now on: the live keys new, the refused ones as they were.
     cfg = plan.config
-    assert cfg.models.detector == Path("/m/det2") and cfg.models.max_objects == running.models.max_objects
+    assert cfg.models.detector.bundle == Path("/m/det2") and cfg.models.max_objects == running.models.max_objects
     assert cfg.mqtt.health_interval_s == 7 and cfg.mqtt.topic_prefix == "xray/a"
     assert cfg.decide == running.decide and cfg.logging.level == "debug" and cfg.service.stall_s == 12
 

@@ -161,19 +161,19 @@ def test_parts_are_published_and_bounded_by_the_item_schema(flagged: ObjectResul
     decision = Decision("s1-000001", "s1", Verdict.ALARM, None, "", (flagged, benign), 0.9, now - 2, now - 1,
                         now, 12.0)
     body = json.loads(encode(decision_payload(decision, "site1", RecordKind.ITEM, None, None, None)))
-    validator("xray-edge/item@1").validate(body)
+    validator("xray-edge/item@2").validate(body)
     parts = body["objects"][0]["parts"]
     assert len(parts) == len(flagged.parts) and parts[0]["anomalous"] is True
     assert parts[0]["polygon_xray"][0] == list(flagged.parts[0].polygon_xray[0])
     assert "parts" not in body["objects"][1]  # optional: benign objects carry none
     alarm = json.loads(encode(decision_payload(decision, "site1", RecordKind.ALARM, None, None, None)))
-    validator("xray-edge/alarm@1").validate(alarm)
+    validator("xray-edge/alarm@2").validate(alarm)
     body["objects"][0]["parts"] = parts * 25  # more than the 24 allowed
     with pytest.raises(jsonschema.ValidationError):
-        validator("xray-edge/item@1").validate(body)
+        validator("xray-edge/item@2").validate(body)
     body["objects"][0]["parts"] = [dict(parts[0], polygon_xray=[[1.0, 2.0]] * 33)]  # more than 32 points
     with pytest.raises(jsonschema.ValidationError):
-        validator("xray-edge/item@1").validate(body)
+        validator("xray-edge/item@2").validate(body)
 
 
 def test_overlay_draws_red_around_the_disc_and_green_elsewhere(flagged: ObjectResult) -> None:
