@@ -365,7 +365,7 @@ def test_audit_body_is_unchanged_by_the_report(tmp_path: Path) -> None:
         store.close(1.0)
     (path,) = (tmp_path / "audit").glob("*/bag-1.json")
     body = json.loads(path.read_text())
-    assert body["schema"] == "xray-edge/item@1" and "tdr" not in json.dumps(body)
+    assert body["schema"] == "xray-edge/item@2" and "tdr" not in json.dumps(body)
 
 
 def test_a_decision_stored_again_after_a_restart_rewrites_the_same_report(tmp_path: Path) -> None:

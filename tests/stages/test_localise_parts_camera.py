@@ -63,8 +63,8 @@ def test_parts_are_drawn_on_the_camera_frame() -> None:
     def greens(img: np.ndarray) -> int:
         return int(((img[..., 1] - np.maximum(img[..., 0], img[..., 2])) > 60).sum())
 
-    def reds(img: np.ndarray) -> np.ndarray:
-        return np.asarray((img[..., 2] - np.maximum(img[..., 0], img[..., 1])) > 60)
+    def reds(img: np.ndarray) -> np.ndarray:  # the alarm colour of an anomaly (magenta)
+        return np.asarray((np.minimum(img[..., 2], img[..., 0]) - img[..., 1]) > 60)
 
     assert greens(without) < 50  # the anomalous object alone is red only
     assert greens(with_parts) > 300  # the benign parts' outlines
@@ -89,8 +89,11 @@ def test_outlines_are_mapped_onto_the_camera_frame_for_the_decision() -> None:
     # The published outline is where the overlay drew red: its centre lies on the red-shaded region.
     img = np.asarray(cv2.imdecode(np.frombuffer(view.jpeg, np.uint8), cv2.IMREAD_COLOR), dtype=int)
     scale = img.shape[1] / cam.spec.width_px
-    red = (img[..., 2] - np.maximum(img[..., 0], img[..., 1])) > 60
-    red[:45] = False  # the red "ALARM <item>" caption in the top-left corner
+    # an anomaly's colour is magenta (edge.camera.overlay.REASON_COLOURS); the legend swatch is bottom left
+    red = (np.minimum(img[..., 2], img[..., 0]) - img[..., 1]) > 60
+    red[:45] = False  # the "ALARM <item>" caption in the top-left corner
+    red[img.shape[0] - 60:, :200] = False
+    red[: max(0, int(poly[:, 1].min() * scale) - 2)] = False  # the object's label, drawn above its outline
     ys, xs = np.nonzero(red)
     assert abs(poly[:, 0].mean() * scale - xs.mean()) < 15 and abs(poly[:, 1].mean() * scale - ys.mean()) < 15
     assert all(p.polygon_camera is not None and len(p.polygon_camera) == len(p.polygon_xray) for p in mapped.parts)
