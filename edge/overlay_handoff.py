@@ -32,6 +32,11 @@ DrawUnscreened = Callable[[Decision, ItemMeta, RawItem | None, float], Decision]
 """Draws the overlay of an UNSCREENED decision (``edge.stages.map.UnscreenedOverlay``); the float is the
 monotonic time its camera wait must end by (now or earlier: do not wait)."""
 
+MAX_WAITING = 8
+"""Decisions waiting for their overlay at most; past it a new one goes out at once without a picture. Each holds its
+item's frames (up to ~5 MB), and a burst of UNSCREENED items (overload) must not spend the cores the screening
+lacks on pictures."""
+
 DRAW_MARGIN_S = 0.5
 """The camera wait ends this long before the decision's due time, leaving the time to draw and encode."""
 
@@ -53,7 +58,7 @@ class OverlayHandOff:
     """
 
     def __init__(self, draw: DrawUnscreened, forward: Callable[[Decision], None], budget_s: float,
-                 max_waiting: int = 64, clock: Callable[[], float] = time.monotonic) -> None:
+                 max_waiting: int = MAX_WAITING, clock: Callable[[], float] = time.monotonic) -> None:
         if budget_s <= 0:
             raise ValueError(f"budget_s must be > 0, not {budget_s}")
         self._draw = draw

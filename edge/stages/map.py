@@ -269,7 +269,7 @@ def raw_xray_canvas(raw: RawItem) -> NDArray[np.uint8] | None:
         high = np.asarray(raw.high, dtype=np.float32)
         if high.ndim != 2 or high.size == 0:
             return None
-        top = float(np.percentile(high, 99.0))
+        top = float(np.percentile(high[::4, ::4], 99.0))  # a sixteenth of the pixels gives the same level
         grey = np.clip(high * (255.0 / top), 0, 255) if top > 0 else np.zeros_like(high)
         return np.ascontiguousarray(cv2.cvtColor(grey.astype(np.uint8), cv2.COLOR_GRAY2BGR))
     if raw.image is not None:

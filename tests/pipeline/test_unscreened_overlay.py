@@ -300,3 +300,34 @@ def test_without_a_camera_the_raw_xray_or_a_note(problem: str | None) -> None:
         assert _picture(decision).shape[:2] == (LINES, CHANNELS)
     else:
         assert decision.overlay_jpeg is None and "no X-ray frames" in decision.overlay_note
+
+
+def test_a_burst_of_unscreened_items_is_published_at_once_past_the_waiting_bound() -> None:
+    """An overload burst: the drawing thread is stuck on the first; 8 wait (each holds its frames); the rest go
+    out at once without a picture. Every one is forwarded exactly once, the last by its budget."""
+    from edge.overlay_handoff import MAX_WAITING, OverlayHandOff
+    from edge.stages.decide import unscreened
+
+    stuck = _Stuck()
+    forwarded: list[tuple[Decision, float]] = []
+    handoff = OverlayHandOff(UnscreenedOverlay(stuck), lambda d: forwarded.append((d, time.monotonic())), BUDGET_S)
+    items = [_item(n, 1000 * n) for n in range(1, 14)]
+    started = time.monotonic()
+    try:
+        for item in items:
+            decision = unscreened(item.meta, UnscreenedReason.OVERLOAD, "intake queue full", time.time(),
+                                  time.monotonic())
+            handoff.submit(decision, item.meta, item)
+            while item is items[0] and stuck.calls == 0 and time.monotonic() - started < 5:
+                time.sleep(0.005)  # the drawing thread has the first one before the others come
+        refused = len(items) - 1 - MAX_WAITING
+        assert len(forwarded) == refused  # at once, not after a wait
+        assert all("already waiting" in (d.overlay_note or "") for d, _ in forwarded)
+        while handoff.pending() and time.monotonic() - started < BUDGET_S + SLACK_S + 1:
+            handoff.expire()  # the pipeline's watchdog does this every 20 ms
+            time.sleep(0.02)
+        handoff.close(1.0)
+    finally:
+        stuck.release.set()
+    assert sorted(d.item_id for d, _ in forwarded) == sorted(i.meta.item_id for i in items)
+    assert max(t for _, t in forwarded) - started <= BUDGET_S + SLACK_S
