@@ -313,6 +313,9 @@ class Pipeline:
                                       "accepted before the service stopped unexpectedly (crash, kill or power "
                                       "loss) and not screened then", self._wall(), self._mono(),
                                       self._model_refs())
+                # its frames went with the run that took it in, and its parcel left the camera long ago
+                decision = replace(decision, overlay_note="no overlay: decided at a restart, the item's frames and "
+                                                          "camera frames are gone")
                 self._journal.deciding(decision)
             if left.source_ref is not None:
                 with self._refs_lock:

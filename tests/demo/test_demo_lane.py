@@ -131,6 +131,9 @@ def test_every_alarm_and_unscreened_parcel_is_diverted_and_no_clear_one(lane_run
     wire = {item_id: item.meta.seq for item_id, (_, item) in placed.items()}
     diverted = {d.item_id for d in fw.diverted}
     reports = {(r["item_id"], r["action"]): r for r in _records(lane_run, "actions")}
+    for line in lines:
+        if " LANE " in line:
+            print(line)
     for item_id, rec in sorted(records.items()):
         if rec["verdict"] == "clear":
             assert wire[item_id] not in diverted, f"CLEAR {item_id} was diverted"
