@@ -32,6 +32,9 @@ Item workers and one bounded intake queue::
 * One item's failure never stalls the others: exceptions are caught per item; a slow item is overtaken by the
   watchdog, and its late result is dropped (counted as ``late``). A worker stops working on an item as soon as
   it has been decided (between stages), so an overdue item does not keep a core.
+* UNSCREENED decisions get the parcel outlined on the exit camera (or their raw X-ray) when ``unscreened_overlay``
+  is given: settled in the ledger first, then drawn on a thread of their own (:mod:`edge.overlay_handoff`) and
+  published within ``overlay_budget_s`` whether drawn or not, so no deciding thread waits for the camera.
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ from typing import Any, Generic, Protocol, TypeVar
 
 from edge.journal import IntakeJournal
 from edge.ledger import DecisionLedger
+from edge.overlay_handoff import DrawUnscreened, OverlayHandOff
 from edge.ports import FrameSource, LinkMonitor, ResultSink
 from edge.records import (
     ConditionedItem,
@@ -199,6 +203,8 @@ class Pipeline:
         backpressure: bool = False,
         models: Sequence[ModelRef] | Callable[[], Sequence[ModelRef]] = (),
         journal: IntakeJournal | None = None,
+        unscreened_overlay: DrawUnscreened | None = None,
+        overlay_budget_s: float = 2.0,
         clock_mono: Callable[[], float] = time.monotonic,
         clock_wall: Callable[[], float] = time.time,
     ) -> None:
@@ -222,7 +228,14 @@ class Pipeline:
         self._stall_s = source_stall_s
         self._intake: queue.Queue[_Work] = queue.Queue(maxsize=queue_depth)
         self._publish_q: queue.Queue[Decision | None] = queue.Queue()
-        self.ledger = DecisionLedger(self._publish_q.put)
+        self.ledger = DecisionLedger(self._settled)
+        self._overlays = (OverlayHandOff(unscreened_overlay, self._publish_q.put, overlay_budget_s)
+                          if unscreened_overlay is not None else None)
+        """Draws UNSCREENED overlays off the deciding threads; None: they are published without one."""
+        self._overlay_inputs: dict[str, tuple[ItemMeta, RawItem | None]] = {}
+        """uid -> what an UNSCREENED decision being settled is drawn from (set just before the ledger settles)."""
+        self._in_work: dict[str, RawItem] = {}
+        """uid -> the frames of every item a worker is screening (an item UNSCREENED meanwhile is drawn from them)."""
         self.stats = {s.name: StageStats() for s in self._stages}
         self._announced: dict[str, tuple[ItemMeta, float]] = {}
         self._announced_lock = threading.Lock()
@@ -300,6 +313,9 @@ class Pipeline:
                                       "accepted before the service stopped unexpectedly (crash, kill or power "
                                       "loss) and not screened then", self._wall(), self._mono(),
                                       self._model_refs())
+                # its frames went with the run that took it in, and its parcel left the camera long ago
+                decision = replace(decision, overlay_note="no overlay: decided at a restart, the item's frames and "
+                                                          "camera frames are gone")
                 self._journal.deciding(decision)
             if left.source_ref is not None:
                 with self._refs_lock:
@@ -326,6 +342,8 @@ class Pipeline:
             self._release_held(final=False)
             time.sleep(0.02)
         self._release_held(final=True)
+        if self._overlays is not None:  # the items UNSCREENED now are drawn from the frames the camera has
+            self._overlays.stopping()
         for meta in self.ledger.open_items():
             self._settle_unscreened(meta, UnscreenedReason.SHUTDOWN, "service stopped before the item was screened")
         with self._announced_lock:
@@ -337,6 +355,8 @@ class Pipeline:
         self._stop_workers.set()
         for thread in self._threads:
             thread.join(timeout=max(0.1, deadline - self._mono()))
+        if self._overlays is not None:  # every UNSCREENED decision handed over reaches the publisher first
+            self._overlays.close(max(0.5, deadline - self._mono()))
         self._publish_q.put(None)
         if self._publisher is not None:
             self._publisher.join(timeout=max(0.5, deadline - self._mono()))
@@ -355,7 +375,8 @@ class Pipeline:
         while self._mono() < end:
             with self._announced_lock:
                 waiting = bool(self._announced) or bool(self._redelivery)
-            if (self.source_exhausted.is_set() and not self.ledger.in_flight() and not waiting
+            drawing = self._overlays.pending() if self._overlays is not None else 0
+            if (self.source_exhausted.is_set() and not self.ledger.in_flight() and not waiting and not drawing
                     and self._publish_q.unfinished_tasks == 0):
                 return True
             time.sleep(0.02)
@@ -491,11 +512,12 @@ class Pipeline:
             self._settle_unscreened(meta, UnscreenedReason.SHUTDOWN, "service stopped before the item was screened")
             return
         if item.problem is not None:
-            self._settle_unscreened(meta, item.problem_reason or UnscreenedReason.CORRUPT_FRAME, item.problem)
+            self._settle_unscreened(meta, item.problem_reason or UnscreenedReason.CORRUPT_FRAME, item.problem,
+                                    item)
             return
         if self._link is not None and self._link.down_between(meta.scan_start_mono, meta.scan_end_mono):
             self._settle_unscreened(meta, UnscreenedReason.LINK_DOWN,
-                                    "scanner link was down while the item was scanned")
+                                    "scanner link was down while the item was scanned", item)
             return
         if self._backpressure or redo is not None:
             # Offline replay (files, evaluation): nothing is moving on a belt, so wait for room instead. Items a
@@ -507,7 +529,7 @@ class Pipeline:
             self._intake.put_nowait(_Work(meta, item, now))
         except queue.Full:
             self._settle_unscreened(meta, UnscreenedReason.OVERLOAD,
-                                    f"intake queue full ({self._intake.maxsize} items waiting)")
+                                    f"intake queue full ({self._intake.maxsize} items waiting)", item)
 
     def _worker_loop(self) -> None:
         while not self._stop_workers.is_set():
@@ -519,6 +541,14 @@ class Pipeline:
 
     def _screen(self, work: _Work) -> None:
         """Run every stage on one item; settle its decision (or why it has none)."""
+        if isinstance(work.payload, RawItem):
+            self._in_work[work.meta.uid] = work.payload
+        try:
+            self._screen_stages(work)
+        finally:
+            self._in_work.pop(work.meta.uid, None)
+
+    def _screen_stages(self, work: _Work) -> None:
         meta = work.meta
         record = work.payload
         for stage in self._stages:
@@ -582,6 +612,8 @@ class Pipeline:
     def _watchdog_loop(self) -> None:
         while not self._stop_workers.is_set():
             self._release_held(final=False)
+            if self._overlays is not None:
+                self._overlays.expire()
             now = self._mono()
             for meta in self.ledger.overdue(now):
                 self._settle_unscreened(meta, UnscreenedReason.DEADLINE_MISSED,
@@ -616,13 +648,28 @@ class Pipeline:
                                             f"{self._stall_s:.1f} s")
             time.sleep(0.02)
 
-    def _settle_unscreened(self, meta: ItemMeta, reason: UnscreenedReason, detail: str) -> None:
+    def _settle_unscreened(self, meta: ItemMeta, reason: UnscreenedReason, detail: str,
+                           raw: RawItem | None = None) -> None:
         decision = unscreened(meta, reason, detail, self._wall(), self._mono(), self._model_refs())
-        if self.ledger.settle(decision):
+        if self._overlays is not None:
+            self._overlay_inputs[meta.uid] = (meta, raw if raw is not None else self._in_work.get(meta.uid))
+        try:
+            settled = self.ledger.settle(decision)
+        finally:
+            self._overlay_inputs.pop(meta.uid, None)
+        if settled:
             log.warning("item unscreened", extra={"item_id": meta.item_id, "reason": reason.value,
                                                   "detail": detail})
 
     # ---------------------------------------------------------------- publishing
+    def _settled(self, decision: Decision) -> None:
+        """The ledger accepted ``decision``: publish it, an UNSCREENED one once its overlay is drawn (bounded)."""
+        inputs = self._overlay_inputs.pop(decision.item_uid, None)
+        if self._overlays is not None and inputs is not None and decision.verdict is Verdict.UNSCREENED:
+            self._overlays.submit(decision, *inputs)
+            return
+        self._publish_q.put(decision)
+
     def _publish_loop(self) -> None:
         while True:
             try:

@@ -30,7 +30,7 @@ from edge.stages.condition import ConditionStage
 from edge.stages.decide import DecideStage
 from edge.stages.detect import DetectStage
 from edge.stages.localise import LocaliseStage
-from edge.stages.map import CameraOverlay, MapStage
+from edge.stages.map import CameraOverlay, MapStage, ParcelOverlay, UnscreenedOverlay
 from edge.stages.score import ScoreStage
 
 log = logging.getLogger(__name__)
@@ -65,6 +65,12 @@ def build_camera(cfg: EdgeConfig, belt: Any | None) -> tuple[Any, CameraOverlay,
     if belt is None:
         note = (note + "; " if note else "") + "no firmware link: camera frames have no belt position"
     return capture, CameraOverlayRenderer(ring, mapper, cfg.camera, overlay_max_bytes(cfg)), note
+
+
+def unscreened_overlay_budget_s(cfg: EdgeConfig) -> float:
+    """How long an UNSCREENED decision may wait for its overlay: the camera wait (``camera.wait_s``; the camera
+    is downstream and the parcel may not have reached it) plus 2 s to draw and encode, as an ALARM may."""
+    return (cfg.camera.wait_s if cfg.camera is not None else 0.0) + 2.0
 
 
 def load_conditioner(cfg: EdgeConfig) -> tuple[Conditioner | None, str | None]:
@@ -208,6 +214,9 @@ def build_runtime(cfg: EdgeConfig, source: FrameSource | None = None, extra_sink
         backpressure=cfg.source.type in ("voti", "dicos"),
         models=lambda: models.current.refs,  # after a reload, decisions name the models that made them
         journal=IntakeJournal(journal_path(cfg)),
+        unscreened_overlay=UnscreenedOverlay(
+            camera_overlay if isinstance(camera_overlay, ParcelOverlay) else None, overlay_max_bytes(cfg)),
+        overlay_budget_s=unscreened_overlay_budget_s(cfg),
     )
     if tracker is not None:
         tracker.announce_to(pipeline.announce)

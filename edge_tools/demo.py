@@ -39,7 +39,7 @@ from edge.runtime import build_runtime
 from edge.service import Service
 from edge_tools.watch import Watcher
 from firmware_bridge.messages import ItemEnd, ItemStart, XrayState
-from firmware_bridge.virtual import VirtualFirmware
+from firmware_bridge.virtual import DiverterModel, VirtualFirmware
 from sim import SimExtraMissing, require_sim_extra
 from sim.source import SimFrameSource
 
@@ -205,7 +205,7 @@ def run_demo(workdir: Path, items: int | None, per_minute: float, seed: int, mod
         echo("edge demo: no mosquitto binary found; screening without MQTT (install mosquitto for the full demo)")
     console = start_console(workdir, port, echo) if port is not None else None
     overlays = workdir / "overlays"
-    fw = VirtualFirmware(workdir / "ttyVFW0").start()
+    fw = VirtualFirmware(workdir / "ttyVFW0", diverter=demo_diverter()).start()
     fw.send(XrayState(True, 0))
     client = None
     camera = None
@@ -213,6 +213,7 @@ def run_demo(workdir: Path, items: int | None, per_minute: float, seed: int, mod
         camera = start_camera(workdir, fw, echo)
         cfg_path = write_demo_config(workdir, port, items, per_minute, seed, signed, fw.port, demo_key)
         add_camera(cfg_path, camera)
+        add_actions(cfg_path)
         cfg = load_config(cfg_path)
         assert isinstance(cfg.source, SimSourceConfig)
         tally = TruthTally(echo)
@@ -227,7 +228,7 @@ def run_demo(workdir: Path, items: int | None, per_minute: float, seed: int, mod
             runtime.pipeline.on_decision = lambda d: _print_local_with_truth(d, overlays, echo, tally)
         echo(f"edge demo: screening virtual parcels; config {cfg_path}; overlays in {overlays}; Ctrl-C stops")
         if items:
-            threading.Thread(target=_stop_when_done, args=(service,), daemon=True).start()
+            threading.Thread(target=_stop_when_done, args=(service, fw, items), daemon=True).start()
         code = service.run()
         echo(f"edge demo: stopped; decisions {dict(runtime.pipeline.ledger.counts)}; overlays in {overlays}")
         return code
@@ -269,9 +270,11 @@ def camera_scanner(camera: DemoCamera, source: SimFrameSource, fw: VirtualFirmwa
     return camera.scanner(source, fw)
 
 
-def _stop_when_done(service: Service) -> None:
+def _stop_when_done(service: Service, fw: VirtualFirmware | None = None, items: int = 0) -> None:
     while not service.runtime.pipeline.wait_idle(1.0):
         pass
+    if fw is not None:
+        wait_for_parcels(fw, items)
     time.sleep(1.0)  # let the subscriber print the last records
     service.request_stop()
 
@@ -281,10 +284,43 @@ def _subscriber(port: int, overlays: Path, echo: Any) -> paho.Client:
     watcher = Watcher(echo, save_dir=overlays)
     client = paho.Client(CallbackAPIVersion.VERSION2, protocol=paho.MQTTv5)
     client.on_connect = lambda c, u, f, rc, p: c.subscribe("xray/demo/lane1/#", qos=1)
-    client.on_message = lambda c, u, m: watcher.handle(m.topic, bytes(m.payload), {})
+    client.on_message = lambda c, u, m: _on_message(watcher, m.topic, bytes(m.payload), echo)
     client.connect("127.0.0.1", port)
     client.loop_start()
     return client
+
+
+def demo_diverter() -> DiverterModel:
+    """The virtual controller's diverter (``edge_tools.demo_actions``: where the demo's ``actions:`` puts it)."""
+    from edge_tools.demo_actions import demo_diverter as diverter
+
+    return diverter(COUNTS_PER_MM)
+
+
+def add_actions(cfg_path: Path) -> None:
+    """The ``actions:`` section (divert and beacon on ALARM and UNSCREENED) in the config."""
+    from edge_tools.demo_actions import add_actions_config
+
+    add_actions_config(cfg_path)
+
+
+def wait_for_parcels(fw: VirtualFirmware, items: int) -> None:
+    """Before stopping, let the belt carry the last parcels to the diverter (the demo's lines say what it did)."""
+    from edge_tools.demo_actions import wait_for_diverter
+
+    wait_for_diverter(fw, items, timeout_s=30.0)
+
+
+def _on_message(watcher: Watcher, topic: str, payload: bytes, echo: Any) -> None:
+    """Decisions and pictures through the watcher; what the lane did (``<prefix>/actions``) as a LANE line."""
+    if topic.endswith("/actions"):
+        from edge_tools.demo_actions import action_line
+
+        line = action_line(payload)
+        if line is not None:
+            echo(line)
+        return
+    watcher.handle(topic, payload, {})
 
 
 def _print_local(decision: Decision, overlays: Path, echo: Any) -> None:

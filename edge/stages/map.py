@@ -16,6 +16,12 @@ overlay is drawn on the item's own X-ray picture and ``overlay_note`` says why. 
 and ``mqtt.image_max_bytes``), so the MQTT sink never re-encodes. A missing or failing camera never delays or
 blocks the decision.
 
+UNSCREENED items never reach this step (the pipeline settles them wherever they fail: intake, a stage, the
+watchdog, shutdown), so :class:`UnscreenedOverlay` draws theirs: the whole parcel outlined on the exit-camera
+frame (its extent along the belt from its encoder counts or its X-ray lines, across the belt the X-ray frames'
+width), else its raw X-ray picture when frames exist, so the operator can find the parcel the box could not
+screen. It never raises and never waits past the time it is given.
+
 Must not: change the verdict, or import another stage.
 """
 
@@ -25,6 +31,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import Protocol, runtime_checkable
 
 import cv2
 import numpy as np
@@ -44,7 +51,7 @@ from edge.camera.ring import FrameRing
 from edge.camera.select import ItemTravel
 from edge.condition.image import ConditionedImage
 from edge.config.camera import CameraConfig
-from edge.records import DecidedItem, Decision, ObjectResult, Polygon
+from edge.records import DecidedItem, Decision, ItemMeta, ObjectResult, Polygon, RawItem
 
 log = logging.getLogger(__name__)
 
@@ -133,13 +140,17 @@ class CameraOverlayRenderer:
         self._mapper = mapper
         self._config = config
         self._max_bytes = max_bytes if max_bytes is not None else config.overlay_max_bytes
+        self.channels: int | None = None
+        """Detector channels of the last item seen with frames: the belt width an UNSCREENED item without
+        frames is outlined across (the detector does not change between items)."""
 
     def __call__(self, item: DecidedItem) -> CameraView:
         meta, objects = item.meta, item.decision.objects
+        height, width = item.image.shape
+        self.channels = width
         if meta.encoder_start is None:
             return CameraView(None, "item has no belt position from the scanner (no firmware link): camera frame "
                                     "unknown")
-        height, width = item.image.shape
         pitch = self._mapper.pitch_mm if self._mapper is not None else 0.8
         drawn = overlay_objects(objects)
         overlay_input = ItemOverlayInput(
@@ -166,6 +177,42 @@ class CameraOverlayRenderer:
             whole = [self._on_camera(o.polygon_xray, overlay.travel_mm) for o in objects]
         return CameraView(overlay.jpeg, overlay.reason,
                           tuple(_with_camera(o, w, ps) for o, w, ps in zip(objects, whole, parts, strict=True)))
+
+    def parcel(self, meta: ItemMeta, verdict: str, shape: tuple[int, int] | None,
+               until_mono: float | None) -> CameraView:
+        """The whole parcel outlined on its exit-camera frame (an UNSCREENED item: no objects to show).
+
+        ``shape`` is (lines, channels) of its X-ray frames when they exist; without them the parcel's length
+        comes from its encoder counts (``ItemStart`` to ``ItemEnd``) and its width from the last item seen with
+        frames. ``until_mono`` caps the camera wait (``camera.wait_s``, never into the deadline) from above.
+        """
+        if meta.encoder_start is None:
+            return CameraView(None, "item has no belt position from the scanner (no firmware link): camera frame "
+                                    "unknown")
+        if self._mapper is None:
+            return CameraView(None, "camera not calibrated: no homography (run `edge calibrate homography`)")
+        pitch = self._mapper.pitch_mm
+        mm_per_count = self._config.encoder_mm_per_count
+        if shape is not None:
+            lines, channels = shape
+            self.channels = channels
+        else:
+            if meta.encoder_end is None or meta.encoder_end <= meta.encoder_start:
+                return CameraView(None, "no X-ray frames and no belt range from the scanner: parcel extent unknown")
+            if self.channels is None:
+                return CameraView(None, "no X-ray frames and no item scanned yet: belt width unknown")
+            lines = max(1, round((meta.encoder_end - meta.encoder_start) * mm_per_count / pitch))
+            channels = self.channels
+        wait_until = self._wait_until(meta.deadline_mono)
+        if wait_until is not None and until_mono is not None:
+            wait_until = min(wait_until, until_mono)
+        overlay = overlay_for_item(
+            self._ring, self._mapper, ItemOverlayInput(item_id=meta.item_id, objects=(), verdict=verdict,
+                                                       height_mm=self._config.overlay_height_mm),
+            ItemTravel(float(meta.encoder_start), lines * pitch), mm_per_count, xray_shape=(lines, channels),
+            max_bytes=self._max_bytes, tolerance_mm=self._config.select_tolerance_mm, wait_until_mono_s=wait_until,
+        )
+        return CameraView(overlay.jpeg, overlay.reason)
 
     def _wait_until(self, deadline_mono: float) -> float | None:
         """How long the item may be waited for on its way to the camera: ``camera.wait_s`` from now, and never
@@ -233,3 +280,90 @@ class MapStage:
         now_wall, now_mono = time.time(), time.monotonic()
         return replace(decision, objects=objects, overlay_jpeg=jpeg, overlay_note=note, decided_wall=now_wall,
                        latency_ms=max(0.0, (now_mono - item.meta.scan_end_mono) * 1000.0))
+
+
+@runtime_checkable
+class ParcelOverlay(Protocol):
+    """Outlines a whole parcel on its exit-camera frame (:meth:`CameraOverlayRenderer.parcel`)."""
+
+    def parcel(self, meta: ItemMeta, verdict: str, shape: tuple[int, int] | None,
+               until_mono: float | None) -> CameraView: ...
+
+
+def raw_xray_canvas(raw: RawItem) -> NDArray[np.uint8] | None:
+    """A BGR picture of an item from its raw frames (no conditioning: the item may have failed there), or None.
+
+    Raw counts are scaled by the 99th percentile of the high-energy image (about the open beam), so the parcel
+    shows dark on a light belt as on a scanner's own screen; a degraded source's picture is taken as it is.
+    """
+    if raw.high is not None:
+        high = np.asarray(raw.high, dtype=np.float32)
+        if high.ndim != 2 or high.size == 0:
+            return None
+        top = float(np.percentile(high[::4, ::4], 99.0))  # a sixteenth of the pixels gives the same level
+        grey = np.clip(high * (255.0 / top), 0, 255) if top > 0 else np.zeros_like(high)
+        return np.ascontiguousarray(cv2.cvtColor(grey.astype(np.uint8), cv2.COLOR_GRAY2BGR))
+    if raw.image is not None:
+        image = np.asarray(raw.image, dtype=np.uint8)
+        if image.ndim == 2:
+            return np.ascontiguousarray(cv2.cvtColor(image, cv2.COLOR_GRAY2BGR))
+        if image.ndim == 3 and image.shape[2] == 3:
+            return np.ascontiguousarray(cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+    return None
+
+
+def _frames_shape(raw: RawItem | None) -> tuple[int, int] | None:
+    """(lines, channels) of the item's frames when it has usable ones."""
+    if raw is None or raw.problem is not None:
+        return None
+    frames = raw.high if raw.high is not None else raw.image
+    if frames is None or frames.ndim < 2 or frames.shape[0] < 1 or frames.shape[1] < 1:
+        return None
+    return int(frames.shape[0]), int(frames.shape[1])
+
+
+class UnscreenedOverlay:
+    """The overlay of an UNSCREENED decision: the parcel outlined on the exit camera, else its raw X-ray.
+
+    Called by the pipeline off its screening and publishing threads (``edge.overlay_handoff``), with the time
+    the decision may wait for it (``until_mono``). Never raises: a failure becomes ``overlay_note`` and the
+    decision goes out as it was, UNSCREENED.
+    """
+
+    def __init__(self, camera: ParcelOverlay | None, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
+        self._camera = camera
+        self._max_bytes = max_bytes
+
+    def __call__(self, decision: Decision, meta: ItemMeta, raw: RawItem | None, until_mono: float) -> Decision:
+        notes: list[str] = []
+        jpeg: bytes | None = None
+        shape = _frames_shape(raw)
+        if self._camera is not None:
+            try:
+                view = self._camera.parcel(meta, decision.verdict.value.upper(), shape, until_mono)
+                jpeg = view.jpeg
+                if view.note:
+                    notes.append(view.note)
+            except Exception as exc:  # the overlay must never cost the decision
+                log.error("camera overlay of an unscreened item failed",
+                          extra={"item_id": meta.item_id, "error": str(exc)})
+                notes.append(f"camera overlay failed: {exc}")
+        else:
+            notes.append("no exit camera configured")
+        if jpeg is None:
+            if raw is not None and shape is not None:
+                try:
+                    canvas = raw_xray_canvas(raw)
+                    if canvas is not None:
+                        jpeg = fit_image(canvas, self._max_bytes, XRAY_QUALITY).jpeg
+                        notes.append("overlay is the item's raw X-ray")
+                except Exception as exc:
+                    log.error("x-ray overlay of an unscreened item failed",
+                              extra={"item_id": meta.item_id, "error": str(exc)})
+                    notes.append(f"x-ray overlay failed: {exc}")
+            else:
+                notes.append("no X-ray frames for this item")
+        # the record leaves now: its time and latency are those of the record the sinks receive (as MapStage)
+        return replace(decision, overlay_jpeg=jpeg, overlay_note="; ".join(notes) if notes else None,
+                       decided_wall=time.time(),
+                       latency_ms=max(decision.latency_ms, (time.monotonic() - meta.scan_end_mono) * 1000.0))
