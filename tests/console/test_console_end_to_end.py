@@ -2,11 +2,14 @@
 the reference bundles on OpenVINO, real calibrations) publishes to a Mosquitto of this module's own; `edge console`
 runs as its own process subscribed there; an operator in headless Chromium sees the service's ALARM, clears it with
 the keyboard; the box stores the verdict beside the item's record with an OPERATOR DICOS report and acknowledges;
-the page shows the acknowledgement.
+the page shows the acknowledgement. The box also acts on the lane through the virtual firmware on a real pty
+(``actions``): the ALARM parcel is diverted, and the operator's ``cleared`` releases it (``actions.on_verdict``); the
+card shows both.
 
 Run on SQLite and on PostgreSQL (a unique table prefix, dropped afterwards). The service, the broker and the browser
 are shared by both runs (the service screens an item every 1.5 s for the module's life; each run takes the first
 ALARM the box publishes once its page is live), so the second database costs a console start, not a service start.
+About 20 s of CPU for the module.
 
 Measured (printed, and asserted against the issue's 1 s): publication → on screen, from the moment the box handed
 the item's first record to its MQTT client to the card's insertion into the DOM (``data-shown-wall``, the same
@@ -46,6 +49,7 @@ class Box:
     audit: Path
     service: Any
     thread: threading.Thread
+    firmware: Any
     sent_wall: dict[str, float] = field(default_factory=dict)
     items: dict[str, dict[str, Any]] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -86,8 +90,13 @@ def box(module_broker: Broker, site: str, tmp_path_factory: pytest.TempPathFacto
     it, as for `edge demo`), calibrations made by `edge calibrate`, an item every 1.5 s."""
     from edge.bundles.manifest import content_digest
     from edge.config import load_config
+    from edge.config.source import SimSourceConfig
     from edge.runtime import build_runtime
     from edge.service import Service
+    from edge_tools.demo import DemoScanner
+    from firmware_bridge.messages import XrayState
+    from firmware_bridge.virtual import VirtualFirmware
+    from sim.source import SimFrameSource
     from tests.service.service_helpers import calibrate, write_config
 
     detector, scorer = MODELS / "detector-agnostic", MODELS / "scorer-stfpm"
@@ -105,16 +114,26 @@ def box(module_broker: Broker, site: str, tmp_path_factory: pytest.TempPathFacto
     manifest["content_sha256"] = content_digest(manifest)
     (scorer / "bundle.yaml").write_text(yaml.safe_dump(manifest, sort_keys=False))
     flat, energy = calibrate(work)
+    # The scanner's controller: the virtual firmware on a real pty, told of each item as `edge demo` tells it
+    # (DemoScanner); the box diverts ALARM parcels through it and releases one an operator clears.
+    firmware = VirtualFirmware(work / "ttyVFW0").start()
+    firmware.send(XrayState(True, 0))
     prefix = f"xray/{site}/lane1"
     cfg_path = write_config(work / "edge.yaml", detector=detector, scorer=scorer, flat=flat, energy=energy,
                             state=work, items=400, per_minute=40.0,
                             mqtt=f"host: 127.0.0.1\n  port: {module_broker.port}\n  topic_prefix: {prefix}\n"
-                                 f"  client_id: edge-{site}")
-    runtime = build_runtime(load_config(cfg_path))
-    assert runtime.mqtt is not None and runtime.verdicts is not None
+                                 f"  client_id: edge-{site}",
+                            extra=f"firmware:\n  port: {firmware.port}\nactions:\n"
+                                  "  divert: {gate: 1, eye_to_exit_mm: 800, distance_mm: 100000, arm_mm: 50}\n"
+                                  "  on_verdict: {cleared: release}\n")
+    cfg = load_config(cfg_path)
+    assert isinstance(cfg.source, SimSourceConfig)
+    scanner = DemoScanner(SimFrameSource(cfg.source, cfg.site.scanner_id, cfg.decide.deadline_s), firmware)
+    runtime = build_runtime(cfg, source=scanner)
+    assert runtime.mqtt is not None and runtime.verdicts is not None and runtime.actions is not None
     session = runtime.mqtt.publisher.session
     service = Service(cfg_path, runtime)
-    made = Box(prefix, work / "audit", service, threading.Thread(target=service.run, daemon=True))
+    made = Box(prefix, work / "audit", service, threading.Thread(target=service.run, daemon=True), firmware)
     send = session.send
 
     def stamped_send(record: Any) -> Any:  # the box's publish time of each record, taken as it goes to paho
@@ -127,6 +146,7 @@ def box(module_broker: Broker, site: str, tmp_path_factory: pytest.TempPathFacto
     yield made
     service.request_stop()
     made.thread.join(timeout=30)
+    firmware.stop()
     assert not made.thread.is_alive(), "the service did not stop"
 
 
@@ -165,6 +185,7 @@ def test_service_alarm_on_page_within_1s_cleared_by_key_stored_by_box_as_operato
     from selenium.webdriver.support.ui import Select, WebDriverWait
 
     from edge.dicos import read_tdr
+    from firmware_bridge.messages import ReleaseDivert
 
     driver.delete_all_cookies()  # the other database's console ran on the same host
     sign_in(driver, console, OPERATOR, PASSWORD)
@@ -182,6 +203,12 @@ def test_service_alarm_on_page_within_1s_cleared_by_key_stored_by_box_as_operato
     print(f"\n[{module_db.kind}] box publish -> on screen: {on_screen_s * 1000:.0f} ms ({item_id})")
     assert on_screen_s < 1.0, f"on screen {on_screen_s:.3f} s after the box published it"
     assert "ALARM" in card.text and item_id in card.text and "test-site / lane1" in card.text
+    # the box diverted the parcel through the firmware and said so (contract 4): the card shows it live
+    WebDriverWait(driver, 10, poll_frequency=0.05, ignored_exceptions=[StaleElementReferenceException]).until(
+        lambda d: "divert: done" in d.find_element(By.CSS_SELECTOR, selector).text)
+
+    wire_id = int(item_id.rsplit("-", 1)[1])
+    assert ReleaseDivert(wire_id, 1) not in [c.command for c in box.firmware.commands]  # held until a verdict
 
     # the operator selects the card and clears it with the keyboard ("2": cleared after review)
     driver.execute_script("arguments[0].click()", card.find_element(By.CLASS_NAME, "item"))
@@ -209,11 +236,16 @@ def test_service_alarm_on_page_within_1s_cleared_by_key_stored_by_box_as_operato
     machine = read_tdr(record_path.with_name(f"{item_id}.tdr.dcs"))
     assert machine.tdr_type == "MACHINE" and report.referenced_uids == (machine.sop_instance_uid,)
 
-    # the box's ack reaches the console: the history shows the verdict as delivered
+    # `actions.on_verdict` {cleared: release}: the box releases the held parcel through the firmware
+    _wait("the release command at the firmware", lambda: ReleaseDivert(wire_id, 1) in [
+        c.command for c in box.firmware.commands], 10)
+
+    # the box's ack and its release reach the console: the history shows the verdict as delivered
     Select(driver.find_element(By.ID, "f-verdict")).select_by_value("cleared")
     try:
         WebDriverWait(driver, 10, poll_frequency=0.05, ignored_exceptions=[StaleElementReferenceException]).until(
-            lambda d: "to the box: acked" in d.find_element(By.CSS_SELECTOR, selector).text)
+            lambda d: all(s in d.find_element(By.CSS_SELECTOR, selector).text
+                          for s in ("to the box: acked", "release: done")))
     except Exception as exc:
         raise AssertionError(f"no ack shown: {driver.find_element(By.CSS_SELECTOR, selector).text!r}; "
                              f"console log: {console.log()}") from exc
