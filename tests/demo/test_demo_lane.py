@@ -98,6 +98,9 @@ def lane_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     mp.setattr(demo, "start_camera", camera)
     mp.setattr(demo, "camera_scanner", scanner)
     mp.setattr(demo, "_subscriber", subscriber)
+    # The scorer at the threshold these figures were taken with (the demo's default combination, issue 32, sets it
+    # at 0.6376 and seed 1 then has no ALARM in 4 items): this test is about the lane, not about detection.
+    mp.setitem(demo.DEMO_THRESHOLDS, "scorer-stfpm", 0.55)
     lines: list[str] = []
     try:
         code = demo.run_demo(tmp_path_factory.mktemp("lane") / "run", ITEMS, 30.0, SEED, MODELS, lines.append)
