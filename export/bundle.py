@@ -60,7 +60,8 @@ def _check_parity(parity: ParityReport | None, models: list[BundleModel], force:
 def make_bundle(out_dir: Path, name: str, version: str, meta: ExportMeta, models: list[BundleModel],
                 parity: ParityReport | None, force: bool = False, training_data: str = "", notes: str = "",
                 thresholds: Mapping[str, float] | None = None, classes: tuple[str, ...] | None = None,
-                toolchain_extra: dict[str, str] | None = None, overwrite: bool = False) -> Bundle:
+                toolchain_extra: dict[str, str] | None = None, overwrite: bool = False,
+                threat_classes: Mapping[str, float] | None = None) -> Bundle:
     """Write the bundle and return it as the runtime loads it."""
     if not models:
         raise ExportError("a bundle needs at least one model file")
@@ -71,7 +72,7 @@ def make_bundle(out_dir: Path, name: str, version: str, meta: ExportMeta, models
                             outputs=meta.outputs,
                             thresholds=dict(meta.thresholds if thresholds is None else thresholds),
                             normalisation=meta.normalisation, classes=meta.classes if classes is None else classes,
-                            training_data=training_data, notes=notes)
+                            training_data=training_data, notes=notes, threat_classes=dict(threat_classes or {}))
     try:
         return write_bundle(out_dir, content, models, parity, toolchain_versions(toolchain_extra), forced=forced,
                             overwrite=True)

@@ -198,6 +198,10 @@ class BundleManifest:
     (:func:`item_threshold_detector_of`)."""
     normalisation: ScoreNormalisation = ScoreNormalisation()
     classes: tuple[str, ...] = ()
+    threat_classes: Mapping[str, float] = field(default_factory=dict)
+    """Detector classes that are threats by themselves, each with the detector score at which it alarms (shared
+    contract of issues 31/32: every name one of ``classes``, thresholds in [0, 1]); empty = the detector raises no
+    alarm by itself. Written only when non-empty, so bundles made before the key keep their content hash."""
     training_data: str = ""
     notes: str = ""
     toolchain: Mapping[str, str] = field(default_factory=dict)
@@ -329,6 +333,7 @@ def manifest_to_dict(m: BundleManifest) -> dict[str, Any]:
             "centre": float(m.normalisation.centre),
         },
         "classes": list(m.classes),
+        **({"threat_classes": {k: float(v) for k, v in m.threat_classes.items()}} if m.threat_classes else {}),
         "training_data": m.training_data,
         "notes": m.notes,
         "toolchain": dict(m.toolchain),
@@ -411,6 +416,7 @@ def manifest_from_dict(data: Any, source: str = MANIFEST_FILE) -> BundleManifest
                 centre=float(data["normalisation"]["centre"]),
             ),
             classes=tuple(data["classes"]),
+            threat_classes={str(k): float(v) for k, v in (data.get("threat_classes") or {}).items()},
             training_data=data["training_data"],
             notes=data.get("notes", ""),
             toolchain=dict(data["toolchain"]),
@@ -456,6 +462,11 @@ def check_consistency(m: BundleManifest, source: str = MANIFEST_FILE) -> None:
             problems.append(f"files: {f.path}: paths must stay inside the bundle folder")
     if m.role in (Role.CLASSIFIER, Role.SEGMENTER) and not m.classes:
         problems.append(f"classes: a {m.role} bundle must name its classes")
+    unknown = sorted(set(m.threat_classes) - set(m.classes))
+    if unknown:
+        problems.append(f"threat_classes: {', '.join(unknown)} not among classes {list(m.classes)}")
+    problems.extend(f"threat_classes: {k}: threshold {v} is outside [0, 1]" for k, v in m.threat_classes.items()
+                    if not 0.0 <= v <= 1.0)
     if m.item_detector is not None and "item" not in m.thresholds:
         problems.append("item_detector: names the detector thresholds.item was measured through, but the bundle "
                         "has no thresholds.item")

@@ -17,7 +17,7 @@ import platform
 import shutil
 import tempfile
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from importlib import metadata
 from pathlib import Path
 
@@ -71,6 +71,8 @@ class BundleContent:
     classes: tuple[str, ...] = ()
     training_data: str = ""
     notes: str = ""
+    threat_classes: Mapping[str, float] = field(default_factory=dict)
+    """Detector classes that alarm by themselves and their score thresholds (bundle.yaml ``threat_classes``)."""
     item_detector: DetectorRef | None = None
     """The detector ``thresholds["item"]`` was measured through (bundle.yaml ``item_detector``)."""
 
@@ -156,6 +158,7 @@ def write_bundle(out_dir: Path, content: BundleContent, models: list[BundleModel
             name=content.name, version=content.version, role=content.role, created_utc=_now_utc(),
             input=content.contract, outputs=content.outputs, models=tuple(entries), files=tuple(files),
             thresholds=dict(content.thresholds), normalisation=content.normalisation, classes=content.classes,
+            threat_classes=dict(content.threat_classes),
             training_data=content.training_data, notes=content.notes, toolchain=dict(toolchain),
             parity=parity, forced=forced, item_detector=content.item_detector,
         )

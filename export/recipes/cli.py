@@ -96,7 +96,9 @@ ASPECT_HELP = ("largest stretch of one axis against the other (another scanner's
 
 @app.command()
 def detector(
-    data: Path = typer.Option(..., help="training cache folder (from `train simulate`)"),
+    data: Path = typer.Option(..., help="training data: a virtual-scanner cache (from `train simulate`), or a "
+                                        "labelled dataset (COCO json, Pascal VOC, YOLO txt or GDXray csv folder; "
+                                        "the readers `edge eval` uses)"),
     ckpt: Path = typer.Option(..., help="checkpoint file; training resumes from it when it exists"),
     steps: int = typer.Option(1500, help="optimiser steps"),
     batch: int = typer.Option(8, help="images per step"),
@@ -105,7 +107,9 @@ def detector(
     channels: str = typer.Option("pc", help="input channels: pc (pseudo-colour) or h (high-energy grey)"),
     seed: int = typer.Option(0, help="random seed"),
     init: str = typer.Option("", help="checkpoint or detector bundle folder to start from (fine-tuning), used "
-                                      "only without --ckpt file; a bundle sets width/FPN and freezes batch norms"),
+                                      "only without --ckpt file; a bundle sets width/FPN and freezes batch norms; "
+                                      "with a dataset also a class-aware bundle (e.g. models/detector-classes: "
+                                      "its class head is kept when the class count matches)"),
     threads: int = typer.Option(1, help="torch threads"),
     context: bool = typer.Option(False, "--context", help="add pyramid pooling + image mean on C5 (v1.2 on; "
                                                           "starts as identity, so fine-tuning keeps the boxes)"),
@@ -114,25 +118,138 @@ def detector(
     fpn: int = typer.Option(32, help="FPN and head channels (stored in the checkpoint)"),
     until: int = typer.Option(0, help="pause after this step (checkpoint kept; rerun to continue); 0 = run to the "
                                       "end"),
-    scale: str = typer.Option("0.6,1.35", help=SCALE_HELP),
+    scale: str = typer.Option("", help=SCALE_HELP + "; default 0.6,1.35 (virtual scanner) or 0.75,1.3 (dataset)"),
     aspect: float = typer.Option(1.0, help=ASPECT_HELP),
+    val: Path | None = typer.Option(None, help="dataset: a labelled validation folder (else --val-split of --data)"),
+    val_split: float = typer.Option(0.1, help="dataset without --val: share of --data held out for validation"),
+    layout: str = typer.Option("auto", help="dataset layout: auto, coco, voc, yolo or gdxray"),
+    classes: str = typer.Option("", help="dataset: comma-separated classes in bundle order (default: every class "
+                                         "the data annotate, sorted); a box of another class is a bad label"),
+    agnostic: bool = typer.Option(False, "--agnostic", help="dataset: train a class-agnostic detector (boxes "
+                                                            "only) instead of a class-aware one"),
+    threat: list[str] = typer.Option([], help="dataset: a threat class, CLASS or CLASS=SCORE (repeat; 'all' = "
+                                              "every class; default score 0.5): written as the bundle's "
+                                              "threat_classes"),
+    augment: str = typer.Option("real", help="dataset: real (flips, scale jitter, contrast/brightness/gamma, no "
+                                             "hue change of the pseudo-colour) or none"),
+    skip_bad: bool = typer.Option(False, "--skip-bad", help="dataset: leave items with bad labels (box outside "
+                                                            "the image, unknown class, unreadable image) out and "
+                                                            "count them, instead of stopping"),
+    config: Path | None = typer.Option(None, help="dataset of raw dual-energy counts: the service config whose "
+                                                  "calibrations condition them"),
+    out: Path | None = typer.Option(None, "--out", "-o", help="dataset: also pack the trained detector into this "
+                                                              "bundle folder (validation images calibrate INT8 and "
+                                                              "check parity)"),
+    name: str = typer.Option("detector-own", help="dataset: bundle name (with --out)"),
+    version: str = typer.Option("1.0", help="dataset: bundle version (with --out)"),
+    int8: bool = typer.Option(True, help="dataset: try OpenVINO INT8 when packing"),
 ) -> None:
-    """Train the class-agnostic (OLN-style) detector.
+    """Train the OLN-style detector: class-agnostic on a virtual-scanner cache, or on a labelled dataset
+    (class-aware unless --agnostic), from scratch or fine-tuned from a shipped bundle (--init).
 
     Example: edge-export train detector --data /tmp/xray-recipes/sim-train --ckpt /tmp/xray-recipes/det.pt
     --steps 1500
+
+    Example: edge-export train detector --data site/train --val site/val --init models/detector-agnostic
+    --threat knife --threat gun=0.4 --ckpt /tmp/own.pt --steps 2000 -o /tmp/detector-site
     """
+    from export.recipes.owndata import is_dataset
+
+    if is_dataset(data):
+        _own_detector(data, ckpt, steps=steps, batch=batch, lr=lr, size=size, channels=channels, seed=seed,
+                      init=init, threads=threads, width=width, fpn=fpn, context=context, until=until, scale=scale,
+                      aspect=aspect, val=val, val_split=val_split, layout=layout, classes=classes,
+                      agnostic=agnostic, threat=threat, augment=augment, skip_bad=skip_bad, config=config, out=out,
+                      name=name, version=version, int8=int8)
+        return
     from export.recipes.detector import TrainConfig, train
     from export.recipes.simdata import load_det
 
     _say(f"loading {data} …")
-    ds = load_det(data)
+    try:
+        ds = load_det(data)
+    except FileNotFoundError as exc:
+        _fail(f"{exc}; or give a labelled dataset (COCO json, VOC, YOLO or GDXray csv folder)")
     _say(f"{len(ds.images)} items, {sum(len(b) for b in ds.boxes)} boxes")
     train(ds, ckpt, TrainConfig(steps=steps, batch=batch, lr=lr, seed=seed, channels=channels, size=size,
                                 width=width, fpn=fpn, init=init, threads=threads, context=context,
-                                geometry=_geometry(scale, aspect)),
+                                geometry=_geometry(scale or "0.6,1.35", aspect)),
           progress=_say,
           until=until or None)
+
+
+def _conditioner(config: Path | None) -> object | None:
+    """The site's conditioner (flat-field and energy calibrations of the service config), for raw datasets."""
+    if config is None:
+        return None
+    from edge.condition.conditioner import Conditioner
+    from edge.config import load_config
+    from edge.errors import EdgeError
+
+    try:
+        return Conditioner.from_config(load_config(config).condition)
+    except EdgeError as exc:
+        _fail(exc)
+
+
+def _own_detector(data: Path, ckpt: Path, *, steps: int, batch: int, lr: float, size: int, channels: str,
+                  seed: int, init: str, threads: int, width: int, fpn: int, context: bool, until: int, scale: str,
+                  aspect: float, val: Path | None, val_split: float, layout: str, classes: str, agnostic: bool,
+                  threat: list[str], augment: str, skip_bad: bool, config: Path | None, out: Path | None, name: str,
+                  version: str, int8: bool) -> None:
+    """``train detector --data DATASET``: read, train (resumable), validate, and pack with ``--out``."""
+    import json
+    import time
+
+    import torch
+
+    from edge_tools.eval.records import DatasetError
+    from export.recipes import owntrain as ot
+    from export.recipes.owndata import load_labelled, split
+
+    torch.set_num_threads(threads)
+    cond = _conditioner(config)
+    wanted = tuple(c.strip() for c in classes.split(",") if c.strip()) or None
+    try:
+        loaded = load_labelled(data, channels, size, classes=wanted, skip_bad=skip_bad, layout=layout,
+                               conditioner=cond)
+        names = loaded.data.classes
+        if val is not None:
+            held = load_labelled(val, channels, size, classes=names, skip_bad=skip_bad, layout=layout,
+                                 conditioner=cond)
+            train_set, val_set, skipped = loaded.data, held.data, loaded.skipped + held.skipped
+        else:
+            tr_idx, va_idx = split(len(loaded.data), val_split, seed)
+            train_set, val_set, skipped = loaded.data.subset(tr_idx), loaded.data.subset(va_idx), loaded.skipped
+        threats = ot.threat_map(threat, names)
+    except (DatasetError, ValueError) as exc:
+        _fail(exc)
+    for why in skipped[:10]:
+        _say(f"skipped: {why}")
+    counts = {c: int(sum((lab == k).sum() for lab in train_set.labels)) for k, c in enumerate(names)}
+    _say(f"{len(train_set)} training images ({', '.join(f'{c} {n}' for c, n in counts.items())}), "
+         f"{len(val_set)} validation images, {len(skipped)} bad labels skipped; layout {loaded.layout}")
+    from export.recipes.detector import Geometry
+
+    geometry = _geometry(scale, aspect) if scale else Geometry(ot.REAL_GEOMETRY.scale_min,
+                                                               ot.REAL_GEOMETRY.scale_max, aspect)
+    cfg = ot.OwnConfig(steps=steps, batch=batch, lr=lr, seed=seed, channels=channels, size=size, init=init,
+                       threads=threads, width=width, fpn=fpn, context=context, geometry=geometry, classes=names,
+                       threats=threats, agnostic=agnostic, augment=augment, data=str(data),
+                       val=str(val) if val is not None else f"{val_split} of data")
+    started = time.monotonic()
+    try:
+        model = ot.train(train_set, ckpt, cfg, progress=_say, until=until or None)
+    except ValueError as exc:
+        _fail(exc)
+    _say(f"training took {time.monotonic() - started:.0f} s wall")
+    report = ot.validate(model, val_set)
+    typer.echo(json.dumps({"checkpoint": str(ckpt), "validation": report}, indent=1))
+    if out is not None:
+        _, stored, step = ot.from_checkpoint(ckpt)
+        bundle = ot.pack_own(model, stored, step, train_set, val_set, out, name, version, int8=int8, progress=_say)
+        _say(f"wrote {out} ({bundle.manifest.name} {bundle.manifest.version}; classes {list(bundle.manifest.classes)}"
+             f", threat_classes {dict(bundle.manifest.threat_classes)})")
 
 
 @app.command()
