@@ -192,6 +192,28 @@ def _conditioner(config: Path | None) -> object | None:
         _fail(exc)
 
 
+def _crops(path: Path, channels: str = "hlz", skip_bad: bool = False) -> object:
+    """A crop cache folder (``train simulate`` / ``detcrops``), or the crops of a labelled dataset
+    (:func:`export.recipes.owncrops.dataset_crops`: labelled boxes plus benign background windows)."""
+    from export.recipes.owndata import is_dataset
+    from export.recipes.simdata import load_crops
+
+    if not is_dataset(path):
+        try:
+            return load_crops(path)
+        except FileNotFoundError as exc:
+            _fail(f"{exc}; or give a labelled dataset (COCO json, VOC, YOLO or GDXray csv folder)")
+    from edge_tools.eval.records import DatasetError
+    from export.recipes.owncrops import dataset_crops
+
+    try:
+        crops, skipped = dataset_crops(path, channels, skip_bad=skip_bad)
+    except DatasetError as exc:
+        _fail(exc)
+    _say(f"{path}: {len(crops.crops)} crops ({int(crops.threat.sum())} threats), {len(skipped)} bad labels skipped")
+    return crops
+
+
 def _own_detector(data: Path, ckpt: Path, *, steps: int, batch: int, lr: float, size: int, channels: str,
                   seed: int, init: str, threads: int, width: int, fpn: int, context: bool, until: int, scale: str,
                   aspect: float, val: Path | None, val_split: float, layout: str, classes: str, agnostic: bool,
@@ -629,8 +651,9 @@ def pack_detector_classes(
 
 @app.command()
 def scorer(
-    data: Path = typer.Option(..., help="training cache folder (benign crops are taken from it)"),
-    val: Path = typer.Option(..., help="validation cache: benign crops set the threshold"),
+    data: Path = typer.Option(..., help="training cache folder (benign crops are taken from it), or a labelled "
+                                        "dataset (benign boxes and background windows)"),
+    val: Path = typer.Option(..., help="validation cache or dataset: benign crops set the threshold"),
     ckpt_dir: Path = typer.Option(..., help="folder for teacher/student checkpoints (resumable)"),
     out: Path | None = typer.Option(None, "--out", "-o", help="bundle folder to write (replaced)"),
     test: Path | None = typer.Option(None, help="threat test cache for the seed-000 table"),
@@ -659,7 +682,7 @@ def scorer(
     --test /tmp/xray-recipes/sim-test --ckpt-dir /tmp/xray-recipes/scorer -o models/scorer-stfpm
     """
     from export.recipes import scorer as sc
-    from export.recipes.simdata import load_crops
+    from export.recipes.simdata import CropSet
 
     if channels not in sc.INPUTS:
         raise typer.BadParameter(f"--channels must be one of {', '.join(sc.INPUTS)}, got {channels!r}")
@@ -669,7 +692,7 @@ def scorer(
         sc.check_checkpoint(ckpt_dir / "teacher.pt", channels)
     except ValueError as exc:
         _fail(exc)
-    tr = load_crops(data)
+    tr: CropSet = _crops(data, channels)  # type: ignore[assignment]
     tr = tr.select(sc.benign_training_mask(tr))
     # Detector crops (`train detcrops`) that match no object at IoU 0.5 have no kind: benign evidence for the
     # student, nothing for the kind-classifying teacher.
@@ -877,9 +900,9 @@ def _finish_scorer(model: object, name: str, val: Path, test: Path | None, out: 
     from export.recipes import scorer as sc
     from export.recipes.evaluate import item_table, object_table
     from export.recipes.pack import pack
-    from export.recipes.simdata import load_crops
+    from export.recipes.simdata import CropSet
 
-    va = load_crops(val)
+    va: CropSet = _crops(val, channels)  # type: ignore[assignment]
     vb = va.select(sc.benign_training_mask(va))
     vs = sc.raw_scores(model, sc.crop_inputs(vb, channels))  # type: ignore[arg-type]
     thr = float(np.quantile(vs, 0.95))
@@ -890,7 +913,7 @@ def _finish_scorer(model: object, name: str, val: Path, test: Path | None, out: 
     report: dict[str, object] = {"bundle": name, "raw_threshold": thr, "benign_val_objects": len(vs),
                                  "normalisation": {"low": norm.low, "high": norm.high, "centre": norm.centre}}
     if test is not None:
-        te = load_crops(test)
+        te: CropSet = _crops(test, channels)  # type: ignore[assignment]
         ts = norm.apply(sc.raw_scores(model, sc.crop_inputs(te, channels)))  # type: ignore[arg-type]
         labels = {int(i): bool(t) for i, t in zip(te.item, te.item_threat, strict=True)}
         report["item"] = item_table(ts, te.item, labels, 0.5)
@@ -945,7 +968,8 @@ def synthetic_cache(
 
 @app.command()
 def classifier(
-    data: Path = typer.Option(..., help="training cache folder (benign and threat crops, labelled)"),
+    data: Path = typer.Option(..., help="training cache folder (benign and threat crops, labelled), or a labelled "
+                                        "dataset (its boxes, plus benign background windows)"),
     ckpt_dir: Path = typer.Option(..., help="folder for classifier.pt (and teacher.pt to start from, if present)"),
     test: Path | None = typer.Option(None, help="threat test cache for the seed-000 table"),
     out: Path | None = typer.Option(None, "--out", "-o", help="bundle folder to write (replaced)"),
@@ -960,7 +984,10 @@ def classifier(
                                                        "CKPT_DIR/teacher.pt"),
     int8_max_drop: float = typer.Option(0.01, help="INT8 accepted when at most this fraction of validation "
                                                    "decisions differ from FP32"),
-    channels: str = typer.Option("hlz", help="crop input: hlz (dual-energy) or pc (pseudo-colour, seed 000's)"),
+    channels: str = typer.Option("hlz", help="crop input: hlz (dual-energy) or pc (pseudo-colour, seed 000's; "
+                                             "the one colour or grey images give)"),
+    skip_bad: bool = typer.Option(False, "--skip-bad", help="dataset: leave items with bad labels out and count "
+                                                            "them, instead of stopping"),
 ) -> None:
     """Supervised benign/anomaly object classifier (for comparison with the benign-only scorers).
 
@@ -983,7 +1010,7 @@ def classifier(
     from export.recipes.evaluate import item_table, object_table
     from export.recipes.pack import pack
     from export.recipes.rebuild import torch_from_bundle
-    from export.recipes.simdata import load_crops
+    from export.recipes.simdata import CropSet
     from export.recipes.synthetic import SYNTHETIC_GROUP
 
     if channels not in sc.INPUTS:
@@ -993,7 +1020,7 @@ def classifier(
             sc.check_checkpoint(ckpt, channels)
     except ValueError as exc:
         _fail(exc)
-    tr = load_crops(data)
+    tr: CropSet = _crops(data, channels, skip_bad)  # type: ignore[assignment]
     keep = tr.threat | ~tr.tainted
     tr = tr.select(keep)
     synthetic = bool(tr.threat.any()) and bool((tr.group[tr.threat] == SYNTHETIC_GROUP).all())
@@ -1023,12 +1050,12 @@ def classifier(
     report: dict[str, object] = {"bundle": name}
     thresholds: dict[str, float] = {}
     if calib is not None:
-        va = load_crops(calib)
+        va: CropSet = _crops(calib, channels)  # type: ignore[assignment]
         benign = sc.crop_inputs(va.select(sc.benign_training_mask(va)), channels)
         thresholds["score"] = float(np.quantile(anomaly_prob(benign), 0.95))
         report["threshold_95_benign_val_objects"] = thresholds["score"]
     if test is not None:
-        te = load_crops(test)
+        te: CropSet = _crops(test, channels)  # type: ignore[assignment]
         p = anomaly_prob(sc.crop_inputs(te, channels))
         labels = {int(i): bool(t) for i, t in zip(te.item, te.item_threat, strict=True)}
         thr = thresholds.get("score", 0.5)
@@ -1037,7 +1064,7 @@ def classifier(
         report["item_argmax"] = item_table(p, te.item, labels, 0.5)
     typer.echo(json.dumps(report, indent=1))
     if out is not None and calib is not None:
-        cx = sc.crop_inputs(load_crops(calib), channels)
+        cx = sc.crop_inputs(_crops(calib, channels), channels)  # type: ignore[arg-type]
         sel = np.random.default_rng(0).permutation(len(cx))
         pack(model, Role.CLASSIFIER, sc.contract(channels=channels), thresholds, ScoreNormalisation(), cx[sel[:256]],
              cx[sel[256:384]], out, name, version, classes=("benign", "anomaly"),

@@ -261,3 +261,25 @@ def test_smoke_fine_tune_on_real_sixray_images(tmp_path: Path) -> None:
     assert state["step"] == 3 and state["config"].frozen_bn and state["config"].width == 24
     report = ot.validate(model, data)
     assert 0.0 <= report["recall50_at_20"] <= 1.0 and set(report["AP_per_class"]) <= set(data.classes)
+
+
+def test_classifier_and_scorer_crops_from_a_dataset(tmp_path: Path) -> None:
+    """`train classifier|scorer --data DATASET`: a crop per labelled box, benign windows that overlap no box."""
+    from export.recipes.owncrops import BACKGROUND, dataset_crops
+
+    root = make_voc(tmp_path / "voc")
+    crops, skipped = dataset_crops(root, "pc", background=2)
+    assert skipped == ()
+    labelled = crops.kind != BACKGROUND
+    assert int(labelled.sum()) == len(OBJECTS) and crops.threat[labelled].all() and not crops.threat[~labelled].any()
+    assert (~labelled).sum() >= 4
+    assert crops.crops.shape[1:] == (6, 64, 64)
+    assert not crops.crops[:, 0:3].any() and crops.crops[:, 3:6].any()  # pc filled, hlz (unavailable) left zero
+    dark = crops.crops[labelled, 3:6].astype(np.float32).mean()
+    assert dark < crops.crops[~labelled, 3:6].astype(np.float32).mean()  # objects darker than empty windows
+    with pytest.raises(DatasetError, match="--channels pc"):
+        dataset_crops(root, "hlz")
+    _break_voc_box(root)
+    with pytest.raises(DatasetError, match="s2.xml"):
+        dataset_crops(root, "pc")
+    assert len(dataset_crops(root, "pc", skip_bad=True)[1]) == 1
