@@ -280,6 +280,6 @@ def test_classifier_and_scorer_crops_from_a_dataset(tmp_path: Path) -> None:
     with pytest.raises(DatasetError, match="--channels pc"):
         dataset_crops(root, "hlz")
     _break_voc_box(root)
-    with pytest.raises(DatasetError, match="s2.xml"):
+    with pytest.raises(DatasetError, match=r"s2\.xml"):
         dataset_crops(root, "pc")
     assert len(dataset_crops(root, "pc", skip_bad=True)[1]) == 1
