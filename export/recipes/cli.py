@@ -411,6 +411,50 @@ TRAINING_ITEMS = typer.Option("the sim-train cache (items 0..999, threat rate 0.
                               help="what the checkpoint was trained on, for the manifest's training_data")
 
 
+@app.command("eval-own")
+def eval_own_command(
+    data: Path = typer.Argument(..., help="labelled dataset (COCO json, VOC, YOLO or GDXray csv folder)"),
+    config: Path = typer.Option(..., "--config", "-c", help="service config naming the detector bundle (its "
+                                                            "models.max_objects caps the boxes per image)"),
+    workers: int = typer.Option(1, "--workers", "-j", help="edge eval worker processes"),
+    rename: list[str] = typer.Option([], help="DETECTOR=DATASET class name (repeat), e.g. gun=handgun"),
+    limit: int | None = typer.Option(None, help="only the first N items"),
+) -> None:
+    """`edge eval --detector-only` on a labelled dataset, with the per-class AP its report leaves out (the
+    figures of docs/models.md's real-data table), as JSON.
+
+    Example: edge-export train eval-own ../shared/realdata/xray/sixray-labelled/val -c /tmp/own/edge.yaml
+    """
+    import json
+
+    from export.recipes.owneval import eval_own
+
+    pairs = dict(r.split("=", 1) for r in rename if "=" in r)
+    typer.echo(json.dumps(eval_own(data, config, workers, pairs, limit), indent=1))
+
+
+@app.command("image-hits")
+def image_hits_command(
+    folder: Path = typer.Argument(..., help="folder of images that each hold a LABEL object (no boxes: OPIXray)"),
+    bundle: Path = typer.Option(..., help="class-aware detector bundle"),
+    label: str = typer.Option(..., help="the class every image holds"),
+    threshold: float | None = typer.Option(None, help="score at which a box counts (default: the bundle's "
+                                                      "threat_classes entry, else its score threshold)"),
+) -> None:
+    """In how many images of FOLDER does the detector report LABEL (for real sets without boxes), as JSON.
+
+    Example: edge-export train image-hits ../shared/realdata/xray/opixray --bundle /tmp/own/bundle --label knife
+    """
+    import json
+
+    from export.recipes.owneval import image_hits
+
+    try:
+        typer.echo(json.dumps(image_hits(folder, bundle, label, threshold), indent=1))
+    except ValueError as exc:
+        _fail(exc)
+
+
 @app.command("pack-detector")
 def pack_detector(
     ckpt: Path = typer.Option(..., help="detector checkpoint"),

@@ -231,6 +231,12 @@ def test_threat_classes_reach_the_bundle(tmp_path: Path) -> None:
     assert "threat_classes:" in (tmp_path / "bundle" / "bundle.yaml").read_text()
     with pytest.raises(ValueError, match="not one of the classes"):
         ot.threat_map(["grenade"], CLASSES)
+    from export.recipes.owneval import image_hits
+
+    hits = image_hits(tmp_path / "yolo" / "images", tmp_path / "bundle", "knife", threshold=0.0)
+    assert hits["images"] == 4 and hits["threshold"] == 0.0
+    assert hits["images_with_knife"] <= hits["images_with_any_box"] <= 4
+    assert image_hits(tmp_path / "yolo" / "images", tmp_path / "bundle", "knife")["threshold"] == 0.35
 
 
 def test_split_holds_out_a_seeded_share() -> None:
