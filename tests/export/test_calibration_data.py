@@ -104,3 +104,22 @@ def test_audit_store_inputs_are_conditioned_with_the_sites_calibrations(tmp_path
     (day / "x.json").write_text("{}")
     with pytest.raises(ExportError):
         load_inputs(audit, DETECTOR, conditioner=conditioner)  # no saved inputs: not an audit store to read
+
+
+def test_raw_dual_energy_dataset_trains_through_the_sites_conditioner(sim_site: tuple[Path, Path]) -> None:
+    """`edge sim generate` output (raw counts, COCO): needs --config, then gives the service's own pc/h inputs."""
+    from edge_tools.eval.records import DatasetError
+    from export.recipes.owndata import load_labelled, store_contract
+
+    sim, config = sim_site
+    with pytest.raises(DatasetError, match="--config"):
+        load_labelled(sim, "pc", 64, progress=False)
+    conditioner = conditioner_from(config)
+    for channels in ("pc", "h"):
+        data = load_labelled(sim, channels, 64, conditioner=conditioner, progress=False).data
+        assert len(data) == 2 and data.images.shape[1] == (3 if channels == "pc" else 1)
+        item = read_dataset(sim).items[0]
+        raw = load_raw_item(item, file_item_meta("t", 0, item.key, 30.0))
+        want = compose(conditioner.condition(raw.low, raw.high), store_contract(channels, 64))[0]
+        np.testing.assert_array_equal(data.images[0], np.clip(np.rint(want * 255.0), 0, 255).astype(np.uint8))
+        assert sum(len(b) for b in data.boxes) > 0
