@@ -411,6 +411,42 @@ TRAINING_ITEMS = typer.Option("the sim-train cache (items 0..999, threat rate 0.
                               help="what the checkpoint was trained on, for the manifest's training_data")
 
 
+@app.command("pack-own")
+def pack_own_command(
+    ckpt: Path = typer.Option(..., help="own-data detector checkpoint (train detector --data DATASET)"),
+    data: Path = typer.Option(..., help="labelled dataset whose images calibrate INT8 (the training images)"),
+    val: Path = typer.Option(..., help="labelled dataset whose images check parity (the validation images)"),
+    out: Path = typer.Option(..., "--out", "-o", help="bundle folder (replaced)"),
+    name: str = typer.Option("detector-own", help="bundle name"),
+    version: str = typer.Option("1.0", help="bundle version"),
+    size: int = typer.Option(0, help="input size of the bundle (0 = as trained; the network is convolutional, so "
+                                     "another size runs the same weights on a finer or coarser picture)"),
+    int8: bool = typer.Option(True, help="try OpenVINO INT8"),
+    config: Path | None = typer.Option(None, help="service config whose calibrations condition raw counts"),
+) -> None:
+    """Pack an own-data checkpoint (one paused with --until, or resumed) into a bundle.
+
+    Example: edge-export train pack-own --ckpt /tmp/own.pt --data site/train --val site/val -o /tmp/detector-site
+    """
+    from dataclasses import replace
+
+    from edge_tools.eval.records import DatasetError
+    from export.recipes import owntrain as ot
+    from export.recipes.owndata import load_labelled
+
+    try:
+        model, cfg, step = ot.from_checkpoint(ckpt)
+        if size:
+            cfg = replace(cfg, size=size)
+        cond = _conditioner(config)
+        cal = load_labelled(data, cfg.channels, cfg.size, classes=cfg.classes, skip_bad=True, conditioner=cond).data
+        par = load_labelled(val, cfg.channels, cfg.size, classes=cfg.classes, skip_bad=True, conditioner=cond).data
+    except (DatasetError, ValueError) as exc:
+        _fail(exc)
+    bundle = ot.pack_own(model, cfg, step, cal, par, out, name, version, int8=int8, progress=_say)
+    _say(f"wrote {out} ({bundle.manifest.name} {bundle.manifest.version}, {cfg.size} px, step {step})")
+
+
 @app.command("eval-own")
 def eval_own_command(
     data: Path = typer.Argument(..., help="labelled dataset (COCO json, VOC, YOLO or GDXray csv folder)"),

@@ -220,13 +220,15 @@ def test_real_augmentation_keeps_the_palette_hues(tmp_path: Path) -> None:
 def test_threat_classes_reach_the_bundle(tmp_path: Path) -> None:
     from edge.bundles import load_bundle
 
-    data = load_labelled(make_yolo(tmp_path / "yolo"), "pc", 64, progress=False).data
+    root = make_yolo(tmp_path / "yolo")
+    data = load_labelled(root, "pc", 64, progress=False).data
     cfg = _cfg(steps=2, size=64, threats=ot.threat_map(["knife=0.35"], CLASSES))
-    model = ot.train(data, tmp_path / "t.pt", cfg, progress=lambda _m: None, bar=False)
-    bundle = ot.pack_own(model, cfg, 2, data, data, tmp_path / "bundle", "detector-own", "0.1", int8=False,
-                         progress=lambda _m: None)
-    assert bundle.manifest.classes == CLASSES
+    ot.train(data, tmp_path / "t.pt", cfg, progress=lambda _m: None, bar=False)
+    res = CliRunner().invoke(app, ["pack-own", "--ckpt", str(tmp_path / "t.pt"), "--data", str(root), "--val",
+                                   str(root), "-o", str(tmp_path / "bundle"), "--no-int8", "--version", "0.1"])
+    assert res.exit_code == 0, res.output
     again = load_bundle(tmp_path / "bundle")
+    assert again.manifest.classes == CLASSES and again.contract.width == 64
     assert dict(again.manifest.threat_classes) == {"knife": 0.35}
     assert "threat_classes:" in (tmp_path / "bundle" / "bundle.yaml").read_text()
     with pytest.raises(ValueError, match="not one of the classes"):
