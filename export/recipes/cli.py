@@ -244,6 +244,8 @@ def _own_detector(data: Path, ckpt: Path, *, steps: int, batch: int, lr: float, 
             tr_idx, va_idx = split(len(loaded.data), val_split, seed)
             train_set, val_set, skipped = loaded.data.subset(tr_idx), loaded.data.subset(va_idx), loaded.skipped
         threats = ot.threat_map(threat, names)
+        if threats and agnostic:
+            raise ValueError("--threat needs a class-aware detector (its classes are the threats); drop --agnostic")
     except (DatasetError, ValueError) as exc:
         _fail(exc)
     for why in skipped[:10]:
