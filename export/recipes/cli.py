@@ -425,6 +425,8 @@ def pack_own_command(
                                      "another size runs the same weights on a finer or coarser picture)"),
     int8: bool = typer.Option(True, help="try OpenVINO INT8"),
     config: Path | None = typer.Option(None, help="service config whose calibrations condition raw counts"),
+    threshold: float | None = typer.Option(None, help="bundle thresholds.score, the detect stage's candidate "
+                                                      "threshold (default 0.05 class-aware, 0.2 agnostic)"),
 ) -> None:
     """Pack an own-data checkpoint (one paused with --until, or resumed) into a bundle.
 
@@ -445,7 +447,8 @@ def pack_own_command(
         par = load_labelled(val, cfg.channels, cfg.size, classes=cfg.classes, skip_bad=True, conditioner=cond).data
     except (DatasetError, ValueError) as exc:
         _fail(exc)
-    bundle = ot.pack_own(model, cfg, step, cal, par, out, name, version, int8=int8, progress=_say)
+    bundle = ot.pack_own(model, cfg, step, cal, par, out, name, version, int8=int8, progress=_say,
+                         threshold=threshold)
     _say(f"wrote {out} ({bundle.manifest.name} {bundle.manifest.version}, {cfg.size} px, step {step})")
 
 
