@@ -128,7 +128,8 @@ def detector(
     agnostic: bool = typer.Option(False, "--agnostic", help="dataset: train a class-agnostic detector (boxes "
                                                             "only) instead of a class-aware one"),
     threat: list[str] = typer.Option([], help="dataset: a threat class, CLASS or CLASS=SCORE (repeat; 'all' = "
-                                              "every class; default score 0.5): written as the bundle's "
+                                              "every class; without SCORE, the lowest score reaching 0.6 precision on "
+                                              "the validation images): written as the bundle's "
                                               "threat_classes"),
     augment: str = typer.Option("real", help="dataset: real (flips, scale jitter, contrast/brightness/gamma, no "
                                              "hue change of the pseudo-colour) or none"),
@@ -427,6 +428,8 @@ def pack_own_command(
     config: Path | None = typer.Option(None, help="service config whose calibrations condition raw counts"),
     threshold: float | None = typer.Option(None, help="bundle thresholds.score, the detect stage's candidate "
                                                       "threshold (default 0.05 class-aware, 0.2 agnostic)"),
+    threat: list[str] = typer.Option([], help="threat classes as in `train detector --threat` (replace the "
+                                              "checkpoint's; without SCORE chosen on --val)"),
 ) -> None:
     """Pack an own-data checkpoint (one paused with --until, or resumed) into a bundle.
 
@@ -442,6 +445,8 @@ def pack_own_command(
         model, cfg, step = ot.from_checkpoint(ckpt)
         if size:
             cfg = replace(cfg, size=size)
+        if threat:
+            cfg = replace(cfg, threats=ot.threat_map(threat, cfg.classes))
         cond = _conditioner(config)
         cal = load_labelled(data, cfg.channels, cfg.size, classes=cfg.classes, skip_bad=True, conditioner=cond).data
         par = load_labelled(val, cfg.channels, cfg.size, classes=cfg.classes, skip_bad=True, conditioner=cond).data

@@ -278,8 +278,18 @@ def _ap50_per_class(data: LabelledSet, dets: list[tuple[Any, Any, Any]]) -> dict
     return {c: float(curves[c][100].precision[0].mean()) for c in data.classes if c in curves}
 
 
-def threat_map(spec: list[str], classes: tuple[str, ...], default: float = 0.5) -> tuple[tuple[str, float], ...]:
-    """``--threat`` values (``CLASS`` or ``CLASS=THRESHOLD``; ``all`` = every class) → (class, threshold) pairs.
+AUTO = -1.0
+"""A threat class given without a score: its threshold is chosen on the validation images when the bundle is packed
+(:func:`choose_threat_thresholds`)."""
+THREAT_PRECISION = 0.6
+"""Class-correct precision at IoU 0.5 on the validation images that a chosen threat threshold reaches (the lowest
+such score, so the most threats alarm). Why not a fixed 0.5: a class-aware score is p(class) x quality, and the
+SIXray fine-tune (docs/models.md) never reached 0.5 on a validation box."""
+
+
+def threat_map(spec: list[str], classes: tuple[str, ...], default: float = AUTO) -> tuple[tuple[str, float], ...]:
+    """``--threat`` values (``CLASS`` or ``CLASS=THRESHOLD``; ``all`` = every class) → (class, threshold) pairs;
+    a class without a threshold gets ``default`` (:data:`AUTO`: chosen on the validation images).
 
     Raises:
         ValueError: a class the dataset does not annotate, or a threshold outside [0, 1].
@@ -292,7 +302,7 @@ def threat_map(spec: list[str], classes: tuple[str, ...], default: float = 0.5) 
             thr = float(value) if value else default
         except ValueError:
             raise ValueError(f"--threat {item!r}: the threshold is not a number") from None
-        if not 0.0 <= thr <= 1.0 or math.isnan(thr):
+        if (value or thr != AUTO) and (not 0.0 <= thr <= 1.0 or math.isnan(thr)):
             raise ValueError(f"--threat {item!r}: the threshold must be in [0, 1]")
         names = classes if name == "all" else (name,)
         for n in names:
@@ -300,6 +310,45 @@ def threat_map(spec: list[str], classes: tuple[str, ...], default: float = 0.5) 
                 raise ValueError(f"--threat {item!r}: {n!r} is not one of the classes {list(classes)}")
             out[n] = thr
     return tuple(sorted(out.items()))
+
+
+def choose_threat_thresholds(model: nn.Module, data: LabelledSet, threats: tuple[tuple[str, float], ...],
+                             detect_threshold: float, nms_iou: float = 0.5, top: int = 20) -> tuple[
+        tuple[str, float], ...]:
+    """``threats`` with every :data:`AUTO` entry replaced by the lowest score (0.05 steps) at which that class's
+    boxes on ``data`` reach :data:`THREAT_PRECISION` (class-correct, IoU 0.5, the detect stage's rules); the
+    most precise score when none does, 1.0 when the class is never detected."""
+    if all(t != AUTO for _, t in threats):
+        return threats
+    from edge.boxes import box_iou
+    from export.recipes.evaluate import postprocess_labelled
+
+    kept = [postprocess_labelled(r[0], r[1], r[2], detect_threshold, nms_iou, top)
+            for r in predict(model, data.inputs())]
+    grid = [round(0.05 * k, 2) for k in range(1, 20)]
+    out = []
+    for name, thr in threats:
+        if thr != AUTO:
+            out.append((name, thr))
+            continue
+        c = data.classes.index(name)
+        best, best_prec = 1.0, -1.0
+        for t in grid:
+            n = tp = 0
+            for (b, s, lab), g, gl in zip(kept, data.boxes, data.labels, strict=True):
+                sel = (lab == c) & (s >= t)
+                n += int(sel.sum())
+                if sel.any() and (gl == c).any():
+                    tp += int((box_iou(b[sel], g[gl == c]).max(axis=1) >= 0.5).sum())
+            if n == 0:
+                break
+            if tp / n >= THREAT_PRECISION:
+                best, best_prec = t, tp / n
+                break
+            if tp / n > best_prec:
+                best, best_prec = t, tp / n
+        out.append((name, best))
+    return tuple(out)
 
 
 # -- packing -------------------------------------------------------------------------------------------------
@@ -323,6 +372,10 @@ def pack_own(model: nn.Module, cfg: OwnConfig, step: int, calib: LabelledSet, pa
     cal = calib.inputs(sorted(rng.permutation(len(calib))[:200].tolist()))
     par = parity.inputs(sorted(rng.permutation(len(parity))[:128].tolist()))
     thr = threshold if threshold is not None else DETECT_THRESHOLD[cfg.agnostic]
+    threats = () if cfg.agnostic else choose_threat_thresholds(model, parity, cfg.threats, thr)
+    if threats != cfg.threats:
+        progress(f"threat thresholds chosen on {len(parity)} validation images (precision >= {THREAT_PRECISION}): "
+                 + ", ".join(f"{c} {t:g}" for c, t in threats))
     start = f"fine-tuned from {cfg.init}" + (" (frozen batch norms)" if cfg.frozen_bn else "") if cfg.init \
         else "trained from scratch"
     kind = "class-agnostic" if cfg.agnostic else f"class-aware ({', '.join(cfg.classes)})"
@@ -336,4 +389,4 @@ def pack_own(model: nn.Module, cfg: OwnConfig, step: int, calib: LabelledSet, pa
                       "(export/recipes/owntrain.py); see docs/models.md",
                 progress=progress, int8=int8, fp32_rtol=1e-3, int8_max_drop=0.02,
                 optional_outputs=() if cfg.agnostic else ("labels",),
-                threat_classes=dict(cfg.threats) if not cfg.agnostic else None)
+                threat_classes=dict(threats) or None)

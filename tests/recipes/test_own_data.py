@@ -233,6 +233,10 @@ def test_threat_classes_reach_the_bundle(tmp_path: Path) -> None:
     assert "threat_classes:" in (tmp_path / "bundle" / "bundle.yaml").read_text()
     with pytest.raises(ValueError, match="not one of the classes"):
         ot.threat_map(["grenade"], CLASSES)
+    assert ot.threat_map(["all", "gun=0.3"], CLASSES) == (("gun", 0.3), ("knife", ot.AUTO))
+    chosen = dict(ot.choose_threat_thresholds(ot.from_checkpoint(tmp_path / "t.pt")[0], data,
+                                              (("gun", ot.AUTO), ("knife", 0.35)), 0.0))
+    assert chosen["knife"] == 0.35 and 0.05 <= chosen["gun"] <= 1.0
     from export.recipes.owneval import image_hits
 
     hits = image_hits(tmp_path / "yolo" / "images", tmp_path / "bundle", "knife", threshold=0.0)
