@@ -1,4 +1,6 @@
-"""``edge-export train …``: simulate the training cache, train the reference models, evaluate, pack bundles.
+"""``edge-export train …``: simulate the training cache, train the reference models, evaluate, pack bundles; or
+train on a site's own labelled images (``--data DATASET``: :mod:`export.recipes.owndata`, ``owntrain``,
+``owncrops``, ``owneval``).
 
 Thin typer wiring over :mod:`export.recipes.simdata`, :mod:`export.recipes.detector`,
 :mod:`export.recipes.refiner_training`, :mod:`export.recipes.scorer`, :mod:`export.recipes.evaluate` and
@@ -21,7 +23,8 @@ import typer
 if TYPE_CHECKING:
     from export.recipes.detector import Geometry
 
-app = typer.Typer(name="train", help="Train the reference detector and scorers on the virtual scanner and pack them.",
+app = typer.Typer(name="train", help="Train the reference detector and scorers on the virtual scanner, or on your own "
+                                    "labelled images (--data DATASET), and pack them.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 
 

@@ -120,8 +120,9 @@ def load_labelled(path: Path, channels: str = "pc", size: int = 320, *, classes:
             raise DatasetError(why + " (fix it, or pass --skip-bad to leave such items out)")
         bad.append(why)
 
-    for n, item in enumerate(tqdm(ds.items, desc=f"reading {Path(path).name}", unit="image", disable=not progress,
-                                  leave=False)):
+    bar = tqdm(ds.items, desc=f"reading {Path(path).name}", unit="image", disable=None if progress else True,
+               leave=False)
+    for n, item in enumerate(bar):
         raw = load_raw_item(item, file_item_meta("train", n, item.key, 30.0), grey_as_colour=channels == "pc")
         if raw.problem is not None:
             reject(f"{item.source + ': ' if item.source else ''}unreadable image: {raw.problem}")

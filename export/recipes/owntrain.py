@@ -211,7 +211,7 @@ def train(data: LabelledSet, ckpt: Path, cfg: OwnConfig, progress: Callable[[str
     run: dict[str, float] = {}
     last = cfg.steps if until is None else min(until, cfg.steps)
     t0 = time.monotonic()
-    with tqdm(total=last, initial=step, desc="train detector", unit="step", disable=not bar) as pbar:
+    with tqdm(total=last, initial=step, desc="train detector", unit="step", disable=None if bar else True) as pbar:
         while step < last:
             xs, gts, labs = [], [], []
             for i in rng.choice(len(data), cfg.batch, p=weights):
