@@ -182,6 +182,18 @@ def detector(
           until=until or None)
 
 
+def _sim_only(data: Path, command: str) -> None:
+    """Stop a virtual-scanner-cache command given a labelled dataset (or nothing) with a clear error, not a
+    FileNotFoundError traceback."""
+    from export.recipes.owndata import is_dataset
+
+    if is_dataset(data):
+        _fail(f"{data} is a labelled dataset; `train {command}` reads virtual-scanner caches (`train simulate`): "
+              "train on a dataset with `train detector --data DATASET` (class-aware by default)")
+    if not any(data.glob("det_*.npz")):
+        _fail(f"{data}: no det_*.npz shards (run `edge-export train simulate` first), and not a labelled dataset")
+
+
 def _conditioner(config: Path | None) -> object | None:
     """The site's conditioner (flat-field and energy calibrations of the service config), for raw datasets."""
     if config is None:
@@ -306,6 +318,7 @@ def refiner(
     from export.recipes.refiner_training import RefineConfig, train_refiner
     from export.recipes.simdata import load_det
 
+    _sim_only(data, "refiner")
     _say(f"loading {data} …")
     ds = load_det(data)
     _say(f"{len(ds.images)} items, {sum(len(b) for b in ds.boxes)} boxes")
@@ -589,6 +602,7 @@ def detector_classes(
 
     from export.recipes import detector_classes as dc
 
+    _sim_only(data, "detector-classes")
     _say(f"loading {data} …")
     ds = dc.load_class_det(data)
     counts = np.bincount(np.concatenate(ds.labels).clip(min=-1) + 1, minlength=len(dc.CLASSES) + 1)
@@ -634,6 +648,7 @@ def eval_detector_classes(
     if (ckpt is None) == (bundle is None):
         raise typer.BadParameter("give exactly one of --ckpt and --bundle")
     torch.set_num_threads(1)
+    _sim_only(data, "eval-detector-classes")
     ds = dc.load_class_det(data)
     raw: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
     if ckpt is not None:

@@ -177,6 +177,8 @@ def test_cli_trains_on_a_coco_folder_and_refuses_a_non_dataset_cleanly(tmp_path:
     res = runner.invoke(app, ["detector", "--data", str(bad), "--ckpt", str(tmp_path / "y.pt"), "--steps", "1",
                               "--size", "64", "--width", "8", "--fpn", "16"])
     assert res.exit_code == 1 and "s2.xml" in res.output and isinstance(res.exception, SystemExit)
+    res = runner.invoke(app, ["detector-classes", "--data", str(root), "--ckpt", str(tmp_path / "z.pt")])
+    assert res.exit_code == 1 and "train detector --data" in res.output and isinstance(res.exception, SystemExit)
 
 
 def _cfg(**kw: object) -> ot.OwnConfig:
