@@ -211,6 +211,7 @@ def train(data: LabelledSet, ckpt: Path, cfg: OwnConfig, progress: Callable[[str
     run: dict[str, float] = {}
     last = cfg.steps if until is None else min(until, cfg.steps)
     t0 = time.monotonic()
+    first = step
     with tqdm(total=last, initial=step, desc="train detector", unit="step", disable=None if bar else True) as pbar:
         while step < last:
             xs, gts, labs = [], [], []
@@ -230,6 +231,10 @@ def train(data: LabelledSet, ckpt: Path, cfg: OwnConfig, progress: Callable[[str
                 pbar.set_postfix({k: f"{v:.3f}" for k, v in run.items() if k != "pos"})
             if step % cfg.checkpoint_every == 0 or step == last:
                 save_checkpoint(ckpt, model, opt, sched, step, cfg, classes=cfg.classes)
+                if pbar.disable:  # no bar (not a terminal, e.g. a log file): one line per checkpoint instead
+                    rate = (time.monotonic() - t0) / max(step - first, 1)
+                    progress(f"step {step}/{cfg.steps} " + " ".join(f"{k} {v:.3f}" for k, v in run.items())
+                             + f" ({rate:.2f} s/step, eta {rate * (last - step) / 60:.0f} min)")
     progress(f"step {step}/{cfg.steps} in {time.monotonic() - t0:.0f} s; checkpoint {ckpt}")
     model.eval()
     return model
