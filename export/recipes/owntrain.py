@@ -102,18 +102,44 @@ def _source_weights(init: str) -> tuple[dict[str, torch.Tensor], tuple[int, int,
         in_ch = int(init_t["stem.0.0.weight"].shape[1])
         width, fpn = int(init_t["stem.1.0.weight"].shape[0]), int(init_t["lat.0.weight"].shape[0])
         context = "ctx.mix.weight" in init_t
-        if "cls.weight" in init_t:
-            model: nn.Module = dc.ClassDetector(in_ch, width, fpn, int(init_t["cls.weight"].shape[0]), context)
-        else:
-            model = det.AgnosticDetector(in_ch, width, fpn, context)
-        ep.load_onnx_weights(model, graph)
-        return det.first_stage(model.state_dict()), (width, fpn, context), True
+        if "cls.weight" not in init_t:
+            model = ep.load_onnx_weights(det.AgnosticDetector(in_ch, width, fpn, context), graph)
+            return det.first_stage(model.state_dict()), (width, fpn, context), True
+        return _class_weights(init_t, ep.onnx_weights(graph)[1], in_ch, width, fpn, context, path), \
+            (width, fpn, context), True
     if not path.is_file():
         raise ValueError(f"{init}: no such bundle folder or checkpoint (--init)")
     state = torch.load(path, weights_only=False)
     cfg = state["config"]
     return (det.first_stage(state["model"]), (int(cfg.width), int(cfg.fpn), bool(getattr(cfg, "context", False))),
             bool(getattr(cfg, "frozen_bn", False)))
+
+
+def _class_weights(init: Mapping[str, Any], scales: list[float], in_ch: int, width: int, fpn: int, context: bool,
+                   where: Path) -> dict[str, torch.Tensor]:
+    """A class-aware bundle's weights by name. Its graph keeps the batch norms (trained frozen); the exporter
+    stored the class tower's running statistics once, shared with the head tower's they were copied from, so
+    a missing ``cls_tower`` statistic is read under the ``tower`` name."""
+    model = dc.ClassDetector(in_ch, width, fpn, int(init["cls.weight"].shape[0]), context)
+    out: dict[str, torch.Tensor] = {}
+    for key, tensor in model.state_dict().items():
+        name = key if key in init else key.replace("cls_tower.", "tower.", 1)
+        module, _, leaf = key.rpartition(".")
+        if key == "scales":
+            out[key] = torch.tensor(scales, dtype=tensor.dtype)
+        elif leaf == "num_batches_tracked":
+            continue
+        elif name in init and tuple(np.shape(init[name])) == tuple(tensor.shape):
+            out[key] = torch.from_numpy(np.array(init[name]))
+        elif module.endswith(".1") and f"{module[:-2]}.0.weight_bias" in init:
+            # folded into the convolution before it (as benchmarks/eager_pipeline.load_onnx_weights reads it)
+            shift = torch.from_numpy(np.array(init[f"{module[:-2]}.0.weight_bias"]))
+            eps = 1e-5
+            out[key] = {"weight": torch.ones_like(tensor), "bias": shift, "running_mean": torch.zeros_like(tensor),
+                        "running_var": torch.full_like(tensor, 1.0 - eps)}[leaf]
+        else:
+            raise ValueError(f"{where}: no weights for {key} in its graph (not a detector of this recipe family)")
+    return out
 
 
 def initialise(model: nn.Module, source: Mapping[str, torch.Tensor]) -> tuple[int, list[str]]:
@@ -134,7 +160,7 @@ def initialise(model: nn.Module, source: Mapping[str, torch.Tensor]) -> tuple[in
         raise ValueError(f"only {len(take)} of {len(own)} tensors fit this network: the source is another "
                          "architecture or size")
     model.load_state_dict(take, strict=False)
-    return len(take), sorted(k for k in own if k not in take)
+    return len(take), sorted(k for k in own if k not in take and not k.endswith("num_batches_tracked"))
 
 
 def build(cfg: OwnConfig) -> nn.Module:

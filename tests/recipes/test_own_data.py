@@ -297,3 +297,26 @@ def test_classifier_and_scorer_crops_from_a_dataset(tmp_path: Path) -> None:
     with pytest.raises(DatasetError, match=r"s2\.xml"):
         dataset_crops(root, "pc")
     assert len(dataset_crops(root, "pc", skip_bad=True)[1]) == 1
+
+
+def test_init_from_the_class_aware_bundle_keeps_its_network() -> None:
+    """--init models/detector-classes: rebuilt from its ONNX graph (batch norms partly folded, the class tower's
+    statistics stored once with the head tower's); a head of another class count starts fresh, nothing else."""
+    from edge.bundles import load_bundle
+    from export.parity import Candidate, run_candidate
+
+    bundle = REPO / "models" / "detector-classes"
+    weights, (width, fpn, context), folded = ot._source_weights(str(bundle))
+    assert folded and (width, fpn, context) == (24, 48, True)
+    three = ot.build(ot.OwnConfig(classes=(*CLASSES, "wrench"), width=width, fpn=fpn, context=context))
+    assert ot.initialise(three, weights)[1] == ["cls.bias", "cls.weight"]
+    loaded = load_bundle(bundle, verify_hashes=False)
+    same = ot.build(ot.OwnConfig(classes=loaded.manifest.classes, width=width, fpn=fpn, context=context))
+    assert ot.initialise(same, weights)[1] == []
+    x = np.random.default_rng(0).normal(size=(1, 3, 320, 320)).astype(np.float32)
+    onnx = next(m for m in loaded.manifest.models if m.format == "onnx")
+    want = run_candidate(Candidate("onnxruntime", onnx.precision, loaded.root / onnx.path), x, threads=1)
+    with torch.inference_mode():
+        _, scores, labels = same.eval()(torch.from_numpy(x))
+    np.testing.assert_allclose(scores.numpy(), want["scores"], atol=1e-4)
+    assert (labels.numpy() == want["labels"]).mean() > 0.99
