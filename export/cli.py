@@ -165,7 +165,8 @@ def openvino(
 @app.command()
 def quantize(
     model: Path = typer.Argument(..., help="FP32 OpenVINO .xml (or .onnx for an ONNX Runtime INT8 model)"),
-    data: Path = typer.Option(..., help="folder of conditioned .npz items or composed .npy tensors"),
+    data: Path = typer.Option(..., help="folder of conditioned .npz items or composed .npy tensors, a labelled "
+                                        "dataset (COCO, VOC, YOLO, GDXray csv) or the audit store"),
     out: Path = typer.Option(..., "--out", "-o", help="INT8 model to write (same suffix as MODEL)"),
     validation: Path | None = typer.Option(None, help="validation folder (default: every 4th item of --data)"),
     metric: str = typer.Option("agreement", help="agreement (decisions vs FP32), accuracy or auroc (need labels)"),
@@ -175,6 +176,8 @@ def quantize(
     bias_correction: str = typer.Option("fast", help="NNCF bias correction: fast or full (slower, often closer)"),
     max_flag_change: float = typer.Option(0.1, help="scorers/classifiers: largest change of the objects flagged "
                                           "at a threshold, as a share of FP32's flags"),
+    config: Path | None = typer.Option(None, help="service config whose calibrations condition raw counts (a "
+                                         "dataset of raw items or the audit store as --data)"),
 ) -> None:
     """NNCF post-training INT8, refused when the validation metric drops more than --max-drop against FP32
     (or a scorer's flagged objects move by more than --max-flag-change).
@@ -182,7 +185,7 @@ def quantize(
     Example: edge-export quantize build/scorer_fp32.xml --data calib/ --metric auroc --max-drop 0.01
     -o build/scorer_int8.xml
     """
-    from export.calibration import load_inputs
+    from export.calibration import conditioner_from, crops_for, load_inputs
     from export.meta import read_meta
     from export.quantize import BiasCorrection, Metric
     from export.quantize import quantize as run_quantize
@@ -190,11 +193,12 @@ def quantize(
     try:
         meta = read_meta(model)
         _say(f"composing calibration data from {data} …")
-        items = load_inputs(data, meta.contract, progress=_progress("composing"))
+        source = {"crops": crops_for(meta.role), "conditioner": conditioner_from(config)}
+        items = load_inputs(data, meta.contract, progress=_progress("composing"), **source)
         if validation is None:
             calib, val = items.split(4)
         else:
-            calib, val = items, load_inputs(validation, meta.contract, progress=_progress("validation"))
+            calib, val = items, load_inputs(validation, meta.contract, progress=_progress("validation"), **source)
         result = run_quantize(model, calib, val, out, Metric(metric), max_drop, subset_size, threads, _say,
                               bias_correction=BiasCorrection(bias_correction), max_flag_change=max_flag_change)
     except (ExportError, ValueError) as exc:
@@ -218,12 +222,15 @@ def verify(
     weights: Path | None = typer.Option(None, help="state dict for --factory"),
     program: Path | None = typer.Option(None, help="PyTorch reference: a torch.export program"),
     arg: list[str] = typer.Option([], help="factory keyword argument key=value, repeatable"),
-    data: Path | None = typer.Option(None, help="input folder (.npz conditioned / .npy composed)"),
+    data: Path | None = typer.Option(None, help="input folder (.npz conditioned / .npy composed), a labelled "
+                                                "dataset or the audit store"),
     samples: int = typer.Option(16, help="synthetic inputs when no --data"),
     rtol_fp32: float = typer.Option(1e-4, help="max relative error for FP32 models"),
     rtol_fp16: float = typer.Option(1e-2, help="max relative error for FP16 models"),
     min_agreement: float = typer.Option(0.99, help="min decision agreement (all precisions)"),
     threads: int = typer.Option(2, help="inference threads"),
+    config: Path | None = typer.Option(None, help="service config whose calibrations condition raw counts (a "
+                                         "dataset of raw items or the audit store as --data)"),
 ) -> None:
     """Run the same inputs through PyTorch (or the first FP32 model), ONNX Runtime and OpenVINO; report parity.
 
@@ -231,7 +238,7 @@ def verify(
     Example: edge-export verify --model build/m.onnx --model build/m.xml --model build/m_int8.xml
     --factory export.tiny_models:tiny_scorer --data val/ -o build/parity.json
     """
-    from export.calibration import load_inputs, synthetic_inputs
+    from export.calibration import conditioner_from, crops_for, load_inputs, synthetic_inputs
     from export.meta import read_meta
     from export.parity import Candidate, Tolerance, format_report, run_batched, run_candidate
     from export.parity import verify as run_verify
@@ -240,7 +247,8 @@ def verify(
     try:
         metas = [read_meta(m) for m in model]
         meta = metas[0]
-        inputs = (load_inputs(data, meta.contract, progress=_progress("composing")) if data is not None
+        inputs = (load_inputs(data, meta.contract, progress=_progress("composing"), crops=crops_for(meta.role),
+                              conditioner=conditioner_from(config)) if data is not None
                   else synthetic_inputs(meta.contract, samples)).inputs
         candidates = [Candidate("onnxruntime" if p.suffix == ".onnx" else "openvino", m.precision, p)
                       for p, m in zip(model, metas, strict=True)]
@@ -425,7 +433,8 @@ def set_thresholds(
 @app.command("add-int8")
 def add_int8_command(
     source: Path = typer.Argument(..., help="bundle folder with an OpenVINO FP32 model"),
-    data: Path = typer.Option(..., help="folder of composed .npy tensors (N, C, H, W) or conditioned .npz items"),
+    data: Path = typer.Option(..., help="folder of composed .npy tensors (N, C, H, W) or conditioned .npz items, "
+                                        "a labelled dataset (COCO, VOC, YOLO, GDXray csv) or the audit store"),
     out: Path = typer.Option(..., "--out", "-o", help="bundle folder to write (may be SOURCE itself)"),
     version: str = typer.Option(..., help="the new bundle's version"),
     validation: Path | None = typer.Option(None, help="validation folder (default: every 4th input of --data)"),
@@ -435,6 +444,8 @@ def add_int8_command(
     bias_correction: str = typer.Option("full", help="NNCF bias correction: full or fast"),
     threads: int = typer.Option(2, help="inference threads for validation"),
     overwrite: bool = typer.Option(False, help="replace a non-empty OUT folder that is not SOURCE"),
+    config: Path | None = typer.Option(None, help="service config whose calibrations condition raw counts (a "
+                                         "dataset of raw items or the audit store as --data)"),
 ) -> None:
     """Quantise a bundle's FP32 IR to INT8 and write it as a new version of the bundle, judged at every
     threshold the bundle has now (a scorer's item threshold too), FP32 files and parity entries kept.
@@ -442,7 +453,7 @@ def add_int8_command(
     Example: edge-export add-int8 models/classifier-threat --data crops/ -o models/classifier-threat --version 2.2
     """
     from export.add_int8 import add_int8
-    from export.calibration import load_inputs
+    from export.calibration import conditioner_from, crops_for, load_inputs
     from export.quantize import BiasCorrection
 
     try:
@@ -450,11 +461,14 @@ def add_int8_command(
         from edge.errors import BundleError
 
         try:
-            contract = load_bundle(source).contract
+            loaded = load_bundle(source)
         except BundleError as exc:
             raise ExportError(str(exc)) from exc
-        items = load_inputs(data, contract, progress=_progress("reading"))
-        val = None if validation is None else load_inputs(validation, contract, progress=_progress("validation"))
+        contract = loaded.contract
+        kw = {"crops": crops_for(loaded.manifest.role), "conditioner": conditioner_from(config)}
+        items = load_inputs(data, contract, progress=_progress("reading"), **kw)
+        val = None if validation is None else load_inputs(validation, contract, progress=_progress("validation"),
+                                                          **kw)
         result = add_int8(source, items, out, version, validation=val, max_drop=max_drop,
                           max_flag_change=max_flag_change, bias_correction=BiasCorrection(bias_correction),
                           threads=threads, overwrite=overwrite, progress=_say)

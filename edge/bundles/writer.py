@@ -72,12 +72,12 @@ class BundleContent:
     classes: tuple[str, ...] = ()
     training_data: str = ""
     notes: str = ""
+    threat_classes: Mapping[str, float] = field(default_factory=dict)
+    """Detector classes that alarm by themselves and their score thresholds (bundle.yaml ``threat_classes``)."""
     item_detector: DetectorRef | None = None
     """The detector ``thresholds["item"]`` was measured through (bundle.yaml ``item_detector``)."""
     layout: DetectorLayout | None = None
     """An imported detector's output layout (bundle.yaml ``layout``); None for native outputs."""
-    threat_classes: Mapping[str, float] = field(default_factory=dict)
-    """bundle.yaml ``threat_classes``: class name -> detector score threshold (shared contract 1)."""
 
 
 def package_versions(packages: tuple[str, ...] = RUNTIME_PACKAGES,
@@ -161,9 +161,10 @@ def write_bundle(out_dir: Path, content: BundleContent, models: list[BundleModel
             name=content.name, version=content.version, role=content.role, created_utc=_now_utc(),
             input=content.contract, outputs=content.outputs, models=tuple(entries), files=tuple(files),
             thresholds=dict(content.thresholds), normalisation=content.normalisation, classes=content.classes,
+            threat_classes=dict(content.threat_classes),
             training_data=content.training_data, notes=content.notes, toolchain=dict(toolchain),
             parity=parity, forced=forced, item_detector=content.item_detector,
-            layout=content.layout, threat_classes=dict(content.threat_classes),
+            layout=content.layout,
         )
         _install(root, seal(manifest), out_dir, "the bundle just built")
     log.info("bundle written to %s", out_dir)

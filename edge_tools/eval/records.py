@@ -60,6 +60,9 @@ class DatasetItem:
     modality: Modality
     files: tuple[Path, ...]
     truth: ItemTruth
+    source: str = ""
+    """Where the item's labels were read (annotation file, and line or image id): named in the errors of a bad
+    label (``edge_tools.eval.datasets.check_labels``); empty when the item has no label file."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,4 +1,6 @@
-"""``edge-export train …``: simulate the training cache, train the reference models, evaluate, pack bundles.
+"""``edge-export train …``: simulate the training cache, train the reference models, evaluate, pack bundles; or
+train on a site's own labelled images (``--data DATASET``: :mod:`export.recipes.owndata`, ``owntrain``,
+``owncrops``, ``owneval``).
 
 Thin typer wiring over :mod:`export.recipes.simdata`, :mod:`export.recipes.detector`,
 :mod:`export.recipes.refiner_training`, :mod:`export.recipes.scorer`, :mod:`export.recipes.evaluate` and
@@ -21,7 +23,8 @@ import typer
 if TYPE_CHECKING:
     from export.recipes.detector import Geometry
 
-app = typer.Typer(name="train", help="Train the reference detector and scorers on the virtual scanner and pack them.",
+app = typer.Typer(name="train", help="Train the reference detector and scorers on the virtual scanner, or on your own "
+                                    "labelled images (--data DATASET), and pack them.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 
 
@@ -96,7 +99,9 @@ ASPECT_HELP = ("largest stretch of one axis against the other (another scanner's
 
 @app.command()
 def detector(
-    data: Path = typer.Option(..., help="training cache folder (from `train simulate`)"),
+    data: Path = typer.Option(..., help="training data: a virtual-scanner cache (from `train simulate`), or a "
+                                        "labelled dataset (COCO json, Pascal VOC, YOLO txt or GDXray csv folder; "
+                                        "the readers `edge eval` uses)"),
     ckpt: Path = typer.Option(..., help="checkpoint file; training resumes from it when it exists"),
     steps: int = typer.Option(1500, help="optimiser steps"),
     batch: int = typer.Option(8, help="images per step"),
@@ -105,7 +110,9 @@ def detector(
     channels: str = typer.Option("pc", help="input channels: pc (pseudo-colour) or h (high-energy grey)"),
     seed: int = typer.Option(0, help="random seed"),
     init: str = typer.Option("", help="checkpoint or detector bundle folder to start from (fine-tuning), used "
-                                      "only without --ckpt file; a bundle sets width/FPN and freezes batch norms"),
+                                      "only without --ckpt file; a bundle sets width/FPN and freezes batch norms; "
+                                      "with a dataset also a class-aware bundle (e.g. models/detector-classes: "
+                                      "its class head is kept when the class count matches)"),
     threads: int = typer.Option(1, help="torch threads"),
     context: bool = typer.Option(False, "--context", help="add pyramid pooling + image mean on C5 (v1.2 on; "
                                                           "starts as identity, so fine-tuning keeps the boxes)"),
@@ -114,25 +121,175 @@ def detector(
     fpn: int = typer.Option(32, help="FPN and head channels (stored in the checkpoint)"),
     until: int = typer.Option(0, help="pause after this step (checkpoint kept; rerun to continue); 0 = run to the "
                                       "end"),
-    scale: str = typer.Option("0.6,1.35", help=SCALE_HELP),
+    scale: str = typer.Option("", help=SCALE_HELP + "; default 0.6,1.35 (virtual scanner) or 0.75,1.3 (dataset)"),
     aspect: float = typer.Option(1.0, help=ASPECT_HELP),
+    val: Path | None = typer.Option(None, help="dataset: a labelled validation folder (else --val-split of --data)"),
+    val_split: float = typer.Option(0.1, help="dataset without --val: share of --data held out for validation"),
+    layout: str = typer.Option("auto", help="dataset layout: auto, coco, voc, yolo or gdxray"),
+    classes: str = typer.Option("", help="dataset: comma-separated classes in bundle order (default: every class "
+                                         "the data annotate, sorted); a box of another class is a bad label"),
+    agnostic: bool = typer.Option(False, "--agnostic", help="dataset: train a class-agnostic detector (boxes "
+                                                            "only) instead of a class-aware one"),
+    threat: list[str] = typer.Option([], help="dataset: a threat class, CLASS or CLASS=SCORE (repeat; 'all' = "
+                                              "every class; without SCORE, the lowest score reaching 0.6 precision on "
+                                              "the validation images): written as the bundle's "
+                                              "threat_classes"),
+    augment: str = typer.Option("real", help="dataset: real (flips, scale jitter, contrast/brightness/gamma, no "
+                                             "hue change of the pseudo-colour) or none"),
+    skip_bad: bool = typer.Option(False, "--skip-bad", help="dataset: leave items with bad labels (box outside "
+                                                            "the image, unknown class, unreadable image) out and "
+                                                            "count them, instead of stopping"),
+    config: Path | None = typer.Option(None, help="dataset of raw dual-energy counts: the service config whose "
+                                                  "calibrations condition them"),
+    out: Path | None = typer.Option(None, "--out", "-o", help="dataset: also pack the trained detector into this "
+                                                              "bundle folder (validation images calibrate INT8 and "
+                                                              "check parity)"),
+    name: str = typer.Option("detector-own", help="dataset: bundle name (with --out)"),
+    version: str = typer.Option("1.0", help="dataset: bundle version (with --out)"),
+    int8: bool = typer.Option(True, help="dataset: try OpenVINO INT8 when packing"),
 ) -> None:
-    """Train the class-agnostic (OLN-style) detector.
+    """Train the OLN-style detector: class-agnostic on a virtual-scanner cache, or on a labelled dataset
+    (class-aware unless --agnostic), from scratch or fine-tuned from a shipped bundle (--init).
 
     Example: edge-export train detector --data /tmp/xray-recipes/sim-train --ckpt /tmp/xray-recipes/det.pt
     --steps 1500
+
+    Example: edge-export train detector --data site/train --val site/val --init models/detector-agnostic
+    --threat knife --threat gun=0.4 --ckpt /tmp/own.pt --steps 2000 -o /tmp/detector-site
     """
+    from export.recipes.owndata import is_dataset
+
+    if is_dataset(data):
+        _own_detector(data, ckpt, steps=steps, batch=batch, lr=lr, size=size, channels=channels, seed=seed,
+                      init=init, threads=threads, width=width, fpn=fpn, context=context, until=until, scale=scale,
+                      aspect=aspect, val=val, val_split=val_split, layout=layout, classes=classes,
+                      agnostic=agnostic, threat=threat, augment=augment, skip_bad=skip_bad, config=config, out=out,
+                      name=name, version=version, int8=int8)
+        return
     from export.recipes.detector import TrainConfig, train
     from export.recipes.simdata import load_det
 
     _say(f"loading {data} …")
-    ds = load_det(data)
+    try:
+        ds = load_det(data)
+    except FileNotFoundError as exc:
+        _fail(f"{exc}; or give a labelled dataset (COCO json, VOC, YOLO or GDXray csv folder)")
     _say(f"{len(ds.images)} items, {sum(len(b) for b in ds.boxes)} boxes")
     train(ds, ckpt, TrainConfig(steps=steps, batch=batch, lr=lr, seed=seed, channels=channels, size=size,
                                 width=width, fpn=fpn, init=init, threads=threads, context=context,
-                                geometry=_geometry(scale, aspect)),
+                                geometry=_geometry(scale or "0.6,1.35", aspect)),
           progress=_say,
           until=until or None)
+
+
+def _sim_only(data: Path, command: str) -> None:
+    """Stop a virtual-scanner-cache command given a labelled dataset (or nothing) with a clear error, not a
+    FileNotFoundError traceback."""
+    from export.recipes.owndata import is_dataset
+
+    if is_dataset(data):
+        _fail(f"{data} is a labelled dataset; `train {command}` reads virtual-scanner caches (`train simulate`): "
+              "train on a dataset with `train detector --data DATASET` (class-aware by default)")
+    if not any(data.glob("det_*.npz")):
+        _fail(f"{data}: no det_*.npz shards (run `edge-export train simulate` first), and not a labelled dataset")
+
+
+def _conditioner(config: Path | None) -> object | None:
+    """The site's conditioner (flat-field and energy calibrations of the service config), for raw datasets."""
+    if config is None:
+        return None
+    from edge.condition.conditioner import Conditioner
+    from edge.config import load_config
+    from edge.errors import EdgeError
+
+    try:
+        return Conditioner.from_config(load_config(config).condition)
+    except EdgeError as exc:
+        _fail(exc)
+
+
+def _crops(path: Path, channels: str = "hlz", skip_bad: bool = False) -> object:
+    """A crop cache folder (``train simulate`` / ``detcrops``), or the crops of a labelled dataset
+    (:func:`export.recipes.owncrops.dataset_crops`: labelled boxes plus benign background windows)."""
+    from export.recipes.owndata import is_dataset
+    from export.recipes.simdata import load_crops
+
+    if not is_dataset(path):
+        try:
+            return load_crops(path)
+        except FileNotFoundError as exc:
+            _fail(f"{exc}; or give a labelled dataset (COCO json, VOC, YOLO or GDXray csv folder)")
+    from edge_tools.eval.records import DatasetError
+    from export.recipes.owncrops import dataset_crops
+
+    try:
+        crops, skipped = dataset_crops(path, channels, skip_bad=skip_bad)
+    except DatasetError as exc:
+        _fail(exc)
+    _say(f"{path}: {len(crops.crops)} crops ({int(crops.threat.sum())} threats), {len(skipped)} bad labels skipped")
+    return crops
+
+
+def _own_detector(data: Path, ckpt: Path, *, steps: int, batch: int, lr: float, size: int, channels: str,
+                  seed: int, init: str, threads: int, width: int, fpn: int, context: bool, until: int, scale: str,
+                  aspect: float, val: Path | None, val_split: float, layout: str, classes: str, agnostic: bool,
+                  threat: list[str], augment: str, skip_bad: bool, config: Path | None, out: Path | None, name: str,
+                  version: str, int8: bool) -> None:
+    """``train detector --data DATASET``: read, train (resumable), validate, and pack with ``--out``."""
+    import json
+    import time
+
+    import torch
+
+    from edge_tools.eval.records import DatasetError
+    from export.recipes import owntrain as ot
+    from export.recipes.owndata import load_labelled, split
+
+    torch.set_num_threads(threads)
+    cond = _conditioner(config)
+    wanted = tuple(c.strip() for c in classes.split(",") if c.strip()) or None
+    try:
+        loaded = load_labelled(data, channels, size, classes=wanted, skip_bad=skip_bad, layout=layout,
+                               conditioner=cond)
+        names = loaded.data.classes
+        if val is not None:
+            held = load_labelled(val, channels, size, classes=names, skip_bad=skip_bad, layout=layout,
+                                 conditioner=cond)
+            train_set, val_set, skipped = loaded.data, held.data, loaded.skipped + held.skipped
+        else:
+            tr_idx, va_idx = split(len(loaded.data), val_split, seed)
+            train_set, val_set, skipped = loaded.data.subset(tr_idx), loaded.data.subset(va_idx), loaded.skipped
+        threats = ot.threat_map(threat, names)
+        if threats and agnostic:
+            raise ValueError("--threat needs a class-aware detector (its classes are the threats); drop --agnostic")
+    except (DatasetError, ValueError) as exc:
+        _fail(exc)
+    for why in skipped[:10]:
+        _say(f"skipped: {why}")
+    counts = {c: int(sum((lab == k).sum() for lab in train_set.labels)) for k, c in enumerate(names)}
+    _say(f"{len(train_set)} training images ({', '.join(f'{c} {n}' for c, n in counts.items())}), "
+         f"{len(val_set)} validation images, {len(skipped)} bad labels skipped; layout {loaded.layout}")
+    from export.recipes.detector import Geometry
+
+    geometry = _geometry(scale, aspect) if scale else Geometry(ot.REAL_GEOMETRY.scale_min,
+                                                               ot.REAL_GEOMETRY.scale_max, aspect)
+    cfg = ot.OwnConfig(steps=steps, batch=batch, lr=lr, seed=seed, channels=channels, size=size, init=init,
+                       threads=threads, width=width, fpn=fpn, context=context, geometry=geometry, classes=names,
+                       threats=threats, agnostic=agnostic, augment=augment, data=str(data),
+                       val=str(val) if val is not None else f"{val_split} of data")
+    started = time.monotonic()
+    try:
+        model = ot.train(train_set, ckpt, cfg, progress=_say, until=until or None)
+    except ValueError as exc:
+        _fail(exc)
+    _say(f"training took {time.monotonic() - started:.0f} s wall")
+    report = ot.validate(model, val_set)
+    typer.echo(json.dumps({"checkpoint": str(ckpt), "validation": report}, indent=1))
+    if out is not None:
+        _, stored, step = ot.from_checkpoint(ckpt)
+        bundle = ot.pack_own(model, stored, step, train_set, val_set, out, name, version, int8=int8, progress=_say)
+        _say(f"wrote {out} ({bundle.manifest.name} {bundle.manifest.version}; classes {list(bundle.manifest.classes)}"
+             f", threat_classes {dict(bundle.manifest.threat_classes)})")
 
 
 @app.command()
@@ -161,6 +318,7 @@ def refiner(
     from export.recipes.refiner_training import RefineConfig, train_refiner
     from export.recipes.simdata import load_det
 
+    _sim_only(data, "refiner")
     _say(f"loading {data} …")
     ds = load_det(data)
     _say(f"{len(ds.images)} items, {sum(len(b) for b in ds.boxes)} boxes")
@@ -272,6 +430,93 @@ TRAINING_ITEMS = typer.Option("the sim-train cache (items 0..999, threat rate 0.
                               help="what the checkpoint was trained on, for the manifest's training_data")
 
 
+@app.command("pack-own")
+def pack_own_command(
+    ckpt: Path = typer.Option(..., help="own-data detector checkpoint (train detector --data DATASET)"),
+    data: Path = typer.Option(..., help="labelled dataset whose images calibrate INT8 (the training images)"),
+    val: Path = typer.Option(..., help="labelled dataset whose images check parity (the validation images)"),
+    out: Path = typer.Option(..., "--out", "-o", help="bundle folder (replaced)"),
+    name: str = typer.Option("detector-own", help="bundle name"),
+    version: str = typer.Option("1.0", help="bundle version"),
+    size: int = typer.Option(0, help="input size of the bundle (0 = as trained; the network is convolutional, so "
+                                     "another size runs the same weights on a finer or coarser picture)"),
+    int8: bool = typer.Option(True, help="try OpenVINO INT8"),
+    config: Path | None = typer.Option(None, help="service config whose calibrations condition raw counts"),
+    threshold: float | None = typer.Option(None, help="bundle thresholds.score, the detect stage's candidate "
+                                                      "threshold (default 0.05 class-aware, 0.2 agnostic)"),
+    threat: list[str] = typer.Option([], help="threat classes as in `train detector --threat` (replace the "
+                                              "checkpoint's; without SCORE chosen on --val)"),
+) -> None:
+    """Pack an own-data checkpoint (one paused with --until, or resumed) into a bundle.
+
+    Example: edge-export train pack-own --ckpt /tmp/own.pt --data site/train --val site/val -o /tmp/detector-site
+    """
+    from dataclasses import replace
+
+    from edge_tools.eval.records import DatasetError
+    from export.recipes import owntrain as ot
+    from export.recipes.owndata import load_labelled
+
+    try:
+        model, cfg, step = ot.from_checkpoint(ckpt)
+        if size:
+            cfg = replace(cfg, size=size)
+        if threat:
+            cfg = replace(cfg, threats=ot.threat_map(threat, cfg.classes))
+        cond = _conditioner(config)
+        cal = load_labelled(data, cfg.channels, cfg.size, classes=cfg.classes, skip_bad=True, conditioner=cond).data
+        par = load_labelled(val, cfg.channels, cfg.size, classes=cfg.classes, skip_bad=True, conditioner=cond).data
+    except (DatasetError, ValueError) as exc:
+        _fail(exc)
+    bundle = ot.pack_own(model, cfg, step, cal, par, out, name, version, int8=int8, progress=_say,
+                         threshold=threshold)
+    _say(f"wrote {out} ({bundle.manifest.name} {bundle.manifest.version}, {cfg.size} px, step {step})")
+
+
+@app.command("eval-own")
+def eval_own_command(
+    data: Path = typer.Argument(..., help="labelled dataset (COCO json, VOC, YOLO or GDXray csv folder)"),
+    config: Path = typer.Option(..., "--config", "-c", help="service config naming the detector bundle (its "
+                                                            "models.max_objects caps the boxes per image)"),
+    workers: int = typer.Option(1, "--workers", "-j", help="edge eval worker processes"),
+    rename: list[str] = typer.Option([], help="DETECTOR=DATASET class name (repeat), e.g. gun=handgun"),
+    limit: int | None = typer.Option(None, help="only the first N items"),
+) -> None:
+    """`edge eval --detector-only` on a labelled dataset, with the per-class AP its report leaves out (the
+    figures of docs/models.md's real-data table), as JSON.
+
+    Example: edge-export train eval-own ../shared/realdata/xray/sixray-labelled/val -c /tmp/own/edge.yaml
+    """
+    import json
+
+    from export.recipes.owneval import eval_own
+
+    pairs = dict(r.split("=", 1) for r in rename if "=" in r)
+    typer.echo(json.dumps(eval_own(data, config, workers, pairs, limit), indent=1))
+
+
+@app.command("image-hits")
+def image_hits_command(
+    folder: Path = typer.Argument(..., help="folder of images that each hold a LABEL object (no boxes: OPIXray)"),
+    bundle: Path = typer.Option(..., help="class-aware detector bundle"),
+    label: str = typer.Option(..., help="the class every image holds"),
+    threshold: float | None = typer.Option(None, help="score at which a box counts (default: the bundle's "
+                                                      "threat_classes entry, else its score threshold)"),
+) -> None:
+    """In how many images of FOLDER does the detector report LABEL (for real sets without boxes), as JSON.
+
+    Example: edge-export train image-hits ../shared/realdata/xray/opixray --bundle /tmp/own/bundle --label knife
+    """
+    import json
+
+    from export.recipes.owneval import image_hits
+
+    try:
+        typer.echo(json.dumps(image_hits(folder, bundle, label, threshold), indent=1))
+    except ValueError as exc:
+        _fail(exc)
+
+
 @app.command("pack-detector")
 def pack_detector(
     ckpt: Path = typer.Option(..., help="detector checkpoint"),
@@ -357,6 +602,7 @@ def detector_classes(
 
     from export.recipes import detector_classes as dc
 
+    _sim_only(data, "detector-classes")
     _say(f"loading {data} …")
     ds = dc.load_class_det(data)
     counts = np.bincount(np.concatenate(ds.labels).clip(min=-1) + 1, minlength=len(dc.CLASSES) + 1)
@@ -402,6 +648,7 @@ def eval_detector_classes(
     if (ckpt is None) == (bundle is None):
         raise typer.BadParameter("give exactly one of --ckpt and --bundle")
     torch.set_num_threads(1)
+    _sim_only(data, "eval-detector-classes")
     ds = dc.load_class_det(data)
     raw: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
     if ckpt is not None:
@@ -512,8 +759,9 @@ def pack_detector_classes(
 
 @app.command()
 def scorer(
-    data: Path = typer.Option(..., help="training cache folder (benign crops are taken from it)"),
-    val: Path = typer.Option(..., help="validation cache: benign crops set the threshold"),
+    data: Path = typer.Option(..., help="training cache folder (benign crops are taken from it), or a labelled "
+                                        "dataset (benign boxes and background windows)"),
+    val: Path = typer.Option(..., help="validation cache or dataset: benign crops set the threshold"),
     ckpt_dir: Path = typer.Option(..., help="folder for teacher/student checkpoints (resumable)"),
     out: Path | None = typer.Option(None, "--out", "-o", help="bundle folder to write (replaced)"),
     test: Path | None = typer.Option(None, help="threat test cache for the seed-000 table"),
@@ -542,7 +790,7 @@ def scorer(
     --test /tmp/xray-recipes/sim-test --ckpt-dir /tmp/xray-recipes/scorer -o models/scorer-stfpm
     """
     from export.recipes import scorer as sc
-    from export.recipes.simdata import load_crops
+    from export.recipes.simdata import CropSet
 
     if channels not in sc.INPUTS:
         raise typer.BadParameter(f"--channels must be one of {', '.join(sc.INPUTS)}, got {channels!r}")
@@ -552,7 +800,7 @@ def scorer(
         sc.check_checkpoint(ckpt_dir / "teacher.pt", channels)
     except ValueError as exc:
         _fail(exc)
-    tr = load_crops(data)
+    tr: CropSet = _crops(data, channels)  # type: ignore[assignment]
     tr = tr.select(sc.benign_training_mask(tr))
     # Detector crops (`train detcrops`) that match no object at IoU 0.5 have no kind: benign evidence for the
     # student, nothing for the kind-classifying teacher.
@@ -760,9 +1008,9 @@ def _finish_scorer(model: object, name: str, val: Path, test: Path | None, out: 
     from export.recipes import scorer as sc
     from export.recipes.evaluate import item_table, object_table
     from export.recipes.pack import pack
-    from export.recipes.simdata import load_crops
+    from export.recipes.simdata import CropSet
 
-    va = load_crops(val)
+    va: CropSet = _crops(val, channels)  # type: ignore[assignment]
     vb = va.select(sc.benign_training_mask(va))
     vs = sc.raw_scores(model, sc.crop_inputs(vb, channels))  # type: ignore[arg-type]
     thr = float(np.quantile(vs, 0.95))
@@ -773,7 +1021,7 @@ def _finish_scorer(model: object, name: str, val: Path, test: Path | None, out: 
     report: dict[str, object] = {"bundle": name, "raw_threshold": thr, "benign_val_objects": len(vs),
                                  "normalisation": {"low": norm.low, "high": norm.high, "centre": norm.centre}}
     if test is not None:
-        te = load_crops(test)
+        te: CropSet = _crops(test, channels)  # type: ignore[assignment]
         ts = norm.apply(sc.raw_scores(model, sc.crop_inputs(te, channels)))  # type: ignore[arg-type]
         labels = {int(i): bool(t) for i, t in zip(te.item, te.item_threat, strict=True)}
         report["item"] = item_table(ts, te.item, labels, 0.5)
@@ -828,7 +1076,8 @@ def synthetic_cache(
 
 @app.command()
 def classifier(
-    data: Path = typer.Option(..., help="training cache folder (benign and threat crops, labelled)"),
+    data: Path = typer.Option(..., help="training cache folder (benign and threat crops, labelled), or a labelled "
+                                        "dataset (its boxes, plus benign background windows)"),
     ckpt_dir: Path = typer.Option(..., help="folder for classifier.pt (and teacher.pt to start from, if present)"),
     test: Path | None = typer.Option(None, help="threat test cache for the seed-000 table"),
     out: Path | None = typer.Option(None, "--out", "-o", help="bundle folder to write (replaced)"),
@@ -843,10 +1092,13 @@ def classifier(
                                                        "CKPT_DIR/teacher.pt"),
     int8_max_drop: float = typer.Option(0.01, help="INT8 accepted when at most this fraction of validation "
                                                    "decisions differ from FP32"),
-    channels: str = typer.Option("hlz", help="crop input: hlz (dual-energy) or pc (pseudo-colour, seed 000's)"),
+    channels: str = typer.Option("hlz", help="crop input: hlz (dual-energy) or pc (pseudo-colour, seed 000's; "
+                                             "the one colour or grey images give)"),
     exclude_kinds: str = typer.Option("", help="threat kinds held out of training, comma-separated (the "
                                                "unseen-threat benchmark, docs/results.md): every threat crop of an "
                                                "item holding one is dropped"),
+    skip_bad: bool = typer.Option(False, "--skip-bad", help="dataset: leave items with bad labels out and count "
+                                                            "them, instead of stopping"),
 ) -> None:
     """Supervised benign/anomaly object classifier (for comparison with the benign-only scorers).
 
@@ -869,7 +1121,7 @@ def classifier(
     from export.recipes.evaluate import item_table, object_table
     from export.recipes.pack import pack
     from export.recipes.rebuild import torch_from_bundle
-    from export.recipes.simdata import load_crops
+    from export.recipes.simdata import CropSet
     from export.recipes.synthetic import SYNTHETIC_GROUP
 
     if channels not in sc.INPUTS:
@@ -879,7 +1131,7 @@ def classifier(
             sc.check_checkpoint(ckpt, channels)
     except ValueError as exc:
         _fail(exc)
-    tr = load_crops(data)
+    tr: CropSet = _crops(data, channels, skip_bad)  # type: ignore[assignment]
     keep = tr.threat | ~tr.tainted
     held_out = sorted({k.strip() for k in exclude_kinds.split(",") if k.strip()})
     if held_out:
@@ -918,12 +1170,12 @@ def classifier(
     report: dict[str, object] = {"bundle": name}
     thresholds: dict[str, float] = {}
     if calib is not None:
-        va = load_crops(calib)
+        va: CropSet = _crops(calib, channels)  # type: ignore[assignment]
         benign = sc.crop_inputs(va.select(sc.benign_training_mask(va)), channels)
         thresholds["score"] = float(np.quantile(anomaly_prob(benign), 0.95))
         report["threshold_95_benign_val_objects"] = thresholds["score"]
     if test is not None:
-        te = load_crops(test)
+        te: CropSet = _crops(test, channels)  # type: ignore[assignment]
         p = anomaly_prob(sc.crop_inputs(te, channels))
         labels = {int(i): bool(t) for i, t in zip(te.item, te.item_threat, strict=True)}
         thr = thresholds.get("score", 0.5)
@@ -932,7 +1184,7 @@ def classifier(
         report["item_argmax"] = item_table(p, te.item, labels, 0.5)
     typer.echo(json.dumps(report, indent=1))
     if out is not None and calib is not None:
-        cx = sc.crop_inputs(load_crops(calib), channels)
+        cx = sc.crop_inputs(_crops(calib, channels), channels)  # type: ignore[arg-type]
         sel = np.random.default_rng(0).permutation(len(cx))
         pack(model, Role.CLASSIFIER, sc.contract(channels=channels), thresholds, ScoreNormalisation(), cx[sel[:256]],
              cx[sel[256:384]], out, name, version, classes=("benign", "anomaly"),

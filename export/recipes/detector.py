@@ -301,8 +301,51 @@ def augment_labelled(img: NDArray[np.uint8], boxes: NDArray[np.float32], labels:
     """
     import cv2
 
+    x, b, lab = place(img[:3] if channels == "pc" else img[3:4], boxes, labels, rng, out_size, geometry)
+    if channels == "pc":
+        r = rng.random()
+        if r < 0.25:  # grey display
+            g = x @ np.array([0.299, 0.587, 0.114], np.float32)
+            x = np.repeat(g[:, :, None], 3, axis=2)
+        elif r < 0.6:  # another vendor's palette: rotate hue, swap channels
+            hsv = cv2.cvtColor(x, cv2.COLOR_RGB2HSV)
+            hsv[:, :, 0] = (hsv[:, :, 0] + rng.uniform(-40, 40)) % 360
+            hsv[:, :, 1] = np.clip(hsv[:, :, 1] * rng.uniform(0.6, 1.4), 0, 1)
+            x = np.asarray(cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB), np.float32)
+            if rng.random() < 0.3:
+                x = x[:, :, rng.permutation(3)]
+    gamma = float(np.exp(rng.uniform(np.log(0.6), np.log(1.7))))
+    x = np.clip(x, 0, 1) ** gamma
+    lo, hi = rng.uniform(0, 0.1), rng.uniform(0.9, 1.0)
+    x = lo + (hi - lo) * x
+    if rng.random() < 0.3:
+        k = int(rng.choice([3, 5]))
+        x = np.asarray(cv2.GaussianBlur(np.ascontiguousarray(x), (k, k), 0), np.float32)
+        if x.ndim == 2:
+            x = x[:, :, None]
+    x = x + rng.normal(0, rng.uniform(0, 0.04), x.shape).astype(np.float32)
+    return to_tensors(x, b, lab)
+
+
+def to_tensors(x: NDArray[np.float32], b: NDArray[np.float32], lab: NDArray[np.int64]) -> tuple[
+        torch.Tensor, torch.Tensor, torch.Tensor]:
+    """An augmented (S, S, C) picture in [0, 1] (clipped here), normalised as the contract says, and its boxes and
+    labels, as training tensors."""
+    x = (np.clip(x, 0, 1) - PC_MEAN) / PC_STD
+    return (torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1), dtype=np.float32)),
+            torch.from_numpy(b.astype(np.float32)), torch.from_numpy(lab.astype(np.int64)))
+
+
+def place(src: NDArray[np.uint8], boxes: NDArray[np.float32], labels: NDArray[np.int64], rng: np.random.Generator,
+          out_size: int, geometry: Geometry = Geometry()) -> tuple[NDArray[np.float32], NDArray[np.float32],
+                                                                   NDArray[np.int64]]:
+    """The geometric half of the augmentation: ``src`` (C, S, S) uint8 scaled (and stretched) about a random
+    point onto an ``out_size`` canvas of air, flipped and transposed at random; boxes mostly pushed off the canvas
+    are dropped with their labels. Returns the (out, out, C) float picture in [0, 1], boxes and labels."""
+    import cv2
+
     size = out_size
-    src = img[:3] if channels == "pc" else img[3:4]
+    img = src
     x: NDArray[np.float32] = src.transpose(1, 2, 0).astype(np.float32) / np.float32(255.0)
     b = boxes.copy()
     # scale (and stretch) about a random point, air padding
@@ -343,32 +386,7 @@ def augment_labelled(img: NDArray[np.uint8], boxes: NDArray[np.float32], labels:
     if rng.random() < 0.5:
         x = x.transpose(1, 0, 2)
         b = b[:, [1, 0, 3, 2]]
-    x = np.ascontiguousarray(x)
-    if channels == "pc":
-        r = rng.random()
-        if r < 0.25:  # grey display
-            g = x @ np.array([0.299, 0.587, 0.114], np.float32)
-            x = np.repeat(g[:, :, None], 3, axis=2)
-        elif r < 0.6:  # another vendor's palette: rotate hue, swap channels
-            hsv = cv2.cvtColor(x, cv2.COLOR_RGB2HSV)
-            hsv[:, :, 0] = (hsv[:, :, 0] + rng.uniform(-40, 40)) % 360
-            hsv[:, :, 1] = np.clip(hsv[:, :, 1] * rng.uniform(0.6, 1.4), 0, 1)
-            x = np.asarray(cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB), np.float32)
-            if rng.random() < 0.3:
-                x = x[:, :, rng.permutation(3)]
-    gamma = float(np.exp(rng.uniform(np.log(0.6), np.log(1.7))))
-    x = np.clip(x, 0, 1) ** gamma
-    lo, hi = rng.uniform(0, 0.1), rng.uniform(0.9, 1.0)
-    x = lo + (hi - lo) * x
-    if rng.random() < 0.3:
-        k = int(rng.choice([3, 5]))
-        x = np.asarray(cv2.GaussianBlur(np.ascontiguousarray(x), (k, k), 0), np.float32)
-        if x.ndim == 2:
-            x = x[:, :, None]
-    x = x + rng.normal(0, rng.uniform(0, 0.04), x.shape).astype(np.float32)
-    x = (np.clip(x, 0, 1) - PC_MEAN) / PC_STD
-    return (torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1), dtype=np.float32)),
-            torch.from_numpy(b.astype(np.float32)), torch.from_numpy(lab.astype(np.int64)))
+    return np.ascontiguousarray(x), b, lab
 
 
 def plain(img: NDArray[np.uint8], channels: str, out_size: int) -> NDArray[np.float32]:

@@ -32,7 +32,8 @@ def pack(model: nn.Module, role: Role, contract: InputContract, thresholds: Mapp
          normalisation: ScoreNormalisation, calibration: NDArray[np.float32], validation: NDArray[np.float32],
          out: Path, name: str, version: str, training_data: str, notes: str, classes: tuple[str, ...] = (),
          progress: Callable[[str], None] = print, int8: bool = True, fp32_rtol: float = 1e-4,
-         int8_max_drop: float = 0.01, optional_outputs: tuple[str, ...] = ()) -> Bundle:
+         int8_max_drop: float = 0.01, optional_outputs: tuple[str, ...] = (),
+         threat_classes: Mapping[str, float] | None = None) -> Bundle:
     """Export, convert, quantise (refused → FP32 only; skipped unless ``int8``), verify and bundle ``model``.
 
     ``fp32_rtol`` is the FP32 parity tolerance and ``1 - int8_max_drop`` the INT8 decision-agreement floor (both
@@ -73,4 +74,4 @@ def pack(model: nn.Module, role: Role, contract: InputContract, thresholds: Mapp
         report = verify(meta, validation, reference, f"pytorch ({type(model).__name__})", candidates, tolerances)
         base, models = bundle_models_from_files(files)
         return make_bundle(out, name, version, base, models, report, training_data=training_data, notes=notes,
-                           overwrite=True)
+                           overwrite=True, threat_classes=threat_classes)

@@ -126,8 +126,8 @@ def test_sim_output_is_read_as_raw_with_hosts(eval_assets: EvalAssets) -> None:
 def test_unknown_folder_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(DatasetError, match="not a dataset"):
         read_dataset(tmp_path)
-    with pytest.raises(DatasetError, match="layout 'yolo' is not valid"):
-        read_dataset(tmp_path, "yolo")
+    with pytest.raises(DatasetError, match="layout 'kitti' is not valid"):
+        read_dataset(tmp_path, "kitti")
 
 
 def test_real_gdxray_and_sixray() -> None:
