@@ -172,6 +172,13 @@ class Tables:
             Column("payload", LargeBinary, nullable=False),
             Column("received_wall", Float, nullable=False),
         )
+        # Sessions signed out before their cookie expired: the cookie is signed, not stored, so without this
+        # list a copy of it would stay valid after "Sign out" until session_max_age_s (pruned once expired).
+        self.ended_sessions = Table(
+            f"{p}ended_sessions", md,
+            Column("sid", String(64), primary_key=True),
+            Column("until_wall", Float, nullable=False),
+        )
         self.settings = Table(
             f"{p}settings", md,
             Column("key", String(64), primary_key=True),

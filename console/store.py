@@ -480,6 +480,8 @@ class ConsoleStore:
             n = conn.execute(delete(self.t.items).where(self.t.items.c.received_wall < before_wall)).rowcount
             conn.execute(delete(self.t.images).where(self.t.images.c.received_wall < before_wall))
             conn.execute(delete(self.t.actions).where(self.t.actions.c.received_wall < before_wall))
+            e = self.t.ended_sessions
+            conn.execute(delete(e).where(e.c.until_wall < time.time()))
         return int(n or 0)
 
     # ---- users and who-did-what ----
@@ -525,6 +527,17 @@ class ConsoleStore:
         u = self.t.users
         with self.engine.connect() as conn:
             return [User(r.login, r.role, bool(r.disabled), None) for r in conn.execute(select(u).order_by(u.c.login))]
+
+    def end_session(self, sid: str, until_wall: float) -> None:
+        """Sign-out: the session ``sid`` is refused from now on (its cookie may still be valid until
+        ``until_wall``, when the row is pruned)."""
+        with self.engine.begin() as conn:
+            self._insert_new(conn, self.t.ended_sessions, {"sid": sid, "until_wall": until_wall})
+
+    def session_ended(self, sid: str) -> bool:
+        e = self.t.ended_sessions
+        with self.engine.connect() as conn:
+            return conn.execute(select(e.c.sid).where(e.c.sid == sid)).first() is not None
 
     def audit(self, login: str, action: str, target: str | None, detail: str | None, address: str | None) -> None:
         with self.engine.begin() as conn:

@@ -52,6 +52,8 @@ HERE = Path(__file__).resolve().parent
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 THROTTLE_FAILURES, THROTTLE_WINDOW_S = 5, 300
 """A login with this many failed sign-ins within the window is refused (429) until the oldest leaves it."""
+STREAM_RECHECK_S = 15.0
+"""An open live stream checks its user (signed out, disabled, expired) at least this often."""
 SECURITY_HEADERS = [
     (b"content-security-policy", b"default-src 'self'; img-src 'self' data:; frame-ancestors 'none'"),
     (b"x-frame-options", b"DENY"),
@@ -140,11 +142,14 @@ class ConsoleWeb:
                 if request.session.get("login") != login:
                     request.session["login"] = login
                     request.session["issued"] = time.time()
+                    request.session["sid"] = secrets.token_urlsafe(24)
                 return user
-        login = request.session.get("login")
+        login, sid = request.session.get("login"), request.session.get("sid")
         issued = float(request.session.get("issued") or 0)
-        if not login or time.time() - issued > self.config.auth.session_max_age_s:
+        if not login or not sid or time.time() - issued > self.config.auth.session_max_age_s:
             return None
+        if await run_in_threadpool(self.store.session_ended, str(sid)):
+            return None  # signed out: a copy of the cookie is refused too
         user = await run_in_threadpool(self.store.user, str(login))
         return None if user is None or user.disabled else user
 
@@ -194,13 +199,18 @@ class ConsoleWeb:
             return JSONResponse({"error": "wrong login or password"}, status_code=401)
         self._failed.pop(login, None)
         request.session.clear()
-        request.session.update({"login": login, "issued": time.time(), "csrf": secrets.token_urlsafe(32)})
+        request.session.update({"login": login, "issued": time.time(), "csrf": secrets.token_urlsafe(32),
+                                "sid": secrets.token_urlsafe(24)})
         return JSONResponse({"ok": True, "csrf": request.session["csrf"]})
 
     async def logout(self, request: Request) -> Response:
         user = await self.user(request)
         if user is not None:
             await run_in_threadpool(self.store.audit, user.login, "logout", None, None, self._address(request))
+        sid = request.session.get("sid")
+        if sid:  # the cookie is signed, not stored: the session id is listed as ended so no copy of it works
+            until = float(request.session.get("issued") or time.time()) + self.config.auth.session_max_age_s
+            await run_in_threadpool(self.store.end_session, str(sid), until)
         request.session.clear()
         return JSONResponse({"ok": True})
 
@@ -295,14 +305,21 @@ class ConsoleWeb:
         queue = self.hub.subscribe()
 
         async def stream() -> AsyncIterator[bytes]:
+            next_check = time.monotonic() + STREAM_RECHECK_S
             try:
                 yield f"retry: 1000\nevent: hello\ndata: {{\"now\": {time.time()}}}\n\n".encode()
                 while True:
                     try:
-                        event = await asyncio.wait_for(queue.get(), timeout=15.0)
+                        event = await asyncio.wait_for(queue.get(), timeout=STREAM_RECHECK_S)
+                        timed_out = False
                     except TimeoutError:
+                        event, timed_out = None, True
+                    # checked by the clock, not only when the stream is quiet: on busy lanes it never is
+                    if time.monotonic() >= next_check:
+                        next_check = time.monotonic() + STREAM_RECHECK_S
                         if await self.user(request) is None:
                             return  # signed out, disabled or expired meanwhile: the stream ends
+                    if timed_out:
                         yield b": keep-alive\n\n"
                         continue
                     if event is None:

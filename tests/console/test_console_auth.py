@@ -202,3 +202,52 @@ def test_unreadable_messages_are_kept_not_dropped(console: ConsoleProc, module_b
     engine.dispose()
     assert rows and rows[0].payload == b"{not json" and "bad JSON" in rows[0].error
     assert json.loads(httpx.get(f"{console.url}/healthz", verify=False).text)["ok"] is True
+
+
+def test_a_signed_out_session_cookie_is_refused_afterwards(console: ConsoleProc) -> None:
+    """Sign-out ends the session on the console, not only in this browser: a copy of the cookie (another tab,
+    a shared machine's cookie store, a captured header) is refused after it (it was accepted until the cookie's
+    12 h expiry)."""
+    client: Any = session(console, "olga", OPERATOR)
+    cookie = client.cookies.get("edge_console")
+    copy = _anonymous(console)
+    copy.cookies.set("edge_console", cookie)
+    assert copy.get("/api/items").status_code == 200
+    assert client.post("/logout").status_code == 200
+    assert copy.get("/api/items").status_code == 401
+    assert copy.get("/events").status_code == 401
+    assert session(console, "olga", OPERATOR).get("/api/items").status_code == 200  # a new sign-in works
+
+
+def test_a_live_stream_ends_for_a_disabled_user_while_alarms_keep_coming(console: ConsoleProc,
+                                                                         module_broker: Broker) -> None:
+    """The stream re-checks its user by the clock: on busy lanes it is never quiet for 15 s, and the old check
+    (only on a quiet stream) kept streaming every alarm to a disabled operator for as long as alarms came."""
+    import threading
+
+    console.add_user("dora", "dora-pass-1")
+    dora: Any = session(console, "dora", "dora-pass-1")
+    site = console.site  # type: ignore[attr-defined]
+    lane = Lane(module_broker.port, site, "lane7", f"xray/{site}/lane7")
+    ended = threading.Event()
+    alarms: list[bytes] = []
+
+    def read() -> None:
+        with dora.stream("GET", "/events", timeout=httpx.Timeout(10, read=60)) as stream:
+            for chunk in stream.iter_bytes():
+                alarms.append(chunk)
+        ended.set()
+
+    threading.Thread(target=read, daemon=True).start()
+    time.sleep(0.5)
+    sam: Any = session(console, "sam", SUPERVISOR)
+    assert sam.post("/api/users/dora", json={"disabled": True}).status_code == 200
+    deadline = time.monotonic() + 25
+    try:
+        while time.monotonic() < deadline and not ended.is_set():  # an alarm every 0.4 s: never quiet
+            lane.publish_decision(alarm_decision(f"bag-{uuid.uuid4().hex[:6]}", "lane7"))
+            ended.wait(0.4)
+    finally:
+        lane.close()
+    assert any(b"event: alarm" in a for a in alarms), "the stream carried the alarms before"
+    assert ended.is_set(), "the disabled user's live stream still runs after 25 s of alarms"
