@@ -21,7 +21,8 @@ from sqlalchemy.exc import IntegrityError
 from console.db import ROLES, VERDICTS, Tables
 
 ALARM_VERDICTS = ("alarm", "unscreened")
-"""Box verdicts that need an operator: they enter the queue."""
+"""Box verdicts that need an operator: they enter the queue (and so does any verdict but ``clear`` the console does
+not know: fail-safe)."""
 
 
 class StoreError(Exception):
@@ -157,8 +158,10 @@ class ConsoleStore:
         """
         is_alarm_record = "item_record_id" in payload
         key = str(payload["item_record_id"] if is_alarm_record else payload["record_id"])
-        box_verdict = str(payload.get("verdict") or "unscreened")
-        alarm = box_verdict in ALARM_VERDICTS
+        box_verdict = str(payload.get("verdict") or "unscreened")[:16]
+        # fail-safe: only a CLEAR stays out of the queue; a verdict this console does not know (a newer box, a
+        # typo, "ALARM") goes to the operator rather than nowhere
+        alarm = box_verdict != "clear"
         image = payload.get("image")
         values = {
             "prefix": prefix, "broker": broker, "site_id": str(payload.get("site_id") or ""),

@@ -221,10 +221,13 @@ class ConsoleWeb:
 
     async def items(self, request: Request, user: User) -> Response:
         q = request.query_params
+        limit = _int(q.get("limit"), 200)
+        if limit is None:
+            return JSONResponse({"error": "limit: expected a whole number"}, status_code=400)
         views = await run_in_threadpool(
             self.store.items, status=q.get("status", "open"), site=q.get("site") or None,
             lane=q.get("lane") or None, verdict=q.get("verdict") or None, text=q.get("q") or None,
-            since=_float(q.get("since")), until=_float(q.get("until")), limit=int(q.get("limit") or 200))
+            since=_float(q.get("since")), until=_float(q.get("until")), limit=limit)
         return JSONResponse({"items": [v.as_json() for v in views], "now": time.time()})
 
     async def item(self, request: Request, user: User) -> Response:
@@ -239,7 +242,8 @@ class ConsoleWeb:
                              "sites": sorted({lane.site_id for lane in lanes if lane.site_id}), "now": time.time()})
 
     async def image(self, request: Request, user: User) -> Response:
-        found = await run_in_threadpool(self.store.image, int(request.path_params["image_id"]))
+        image_id = int(request.path_params["image_id"])
+        found = await run_in_threadpool(self.store.image, image_id) if image_id < 2**63 else None
         if found is None:
             return JSONResponse({"error": "no such image"}, status_code=404)
         media_type, content = found
@@ -298,7 +302,10 @@ class ConsoleWeb:
         return JSONResponse({"ok": True})
 
     async def audit(self, request: Request, user: User) -> Response:
-        rows = await run_in_threadpool(self.store.audit_log, int(request.query_params.get("limit") or 200))
+        limit = _int(request.query_params.get("limit"), 200)
+        if limit is None:
+            return JSONResponse({"error": "limit: expected a whole number"}, status_code=400)
+        rows = await run_in_threadpool(self.store.audit_log, max(1, min(limit, 10_000)))
         return JSONResponse({"audit": rows})
 
     async def events(self, request: Request, user: User) -> Response:
@@ -357,6 +364,17 @@ async def _json(request: Request) -> dict[str, Any]:
     except ValueError:
         return {}
     return body if isinstance(body, dict) else {}
+
+
+def _int(value: str | None, default: int) -> int | None:
+    """A whole-number query parameter (``default`` when absent); None when it is not one (the route answers 400,
+    not a 500 from deep in the store)."""
+    if not value:
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        return None
 
 
 def _float(value: str | None) -> float | None:

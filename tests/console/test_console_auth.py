@@ -251,3 +251,33 @@ def test_a_live_stream_ends_for_a_disabled_user_while_alarms_keep_coming(console
         lane.close()
     assert any(b"event: alarm" in a for a in alarms), "the stream carried the alarms before"
     assert ended.is_set(), "the disabled user's live stream still runs after 25 s of alarms"
+
+
+def test_a_box_verdict_the_console_does_not_know_goes_to_the_queue(console: ConsoleProc, module_broker: Broker) -> None:
+    """Fail-safe: only a CLEAR stays out of the operators' queue. A verdict the console does not know (a newer
+    box's, "ALARM" in capitals) was stored as not an alarm: no operator ever saw the parcel."""
+    site = console.site  # type: ignore[attr-defined]
+    lane = Lane(module_broker.port, site, "lane8", f"xray/{site}/lane8")
+    ids = {v: f"{site}-lane8-item-{uuid.uuid4().hex[:8]}" for v in ("ALARM", "suspect", "clear")}
+    for verdict, rid in ids.items():
+        body = {"schema": "item-2", "record_id": rid, "site_id": site, "scanner_id": "lane8",
+                "item_id": f"bag-{verdict}", "verdict": verdict, "objects": [], "reasons": []}
+        lane.publish_raw("items", json.dumps(body).encode())
+    lane.close()
+    client: Any = session(console, "olga", OPERATOR)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and client.get(f"/api/items/{ids['clear']}").status_code != 200:
+        time.sleep(0.05)
+    queued = {i["record_id"] for i in client.get("/api/items", params={"lane": f"xray/{site}/lane8"}).json()["items"]}
+    assert queued == {ids["ALARM"], ids["suspect"]}
+
+
+def test_bad_query_parameters_are_400_not_500(console: ConsoleProc) -> None:
+    sam: Any = session(console, "sam", SUPERVISOR)
+    assert sam.get("/api/items", params={"limit": "abc"}).status_code == 400
+    sam = session(console, "sam", SUPERVISOR)
+    assert sam.get("/api/audit", params={"limit": "x"}).status_code == 400
+    sam = session(console, "sam", SUPERVISOR)
+    assert sam.get("/api/audit", params={"limit": "-1"}).status_code == 200
+    assert sam.get("/images/99999999999999999999999").status_code == 404
+    assert sam.get("/api/items").status_code == 200
