@@ -14,7 +14,7 @@ from pathlib import Path
 
 import typer
 
-from console.config import DEFAULT_CONSOLE_CONFIG, ConsoleConfig, load_console_config
+from console.config import DEFAULT_CONSOLE_CONFIG, ConsoleConfig, file_problems, load_console_config
 from edge.errors import ConfigError
 
 console_app = typer.Typer(
@@ -37,6 +37,14 @@ def _load(config: Path) -> ConsoleConfig:
         raise typer.Exit(code=1) from None
 
 
+def _files_readable(cfg: ConsoleConfig, config: Path) -> None:
+    problems = file_problems(cfg, config)
+    for line in problems:
+        typer.echo(line, err=True)
+    if problems:
+        raise typer.Exit(code=1)
+
+
 def _extra_missing(exc: ImportError) -> typer.Exit:
     typer.echo(f"edge console: this install lacks {exc.name or exc}; install it with pip install "
                "'xray-edge[console]'", err=True)
@@ -50,6 +58,7 @@ def run(config: Path = CONFIG_OPTION) -> None:
     Example: edge console run --config /etc/edge/console.yaml
     """
     cfg = _load(config)
+    _files_readable(cfg, config)
     logging.basicConfig(level=cfg.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
@@ -66,6 +75,7 @@ def check(config: Path = CONFIG_OPTION) -> None:
     Example: edge console check --config /etc/edge/console.yaml
     """
     cfg = _load(config)
+    _files_readable(cfg, config)
     try:
         from console.service import open_store
     except ImportError as exc:

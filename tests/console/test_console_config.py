@@ -77,3 +77,20 @@ def test_unit_verifies() -> None:
     unit = REPO / "systemd" / "edge-console.service"
     verify = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True, timeout=60)
     assert verify.returncode == 0 and verify.stderr.strip() == "", verify.stderr
+
+
+def test_files_the_console_reads_are_checked_before_it_starts(tmp_path: Path) -> None:
+    """A missing broker password file: ``check`` said ok and ``run`` stopped with a FileNotFoundError traceback
+    (a crash loop under systemd); both now name the file, line and key and exit 1."""
+    path = tmp_path / "console.yaml"
+    path.write_text(f"data_dir: {tmp_path}/data\ndatabase:\n  url: sqlite:///{tmp_path}/c.sqlite3\n"
+                    "brokers:\n  - name: a\n    username: console\n"
+                    f"    password_file: {tmp_path}/missing-password\n"
+                    f"    tls:\n      ca_file: {tmp_path}/missing-ca.crt\n")
+    for command in ("check", "run"):
+        result = subprocess.run([sys.executable, "-m", "edge", "console", command, "--config", str(path)],
+                                capture_output=True, text=True, cwd=REPO, timeout=60)
+        assert result.returncode == 1, result.stderr
+        assert f"{path}:7: brokers[0].password_file: {tmp_path}/missing-password is not a file" in result.stderr
+        assert f"{path}:9: brokers[0].tls.ca_file:" in result.stderr
+        assert "Traceback" not in result.stderr
