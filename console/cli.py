@@ -45,6 +45,12 @@ def _files_readable(cfg: ConsoleConfig, config: Path) -> None:
         raise typer.Exit(code=1)
 
 
+def _no_database(config: Path, exc: Exception) -> typer.Exit:
+    reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+    typer.echo(f"{config}: database.url: cannot open the database ({reason})", err=True)
+    return typer.Exit(code=1)
+
+
 def _extra_missing(exc: ImportError) -> typer.Exit:
     typer.echo(f"edge console: this install lacks {exc.name or exc}; install it with pip install "
                "'xray-edge[console]'", err=True)
@@ -103,6 +109,8 @@ def add_user(
     """
     cfg = _load(config)
     try:
+        from sqlalchemy.exc import OperationalError
+
         from console.auth import hash_password
         from console.service import open_store
         from console.store import StoreError
@@ -124,6 +132,8 @@ def add_user(
             raise typer.Exit(code=1) from None
     try:
         open_store(cfg).add_user(login, hashed, role, by=f"cli:{getpass.getuser()}")
+    except OperationalError as exc:
+        raise _no_database(config, exc) from None
     except StoreError as exc:
         typer.echo(f"edge console add-user: {exc}", err=True)
         raise typer.Exit(code=1) from None
@@ -141,6 +151,8 @@ def set_password(
     Example: edge console set-password alice --config /etc/edge/console.yaml
     """
     cfg = _load(config)
+    from sqlalchemy.exc import OperationalError
+
     from console.auth import hash_password
     from console.service import open_store
     from console.store import StoreError
@@ -148,6 +160,8 @@ def set_password(
     password = sys.stdin.readline().rstrip("\r\n") if password_stdin else getpass.getpass(f"password for {login}: ")
     try:
         open_store(cfg).set_password(login, hash_password(password), by=f"cli:{getpass.getuser()}")
+    except OperationalError as exc:
+        raise _no_database(config, exc) from None
     except (ValueError, StoreError) as exc:
         typer.echo(f"edge console set-password: {exc}", err=True)
         raise typer.Exit(code=1) from None

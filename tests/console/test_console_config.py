@@ -94,3 +94,38 @@ def test_files_the_console_reads_are_checked_before_it_starts(tmp_path: Path) ->
         assert f"{path}:7: brokers[0].password_file: {tmp_path}/missing-password is not a file" in result.stderr
         assert f"{path}:9: brokers[0].tls.ca_file:" in result.stderr
         assert "Traceback" not in result.stderr
+
+
+def test_a_database_down_at_start_is_waited_for_with_one_line_per_attempt(tmp_path: Path) -> None:
+    """PostgreSQL not up yet (the control-room machine booted first): ``run`` printed a traceback and exited, and
+    systemd gave up after five restarts in ten seconds (StartLimitBurst). It now says why on one line and tries
+    again until the database answers or it is stopped; ``add-user`` says why on one line."""
+    import signal
+    import socket
+    import time
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # nothing listens there
+    path = tmp_path / "console.yaml"
+    path.write_text(f"data_dir: {tmp_path}/data\nlisten: {{host: 127.0.0.1, port: {port}}}\ndatabase:\n"
+                    f"  url: postgresql+psycopg://console:secret-pw@127.0.0.1:{port}/console\n"
+                    "brokers:\n  - name: a\n")
+    log = tmp_path / "console.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "edge", "console", "run", "--config", str(path)],
+                                stdout=out, stderr=out, cwd=REPO)
+    try:
+        time.sleep(4.0)
+        assert proc.poll() is None, log.read_text()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=15)
+    text = log.read_text()
+    assert text.count("cannot be reached") >= 2 and "Traceback" not in text, text
+    assert "secret-pw" not in text
+    added = subprocess.run([sys.executable, "-m", "edge", "console", "add-user", "zed", "--password-stdin",
+                            "--config", str(path)], input="long enough 1\n", capture_output=True, text=True,
+                           cwd=REPO, timeout=60)
+    assert added.returncode == 1 and "Traceback" not in added.stderr, added.stderr
+    assert f"{path}: database.url: cannot open the database" in added.stderr
