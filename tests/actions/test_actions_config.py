@@ -114,3 +114,12 @@ def test_build_actions_wires_the_store_beside_the_journal_and_the_audit_report(t
     finally:
         actions.close(0)
         audit.close(1)
+
+
+def test_a_diverter_armed_before_the_photo_eye_is_refused(tmp_path: Path) -> None:
+    """arm_mm >= eye_to_exit_mm + distance_mm puts every deadline before the parcel's own start: the config loaded
+    and every ALARM was reported missed_divert."""
+    path = _write(tmp_path, BASE + "actions:\n  divert:\n    eye_to_exit_mm: 0\n    distance_mm: 40\n"
+                  "    arm_mm: 50\n")
+    [problem] = _problems(path)
+    assert problem.startswith(f"{path}:12: actions.divert.arm_mm: 50 mm is not less than"), problem
