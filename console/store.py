@@ -8,6 +8,7 @@ the web page calls the queries and ``add_verdict``/``reopen``; the verdict sende
 from __future__ import annotations
 
 import json
+import math
 import secrets
 import time
 import uuid
@@ -118,20 +119,31 @@ def _reasons(payload: Mapping[str, Any]) -> list[str]:
 
 
 def _objects(payload: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """The per-object scores the card shows (label, scores, threshold, reasons), anomalous or alarming first."""
+    """The per-object scores the card shows (label, scores, threshold, reasons), anomalous or alarming first.
+
+    The payload is untrusted (anything on the broker's topic): every field is taken only if it has the expected
+    type, numbers only if finite. A wrong type used to make the alarm a reject (never shown to an operator), and a
+    NaN score made ``/api/items`` answer 500 for every operator while the item was in the queue.
+    """
     out: list[dict[str, Any]] = []
-    for obj in payload.get("objects") or []:
+    raw = payload.get("objects")
+    for obj in raw if isinstance(raw, list) else []:
         if not isinstance(obj, dict):
             continue
-        reasons = [r for r in obj.get("reasons") or [] if isinstance(r, dict)]
+        raw_reasons = obj.get("reasons")
+        reasons = [r for r in raw_reasons if isinstance(r, dict)] if isinstance(raw_reasons, list) else []
+        object_id = obj.get("object_id")
         out.append({
-            "object_id": obj.get("object_id"), "label": obj.get("label"),
-            "detector_score": obj.get("detector_score"), "anomaly_score": obj.get("anomaly_score"),
-            "threshold": obj.get("threshold"), "anomalous": bool(obj.get("anomalous")),
-            "reasons": [{"kind": r.get("kind"), "label": r.get("label"), "score": r.get("score"),
-                         "threshold": r.get("threshold")} for r in reasons],
+            "object_id": object_id if isinstance(object_id, int) and not isinstance(object_id, bool) else None,
+            "label": _str_or_none(obj.get("label")),
+            "detector_score": _float_or_none(obj.get("detector_score")),
+            "anomaly_score": _float_or_none(obj.get("anomaly_score")),
+            "threshold": _float_or_none(obj.get("threshold")), "anomalous": obj.get("anomalous") is True,
+            "reasons": [{"kind": _str_or_none(r.get("kind")), "label": _str_or_none(r.get("label")),
+                         "score": _float_or_none(r.get("score")), "threshold": _float_or_none(r.get("threshold"))}
+                        for r in reasons],
         })
-    out.sort(key=lambda o: (not (o["anomalous"] or o["reasons"]), -float(o["anomaly_score"] or 0.0)))
+    out.sort(key=lambda o: (not (o["anomalous"] or o["reasons"]), -(o["anomaly_score"] or 0.0)))
     return out
 
 
@@ -164,12 +176,13 @@ class ConsoleStore:
         alarm = box_verdict != "clear"
         image = payload.get("image")
         values = {
-            "prefix": prefix, "broker": broker, "site_id": str(payload.get("site_id") or ""),
-            "scanner_id": str(payload.get("scanner_id") or ""), "item_id": str(payload.get("item_id") or ""),
-            "box_verdict": box_verdict, "box_reason": payload.get("reason"),
+            "prefix": prefix, "broker": broker, "site_id": str(payload.get("site_id") or "")[:64],
+            "scanner_id": str(payload.get("scanner_id") or "")[:64],
+            "item_id": str(payload.get("item_id") or "")[:255],
+            "box_verdict": box_verdict, "box_reason": _str_or_none(payload.get("reason"), 64),
             "item_score": _float_or_none(payload.get("item_score")), "reasons": json.dumps(_reasons(payload)),
             "decided_wall": _float_or_none(payload.get("decided_wall")), "is_alarm": alarm,
-            "image_topic": image.get("topic") if isinstance(image, dict) else None, "payload": raw,
+            "image_topic": _str_or_none(image.get("topic"), 512) if isinstance(image, dict) else None, "payload": raw,
         }
         t = self.t.items
         inserted = self._insert_new(conn, t, dict(
@@ -228,17 +241,21 @@ class ConsoleStore:
 
     def ingest_status(self, conn: Connection, prefix: str, broker: str, payload: Mapping[str, Any],
                       now: float) -> None:
-        self._upsert_lane(conn, prefix, broker, site_id=payload.get("site_id"),
-                          scanner_id=payload.get("scanner_id"), status=str(payload.get("state") or "unknown"),
+        self._upsert_lane(conn, prefix, broker, site_id=_str_or_none(payload.get("site_id"), 64),
+                          scanner_id=_str_or_none(payload.get("scanner_id"), 64),
+                          status=str(payload.get("state") or "unknown")[:16],
                           status_reason=str(payload.get("reason") or ""), status_wall=now)
 
     def ingest_health(self, conn: Connection, prefix: str, broker: str, payload: Mapping[str, Any],
                       now: float) -> None:
-        links = [{"name": link.get("name"), "state": link.get("state"), "reason": link.get("reason")}
+        links = [{"name": _str_or_none(link.get("name")), "state": _str_or_none(link.get("state")),
+                  "reason": _str_or_none(link.get("reason"), 1000)}
                  for link in payload.get("links") or [] if isinstance(link, dict)]
-        self._upsert_lane(conn, prefix, broker, site_id=payload.get("site_id"),
-                          scanner_id=payload.get("scanner_id"), health_status=payload.get("status"),
-                          health_reason=payload.get("status_reason"), health_wall=now, links=json.dumps(links))
+        self._upsert_lane(conn, prefix, broker, site_id=_str_or_none(payload.get("site_id"), 64),
+                          scanner_id=_str_or_none(payload.get("scanner_id"), 64),
+                          health_status=_str_or_none(payload.get("status"), 16),
+                          health_reason=_str_or_none(payload.get("status_reason"), 1000), health_wall=now,
+                          links=json.dumps(links))
 
     def ingest_action(self, conn: Connection, prefix: str, payload: Mapping[str, Any], now: float) -> ItemView | None:
         """Store a box action (contract 4); returns the item it belongs to, if the console has it."""
@@ -420,7 +437,9 @@ class ConsoleStore:
         for r in rows:
             payload = json.loads(r.payload)
             objects = _objects(payload)
-            camera = any(o.get("polygon_camera") for o in payload.get("objects") or [] if isinstance(o, dict))
+            raw_objects = payload.get("objects")
+            camera = isinstance(raw_objects, list) and any(
+                o.get("polygon_camera") for o in raw_objects if isinstance(o, dict))
             state, error = states.get(r.verdict_id, (None, None))
             views.append(ItemView(
                 record_id=r.record_id, prefix=r.prefix, broker=r.broker, site_id=r.site_id,
@@ -577,7 +596,19 @@ _UNSAFE = str.maketrans({"/": "_", "+": "_", "#": "_", "\0": "_"})
 
 
 def _float_or_none(value: Any) -> float | None:
-    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+    """A finite number, else None (NaN and Infinity parse as JSON in Python but cannot be answered as JSON)."""
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:  # an integer too large for a float
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _str_or_none(value: Any, limit: int = 255) -> str | None:
+    """A string field of an untrusted payload, cut to ``limit`` characters; None when it is not a string."""
+    return value[:limit] if isinstance(value, str) else None
 
 
 def _image_key(row: Any) -> str:

@@ -281,3 +281,36 @@ def test_bad_query_parameters_are_400_not_500(console: ConsoleProc) -> None:
     assert sam.get("/api/audit", params={"limit": "-1"}).status_code == 200
     assert sam.get("/images/99999999999999999999999").status_code == 404
     assert sam.get("/api/items").status_code == 200
+
+
+def test_malformed_alarms_reach_the_queue_and_do_not_break_it(console: ConsoleProc, module_broker: Broker) -> None:
+    """MQTT payloads are untrusted. A NaN score in one object made /api/items answer 500 for every operator while
+    that item was in the queue; a wrong type (objects: 5, a score "high", a reason that is a mapping) made the
+    ALARM a reject that no operator saw. Each is now queued with what can be read of it."""
+    site = console.site  # type: ignore[attr-defined]
+    lane = Lane(module_broker.port, site, "lane6", f"xray/{site}/lane6")
+    bodies = {
+        "nan": '"objects": [{"object_id": 1, "anomaly_score": NaN, "anomalous": true}], "item_score": Infinity',
+        "objects-int": '"objects": 5',
+        "score-str": '"objects": [{"object_id": 1, "anomaly_score": "high", "anomalous": true, "reasons": "x"}]',
+        "reason-map": '"reason": {"a": 1}, "image": {"topic": 5}',
+    }
+    ids = {}
+    for name, extra in bodies.items():
+        ids[name] = f"{site}-lane6-{name}-{uuid.uuid4().hex[:6]}"
+        lane.publish_raw("items", (f'{{"record_id": "{ids[name]}", "site_id": "{site}", "scanner_id": "lane6", '
+                                   f'"item_id": "bag-{name}", "verdict": "alarm", {extra}}}').encode())
+    lane.publish_raw("health", b'{"site_id": "x", "status": "online", "links": [{"name": NaN, "state": 1}]}')
+    lane.close()
+    client: Any = session(console, "olga", OPERATOR)
+    deadline = time.monotonic() + 5
+    queued: set[str] = set()
+    while time.monotonic() < deadline and not set(ids.values()) <= queued:
+        answer = client.get("/api/items", params={"lane": f"xray/{site}/lane6"})
+        assert answer.status_code == 200, answer.text
+        queued = {i["record_id"] for i in answer.json()["items"]}
+        time.sleep(0.1)
+    assert queued == set(ids.values())
+    assert client.get("/api/lanes").status_code == 200
+    nan = client.get(f"/api/items/{ids['nan']}").json()
+    assert nan["objects"][0]["anomaly_score"] is None and nan["item_score"] is None
