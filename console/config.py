@@ -8,6 +8,7 @@ once. Every key is documented in ``systemd/edge-console.example.yaml`` (a test c
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from pathlib import Path
@@ -115,6 +116,22 @@ class AuthConfig(_Base):
     trusted_proxies: tuple[str, ...] = Field(("127.0.0.1", "::1"), description="addresses of the reverse proxy")
     session_max_age_s: int = Field(12 * 3600, ge=60, le=30 * 86400,
                                    description="a session ends this long after sign-in")
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _addresses(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        """Each entry is compared with the request's peer address as text: a host name or a network (10.0.0.0/24)
+        would never match, and the proxy's sign-ins would all fail without a word."""
+        bad = []
+        for entry in value:
+            try:
+                ipaddress.ip_address(entry)
+            except ValueError:
+                bad.append(entry)
+        if bad:
+            raise ValueError(f"{', '.join(repr(b) for b in bad)}: expected IP addresses of the reverse proxy, one "
+                             "each (host names and networks are not matched)")
+        return tuple(str(ipaddress.ip_address(entry)) for entry in value)
 
 
 class VerdictConfig(_Base):

@@ -129,3 +129,17 @@ def test_a_database_down_at_start_is_waited_for_with_one_line_per_attempt(tmp_pa
                            cwd=REPO, timeout=60)
     assert added.returncode == 1 and "Traceback" not in added.stderr, added.stderr
     assert f"{path}: database.url: cannot open the database" in added.stderr
+
+
+def test_trusted_proxies_must_be_addresses(tmp_path: Path) -> None:
+    """A network or host name in auth.trusted_proxies was never matched (the peer address is compared as text):
+    every proxied sign-in failed without a word. It is refused at its line."""
+    path = tmp_path / "console.yaml"
+    path.write_text("auth:\n  proxy_header: X-Remote-User\n  trusted_proxies: [10.0.0.0/24, proxy.site]\n"
+                    "brokers:\n  - name: a\n")
+    with pytest.raises(ConfigError) as err:
+        load_console_config(path)
+    [problem] = err.value.problems
+    assert problem.startswith(f"{path}:3: auth.trusted_proxies:") and "'10.0.0.0/24', 'proxy.site'" in problem
+    path.write_text("auth:\n  trusted_proxies: ['::1', 127.0.0.1]\nbrokers:\n  - name: a\n")
+    assert load_console_config(path).auth.trusted_proxies == ("::1", "127.0.0.1")
