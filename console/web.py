@@ -52,6 +52,9 @@ HERE = Path(__file__).resolve().parent
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 THROTTLE_FAILURES, THROTTLE_WINDOW_S = 5, 300
 """A login with this many failed sign-ins within the window is refused (429) until the oldest leaves it."""
+THROTTLE_LOGINS_MAX = 10_000
+"""Failed sign-ins are remembered per login; past this many logins the ones out of the window are forgotten (a
+run of guessed logins must not grow the console's memory without bound)."""
 STREAM_RECHECK_S = 15.0
 """An open live stream checks its user (signed out, disabled, expired) at least this often."""
 SECURITY_HEADERS = [
@@ -190,11 +193,14 @@ class ConsoleWeb:
             return JSONResponse({"error": f"{len(recent)} failed sign-ins in {THROTTLE_WINDOW_S // 60} min: wait "
                                           "a few minutes"}, status_code=429)
         user = await run_in_threadpool(self.store.user, login)
-        ok = user is not None and not user.disabled and await run_in_threadpool(
-            check_password, user.password_hash, password)
+        # the hash is checked (or a stand-in's) for every login, known or not: equal time, no enumeration
+        matches = await run_in_threadpool(check_password, user.password_hash if user is not None else None, password)
+        ok = matches and user is not None and not user.disabled
         await run_in_threadpool(self.store.audit, login or "?", "login" if ok else "login_failed", None, None,
                                 self._address(request))
         if not ok:
+            if len(self._failed) >= THROTTLE_LOGINS_MAX:  # many logins guessed: forget those out of the window
+                self._failed = {k: v for k, v in self._failed.items() if now - v[-1] < THROTTLE_WINDOW_S}
             self._failed[login] = [*recent, now][-THROTTLE_FAILURES:]
             return JSONResponse({"error": "wrong login or password"}, status_code=401)
         self._failed.pop(login, None)

@@ -314,3 +314,24 @@ def test_malformed_alarms_reach_the_queue_and_do_not_break_it(console: ConsolePr
     assert client.get("/api/lanes").status_code == 200
     nan = client.get(f"/api/items/{ids['nan']}").json()
     assert nan["objects"][0]["anomaly_score"] is None and nan["item_score"] is None
+
+
+def test_a_failed_sign_in_takes_as_long_for_an_unknown_login(console: ConsoleProc) -> None:
+    """An unknown login was answered without any hash check (~1 ms against ~50 ms for a known one): the time of a
+    failed sign-in told which logins exist. A stand-in hash is checked now."""
+    console.add_user("tim", "tim-pass-12")
+    c = _anonymous(console)
+    token = re.search(r'name="csrf-token" content="([^"]+)"', c.get("/login").text).group(1)  # type: ignore[union-attr]
+
+    def fastest(login: str) -> float:
+        times = []
+        for i in range(3):
+            start = time.perf_counter()
+            answer = c.post("/login", json={"login": login, "password": f"wrong-{i}-x"},
+                            headers={"X-CSRF-Token": token})
+            times.append(time.perf_counter() - start)
+            assert answer.status_code == 401
+        return min(times)
+
+    known, unknown = fastest("tim"), fastest(f"nobody-{uuid.uuid4().hex[:6]}")
+    assert unknown > 0.5 * known, f"unknown login {unknown * 1000:.1f} ms, known {known * 1000:.1f} ms"
