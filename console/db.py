@@ -179,6 +179,13 @@ class Tables:
             Column("sid", String(64), primary_key=True),
             Column("until_wall", Float, nullable=False),
         )
+        # A user's sessions signed in before this time are refused: set when the password changes or the user is
+        # disabled (a re-enabled user's old cookie, or one taken with the old password, must not come back).
+        self.user_sessions_ended = Table(
+            f"{p}user_sessions_ended", md,
+            Column("login", String(64), primary_key=True),
+            Column("before_wall", Float, nullable=False),
+        )
         self.settings = Table(
             f"{p}settings", md,
             Column("key", String(64), primary_key=True),

@@ -534,10 +534,13 @@ class ConsoleStore:
 
     def _change_user(self, login: str, by: str, action: str, detail: str, **values: Any) -> None:
         u = self.t.users
+        now = time.time()
         with self.engine.begin() as conn:
             if conn.execute(update(u).where(u.c.login == login).values(**values)).rowcount != 1:
                 raise StoreError(f"no user {login!r}")
-            self._audit(conn, by, action, login, detail, None, time.time())
+            if "password_hash" in values or values.get("disabled"):
+                self._end_sessions_of(conn, login, now)  # the user signs in again (with the new password)
+            self._audit(conn, by, action, login, detail, None, now)
 
     def user(self, login: str) -> User | None:
         u = self.t.users
@@ -556,10 +559,19 @@ class ConsoleStore:
         with self.engine.begin() as conn:
             self._insert_new(conn, self.t.ended_sessions, {"sid": sid, "until_wall": until_wall})
 
-    def session_ended(self, sid: str) -> bool:
-        e = self.t.ended_sessions
+    def session_ended(self, sid: str, login: str, issued: float) -> bool:
+        """The session was signed out, or its user's password changed or the user was disabled after ``issued``."""
+        e, u = self.t.ended_sessions, self.t.user_sessions_ended
         with self.engine.connect() as conn:
-            return conn.execute(select(e.c.sid).where(e.c.sid == sid)).first() is not None
+            if conn.execute(select(e.c.sid).where(e.c.sid == sid)).first() is not None:
+                return True
+            before = conn.execute(select(u.c.before_wall).where(u.c.login == login)).scalar()
+        return before is not None and issued <= float(before)
+
+    def _end_sessions_of(self, conn: Connection, login: str, now: float) -> None:
+        u = self.t.user_sessions_ended
+        if not self._insert_new(conn, u, {"login": login, "before_wall": now}):
+            conn.execute(update(u).where(u.c.login == login).values(before_wall=now))
 
     def audit(self, login: str, action: str, target: str | None, detail: str | None, address: str | None) -> None:
         with self.engine.begin() as conn:

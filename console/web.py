@@ -151,8 +151,8 @@ class ConsoleWeb:
         issued = float(request.session.get("issued") or 0)
         if not login or not sid or time.time() - issued > self.config.auth.session_max_age_s:
             return None
-        if await run_in_threadpool(self.store.session_ended, str(sid)):
-            return None  # signed out: a copy of the cookie is refused too
+        if await run_in_threadpool(self.store.session_ended, str(sid), str(login), issued):
+            return None  # signed out (a copy of the cookie is refused too), or password changed, or disabled
         user = await run_in_threadpool(self.store.user, str(login))
         return None if user is None or user.disabled else user
 

@@ -335,3 +335,19 @@ def test_a_failed_sign_in_takes_as_long_for_an_unknown_login(console: ConsolePro
 
     known, unknown = fastest("tim"), fastest(f"nobody-{uuid.uuid4().hex[:6]}")
     assert unknown > 0.5 * known, f"unknown login {unknown * 1000:.1f} ms, known {known * 1000:.1f} ms"
+
+
+def test_a_password_change_or_disable_ends_the_users_sessions(console: ConsoleProc) -> None:
+    """A supervisor resets a leaked password, or disables and later re-enables a user: the sessions signed in
+    before stay refused. The old cookie kept working after a password change, and came back with a re-enable."""
+    console.add_user("ivy", "ivy-pass-12")
+    sam: Any = session(console, "sam", SUPERVISOR)
+    before: Any = session(console, "ivy", "ivy-pass-12")
+    assert sam.post("/api/users/ivy", json={"password": "ivy-new-pass-3"}).status_code == 200
+    assert before.get("/api/items").status_code == 401
+    after: Any = session(console, "ivy", "ivy-new-pass-3")
+    assert after.get("/api/items").status_code == 200
+    assert sam.post("/api/users/ivy", json={"disabled": True}).status_code == 200
+    assert sam.post("/api/users/ivy", json={"disabled": False}).status_code == 200
+    assert after.get("/api/items").status_code == 401
+    assert session(console, "ivy", "ivy-new-pass-3").get("/api/items").status_code == 200
