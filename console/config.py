@@ -146,8 +146,8 @@ class ConsoleConfig(_Base):
 
     console_id: str = Field("console-1", pattern=r"^[A-Za-z0-9_-]{1,64}$",
                             description="this console's name, sent in every verdict (console_id)")
-    data_dir: Path = Field(Path("/var/lib/edge-console"), description="folder for the session key and the "
-                                                                      "self-signed certificate")
+    data_dir: Path = Field(Path("/var/lib/edge-console"), description="folder for the self-signed "
+                                   "certificate (data_dir/tls); the session signing key is in the database")
     listen: ListenConfig = Field(default_factory=ListenConfig)
     database: DatabaseConfig = Field(default_factory=DatabaseConfig)
     auth: AuthConfig = Field(default_factory=AuthConfig)
