@@ -89,8 +89,7 @@ def check(config: Path = CONFIG_OPTION) -> None:
     try:
         counts = open_store(cfg).counts()
     except Exception as exc:
-        typer.echo(f"{config}: database.url: cannot open the database ({exc})", err=True)
-        raise typer.Exit(code=1) from None
+        raise _no_database(config, exc) from None
     typer.echo(f"{config}: ok ({len(cfg.brokers)} broker(s); database holds {counts['items']} items)")
 
 
@@ -132,7 +131,7 @@ def add_user(
             raise typer.Exit(code=1) from None
     try:
         open_store(cfg).add_user(login, hashed, role, by=f"cli:{getpass.getuser()}")
-    except OperationalError as exc:
+    except (OperationalError, OSError) as exc:
         raise _no_database(config, exc) from None
     except StoreError as exc:
         typer.echo(f"edge console add-user: {exc}", err=True)
@@ -160,7 +159,7 @@ def set_password(
     password = sys.stdin.readline().rstrip("\r\n") if password_stdin else getpass.getpass(f"password for {login}: ")
     try:
         open_store(cfg).set_password(login, hash_password(password), by=f"cli:{getpass.getuser()}")
-    except OperationalError as exc:
+    except (OperationalError, OSError) as exc:
         raise _no_database(config, exc) from None
     except (ValueError, StoreError) as exc:
         typer.echo(f"edge console set-password: {exc}", err=True)

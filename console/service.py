@@ -171,7 +171,11 @@ def run_console(config: ConsoleConfig) -> int:
 
     from console.web import build_app
 
-    store = open_store_waiting(config)
+    try:
+        store = open_store_waiting(config)
+    except OSError as exc:  # not a database that is not up yet: a folder or file this user cannot use
+        log.error("database %s cannot be opened: %s", database_name(config), exc)
+        return 1
     assert store is not None
     parts = build(config, store)
     listen = config.listen

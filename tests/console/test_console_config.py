@@ -143,3 +143,17 @@ def test_trusted_proxies_must_be_addresses(tmp_path: Path) -> None:
     assert problem.startswith(f"{path}:3: auth.trusted_proxies:") and "'10.0.0.0/24', 'proxy.site'" in problem
     path.write_text("auth:\n  trusted_proxies: ['::1', 127.0.0.1]\nbrokers:\n  - name: a\n")
     assert load_console_config(path).auth.trusted_proxies == ("::1", "127.0.0.1")
+
+
+def test_a_database_folder_that_cannot_be_made_is_one_line_not_a_traceback(tmp_path: Path) -> None:
+    """docs/control-room.md runs add-user as the service user before the first start; its SQLite folder could
+    not be made (no /var/lib/edge-console yet) and add-user, like run, stopped with a PermissionError traceback."""
+    (tmp_path / "a-file").write_text("")
+    path = tmp_path / "console.yaml"
+    path.write_text(f"data_dir: {tmp_path}/data\ndatabase:\n  url: sqlite:///{tmp_path}/a-file/sub/c.sqlite3\n"
+                    "brokers:\n  - name: a\n")
+    for args in (["add-user", "zed", "--password-stdin"], ["run"]):
+        result = subprocess.run([sys.executable, "-m", "edge", "console", *args, "--config", str(path)],
+                                input="long enough 1\n", capture_output=True, text=True, cwd=REPO, timeout=60)
+        assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+        assert "cannot be opened" in result.stderr or "cannot open the database" in result.stderr
