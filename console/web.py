@@ -57,6 +57,10 @@ THROTTLE_LOGINS_MAX = 10_000
 run of guessed logins must not grow the console's memory without bound)."""
 STREAM_RECHECK_S = 15.0
 """An open live stream checks its user (signed out, disabled, expired) at least this often."""
+MAX_BODY_BYTES = 64 * 1024
+"""Largest body of a state-changing request (sign-in, verdict with its note, user change: all under 1 kB). The
+sign-in page hands a CSRF token to anyone, so without a bound an anonymous client could post a body of any size
+and the console would read it all into memory."""
 SECURITY_HEADERS = [
     (b"content-security-policy", b"default-src 'self'; img-src 'self' data:; frame-ancestors 'none'"),
     (b"x-frame-options", b"DENY"),
@@ -64,6 +68,26 @@ SECURITY_HEADERS = [
     (b"referrer-policy", b"same-origin"),
     (b"cache-control", b"no-store"),
 ]
+
+
+class BodyTooLarge(Exception):
+    """A streamed (chunked) request body went past ``MAX_BODY_BYTES``: the request ends, unread."""
+
+
+def _limited(receive: Receive) -> Receive:
+    """``receive`` that stops a body without a Content-Length once it passes ``MAX_BODY_BYTES``."""
+    seen = 0
+
+    async def wrapped() -> Message:
+        nonlocal seen
+        message = await receive()
+        if message["type"] == "http.request":
+            seen += len(message.get("body", b""))
+            if seen > MAX_BODY_BYTES:
+                raise BodyTooLarge(f"request body over {MAX_BODY_BYTES} bytes")
+        return message
+
+    return wrapped
 
 
 class GuardMiddleware:
@@ -88,6 +112,26 @@ class GuardMiddleware:
             if refusal is not None:
                 await JSONResponse({"error": refusal}, status_code=403)(scope, receive, self._with_headers(send))
                 return
+            length = dict(scope["headers"]).get(b"content-length", b"0")
+            if not length.isdigit() or int(length) > MAX_BODY_BYTES:
+                await JSONResponse({"error": f"request body over {MAX_BODY_BYTES} bytes"}, status_code=413)(
+                    scope, receive, self._with_headers(send))
+                return
+            started = False
+            guarded = self._with_headers(send)
+
+            async def tracking(message: Message) -> None:
+                nonlocal started
+                started = started or message["type"] == "http.response.start"
+                await guarded(message)
+
+            try:
+                await self.app(scope, _limited(receive), tracking)
+            except BodyTooLarge as exc:
+                if started:
+                    raise
+                await JSONResponse({"error": str(exc)}, status_code=413)(scope, receive, guarded)
+            return
         await self.app(scope, receive, self._with_headers(send))
 
     def _refusal(self, scope: Scope) -> str | None:

@@ -351,3 +351,15 @@ def test_a_password_change_or_disable_ends_the_users_sessions(console: ConsolePr
     assert sam.post("/api/users/ivy", json={"disabled": False}).status_code == 200
     assert after.get("/api/items").status_code == 401
     assert session(console, "ivy", "ivy-new-pass-3").get("/api/items").status_code == 200
+
+
+def test_an_oversized_body_is_refused_unread(console: ConsoleProc) -> None:
+    """The sign-in page gives anyone a CSRF token: a POST /login of any size was read whole into memory."""
+    c = _anonymous(console)
+    token = re.search(r'name="csrf-token" content="([^"]+)"', c.get("/login").text).group(1)  # type: ignore[union-attr]
+    big = b'{"login": "olga", "password": "' + b"x" * 2_000_000 + b'"}'
+    headers = {"X-CSRF-Token": token, "content-type": "application/json"}
+    assert c.post("/login", content=big, headers=headers).status_code == 413
+    chunked = c.post("/login", content=iter([big[i:i + 65536] for i in range(0, len(big), 65536)]), headers=headers)
+    assert chunked.status_code == 413
+    assert session(console, "olga", OPERATOR).get("/api/items").status_code == 200
