@@ -170,15 +170,14 @@ class ConsoleStore:
         """
         is_alarm_record = "item_record_id" in payload
         key = str(payload["item_record_id"] if is_alarm_record else payload["record_id"])
-        box_verdict = str(payload.get("verdict") or "unscreened")[:16]
+        box_verdict = _text(payload.get("verdict") or "unscreened", 16)
         # fail-safe: only a CLEAR stays out of the queue; a verdict this console does not know (a newer box, a
         # typo, "ALARM") goes to the operator rather than nowhere
         alarm = box_verdict != "clear"
         image = payload.get("image")
         values = {
-            "prefix": prefix, "broker": broker, "site_id": str(payload.get("site_id") or "")[:64],
-            "scanner_id": str(payload.get("scanner_id") or "")[:64],
-            "item_id": str(payload.get("item_id") or "")[:255],
+            "prefix": prefix, "broker": broker, "site_id": _text(payload.get("site_id"), 64),
+            "scanner_id": _text(payload.get("scanner_id"), 64), "item_id": _text(payload.get("item_id"), 255),
             "box_verdict": box_verdict, "box_reason": _str_or_none(payload.get("reason"), 64),
             "item_score": _float_or_none(payload.get("item_score")), "reasons": json.dumps(_reasons(payload)),
             "decided_wall": _float_or_none(payload.get("decided_wall")), "is_alarm": alarm,
@@ -243,8 +242,8 @@ class ConsoleStore:
                       now: float) -> None:
         self._upsert_lane(conn, prefix, broker, site_id=_str_or_none(payload.get("site_id"), 64),
                           scanner_id=_str_or_none(payload.get("scanner_id"), 64),
-                          status=str(payload.get("state") or "unknown")[:16],
-                          status_reason=str(payload.get("reason") or ""), status_wall=now)
+                          status=_text(payload.get("state") or "unknown", 16),
+                          status_reason=_text(payload.get("reason"), 1000), status_wall=now)
 
     def ingest_health(self, conn: Connection, prefix: str, broker: str, payload: Mapping[str, Any],
                       now: float) -> None:
@@ -619,8 +618,14 @@ def _float_or_none(value: Any) -> float | None:
 
 
 def _str_or_none(value: Any, limit: int = 255) -> str | None:
-    """A string field of an untrusted payload, cut to ``limit`` characters; None when it is not a string."""
-    return value[:limit] if isinstance(value, str) else None
+    """A string field of an untrusted payload, without NUL characters (PostgreSQL refuses them in text: the
+    whole ALARM became a reject) and cut to ``limit`` characters; None when it is not a string."""
+    return value.replace("\x00", "")[:limit] if isinstance(value, str) else None
+
+
+def _text(value: Any, limit: int) -> str:
+    """A field shown as text whatever it holds (``str`` of it), as :func:`_str_or_none` cleans strings."""
+    return str(value or "").replace("\x00", "")[:limit]
 
 
 def _image_key(row: Any) -> str:
