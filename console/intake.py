@@ -346,7 +346,10 @@ class VerdictSender:
     def send_due(self, now: float) -> int:
         """Publish every verdict due now; returns how many were handed to a broker."""
         sent = 0
-        for verdict in self.store.due_verdicts(now, self.resend_s):
+        connected = [name for name, link in self.links.items() if link.connected.is_set()]
+        if not connected:
+            return 0
+        for verdict in self.store.due_verdicts(now, self.resend_s, brokers=connected):
             link = self.links.get(verdict.broker)
             if link is not None and link.send(verdict.topic, verdict.payload):
                 self.store.mark_sent(verdict.verdict_id, now)

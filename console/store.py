@@ -345,13 +345,18 @@ class ConsoleStore:
         assert view is not None
         return view
 
-    def due_verdicts(self, now: float, resend_s: float, limit: int = 100) -> list[PendingVerdict]:
-        """Verdicts not acknowledged by their box: never sent, or sent more than ``resend_s`` ago."""
+    def due_verdicts(self, now: float, resend_s: float, limit: int = 100,
+                     brokers: Sequence[str] | None = None) -> list[PendingVerdict]:
+        """Verdicts not acknowledged by their box: never sent, or sent more than ``resend_s`` ago; only those
+        through ``brokers`` when given (the connected ones: the oldest ``limit`` verdicts of a site whose broker
+        is down must not hold back every other site's)."""
         v = self.t.verdicts
         query = (select(v.c.verdict_id, v.c.broker, v.c.prefix, v.c.payload, v.c.sends)
                  .where(v.c.state.in_(("pending", "sent")))
                  .where(or_(v.c.last_sent_wall.is_(None), v.c.last_sent_wall <= now - resend_s))
                  .order_by(v.c.decided_wall).limit(limit))
+        if brokers is not None:
+            query = query.where(v.c.broker.in_(list(brokers)))
         with self.engine.connect() as conn:
             return [PendingVerdict(r.verdict_id, r.broker, verdict_topic(r.prefix), r.payload.encode(), r.sends)
                     for r in conn.execute(query)]
