@@ -123,3 +123,15 @@ def test_a_diverter_armed_before_the_photo_eye_is_refused(tmp_path: Path) -> Non
                   "    arm_mm: 50\n")
     [problem] = _problems(path)
     assert problem.startswith(f"{path}:12: actions.divert.arm_mm: 50 mm is not less than"), problem
+
+
+def test_an_actions_state_file_that_cannot_be_written_is_flagged_by_edge_check(tmp_path: Path) -> None:
+    """``edge check`` checked every folder the service writes but the actions store: a state_file in a folder that
+    cannot be made passed the check and the service failed at start."""
+    from edge.config.preflight import check_folders
+
+    (tmp_path / "a-file").write_text("")
+    path = _write(tmp_path, BASE + f"actions:\n  state_file: {tmp_path}/a-file/sub/actions.sqlite3\n  divert:\n"
+                  "    eye_to_exit_mm: 800\n    distance_mm: 1500\n")
+    found = [f for f in check_folders(load_config(path)) if f.loc == ("actions", "state_file")]
+    assert len(found) == 1 and "a-file is a file, not a folder" in found[0].message
