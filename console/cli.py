@@ -14,7 +14,7 @@ from pathlib import Path
 
 import typer
 
-from console.config import DEFAULT_CONSOLE_CONFIG, ConsoleConfig, load_console_config
+from console.config import DEFAULT_CONSOLE_CONFIG, ConsoleConfig, file_problems, load_console_config
 from edge.errors import ConfigError
 
 console_app = typer.Typer(
@@ -37,6 +37,20 @@ def _load(config: Path) -> ConsoleConfig:
         raise typer.Exit(code=1) from None
 
 
+def _files_readable(cfg: ConsoleConfig, config: Path) -> None:
+    problems = file_problems(cfg, config)
+    for line in problems:
+        typer.echo(line, err=True)
+    if problems:
+        raise typer.Exit(code=1)
+
+
+def _no_database(config: Path, exc: Exception) -> typer.Exit:
+    reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+    typer.echo(f"{config}: database.url: cannot open the database ({reason})", err=True)
+    return typer.Exit(code=1)
+
+
 def _extra_missing(exc: ImportError) -> typer.Exit:
     typer.echo(f"edge console: this install lacks {exc.name or exc}; install it with pip install "
                "'xray-edge[console]'", err=True)
@@ -50,6 +64,7 @@ def run(config: Path = CONFIG_OPTION) -> None:
     Example: edge console run --config /etc/edge/console.yaml
     """
     cfg = _load(config)
+    _files_readable(cfg, config)
     logging.basicConfig(level=cfg.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
@@ -66,6 +81,7 @@ def check(config: Path = CONFIG_OPTION) -> None:
     Example: edge console check --config /etc/edge/console.yaml
     """
     cfg = _load(config)
+    _files_readable(cfg, config)
     try:
         from console.service import open_store
     except ImportError as exc:
@@ -73,8 +89,7 @@ def check(config: Path = CONFIG_OPTION) -> None:
     try:
         counts = open_store(cfg).counts()
     except Exception as exc:
-        typer.echo(f"{config}: database.url: cannot open the database ({exc})", err=True)
-        raise typer.Exit(code=1) from None
+        raise _no_database(config, exc) from None
     typer.echo(f"{config}: ok ({len(cfg.brokers)} broker(s); database holds {counts['items']} items)")
 
 
@@ -93,6 +108,8 @@ def add_user(
     """
     cfg = _load(config)
     try:
+        from sqlalchemy.exc import OperationalError
+
         from console.auth import hash_password
         from console.service import open_store
         from console.store import StoreError
@@ -114,6 +131,8 @@ def add_user(
             raise typer.Exit(code=1) from None
     try:
         open_store(cfg).add_user(login, hashed, role, by=f"cli:{getpass.getuser()}")
+    except (OperationalError, OSError) as exc:
+        raise _no_database(config, exc) from None
     except StoreError as exc:
         typer.echo(f"edge console add-user: {exc}", err=True)
         raise typer.Exit(code=1) from None
@@ -131,6 +150,8 @@ def set_password(
     Example: edge console set-password alice --config /etc/edge/console.yaml
     """
     cfg = _load(config)
+    from sqlalchemy.exc import OperationalError
+
     from console.auth import hash_password
     from console.service import open_store
     from console.store import StoreError
@@ -138,6 +159,8 @@ def set_password(
     password = sys.stdin.readline().rstrip("\r\n") if password_stdin else getpass.getpass(f"password for {login}: ")
     try:
         open_store(cfg).set_password(login, hash_password(password), by=f"cli:{getpass.getuser()}")
+    except (OperationalError, OSError) as exc:
+        raise _no_database(config, exc) from None
     except (ValueError, StoreError) as exc:
         typer.echo(f"edge console set-password: {exc}", err=True)
         raise typer.Exit(code=1) from None

@@ -8,13 +8,15 @@ once. Every key is documented in ``systemd/edge-console.example.yaml`` (a test c
 
 from __future__ import annotations
 
+import ipaddress
+import os
 import re
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from edge.config.loader import load_yaml_model
+from edge.config.loader import Loc, format_loc, key_lines, line_for, load_yaml_model
 
 DEFAULT_CONSOLE_CONFIG = Path("/etc/edge/console.yaml")
 _PREFIX = re.compile(r"^[a-z][a-z0-9_]{0,30}$")
@@ -115,6 +117,22 @@ class AuthConfig(_Base):
     session_max_age_s: int = Field(12 * 3600, ge=60, le=30 * 86400,
                                    description="a session ends this long after sign-in")
 
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _addresses(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        """Each entry is compared with the request's peer address as text: a host name or a network (10.0.0.0/24)
+        would never match, and the proxy's sign-ins would all fail without a word."""
+        bad = []
+        for entry in value:
+            try:
+                ipaddress.ip_address(entry)
+            except ValueError:
+                bad.append(entry)
+        if bad:
+            raise ValueError(f"{', '.join(repr(b) for b in bad)}: expected IP addresses of the reverse proxy, one "
+                             "each (host names and networks are not matched)")
+        return tuple(str(ipaddress.ip_address(entry)) for entry in value)
+
 
 class VerdictConfig(_Base):
     """Verdicts sent back to the boxes (contract: docs/control-room.md)."""
@@ -128,8 +146,8 @@ class ConsoleConfig(_Base):
 
     console_id: str = Field("console-1", pattern=r"^[A-Za-z0-9_-]{1,64}$",
                             description="this console's name, sent in every verdict (console_id)")
-    data_dir: Path = Field(Path("/var/lib/edge-console"), description="folder for the session key and the "
-                                                                      "self-signed certificate")
+    data_dir: Path = Field(Path("/var/lib/edge-console"), description="folder for the self-signed "
+                                   "certificate (data_dir/tls); the session signing key is in the database")
     listen: ListenConfig = Field(default_factory=ListenConfig)
     database: DatabaseConfig = Field(default_factory=DatabaseConfig)
     auth: AuthConfig = Field(default_factory=AuthConfig)
@@ -148,3 +166,25 @@ class ConsoleConfig(_Base):
 def load_console_config(path: Path) -> ConsoleConfig:
     """Read and validate ``path``; raises ``edge.errors.ConfigError`` listing every problem (file:line: key)."""
     return load_yaml_model(path, ConsoleConfig)
+
+
+def file_problems(config: ConsoleConfig, path: Path) -> list[str]:
+    """The files the console reads at start (certificate and key, database and broker passwords, broker TLS) that
+    do not exist or this user cannot read, one ``file:line: key.path: ...`` line each.
+
+    Why here and not at first use: ``edge console check`` said "ok" for a config whose broker password file was
+    missing, and ``run`` then stopped with a ``FileNotFoundError`` traceback (a crash loop under systemd). The
+    contents are not read (a secret never reaches the output).
+    """
+    files: list[tuple[Loc, Path | None]] = [
+        (("listen", "cert_file"), config.listen.cert_file), (("listen", "key_file"), config.listen.key_file),
+        (("database", "password_file"), config.database.password_file)]
+    for i, broker in enumerate(config.brokers):
+        files.append((("brokers", i, "password_file"), broker.password_file))
+        if broker.tls is not None:
+            files += [(("brokers", i, "tls", "ca_file"), broker.tls.ca_file),
+                      (("brokers", i, "tls", "cert_file"), broker.tls.cert_file),
+                      (("brokers", i, "tls", "key_file"), broker.tls.key_file)]
+    lines = key_lines(path)
+    return [f"{path}:{line_for(loc, lines)}: {format_loc(loc)}: {file} is not a file this user can read"
+            for loc, file in files if file is not None and not (file.is_file() and os.access(file, os.R_OK))]

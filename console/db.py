@@ -172,6 +172,20 @@ class Tables:
             Column("payload", LargeBinary, nullable=False),
             Column("received_wall", Float, nullable=False),
         )
+        # Sessions signed out before their cookie expired: the cookie is signed, not stored, so without this
+        # list a copy of it would stay valid after "Sign out" until session_max_age_s (pruned once expired).
+        self.ended_sessions = Table(
+            f"{p}ended_sessions", md,
+            Column("sid", String(64), primary_key=True),
+            Column("until_wall", Float, nullable=False),
+        )
+        # A user's sessions signed in before this time are refused: set when the password changes or the user is
+        # disabled (a re-enabled user's old cookie, or one taken with the old password, must not come back).
+        self.user_sessions_ended = Table(
+            f"{p}user_sessions_ended", md,
+            Column("login", String(64), primary_key=True),
+            Column("before_wall", Float, nullable=False),
+        )
         self.settings = Table(
             f"{p}settings", md,
             Column("key", String(64), primary_key=True),

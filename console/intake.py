@@ -21,6 +21,7 @@ import json
 import logging
 import queue
 import ssl
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -213,6 +214,7 @@ class BrokerLink:
         client.max_inflight_messages_set(100)
         client.max_queued_messages_set(0)
         client.on_connect = self._on_connect
+        client.on_connect_fail = self._on_connect_fail
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
         self.client = client
@@ -241,6 +243,17 @@ class BrokerLink:
         self.connected.set()
         log.info("broker %s connected (session present: %s); subscribed to %s", self.config.name,
                  flags.session_present, ", ".join(filters))
+
+    def _on_connect_fail(self, _c: paho.Client, _u: Any) -> None:
+        """The TCP or TLS connection failed (broker down, unknown host, refused port, bad certificate). paho
+        calls this inside its ``except OSError``, so the exception at hand is the reason; said once per change
+        (paho retries every 1-15 s), else an unreachable broker was silent in the log and on the page."""
+        exc = sys.exc_info()[1]
+        error = f"cannot connect: {exc}" if exc is not None else "cannot connect"
+        if error != self.last_error:
+            log.warning("broker %s (%s:%d): %s; retrying", self.config.name, self.config.host, self.config.port,
+                        error)
+        self.last_error = error
 
     def _on_disconnect(self, _c: paho.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
         self.connected.clear()
@@ -333,7 +346,10 @@ class VerdictSender:
     def send_due(self, now: float) -> int:
         """Publish every verdict due now; returns how many were handed to a broker."""
         sent = 0
-        for verdict in self.store.due_verdicts(now, self.resend_s):
+        connected = [name for name, link in self.links.items() if link.connected.is_set()]
+        if not connected:
+            return 0
+        for verdict in self.store.due_verdicts(now, self.resend_s, brokers=connected):
             link = self.links.get(verdict.broker)
             if link is not None and link.send(verdict.topic, verdict.payload):
                 self.store.mark_sent(verdict.verdict_id, now)

@@ -36,6 +36,39 @@ def open_store(config: ConsoleConfig) -> ConsoleStore:
     return ConsoleStore(engine, tables)
 
 
+def database_name(config: ConsoleConfig) -> str:
+    """The database URL as it may be logged (no password)."""
+    from sqlalchemy.engine import make_url
+
+    return make_url(config.database.url).render_as_string(hide_password=True)
+
+
+def open_store_waiting(config: ConsoleConfig, stop: threading.Event | None = None,
+                       max_delay_s: float = 30.0) -> ConsoleStore | None:
+    """:func:`open_store`, tried again (back-off 1 s to ``max_delay_s``) while the database cannot be reached;
+    None if ``stop`` is set meanwhile.
+
+    Why wait instead of exiting: after a power cut the control-room machine may boot before the PostgreSQL
+    server; exiting made systemd restart the console five times in ten seconds and then give up for good
+    (``StartLimitBurst``), and each attempt printed a traceback. One line per attempt says what is wrong.
+    """
+    from sqlalchemy.exc import OperationalError
+
+    delay = 1.0
+    while True:
+        try:
+            return open_store(config)
+        except OperationalError as exc:
+            reason = str(exc.orig or exc).strip().splitlines()[0]
+            log.error("database %s cannot be reached (%s); trying again in %.0f s", database_name(config), reason,
+                      delay)
+        if stop is not None and stop.wait(delay):
+            return None
+        if stop is None:
+            time.sleep(delay)
+        delay = min(2 * delay, max_delay_s)
+
+
 def self_signed(directory: Path, host_names: list[str]) -> tuple[Path, Path]:
     """``directory/console.crt`` and ``console.key``, made once (EC P-256, 10 years, SAN = the names given).
 
@@ -114,8 +147,8 @@ class ConsoleParts:
         self.store.engine.dispose()
 
 
-def build(config: ConsoleConfig) -> ConsoleParts:
-    store = open_store(config)
+def build(config: ConsoleConfig, store: ConsoleStore | None = None) -> ConsoleParts:
+    store = open_store(config) if store is None else store
     hub = Hub()
     writer = Writer(store, hub.publish)
     links = open_links(config, store, writer)
@@ -138,7 +171,13 @@ def run_console(config: ConsoleConfig) -> int:
 
     from console.web import build_app
 
-    parts = build(config)
+    try:
+        store = open_store_waiting(config)
+    except OSError as exc:  # not a database that is not up yet: a folder or file this user cannot use
+        log.error("database %s cannot be opened: %s", database_name(config), exc)
+        return 1
+    assert store is not None
+    parts = build(config, store)
     listen = config.listen
     if listen.cert_file is not None and listen.key_file is not None:
         cert, key = listen.cert_file, listen.key_file

@@ -8,6 +8,7 @@ the web page calls the queries and ``add_verdict``/``reopen``; the verdict sende
 from __future__ import annotations
 
 import json
+import math
 import secrets
 import time
 import uuid
@@ -21,7 +22,8 @@ from sqlalchemy.exc import IntegrityError
 from console.db import ROLES, VERDICTS, Tables
 
 ALARM_VERDICTS = ("alarm", "unscreened")
-"""Box verdicts that need an operator: they enter the queue."""
+"""Box verdicts that need an operator: they enter the queue (and so does any verdict but ``clear`` the console does
+not know: fail-safe)."""
 
 
 class StoreError(Exception):
@@ -117,20 +119,31 @@ def _reasons(payload: Mapping[str, Any]) -> list[str]:
 
 
 def _objects(payload: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """The per-object scores the card shows (label, scores, threshold, reasons), anomalous or alarming first."""
+    """The per-object scores the card shows (label, scores, threshold, reasons), anomalous or alarming first.
+
+    The payload is untrusted (anything on the broker's topic): every field is taken only if it has the expected
+    type, numbers only if finite. A wrong type used to make the alarm a reject (never shown to an operator), and a
+    NaN score made ``/api/items`` answer 500 for every operator while the item was in the queue.
+    """
     out: list[dict[str, Any]] = []
-    for obj in payload.get("objects") or []:
+    raw = payload.get("objects")
+    for obj in raw if isinstance(raw, list) else []:
         if not isinstance(obj, dict):
             continue
-        reasons = [r for r in obj.get("reasons") or [] if isinstance(r, dict)]
+        raw_reasons = obj.get("reasons")
+        reasons = [r for r in raw_reasons if isinstance(r, dict)] if isinstance(raw_reasons, list) else []
+        object_id = obj.get("object_id")
         out.append({
-            "object_id": obj.get("object_id"), "label": obj.get("label"),
-            "detector_score": obj.get("detector_score"), "anomaly_score": obj.get("anomaly_score"),
-            "threshold": obj.get("threshold"), "anomalous": bool(obj.get("anomalous")),
-            "reasons": [{"kind": r.get("kind"), "label": r.get("label"), "score": r.get("score"),
-                         "threshold": r.get("threshold")} for r in reasons],
+            "object_id": object_id if isinstance(object_id, int) and not isinstance(object_id, bool) else None,
+            "label": _str_or_none(obj.get("label")),
+            "detector_score": _float_or_none(obj.get("detector_score")),
+            "anomaly_score": _float_or_none(obj.get("anomaly_score")),
+            "threshold": _float_or_none(obj.get("threshold")), "anomalous": obj.get("anomalous") is True,
+            "reasons": [{"kind": _str_or_none(r.get("kind")), "label": _str_or_none(r.get("label")),
+                         "score": _float_or_none(r.get("score")), "threshold": _float_or_none(r.get("threshold"))}
+                        for r in reasons],
         })
-    out.sort(key=lambda o: (not (o["anomalous"] or o["reasons"]), -float(o["anomaly_score"] or 0.0)))
+    out.sort(key=lambda o: (not (o["anomalous"] or o["reasons"]), -(o["anomaly_score"] or 0.0)))
     return out
 
 
@@ -157,16 +170,18 @@ class ConsoleStore:
         """
         is_alarm_record = "item_record_id" in payload
         key = str(payload["item_record_id"] if is_alarm_record else payload["record_id"])
-        box_verdict = str(payload.get("verdict") or "unscreened")
-        alarm = box_verdict in ALARM_VERDICTS
+        box_verdict = _text(payload.get("verdict") or "unscreened", 16)
+        # fail-safe: only a CLEAR stays out of the queue; a verdict this console does not know (a newer box, a
+        # typo, "ALARM") goes to the operator rather than nowhere
+        alarm = box_verdict != "clear"
         image = payload.get("image")
         values = {
-            "prefix": prefix, "broker": broker, "site_id": str(payload.get("site_id") or ""),
-            "scanner_id": str(payload.get("scanner_id") or ""), "item_id": str(payload.get("item_id") or ""),
-            "box_verdict": box_verdict, "box_reason": payload.get("reason"),
+            "prefix": prefix, "broker": broker, "site_id": _text(payload.get("site_id"), 64),
+            "scanner_id": _text(payload.get("scanner_id"), 64), "item_id": _text(payload.get("item_id"), 255),
+            "box_verdict": box_verdict, "box_reason": _str_or_none(payload.get("reason"), 64),
             "item_score": _float_or_none(payload.get("item_score")), "reasons": json.dumps(_reasons(payload)),
             "decided_wall": _float_or_none(payload.get("decided_wall")), "is_alarm": alarm,
-            "image_topic": image.get("topic") if isinstance(image, dict) else None, "payload": raw,
+            "image_topic": _str_or_none(image.get("topic"), 512) if isinstance(image, dict) else None, "payload": raw,
         }
         t = self.t.items
         inserted = self._insert_new(conn, t, dict(
@@ -225,17 +240,21 @@ class ConsoleStore:
 
     def ingest_status(self, conn: Connection, prefix: str, broker: str, payload: Mapping[str, Any],
                       now: float) -> None:
-        self._upsert_lane(conn, prefix, broker, site_id=payload.get("site_id"),
-                          scanner_id=payload.get("scanner_id"), status=str(payload.get("state") or "unknown"),
-                          status_reason=str(payload.get("reason") or ""), status_wall=now)
+        self._upsert_lane(conn, prefix, broker, site_id=_str_or_none(payload.get("site_id"), 64),
+                          scanner_id=_str_or_none(payload.get("scanner_id"), 64),
+                          status=_text(payload.get("state") or "unknown", 16),
+                          status_reason=_text(payload.get("reason"), 1000), status_wall=now)
 
     def ingest_health(self, conn: Connection, prefix: str, broker: str, payload: Mapping[str, Any],
                       now: float) -> None:
-        links = [{"name": link.get("name"), "state": link.get("state"), "reason": link.get("reason")}
+        links = [{"name": _str_or_none(link.get("name")), "state": _str_or_none(link.get("state")),
+                  "reason": _str_or_none(link.get("reason"), 1000)}
                  for link in payload.get("links") or [] if isinstance(link, dict)]
-        self._upsert_lane(conn, prefix, broker, site_id=payload.get("site_id"),
-                          scanner_id=payload.get("scanner_id"), health_status=payload.get("status"),
-                          health_reason=payload.get("status_reason"), health_wall=now, links=json.dumps(links))
+        self._upsert_lane(conn, prefix, broker, site_id=_str_or_none(payload.get("site_id"), 64),
+                          scanner_id=_str_or_none(payload.get("scanner_id"), 64),
+                          health_status=_str_or_none(payload.get("status"), 16),
+                          health_reason=_str_or_none(payload.get("status_reason"), 1000), health_wall=now,
+                          links=json.dumps(links))
 
     def ingest_action(self, conn: Connection, prefix: str, payload: Mapping[str, Any], now: float) -> ItemView | None:
         """Store a box action (contract 4); returns the item it belongs to, if the console has it."""
@@ -326,13 +345,18 @@ class ConsoleStore:
         assert view is not None
         return view
 
-    def due_verdicts(self, now: float, resend_s: float, limit: int = 100) -> list[PendingVerdict]:
-        """Verdicts not acknowledged by their box: never sent, or sent more than ``resend_s`` ago."""
+    def due_verdicts(self, now: float, resend_s: float, limit: int = 100,
+                     brokers: Sequence[str] | None = None) -> list[PendingVerdict]:
+        """Verdicts not acknowledged by their box: never sent, or sent more than ``resend_s`` ago; only those
+        through ``brokers`` when given (the connected ones: the oldest ``limit`` verdicts of a site whose broker
+        is down must not hold back every other site's)."""
         v = self.t.verdicts
         query = (select(v.c.verdict_id, v.c.broker, v.c.prefix, v.c.payload, v.c.sends)
                  .where(v.c.state.in_(("pending", "sent")))
                  .where(or_(v.c.last_sent_wall.is_(None), v.c.last_sent_wall <= now - resend_s))
                  .order_by(v.c.decided_wall).limit(limit))
+        if brokers is not None:
+            query = query.where(v.c.broker.in_(list(brokers)))
         with self.engine.connect() as conn:
             return [PendingVerdict(r.verdict_id, r.broker, verdict_topic(r.prefix), r.payload.encode(), r.sends)
                     for r in conn.execute(query)]
@@ -417,7 +441,9 @@ class ConsoleStore:
         for r in rows:
             payload = json.loads(r.payload)
             objects = _objects(payload)
-            camera = any(o.get("polygon_camera") for o in payload.get("objects") or [] if isinstance(o, dict))
+            raw_objects = payload.get("objects")
+            camera = isinstance(raw_objects, list) and any(
+                o.get("polygon_camera") for o in raw_objects if isinstance(o, dict))
             state, error = states.get(r.verdict_id, (None, None))
             views.append(ItemView(
                 record_id=r.record_id, prefix=r.prefix, broker=r.broker, site_id=r.site_id,
@@ -480,6 +506,8 @@ class ConsoleStore:
             n = conn.execute(delete(self.t.items).where(self.t.items.c.received_wall < before_wall)).rowcount
             conn.execute(delete(self.t.images).where(self.t.images.c.received_wall < before_wall))
             conn.execute(delete(self.t.actions).where(self.t.actions.c.received_wall < before_wall))
+            e = self.t.ended_sessions
+            conn.execute(delete(e).where(e.c.until_wall < time.time()))
         return int(n or 0)
 
     # ---- users and who-did-what ----
@@ -510,10 +538,13 @@ class ConsoleStore:
 
     def _change_user(self, login: str, by: str, action: str, detail: str, **values: Any) -> None:
         u = self.t.users
+        now = time.time()
         with self.engine.begin() as conn:
             if conn.execute(update(u).where(u.c.login == login).values(**values)).rowcount != 1:
                 raise StoreError(f"no user {login!r}")
-            self._audit(conn, by, action, login, detail, None, time.time())
+            if "password_hash" in values or values.get("disabled"):
+                self._end_sessions_of(conn, login, now)  # the user signs in again (with the new password)
+            self._audit(conn, by, action, login, detail, None, now)
 
     def user(self, login: str) -> User | None:
         u = self.t.users
@@ -525,6 +556,26 @@ class ConsoleStore:
         u = self.t.users
         with self.engine.connect() as conn:
             return [User(r.login, r.role, bool(r.disabled), None) for r in conn.execute(select(u).order_by(u.c.login))]
+
+    def end_session(self, sid: str, until_wall: float) -> None:
+        """Sign-out: the session ``sid`` is refused from now on (its cookie may still be valid until
+        ``until_wall``, when the row is pruned)."""
+        with self.engine.begin() as conn:
+            self._insert_new(conn, self.t.ended_sessions, {"sid": sid, "until_wall": until_wall})
+
+    def session_ended(self, sid: str, login: str, issued: float) -> bool:
+        """The session was signed out, or its user's password changed or the user was disabled after ``issued``."""
+        e, u = self.t.ended_sessions, self.t.user_sessions_ended
+        with self.engine.connect() as conn:
+            if conn.execute(select(e.c.sid).where(e.c.sid == sid)).first() is not None:
+                return True
+            before = conn.execute(select(u.c.before_wall).where(u.c.login == login)).scalar()
+        return before is not None and issued <= float(before)
+
+    def _end_sessions_of(self, conn: Connection, login: str, now: float) -> None:
+        u = self.t.user_sessions_ended
+        if not self._insert_new(conn, u, {"login": login, "before_wall": now}):
+            conn.execute(update(u).where(u.c.login == login).values(before_wall=now))
 
     def audit(self, login: str, action: str, target: str | None, detail: str | None, address: str | None) -> None:
         with self.engine.begin() as conn:
@@ -561,7 +612,25 @@ _UNSAFE = str.maketrans({"/": "_", "+": "_", "#": "_", "\0": "_"})
 
 
 def _float_or_none(value: Any) -> float | None:
-    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+    """A finite number, else None (NaN and Infinity parse as JSON in Python but cannot be answered as JSON)."""
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:  # an integer too large for a float
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _str_or_none(value: Any, limit: int = 255) -> str | None:
+    """A string field of an untrusted payload, without NUL characters (PostgreSQL refuses them in text: the
+    whole ALARM became a reject) and cut to ``limit`` characters; None when it is not a string."""
+    return value.replace("\x00", "")[:limit] if isinstance(value, str) else None
+
+
+def _text(value: Any, limit: int) -> str:
+    """A field shown as text whatever it holds (``str`` of it), as :func:`_str_or_none` cleans strings."""
+    return str(value or "").replace("\x00", "")[:limit]
 
 
 def _image_key(row: Any) -> str:

@@ -52,6 +52,15 @@ HERE = Path(__file__).resolve().parent
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 THROTTLE_FAILURES, THROTTLE_WINDOW_S = 5, 300
 """A login with this many failed sign-ins within the window is refused (429) until the oldest leaves it."""
+THROTTLE_LOGINS_MAX = 10_000
+"""Failed sign-ins are remembered per login; past this many logins the ones out of the window are forgotten (a
+run of guessed logins must not grow the console's memory without bound)."""
+STREAM_RECHECK_S = 15.0
+"""An open live stream checks its user (signed out, disabled, expired) at least this often."""
+MAX_BODY_BYTES = 64 * 1024
+"""Largest body of a state-changing request (sign-in, verdict with its note, user change: all under 1 kB). The
+sign-in page hands a CSRF token to anyone, so without a bound an anonymous client could post a body of any size
+and the console would read it all into memory."""
 SECURITY_HEADERS = [
     (b"content-security-policy", b"default-src 'self'; img-src 'self' data:; frame-ancestors 'none'"),
     (b"x-frame-options", b"DENY"),
@@ -59,6 +68,26 @@ SECURITY_HEADERS = [
     (b"referrer-policy", b"same-origin"),
     (b"cache-control", b"no-store"),
 ]
+
+
+class BodyTooLarge(Exception):
+    """A streamed (chunked) request body went past ``MAX_BODY_BYTES``: the request ends, unread."""
+
+
+def _limited(receive: Receive) -> Receive:
+    """``receive`` that stops a body without a Content-Length once it passes ``MAX_BODY_BYTES``."""
+    seen = 0
+
+    async def wrapped() -> Message:
+        nonlocal seen
+        message = await receive()
+        if message["type"] == "http.request":
+            seen += len(message.get("body", b""))
+            if seen > MAX_BODY_BYTES:
+                raise BodyTooLarge(f"request body over {MAX_BODY_BYTES} bytes")
+        return message
+
+    return wrapped
 
 
 class GuardMiddleware:
@@ -83,6 +112,26 @@ class GuardMiddleware:
             if refusal is not None:
                 await JSONResponse({"error": refusal}, status_code=403)(scope, receive, self._with_headers(send))
                 return
+            length = dict(scope["headers"]).get(b"content-length", b"0")
+            if not length.isdigit() or int(length) > MAX_BODY_BYTES:
+                await JSONResponse({"error": f"request body over {MAX_BODY_BYTES} bytes"}, status_code=413)(
+                    scope, receive, self._with_headers(send))
+                return
+            started = False
+            guarded = self._with_headers(send)
+
+            async def tracking(message: Message) -> None:
+                nonlocal started
+                started = started or message["type"] == "http.response.start"
+                await guarded(message)
+
+            try:
+                await self.app(scope, _limited(receive), tracking)
+            except BodyTooLarge as exc:
+                if started:
+                    raise
+                await JSONResponse({"error": str(exc)}, status_code=413)(scope, receive, guarded)
+            return
         await self.app(scope, receive, self._with_headers(send))
 
     def _refusal(self, scope: Scope) -> str | None:
@@ -140,11 +189,14 @@ class ConsoleWeb:
                 if request.session.get("login") != login:
                     request.session["login"] = login
                     request.session["issued"] = time.time()
+                    request.session["sid"] = secrets.token_urlsafe(24)
                 return user
-        login = request.session.get("login")
+        login, sid = request.session.get("login"), request.session.get("sid")
         issued = float(request.session.get("issued") or 0)
-        if not login or time.time() - issued > self.config.auth.session_max_age_s:
+        if not login or not sid or time.time() - issued > self.config.auth.session_max_age_s:
             return None
+        if await run_in_threadpool(self.store.session_ended, str(sid), str(login), issued):
+            return None  # signed out (a copy of the cookie is refused too), or password changed, or disabled
         user = await run_in_threadpool(self.store.user, str(login))
         return None if user is None or user.disabled else user
 
@@ -185,22 +237,30 @@ class ConsoleWeb:
             return JSONResponse({"error": f"{len(recent)} failed sign-ins in {THROTTLE_WINDOW_S // 60} min: wait "
                                           "a few minutes"}, status_code=429)
         user = await run_in_threadpool(self.store.user, login)
-        ok = user is not None and not user.disabled and await run_in_threadpool(
-            check_password, user.password_hash, password)
+        # the hash is checked (or a stand-in's) for every login, known or not: equal time, no enumeration
+        matches = await run_in_threadpool(check_password, user.password_hash if user is not None else None, password)
+        ok = matches and user is not None and not user.disabled
         await run_in_threadpool(self.store.audit, login or "?", "login" if ok else "login_failed", None, None,
                                 self._address(request))
         if not ok:
+            if len(self._failed) >= THROTTLE_LOGINS_MAX:  # many logins guessed: forget those out of the window
+                self._failed = {k: v for k, v in self._failed.items() if now - v[-1] < THROTTLE_WINDOW_S}
             self._failed[login] = [*recent, now][-THROTTLE_FAILURES:]
             return JSONResponse({"error": "wrong login or password"}, status_code=401)
         self._failed.pop(login, None)
         request.session.clear()
-        request.session.update({"login": login, "issued": time.time(), "csrf": secrets.token_urlsafe(32)})
+        request.session.update({"login": login, "issued": time.time(), "csrf": secrets.token_urlsafe(32),
+                                "sid": secrets.token_urlsafe(24)})
         return JSONResponse({"ok": True, "csrf": request.session["csrf"]})
 
     async def logout(self, request: Request) -> Response:
         user = await self.user(request)
         if user is not None:
             await run_in_threadpool(self.store.audit, user.login, "logout", None, None, self._address(request))
+        sid = request.session.get("sid")
+        if sid:  # the cookie is signed, not stored: the session id is listed as ended so no copy of it works
+            until = float(request.session.get("issued") or time.time()) + self.config.auth.session_max_age_s
+            await run_in_threadpool(self.store.end_session, str(sid), until)
         request.session.clear()
         return JSONResponse({"ok": True})
 
@@ -211,10 +271,13 @@ class ConsoleWeb:
 
     async def items(self, request: Request, user: User) -> Response:
         q = request.query_params
+        limit = _int(q.get("limit"), 200)
+        if limit is None:
+            return JSONResponse({"error": "limit: expected a whole number"}, status_code=400)
         views = await run_in_threadpool(
             self.store.items, status=q.get("status", "open"), site=q.get("site") or None,
             lane=q.get("lane") or None, verdict=q.get("verdict") or None, text=q.get("q") or None,
-            since=_float(q.get("since")), until=_float(q.get("until")), limit=int(q.get("limit") or 200))
+            since=_float(q.get("since")), until=_float(q.get("until")), limit=limit)
         return JSONResponse({"items": [v.as_json() for v in views], "now": time.time()})
 
     async def item(self, request: Request, user: User) -> Response:
@@ -229,7 +292,8 @@ class ConsoleWeb:
                              "sites": sorted({lane.site_id for lane in lanes if lane.site_id}), "now": time.time()})
 
     async def image(self, request: Request, user: User) -> Response:
-        found = await run_in_threadpool(self.store.image, int(request.path_params["image_id"]))
+        image_id = int(request.path_params["image_id"])
+        found = await run_in_threadpool(self.store.image, image_id) if image_id < 2**63 else None
         if found is None:
             return JSONResponse({"error": "no such image"}, status_code=404)
         media_type, content = found
@@ -288,21 +352,31 @@ class ConsoleWeb:
         return JSONResponse({"ok": True})
 
     async def audit(self, request: Request, user: User) -> Response:
-        rows = await run_in_threadpool(self.store.audit_log, int(request.query_params.get("limit") or 200))
+        limit = _int(request.query_params.get("limit"), 200)
+        if limit is None:
+            return JSONResponse({"error": "limit: expected a whole number"}, status_code=400)
+        rows = await run_in_threadpool(self.store.audit_log, max(1, min(limit, 10_000)))
         return JSONResponse({"audit": rows})
 
     async def events(self, request: Request, user: User) -> Response:
         queue = self.hub.subscribe()
 
         async def stream() -> AsyncIterator[bytes]:
+            next_check = time.monotonic() + STREAM_RECHECK_S
             try:
                 yield f"retry: 1000\nevent: hello\ndata: {{\"now\": {time.time()}}}\n\n".encode()
                 while True:
                     try:
-                        event = await asyncio.wait_for(queue.get(), timeout=15.0)
+                        event = await asyncio.wait_for(queue.get(), timeout=STREAM_RECHECK_S)
+                        timed_out = False
                     except TimeoutError:
+                        event, timed_out = None, True
+                    # checked by the clock, not only when the stream is quiet: on busy lanes it never is
+                    if time.monotonic() >= next_check:
+                        next_check = time.monotonic() + STREAM_RECHECK_S
                         if await self.user(request) is None:
                             return  # signed out, disabled or expired meanwhile: the stream ends
+                    if timed_out:
                         yield b": keep-alive\n\n"
                         continue
                     if event is None:
@@ -340,6 +414,17 @@ async def _json(request: Request) -> dict[str, Any]:
     except ValueError:
         return {}
     return body if isinstance(body, dict) else {}
+
+
+def _int(value: str | None, default: int) -> int | None:
+    """A whole-number query parameter (``default`` when absent); None when it is not one (the route answers 400,
+    not a 500 from deep in the store)."""
+    if not value:
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        return None
 
 
 def _float(value: str | None) -> float | None:

@@ -103,10 +103,20 @@ class CommandLink(Protocol):
 
 
 def wire_id_of(item_id: str, scanner_id: str) -> int | None:
-    """The firmware's item counter in ``<scanner>-<n>`` (``edge.acquire.firmware_item_id``); None for items the
-    firmware did not name (a spool file's own name, a renamed duplicate ``<id>-2``)."""
+    """The firmware's item counter in ``<scanner>-<n>`` (``edge.acquire.firmware_item_id``), also when the
+    pipeline renamed the item ``<scanner>-<n>-<k>`` (k >= 2) because its id was used before in this run; None
+    for items the firmware did not name (a spool file's own name).
+
+    Why the renamed form: a firmware counter that restarted (a controller power cycle) repeats ids, and the
+    pipeline gives each new parcel ``<id>-2``; the controller knows that parcel as ``n``. Read as "not a
+    firmware item", every ALARM after a controller restart failed its divert for the next 100,000 items (the
+    ledger's memory of ids). The parcel's place is still checked against its own encoder counts.
+    """
     prefix = f"{scanner_id}-"
     rest = item_id[len(prefix):] if item_id.startswith(prefix) else ""
+    head, dash, repeat = rest.partition("-")
+    if dash and repeat.isdigit() and int(repeat) >= 2 and not repeat.startswith("0"):
+        rest = head
     return int(rest) if rest.isdigit() and int(rest) <= 0xFFFF_FFFF else None
 
 

@@ -263,7 +263,7 @@ def _file_problem(file: Path) -> str | None:
 
 def check_folders(cfg: EdgeConfig) -> list[Finding]:
     """Every folder the service writes to: source (spool, DICOS, done), outbox, audit store, status file, model
-    cache; a VOTI source folder, which is only read, must exist and be readable."""
+    cache, actions store; a VOTI source folder, which is only read, must exist and be readable."""
     valid = "; expected a folder the service user can write (systemd's StateDirectory= creates /var/lib/edge)"
     writes: list[tuple[Loc, str | None]] = []
     found: list[Finding] = []
@@ -283,6 +283,8 @@ def check_folders(cfg: EdgeConfig) -> list[Finding]:
     writes.append((("service", "status_file"), _file_problem(cfg.service.status_file)))
     if cfg.models.cache_dir is not None:
         writes.append((("models", "cache_dir"), folder_problem(cfg.models.cache_dir)))
+    if cfg.actions is not None and cfg.actions.state_file is not None:  # the default sits beside the intake journal
+        writes.append((("actions", "state_file"), _file_problem(cfg.actions.state_file)))
     return found + [Finding(loc, problem + valid) for loc, problem in writes if problem]
 
 

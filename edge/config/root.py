@@ -266,6 +266,12 @@ def check_actions_need_firmware(cfg: EdgeConfig) -> list[tuple[Loc, str]]:
     if cfg.firmware is None:
         out.append((("actions",), "set, but there is no firmware section, so no command could ever reach the "
                     "scanner controller; add firmware: (port: ...) or remove actions:"))
+    divert = acts.divert
+    if divert is not None and divert.eye_to_exit_mm + divert.distance_mm <= divert.arm_mm:
+        out.append((("actions", "divert", "arm_mm"), f"{divert.arm_mm:g} mm is not less than eye_to_exit_mm + "
+                    f"distance_mm ({divert.eye_to_exit_mm + divert.distance_mm:g} mm): the diverter would have to be "
+                    "armed before the parcel reached the photo-eye, so every divert would be missed; check the "
+                    "distances measured on the lane"))
     for verdict, action in acts.on_verdict.items():
         if action == "release" and acts.divert is None:
             out.append((("actions", "on_verdict", verdict), "release needs actions.divert (only a diverted parcel "

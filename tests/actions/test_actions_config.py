@@ -114,3 +114,24 @@ def test_build_actions_wires_the_store_beside_the_journal_and_the_audit_report(t
     finally:
         actions.close(0)
         audit.close(1)
+
+
+def test_a_diverter_armed_before_the_photo_eye_is_refused(tmp_path: Path) -> None:
+    """arm_mm >= eye_to_exit_mm + distance_mm puts every deadline before the parcel's own start: the config loaded
+    and every ALARM was reported missed_divert."""
+    path = _write(tmp_path, BASE + "actions:\n  divert:\n    eye_to_exit_mm: 0\n    distance_mm: 40\n"
+                  "    arm_mm: 50\n")
+    [problem] = _problems(path)
+    assert problem.startswith(f"{path}:12: actions.divert.arm_mm: 50 mm is not less than"), problem
+
+
+def test_an_actions_state_file_that_cannot_be_written_is_flagged_by_edge_check(tmp_path: Path) -> None:
+    """``edge check`` checked every folder the service writes but the actions store: a state_file in a folder that
+    cannot be made passed the check and the service failed at start."""
+    from edge.config.preflight import check_folders
+
+    (tmp_path / "a-file").write_text("")
+    path = _write(tmp_path, BASE + f"actions:\n  state_file: {tmp_path}/a-file/sub/actions.sqlite3\n  divert:\n"
+                  "    eye_to_exit_mm: 800\n    distance_mm: 1500\n")
+    found = [f for f in check_folders(load_config(path)) if f.loc == ("actions", "state_file")]
+    assert len(found) == 1 and "a-file is a file, not a folder" in found[0].message

@@ -12,7 +12,7 @@ import json
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -232,3 +232,25 @@ def test_a_divert_pending_when_the_service_dies_is_resent_in_time_or_reported_mi
     assert outcomes == {"lane1-0": Outcome.MISSED_DIVERT, "lane1-1": Outcome.DONE}, bench.reports.rows
     wait_until(lambda: fw.diverted, 10, "the second parcel at the diverter")
     assert [d.item_id for d in fw.diverted] == [1] and fw.passed == [0]
+
+
+def test_a_parcel_renamed_after_a_counter_restart_is_still_diverted(tmp_path: Path, benches: list[Bench]) -> None:
+    """A controller that restarted counts its items from 0 again; the pipeline renames the repeated id
+    ``lane1-0-2`` (another parcel). Its divert was 'failed: not a firmware item' for every such ALARM; the
+    controller knows the parcel as 0, and it is diverted."""
+    from edge.actions.sink import wire_id_of
+
+    assert wire_id_of("lane1-7-2", SCANNER) == 7 and wire_id_of("lane1-7-13", SCANNER) == 7
+    assert wire_id_of("lane1-7-1", SCANNER) is None and wire_id_of("lane1-7-x", SCANNER) is None
+    assert wire_id_of("bag-7-2", SCANNER) is None
+    bench = _bench(tmp_path, 1, at_mm=1200)
+    benches.append(bench)
+    actions = bench.host()
+    wait_until(lambda: 0 in bench.ends, 10, "the item's end")
+    decision = replace(bench.decision(0), item_id=f"{SCANNER}-0-2")
+    actions.publish(decision)
+    wait_until(lambda: bench.rows(ActionKind.DIVERT), 10, "the divert's outcome")
+    [row] = bench.rows(ActionKind.DIVERT)
+    assert row.outcome is Outcome.DONE, row.detail
+    wait_until(lambda: bench.firmware.diverted, 10, "the parcel at the diverter")
+    assert [d.item_id for d in bench.firmware.diverted] == [0]

@@ -147,3 +147,25 @@ def test_database_refusing_writes_loses_no_decision(tmp_path: Path, sqlite_db: D
         box.stop()
         lane.close()
         broker.stop(signal.SIGKILL)
+
+
+def test_a_broker_down_at_start_is_said_on_the_page_and_in_the_log(tmp_path: Path, sqlite_db: Database) -> None:
+    """A broker that cannot be reached at start (down, wrong port): the console serves the page and says why for
+    that broker. It said nothing at all (no log line, an empty reason on the page)."""
+    console = ConsoleProc(tmp_path, sqlite_db, free_port(), ("xray/+/+/#",))
+    console.add_user("olga", PASSWORD)
+    console.start()
+    try:
+        client: Any = session(console, "olga", PASSWORD)
+        deadline = time.monotonic() + 10
+        brokers: list[dict[str, Any]] = []
+        while time.monotonic() < deadline:
+            brokers = client.get("/api/lanes").json()["brokers"]
+            if brokers and brokers[0]["error"]:
+                break
+            time.sleep(0.2)
+        assert brokers[0]["connected"] is False and "cannot connect" in brokers[0]["error"], brokers
+        assert "Connection refused" in brokers[0]["error"]
+        assert "site-a" in console.log() and "cannot connect" in console.log()
+    finally:
+        console.stop()
