@@ -451,8 +451,8 @@ def markdown_report(reports: Sequence[EvalReport]) -> str:
             "by the combined score).", "", seed_table(reports, benign95=False), ""]
     out += combined_table(reports)
     if any(r.at_benign95 is not None for r in reports):
-        out += ["**Table 2.** Item level at the threshold that tags 95% of benign items benign (bag score = max "
-                "object score).", "", seed_table(reports, benign95=True), ""]
+        out += ["**Table 2.** Item level at the threshold that tags 95% of benign items benign (the `models.scorer` "
+                "slot's bag score = max object score).", "", seed_table(reports, benign95=True), ""]
     rows = []
     for r in reports:
         m = r.at_configured
