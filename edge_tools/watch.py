@@ -115,7 +115,7 @@ class Watcher:
             # item@2 / alarm@2 list why an ALARM item alarmed; item@1 has no reasons (nothing is printed then)
             reasons = body.get("reasons") or []
             why = f" [{', '.join(map(str, reasons))}]" if body["verdict"] == "alarm" and reasons else ""
-            self._emit(f"{tag}     {who} {verdict:<10}{why} {body['item_id']} {extra} "
+            self._emit(f"{tag}     {who} {verdict:<10} {body['item_id']}{why} {extra} "
                        f"objects={len(body['objects'])} anomalous={anomalous}")
 
     def _lane(self, parts: list[str], payload: bytes, rid: str | None) -> None:

@@ -99,7 +99,7 @@ def test_watch_shows_reasons_actions_and_verdicts(broker: Broker, tmp_path: Path
         by_kind.setdefault(line.split()[1], []).append(line)
     assert sorted(by_kind) == ["ACK", "ACTION", "ALARM", "ITEM", "VERDICT"], result.output
     alarm = by_kind["ALARM"][0]
-    assert "ALARM      [classifier, known:cutter] s1-000007" in alarm, alarm
+    assert "ALARM      s1-000007 [classifier, known:cutter] " in alarm, alarm
     item = by_kind["ITEM"][0]
     assert "s1-000008" in item and "[" not in item  # item@1: no reasons, and no crash
     actions = by_kind["ACTION"]
