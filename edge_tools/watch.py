@@ -1,4 +1,6 @@
-"""``edge watch``: the reference control-room subscriber. Prints one line per decision, alarm and status change.
+"""``edge watch``: the reference control-room subscriber. Prints one line per decision, alarm and status change,
+with the reasons of each ALARM item (``[known:cutter, classifier]``), and one per lane action (``<prefix>/actions``:
+divert done / missed_divert / failed), operator verdict (``<prefix>/verdicts``) and its acknowledgement.
 
 It subscribes to ``<prefix>/#`` (wildcards allowed in the prefix, so ``xray/+/+`` watches every box), drops
 redeliveries by ``record_id`` (the publisher sends at least once), checks each JSON payload against the
@@ -69,6 +71,9 @@ class Watcher:
         if len(parts) >= 2 and parts[-2] == "images":
             self._image(parts[-1], payload, user_properties.get("record_id"))
             return
+        if parts[-1] == "actions" or parts[-1] == "verdicts" or parts[-2:] == ["verdicts", "ack"]:
+            self._lane(parts, payload, user_properties.get("record_id"))
+            return
         kind = parts[-1]
         if kind not in ("items", "alarms", "status", "health"):
             return
@@ -107,8 +112,51 @@ class Watcher:
             extra = f"reason={body['reason']} {body['detail']}".rstrip() if body["reason"] else (
                 f"score={score:.3f}" if isinstance(score, float | int) else "score=-")
             anomalous = sum(1 for o in body["objects"] if o["anomalous"])
-            self._emit(f"{tag}     {who} {verdict:<10} {body['item_id']} {extra} objects={len(body['objects'])}"
-                       f" anomalous={anomalous}")
+            # item@2 / alarm@2 list why an ALARM item alarmed; item@1 has no reasons (nothing is printed then)
+            reasons = body.get("reasons") or []
+            why = f" [{', '.join(map(str, reasons))}]" if body["verdict"] == "alarm" and reasons else ""
+            self._emit(f"{tag}     {who} {verdict:<10} {body['item_id']}{why} {extra} "
+                       f"objects={len(body['objects'])} anomalous={anomalous}")
+
+    def _lane(self, parts: list[str], payload: bytes, rid: str | None) -> None:
+        """One line per lane action (``<prefix>/actions``, action-1), operator verdict (``<prefix>/verdicts``,
+        verdict-1) and the box's answer to it (``<prefix>/verdicts/ack``, verdict-ack-1)."""
+        ack = parts[-1] == "ack"
+        prefix = parts[:-2] if ack else parts[:-1]
+        who = "/".join(prefix[-2:])
+        expected = "verdict-ack-1" if ack else "action-1" if parts[-1] == "actions" else "verdict-1"
+        try:
+            body = json.loads(payload)
+            if not isinstance(body, dict) or body.get("schema") != expected:
+                raise ValueError(f"expected a {expected} record")
+            if expected == "verdict-1":
+                if expected not in self._validators:
+                    from jsonschema import Draft202012Validator
+
+                    from edge.verdicts import verdict_schema
+
+                    self._validators[expected] = Draft202012Validator(verdict_schema())
+                errors = sorted(self._validators[expected].iter_errors(body), key=str)
+                if errors:
+                    raise ValueError(errors[0].message)
+        except (ValueError, UnicodeDecodeError) as exc:
+            self._emit(f"CORRUPT    {'/'.join(parts)}: {exc}")
+            return
+        if expected == "action-1":
+            # the outbox record id (a user property) names one action outcome; the payload's record_id is the item's
+            key = rid or f"{body.get('record_id')}/{body.get('action')}/{body.get('outcome')}"
+            if not self._first_time(f"action:{key}"):
+                return
+            what = f"{body.get('action')}:{body.get('outcome')}"
+            self._emit(f"ACTION     {who} {what:<20} {body.get('item_id')} {body.get('detail') or ''}".rstrip())
+        elif expected == "verdict-1":
+            if not self._first_time(f"verdict:{body['verdict_id']}"):
+                return
+            self._emit(f"VERDICT    {who} {str(body['verdict']).upper():<16} {body['item_id']} by "
+                       f"{body['operator']} ({body['role']})")
+        else:
+            state = "stored" if body.get("stored") else f"REFUSED {body.get('error')}"
+            self._emit(f"ACK        {who} verdict {body.get('verdict_id')} {state}")
 
     def _image(self, item_id: str, payload: bytes, rid: str | None) -> None:
         if rid is not None and not self._first_time(rid):

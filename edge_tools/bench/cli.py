@@ -21,7 +21,11 @@ def bench_command(
     detector: Path = typer.Option(REPO_MODELS / "detector-agnostic", "--detector", help="detector bundle folder"),
     scorer: Path | None = typer.Option(None, "--scorer", help="scorer bundle folder; default: the reference "
                                        "models/scorer-stfpm when present"),
-    no_scorer: bool = typer.Option(False, "--no-scorer", help="detector only"),
+    no_scorer: bool = typer.Option(False, "--no-scorer", help="no scorer (detector only, or detector + "
+                                   "--classifier)"),
+    classifier: Path | None = typer.Option(None, "--classifier", help="classifier bundle folder for "
+                                           "models.classifier (e.g. models/classifier-threat: the default "
+                                           "combination is detector + classifier + scorer); default: none"),
     items: int = typer.Option(40, "--items", "-n", min=1, help="virtual-scanner items per configuration"),
     seed: int = typer.Option(0, help="virtual scanner seed (items and calibrations)"),
     preset: str = typer.Option("parcels", help="item stream: parcels, baggage or electronics"),
@@ -48,6 +52,10 @@ def bench_command(
     machine's load average is recorded with every figure (shared cores slow everything down).
 
     Example: edge bench --items 40 --backends openvino --precisions fp32,int8 --batches 8 -o bench.json
+
+    The default combination (detector + classifier + scorer), then without the scorer:
+    edge bench --classifier models/classifier-threat --backends openvino --precisions fp32 --batches 8
+    edge bench --classifier models/classifier-threat --no-scorer --backends openvino --precisions fp32
     """
     try:
         opts = BenchOptions(
@@ -60,11 +68,12 @@ def bench_command(
             threads=tuple(int(t) for t in parse_list(threads)),
             workers=tuple(int(w) for w in parse_list(workers)), latency_load=latency_load,
             cold_start_runs=cold_start_runs, items_dir=items_dir, throughput_runs=throughput_runs,
+            classifier=classifier,
         )
     except ValueError as exc:
         typer.echo(f"edge bench: {exc}", err=True)
         raise typer.Exit(code=2) from None
-    for bundle in (opts.detector, opts.scorer):
+    for bundle in (opts.detector, opts.scorer, opts.classifier):
         if bundle is not None and not (bundle / "bundle.yaml").is_file():
             typer.echo(f"edge bench: {bundle}: not a bundle folder (no bundle.yaml)", err=True)
             raise typer.Exit(code=2)

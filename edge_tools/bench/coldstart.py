@@ -41,7 +41,7 @@ class ColdStart:
 
 def write_service_config(path: Path, state: Path, detector: Path, scorer: Path | None, flatfield: Path,
                          energy: Path, backend: str, precision: str, cache_dir: Path | None,
-                         trusted_key: Path | None = None) -> Path:
+                         trusted_key: Path | None = None, classifier: Path | None = None) -> Path:
     """A minimal production-like edge.yaml: spool source, no MQTT, state under ``state``."""
     lines = [
         "site:", "  site_id: bench", "  scanner_id: bench",
@@ -52,6 +52,8 @@ def write_service_config(path: Path, state: Path, detector: Path, scorer: Path |
     ]
     if scorer is not None:
         lines.append(f"  scorer: {scorer}")
+    if classifier is not None:
+        lines.append(f"  classifier: {classifier}")
     if cache_dir is not None:
         lines.append(f"  cache_dir: {cache_dir}")
     if trusted_key is not None:
@@ -106,7 +108,7 @@ def time_to_ready(config: Path, timeout_s: float = 120.0) -> tuple[float, str]:
 
 
 def measure_cold_start(detector: Path, scorer: Path | None, flatfield: Path, energy: Path, backend: str,
-                       precision: str, runs: int = 3) -> list[ColdStart]:
+                       precision: str, runs: int = 3, classifier: Path | None = None) -> list[ColdStart]:
     """``runs`` pairs of starts: one with an empty compiled-model cache (it compiles everything and fills the
     cache, as the first start after an install does), then one that finds that cache warm."""
     cold: list[float] = []
@@ -119,6 +121,7 @@ def measure_cold_start(detector: Path, scorer: Path | None, flatfield: Path, ene
         key, trusted = generate_key(root / "keys" / "bench.key")
         detector = signed_copy(detector, root / "detector", key)
         scorer = None if scorer is None else signed_copy(scorer, root / "scorer", key)
+        classifier = None if classifier is None else signed_copy(classifier, root / "classifier", key)
         for run in range(runs):
             cache = root / f"cache-{run}"
             cache.mkdir()
@@ -126,7 +129,7 @@ def measure_cold_start(detector: Path, scorer: Path | None, flatfield: Path, ene
                 state = root / f"state-{run}-{int(cached)}"
                 state.mkdir()
                 cfg = write_service_config(state / "edge.yaml", state, detector, scorer, flatfield, energy,
-                                           backend, precision, cache, trusted)
+                                           backend, precision, cache, trusted, classifier)
                 seconds, status[cached] = time_to_ready(cfg)
                 times.append(round(seconds, 3))
     return [ColdStart(backend, precision, cached, tuple(times), round(statistics.median(times), 3), status[cached],

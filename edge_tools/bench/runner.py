@@ -41,7 +41,7 @@ from edge.config import EdgeConfig
 from edge.pipeline import Pipeline
 from edge.records import BoxXyxy, Decision
 from edge.runtime import build_stages, load_conditioner
-from edge.screening import LoadedModel, ModelHolder, ModelSet, warm
+from edge.screening import LoadedModel, ModelHolder, ModelSet, effective_threat_classes, warm
 from edge.sinks.audit import AuditStore
 from edge.sinks.memory import MemorySink
 from edge.stages.condition import ConditionStage
@@ -74,10 +74,13 @@ class RunSpec:
     micro_repeats: int = 20
     throughput_runs: int = 3
     workers: int = 2
+    classifier: str | None = None
+    """``models.classifier`` (issue 32: the service's default runs detector + classifier + scorer)."""
 
     @property
     def label(self) -> str:
-        return f"{self.backend}/{self.precision}/b{self.scorer_batch}/t{self.threads}/w{self.workers}"
+        models = "" if self.classifier is None else ("/det+cls" if self.scorer is None else "/det+cls+sc")
+        return f"{self.backend}/{self.precision}/b{self.scorer_batch}/t{self.threads}/w{self.workers}{models}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,6 +171,8 @@ def bench_config(spec: RunSpec, workdir: Path) -> EdgeConfig:
                                  "threads": spec.threads, "max_objects": spec.max_objects}
     if spec.scorer is not None:
         models["scorer"] = spec.scorer
+    if spec.classifier is not None:
+        models["classifier"] = spec.classifier
     return EdgeConfig.model_validate({
         "site": {"site_id": "bench", "scanner_id": "bench"},
         "source": {"type": "spool", "directory": str(workdir / "spool")},
@@ -286,8 +291,10 @@ def micro(model: LoadedModel, role: str, batch: np.ndarray, load_s: float, warm_
                        round(achieved, 2), round(100.0 * achieved / spec.peak_gflops, 1))
 
 
-def micro_inputs(cfg: EdgeConfig, holder: ModelHolder, spec: RunSpec) -> tuple[np.ndarray, np.ndarray | None]:
-    """Detector input of the first item, and a scorer batch of that item's detected crops (cycled to size)."""
+def micro_inputs(cfg: EdgeConfig, holder: ModelHolder, spec: RunSpec
+                 ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """Detector input of the first item, and a scorer and a classifier batch of that item's detected crops
+    (cycled to size; None for a model not in the set)."""
     conditioner, missing = load_conditioner(cfg)
     raw = ReplaySource([Path(spec.items[0])]).next_item(1.0)
     if raw is None:
@@ -295,15 +302,17 @@ def micro_inputs(cfg: EdgeConfig, holder: ModelHolder, spec: RunSpec) -> tuple[n
     conditioned = ConditionStage(conditioner, missing or "")(raw)
     models = holder.current
     det_batch = compose(conditioned.image, models.detector.bundle.contract)
-    if models.scorer is None:
-        return det_batch, None
+    if models.scorer is None and models.classifier is None:
+        return det_batch, None, None
     detected = DetectStage(holder, spec.max_objects)(conditioned)
     boxes = [d.box for d in detected.detections]
     if not boxes:
         h, w = conditioned.image.shape
         boxes = [BoxXyxy(w / 4, h / 4, 3 * w / 4, 3 * h / 4)]
     cycled = [boxes[i % len(boxes)] for i in range(spec.scorer_batch)]
-    return det_batch, compose(conditioned.image, models.scorer.bundle.contract, cycled)
+    crops = [None if m is None else compose(conditioned.image, m.bundle.contract, cycled)
+             for m in (models.scorer, models.classifier)]
+    return det_batch, crops[0], crops[1]
 
 
 def run(spec: RunSpec) -> RunReport:
@@ -320,8 +329,13 @@ def run(spec: RunSpec) -> RunReport:
         if spec.scorer is not None:
             scorer, sc_load, sc_warm = open_model(spec.scorer, spec.backend, spec.precision, spec.threads,
                                                   spec.workers)
+        classifier = None
+        if spec.classifier is not None:
+            classifier, cl_load, cl_warm = open_model(spec.classifier, spec.backend, spec.precision, spec.threads,
+                                                      spec.workers)
         models_load_s = time.monotonic() - started
-        holder = ModelHolder(ModelSet(detector, scorer))
+        holder = ModelHolder(ModelSet(detector, scorer, None, classifier,
+                                      effective_threat_classes(detector.bundle, {})))
         sampler = RssSampler()
         sampler.start()
         # Best of several throughput passes: on shared cores the best run is the closest to the box's own
@@ -333,12 +347,14 @@ def run(spec: RunSpec) -> RunReport:
         period = 1.0 / (spec.latency_load * throughput.items_per_s)
         latency = run_pass(cfg, holder, spec, period)
         sampler.stop()
-        det_in, sc_in = micro_inputs(cfg, holder, spec)
+        det_in, sc_in, cl_in = micro_inputs(cfg, holder, spec)
         # The peak again, next to the micro runs: on shared cores the suite's first figure may be low.
         spec = replace(spec, peak_gflops=max(spec.peak_gflops, measure_peak(spec.threads, repeats=10).gflops))
         reports = [micro(detector, "detector", det_in, det_load, det_warm, spec)]
         if scorer is not None and sc_in is not None:
             reports.append(micro(scorer, "scorer", sc_in, sc_load, sc_warm, spec))
+        if classifier is not None and cl_in is not None:
+            reports.append(micro(classifier, "classifier", cl_in, cl_load, cl_warm, spec))
         holder.current.close()
     return RunReport(spec.label, spec.backend, spec.precision, spec.scorer_batch, spec.threads, spec.workers,
                      tuple(reports),

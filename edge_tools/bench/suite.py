@@ -57,6 +57,8 @@ class BenchOptions:
     items_dir: Path | None = None
     micro_repeats: int = 20
     throughput_runs: int = 3
+    classifier: Path | None = None
+    """``models.classifier`` beside the detector and the scorer (None: none, as before issue 32)."""
 
 
 def machine() -> dict[str, Any]:
@@ -84,7 +86,7 @@ def plan(opts: BenchOptions) -> tuple[list[tuple[str, str, int, int, int]], list
     """Configurations to run, and those skipped with why (no model at that precision for that backend)."""
     runs: list[tuple[str, str, int, int, int]] = []
     skipped: list[dict[str, str]] = []
-    bundles = [b for b in (opts.detector, opts.scorer) if b is not None]
+    bundles = [b for b in (opts.detector, opts.scorer, opts.classifier) if b is not None]
     for backend in opts.backends:
         for precision in opts.precisions:
             if not any(has_precision(b, backend, precision) for b in bundles):
@@ -146,8 +148,10 @@ def run_bench(opts: BenchOptions, progress: Callable[[str], None] = print,
         (work / "bundles").mkdir(parents=True, exist_ok=True)
         detector, detector_ref = snapshot(opts.detector, work / "bundles")
         scorer, scorer_ref = snapshot(opts.scorer, work / "bundles") if opts.scorer is not None else (None, None)
-        progress(f"bundles: {detector_ref}" + (f", {scorer_ref}" if scorer_ref else ""))
-        opts = replace(opts, detector=detector, scorer=scorer)
+        classifier, classifier_ref = (snapshot(opts.classifier, work / "bundles") if opts.classifier is not None
+                                      else (None, None))
+        progress(f"bundles: {', '.join(r for r in (detector_ref, scorer_ref, classifier_ref) if r)}")
+        opts = replace(opts, detector=detector, scorer=scorer, classifier=classifier)
         directory = opts.items_dir if opts.items_dir is not None else work / "items"
         progress(f"rendering/reusing {opts.items} virtual-scanner items in {directory}")
         items = prepare_items(directory, opts.items, opts.seed, opts.preset, opts.threat_rate)
@@ -159,7 +163,8 @@ def run_bench(opts: BenchOptions, progress: Callable[[str], None] = print,
             spec = RunSpec(backend, precision, batch, threads, str(opts.detector),
                            None if opts.scorer is None else str(opts.scorer), tuple(str(f) for f in items.files),
                            str(items.flatfield), str(items.energy), peak.gflops, opts.latency_load,
-                           opts.max_objects, opts.micro_repeats, opts.throughput_runs, workers)
+                           opts.max_objects, opts.micro_repeats, opts.throughput_runs, workers,
+                           None if opts.classifier is None else str(opts.classifier))
             progress(f"running {spec.label} (load avg {load_average()[0]})")
             configs.append(run_in_process(spec))
             if specs_out is not None:
@@ -169,7 +174,8 @@ def run_bench(opts: BenchOptions, progress: Callable[[str], None] = print,
             backend = opts.backends[0]
             progress(f"cold start to READY on {backend}/fp32 ({opts.cold_start_runs} runs, uncached and cached)")
             cold = [asdict(c) for c in measure_cold_start(opts.detector, opts.scorer, items.flatfield,
-                                                          items.energy, backend, "fp32", opts.cold_start_runs)]
+                                                          items.energy, backend, "fp32", opts.cold_start_runs,
+                                                          opts.classifier)]
         return {
             "schema": SCHEMA,
             "schema_version": 1,
@@ -178,9 +184,9 @@ def run_bench(opts: BenchOptions, progress: Callable[[str], None] = print,
             "load_avg_end": load_average(),
             "peak": asdict(peak),
             "items": item_summary(items),
-            "bundles": [r for r in (detector_ref, scorer_ref) if r],
+            "bundles": [r for r in (detector_ref, scorer_ref, classifier_ref) if r],
             "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(opts).items()
-                        if k not in ("detector", "scorer", "items_dir")},
+                        if k not in ("detector", "scorer", "classifier", "items_dir")},
             "configs": configs,
             "skipped": skipped,
             "cold_start": cold,

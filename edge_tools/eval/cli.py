@@ -18,7 +18,7 @@ import typer
 
 from edge.bundles.manifest import Precision
 from edge.bundles.outputs import DECISION_THRESHOLD_KEY, ITEM_THRESHOLD_KEY
-from edge.config import DEFAULT_CONFIG_PATH
+from edge.config import DEFAULT_CONFIG_PATH, EdgeConfig
 from edge.errors import ConfigError, EdgeError
 from edge_tools.eval.datasets import LAYOUTS, read_dataset
 from edge_tools.eval.records import Dataset, ItemOutcome
@@ -37,6 +37,15 @@ def _bundle_identity(path: Path | None) -> tuple[str | None, str, str]:
     return f"{m.name}@{m.version}", f"{m.training_data} {m.notes}", str(m.role)
 
 
+def _threat_classes(cfg: EdgeConfig) -> dict[str, float]:
+    """The detector's threat classes in effect (the bundle's with ``models.threat_classes`` merged over them)."""
+    from edge.bundles.loader import load_bundle
+    from edge.screening import effective_threat_classes
+
+    detector = load_bundle(cfg.models.detector.bundle, verify_hashes=False)
+    return effective_threat_classes(detector, cfg.models.threat_classes)
+
+
 def evaluate(dataset: Dataset, settings: RunSettings, workers: int,
              progress_desc: str = "edge eval") -> tuple[EvalReport, list[ItemOutcome]]:
     """Run one (detector, scorer) configuration over ``dataset`` and build its report (with a progress bar)."""
@@ -45,12 +54,13 @@ def evaluate(dataset: Dataset, settings: RunSettings, workers: int,
     cfg = effective_config(settings)
     detector, _, _ = _bundle_identity(cfg.models.detector.bundle)
     scorer, notes, role = _bundle_identity(cfg.models.scorer.bundle if cfg.models.scorer is not None else None)
+    classifier, _, _ = _bundle_identity(cfg.models.classifier.bundle if cfg.models.classifier is not None else None)
     started = time.monotonic()
     with tqdm(total=len(dataset.items), unit="item", desc=progress_desc, disable=None) as bar:
         outcomes = run_dataset(dataset.items, settings, workers, progress=bar.update)
     report = build_report(dataset, outcomes, detector=detector or str(cfg.models.detector.bundle), scorer=scorer,
                           family=scorer_family(scorer, notes, role), seconds=time.monotonic() - started,
-                          workers=workers)
+                          workers=workers, classifier=classifier, threat_classes=_threat_classes(cfg))
     return report, outcomes
 
 
@@ -100,8 +110,8 @@ def eval_command(
     workers: int = typer.Option(min(2, os.cpu_count() or 1), "--workers", "-j", min=1,
                                 help="worker processes, each with its own runtime built from the config"),
     limit: int | None = typer.Option(None, "--limit", min=1, help="evaluate only the first N items"),
-    detector_only: bool = typer.Option(False, "--detector-only", help="run without the scorer (detector "
-                                       "metrics on images the scorer cannot read)"),
+    detector_only: bool = typer.Option(False, "--detector-only", help="run without the scorer and the "
+                                       "classifier (detector metrics on images they cannot read)"),
     threat_kinds: str = typer.Option("", "--threat-kinds", help="comma-separated kinds that are threats when an "
                                      "annotation has no 'threat' flag (default: every annotated object)"),
     exclude_groups: str = typer.Option("container", "--exclude-groups", help="comma-separated COCO 'group' "

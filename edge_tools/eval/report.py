@@ -7,7 +7,14 @@ Where it sits: after the offline runner (``edge_tools.eval.runner``), before the
 * Positive = threat item. An item *alarms* when its verdict is ALARM or UNSCREENED: UNSCREENED is an alarm for
   manual inspection (fail-safe), so it counts as an alarm in every item metric, and is also reported apart.
 * Bag scores: AUROC_M uses the highest object anomaly score of the item, AUROC_A the mean (seed 000). An item
-  without scored objects has score -inf (never alarms); an UNSCREENED item +inf (always alarms).
+  without scored objects has score -inf (never alarms); an UNSCREENED item +inf (always alarms). These top-level
+  figures (``auroc_m``, ``at_benign95``, ...) are the ``models.scorer`` slot's, as before issue 32 (the item
+  thresholds written from them are in that bundle's units).
+* Combined (``combined``, issue 32): the item is judged as the service judges it, ALARM iff some object has a
+  reason (a threat class, the classifier or the anomaly scorer at its threshold). Its score for AUROC is the
+  highest ratio score/threshold over every signal of every object (``records.signal_ratio``): >= 1 exactly on
+  ALARM items, and its 95%-benign threshold t is the factor by which every threshold would be scaled together.
+  ``signals`` holds each signal kind alone (alarm iff that kind is among the item's reasons) with its own AUROC.
 * "configured" = the decisions the service made (each scorer bundle's own threshold, max rule). "benign95" =
   the lowest item threshold on the bag score (max) that tags at least 95% of benign items benign.
 * TP% and FP% (seeds 001–002) are the true- and false-positive rates in percent, i.e. recall and FPR.
@@ -26,12 +33,13 @@ import json
 import math
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 
 from edge.boxes import box_iou
+from edge.records import ReasonKind
 from edge_tools.eval.metrics import (
     CocoMetrics,
     ImageBoxes,
@@ -106,6 +114,22 @@ class DetectorReport:
 
 
 @dataclass(frozen=True, slots=True)
+class SignalFigures:
+    """Item figures of the combined decision (``signal`` "combined") or of one signal kind alone ("known",
+    "classifier", "anomaly"). ``at_threshold``: alarm iff the item's reasons include the signal (for "combined":
+    the service's verdict); UNSCREENED counts as an alarm. ``auroc_m``/``auroc_a`` rank by the signal's bag score
+    (combined and known: score/threshold ratio; classifier and anomaly: the raw score); ``at_benign95`` thresholds
+    that bag score (in those units)."""
+
+    signal: str
+    items_with_signal: int
+    at_threshold: ThresholdMetrics
+    auroc_m: float | None
+    auroc_a: float | None
+    at_benign95: ThresholdMetrics | None
+
+
+@dataclass(frozen=True, slots=True)
 class EvalReport:
     """Everything ``edge eval`` measured for one (detector, scorer) pair on one dataset."""
 
@@ -133,6 +157,16 @@ class EvalReport:
     latency_ms_p50: float | None = None
     unscreened_example: str | None = None
     """The detail of the first UNSCREENED item (why a scorer that fails everywhere fails)."""
+    classifier: str | None = None
+    """The ``models.classifier`` bundle (name@version), None without one."""
+    threat_classes: dict[str, float] = field(default_factory=dict)
+    """The detector's threat classes and thresholds in effect (bundle's merged with ``models.threat_classes``)."""
+    combined: SignalFigures | None = None
+    """The service's decision: verdicts and the combined score (module docstring); None without any signal."""
+    signals: tuple[SignalFigures, ...] = ()
+    """Each signal kind present, alone."""
+    reason_counts: dict[str, int] = field(default_factory=dict)
+    """ALARM items per reason code (an item with two reasons counts under both)."""
 
 
 FAMILIES: tuple[tuple[tuple[str, ...], str], ...] = (
@@ -176,6 +210,58 @@ def bag_scores(outcomes: Sequence[ItemOutcome], mean: bool = False) -> np.ndarra
         s = o.score_mean() if mean else o.score_max()
         out[i] = -np.inf if s is None else s
     return out
+
+
+SIGNAL_KINDS: tuple[tuple[str, ReasonKind], ...] = (("known", ReasonKind.KNOWN),
+                                                    ("classifier", ReasonKind.CLASSIFIER),
+                                                    ("anomaly", ReasonKind.ANOMALY))
+
+
+def signal_bag_scores(outcomes: Sequence[ItemOutcome], kind: ReasonKind | None = None,
+                      mean: bool = False) -> np.ndarray:
+    """Per-item bag score of one signal kind, or (``kind`` None) the combined score (``ItemOutcome.signal_max``);
+    -inf without the signal, +inf if UNSCREENED (as ``bag_scores``)."""
+    out = np.empty(len(outcomes), np.float64)
+    for i, o in enumerate(outcomes):
+        if o.unscreened:
+            out[i] = np.inf
+            continue
+        s = o.signal_mean(kind) if mean else o.signal_max(kind)
+        out[i] = -np.inf if s is None else s
+    return out
+
+
+def _has_reason(o: ItemOutcome, kind: ReasonKind) -> bool:
+    return any(c == kind.value or c.startswith(f"{kind.value}:") for c in o.reason_codes)
+
+
+def _signal_figures(name: str, labels: np.ndarray, outcomes: Sequence[ItemOutcome], kind: ReasonKind | None,
+                    alarms: np.ndarray) -> SignalFigures:
+    s_max, s_mean = signal_bag_scores(outcomes, kind), signal_bag_scores(outcomes, kind, mean=True)
+    present = np.isfinite(s_max)
+    at95 = None
+    if present.any() and (~labels).any():
+        t = benign_rate_threshold(s_max[~labels], BENIGN_RATE)
+        at95 = _threshold_metrics(labels, s_max >= t, t)
+    scored = bool(present.any())
+    return SignalFigures(name, int(present.sum()), _threshold_metrics(labels, alarms, None),
+                         auroc(s_max, labels) if scored else None, auroc(s_mean, labels) if scored else None, at95)
+
+
+def _combined(labels: np.ndarray, outcomes: Sequence[ItemOutcome]
+              ) -> tuple[SignalFigures | None, tuple[SignalFigures, ...]]:
+    """The combined decision's figures and each signal kind's alone (only kinds some object carried)."""
+    if not any(o.signals for x in outcomes for o in x.objects):
+        return None, ()
+    verdicts = np.asarray([o.alarmed for o in outcomes], bool)
+    combined = _signal_figures("combined", labels, outcomes, None, verdicts)
+    alone = []
+    for name, kind in SIGNAL_KINDS:
+        if not any(s.kind is kind for x in outcomes for o in x.objects for s in o.signals):
+            continue
+        alarms = np.asarray([o.unscreened or _has_reason(o, kind) for o in outcomes], bool)
+        alone.append(_signal_figures(name, labels, outcomes, kind, alarms))
+    return combined, tuple(alone)
 
 
 def _roc(scores: np.ndarray, labels: np.ndarray) -> RocPoints | None:
@@ -227,7 +313,8 @@ def _detector(dataset: Dataset, outcomes: Sequence[ItemOutcome]) -> DetectorRepo
 
 
 def build_report(dataset: Dataset, outcomes: Sequence[ItemOutcome], *, detector: str, scorer: str | None,
-                 family: str, seconds: float = 0.0, workers: int = 1) -> EvalReport:
+                 family: str, seconds: float = 0.0, workers: int = 1, classifier: str | None = None,
+                 threat_classes: dict[str, float] | None = None) -> EvalReport:
     """The report of one run; ``outcomes`` in the order of ``dataset.items``."""
     if len(outcomes) != len(dataset.items):
         raise ValueError(f"{len(outcomes)} outcomes for {len(dataset.items)} items")
@@ -241,6 +328,8 @@ def build_report(dataset: Dataset, outcomes: Sequence[ItemOutcome], *, detector:
         at95 = _threshold_metrics(labels, s_max >= t, t)
     reasons = Counter(o.reason for o in outcomes if o.unscreened and o.reason is not None)
     latencies = [o.latency_ms for o in outcomes if not o.unscreened]
+    combined, alone = _combined(labels, outcomes)
+    by_reason = Counter(code for o in outcomes for code in o.reason_codes)
     return EvalReport(
         dataset=dataset.name, layout=dataset.layout, detector=detector, scorer=scorer, family=family,
         items=len(outcomes), threat_items=int(labels.sum()), benign_items=int((~labels).sum()),
@@ -252,6 +341,8 @@ def build_report(dataset: Dataset, outcomes: Sequence[ItemOutcome], *, detector:
         notes=dataset.notes, seconds=round(seconds, 2), workers=workers,
         latency_ms_p50=float(np.median(latencies)) if latencies else None,
         unscreened_example=next((f"{o.key}: {o.detail}" for o in outcomes if o.unscreened), None),
+        classifier=classifier, threat_classes=dict(threat_classes or {}), combined=combined, signals=alone,
+        reason_counts=dict(sorted(by_reason.items())),
     )
 
 
@@ -278,7 +369,9 @@ def item_rows(dataset: Dataset, outcomes: Sequence[ItemOutcome]) -> list[dict[st
     for item, o in zip(dataset.items, outcomes, strict=True):
         rows.append(_finite({"key": item.key, "threat": item.truth.threat, "threat_kinds": item.truth.threat_kinds,
                              "verdict": o.verdict, "reason": o.reason, "detail": o.detail,
+                             "reasons": list(o.reason_codes), "combined_score": o.signal_max(),
                              "score_max": o.score_max(), "score_mean": o.score_mean(),
+                             "classifier_max": o.signal_max(ReasonKind.CLASSIFIER),
                              "objects": len(o.objects), "anomalous": sum(x.anomalous for x in o.objects)}))
     return rows
 
@@ -320,6 +413,28 @@ def seed_table(reports: Sequence[EvalReport], benign95: bool) -> str:
                    "↑ AUROC<sub>A</sub>"], rows)
 
 
+def combined_table(reports: Sequence[EvalReport]) -> list[str]:
+    """Table C: the combined decision and each signal alone, per report (empty when no report has signals)."""
+    rows = []
+    for r in reports:
+        for f in ((r.combined,) if r.combined else ()) + r.signals:
+            m, b = f.at_threshold, f.at_benign95
+            reasons = (", ".join(f"{k} {v}" for k, v in r.reason_counts.items()) or "–") if f.signal == "combined" \
+                else str(sum(v for k, v in r.reason_counts.items() if k.split(":")[0] == f.signal))
+            rows.append([r.scorer or "–", f.signal, str(f.items_with_signal), _pct(m.recall), _pct(m.fpr),
+                         _num(f.auroc_m), _num(f.auroc_a), _num(b.threshold, 4) if b else "–",
+                         _pct(b.recall) if b else "–", _pct(b.fpr) if b else "–", reasons])
+    if not rows:
+        return []
+    return ["**Table C.** The combined decision (ALARM iff any reason, as the service) and each signal alone "
+            "(alarm iff it is among the item's reasons). Combined score = the highest score/threshold ratio over "
+            "every signal of every object (>= 1 exactly on ALARM; its 95%-benign threshold scales every threshold "
+            "together); known: the same ratio over threat classes; classifier, anomaly: the raw score.", "",
+            _table(["Scorer", "Signal", "Items with it", "Recall (%)", "FPR (%)", "AUROC<sub>M</sub>",
+                    "AUROC<sub>A</sub>", "thr 95% benign", "Recall@95 (%)", "FPR@95 (%)", "ALARM items by reason"],
+                   rows), ""]
+
+
 def markdown_report(reports: Sequence[EvalReport]) -> str:
     """The Markdown tables of ``edge eval`` (one row per scorer for ``--compare``)."""
     if not reports:
@@ -327,11 +442,17 @@ def markdown_report(reports: Sequence[EvalReport]) -> str:
     first = reports[0]
     out = [f"Dataset `{first.dataset}` ({first.layout}): {first.items} items, {first.threat_items} with threats, "
            f"{first.benign_items} benign; detector `{first.detector}`.", ""]
-    out += ["**Table 1.** Item (bag) level at the bundles' own thresholds (the service's decisions; UNSCREENED "
-            "counts as an alarm).", "", seed_table(reports, benign95=False), ""]
+    models = [f"classifier `{r.classifier}`" for r in reports[:1] if r.classifier]
+    models += [f"threat classes {', '.join(f'{k} {v:g}' for k, v in sorted(first.threat_classes.items()))}"
+               if first.threat_classes else "no detector threat class"]
+    out[0] = out[0].rstrip(".") + "; " + "; ".join(models) + "."
+    out += ["**Table 1.** Item (bag) level at the bundles' own thresholds (the service's decisions, every signal; "
+            "UNSCREENED counts as an alarm). AUROC columns: the `models.scorer` slot's score alone (Table C ranks "
+            "by the combined score).", "", seed_table(reports, benign95=False), ""]
+    out += combined_table(reports)
     if any(r.at_benign95 is not None for r in reports):
-        out += ["**Table 2.** Item level at the threshold that tags 95% of benign items benign (bag score = max "
-                "object score).", "", seed_table(reports, benign95=True), ""]
+        out += ["**Table 2.** Item level at the threshold that tags 95% of benign items benign (the `models.scorer` "
+                "slot's bag score = max object score).", "", seed_table(reports, benign95=True), ""]
     rows = []
     for r in reports:
         m = r.at_configured

@@ -31,6 +31,7 @@ from edge.runtime import build_stages, load_conditioner
 from edge.screening import ModelHolder, ModelSet, load_models
 from edge.sinks.memory import MemorySink
 from edge.sources.item_meta import file_item_meta
+from edge.stages.decide import object_signals
 from edge_tools.eval.datasets import load_raw_item
 from edge_tools.eval.records import DatasetItem, ItemOutcome, ObjectOutcome
 
@@ -44,8 +45,8 @@ class RunSettings:
     Attributes:
         config: the service's config file (bundles, calibrations, backend, thresholds are read from it).
         scorer: a scorer bundle that replaces the config's (``--compare``); None keeps the config's.
-        detector_only: run without any scorer (detector metrics on images a scorer cannot read, e.g. ``pc``-only
-            real images with an ``hlz`` scorer).
+        detector_only: run without any crop model, scorer or classifier (detector metrics on images a crop model
+            cannot read, e.g. ``pc``-only real images with an ``hlz`` scorer); threat classes still alarm.
         deadline_s: per-item deadline in seconds, from when the item is read.
         grey_as_colour: hand grey images on as R = G = B pseudo-colour (see ``load_raw_item``).
         log_level: log level inside the workers (the pipeline logs every UNSCREENED item; the report and
@@ -68,7 +69,7 @@ def effective_config(settings: RunSettings) -> EdgeConfig:
     """
     cfg = load_config(settings.config)
     if settings.detector_only:
-        models = cfg.models.model_copy(update={"scorer": None})
+        models = cfg.models.model_copy(update={"scorer": None, "classifier": None})
     elif settings.scorer is not None:
         models = cfg.models.model_copy(update={"scorer": CropModelEntry(bundle=settings.scorer)})
     else:
@@ -113,10 +114,12 @@ def outcome_of(key: str, decision: Decision) -> ItemOutcome:
     objects = tuple(
         ObjectOutcome((o.box.x1, o.box.y1, o.box.x2, o.box.y2), o.label, float(o.detector_score),
                       None if o.anomaly_score is None else float(o.anomaly_score),
-                      None if o.threshold is None else float(o.threshold), bool(o.anomalous))
+                      None if o.threshold is None else float(o.threshold), bool(o.anomalous),
+                      object_signals(o), tuple(r.code for r in o.reasons),
+                      None if o.classifier_score is None else float(o.classifier_score))
         for o in decision.objects)
     return ItemOutcome(key, str(decision.verdict), None if decision.reason is None else str(decision.reason),
-                       decision.detail, objects, float(decision.latency_ms))
+                       decision.detail, objects, float(decision.latency_ms), decision.reason_codes)
 
 
 class EvalRuntime:

@@ -119,3 +119,23 @@ def test_percentiles_are_nearest_rank() -> None:
     assert (p.n, p.p50_ms, p.p95_ms, p.p99_ms, p.max_ms, p.mean_ms) == (100, 50.0, 95.0, 99.0, 100.0, 50.5)
     few = percentiles([3.0, 1.0, 2.0])
     assert few.p99_ms == 3.0 and few.p50_ms == 2.0
+
+
+def test_bench_measures_the_classifier_slot(tmp_path: Path) -> None:
+    """``--classifier`` puts a bundle in ``models.classifier`` (issue 32's default combination); with
+    ``--no-scorer`` the run is detector + classifier, and the classifier is timed alone like every model."""
+    out = tmp_path / "bench.json"
+    result = CliRunner().invoke(_app(), [
+        "--items", "2", "--backends", "openvino", "--precisions", "fp32", "--batches", "4",
+        "--throughput-runs", "1", "--cold-start-runs", "0", "--items-dir", str(tmp_path / "items"), "-o", str(out),
+        "--detector", str(REPO / "models" / "detector-agnostic"), "--no-scorer",
+        "--classifier", str(REPO / "models" / "classifier-threat"),
+    ])
+    assert result.exit_code == 0, result.output
+    record = json.loads(out.read_text())
+    [config] = record["configs"]
+    assert config["label"].endswith("/det+cls")
+    assert {m["role"] for m in config["models"]} == {"detector", "classifier"}
+    assert [b.split("@")[0] for b in record["bundles"]] == ["detector-agnostic", "classifier-threat"]
+    # the classifier really ran in the score stage of every item
+    assert config["throughput"]["stages"]["score"]["n"] == 2 and config["throughput"]["screened"] == 2
