@@ -37,7 +37,8 @@ def demo_diverter(counts_per_mm: float) -> DiverterModel:
 
 
 def actions_yaml() -> str:
-    """The ``actions:`` section of the demo's config: divert and beacon on ALARM and UNSCREENED."""
+    """The ``actions:`` section of the demo's config: divert and beacon on ALARM and UNSCREENED; an operator's
+    ``cleared`` verdict (the console) releases the diverted parcel."""
     return (f"actions:   # the virtual firmware's diverter stands {EYE_TO_EXIT_MM + DISTANCE_MM:g} mm past the "
             "photo-eye\n"
             f"  divert:\n"
@@ -50,7 +51,9 @@ def actions_yaml() -> str:
             f"    verdicts: [alarm, unscreened]\n"
             f"    lamp: beacon\n"
             f"    pattern: flash\n"
-            f"    duration_ms: 3000\n")
+            f"    duration_ms: 3000\n"
+            f"  on_verdict:   # an operator's 'cleared' in the console releases the diverted parcel\n"
+            f"    cleared: release\n")
 
 
 def add_actions_config(config: Path) -> None:
