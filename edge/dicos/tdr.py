@@ -242,6 +242,18 @@ def _pto_item(obj: ObjectResult, pto_id: int, dx_uids: Sequence[str], bitmaps: b
     return pto
 
 
+def _file_meta(sop_uid: str) -> FileMetaDataset:
+    """The file meta of a TDR (machine or operator): its SOP class and instance, explicit little endian, this
+    implementation."""
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = UID(SOP_CLASS_TDR)
+    meta.MediaStorageSOPInstanceUID = UID(sop_uid)
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
+    meta.ImplementationVersionName = _lo(f"XRAYEDGE_{edge_version()}")[:_SH_MAX]
+    return meta
+
+
 def _uid(*parts: str) -> str:
     """A UID derived from the parts: the same item always gets the same UIDs, so a rewrite is idempotent."""
     return str(generate_uid(entropy_srcs=list(parts)))
@@ -281,12 +293,7 @@ def build_tdr(
     ]
     aborted = decision.verdict is Verdict.UNSCREENED
 
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = UID(SOP_CLASS_TDR)
-    meta.MediaStorageSOPInstanceUID = UID(sop_uid)
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
-    meta.ImplementationVersionName = _lo(f"XRAYEDGE_{edge_version()}")[:_SH_MAX]
+    meta = _file_meta(sop_uid)
 
     ds = Dataset()
     ds.file_meta = meta
@@ -422,12 +429,7 @@ def build_operator_tdr(review: OperatorReview, machine: Dataset | None = None) -
                          f"{', '.join(sorted(OPERATOR_ALARM_DECISION))}")
     ds = copy.deepcopy(machine) if machine is not None else Dataset()
     sop_uid = _uid("operator-tdr", review.verdict_id)
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = UID(SOP_CLASS_TDR)
-    meta.MediaStorageSOPInstanceUID = UID(sop_uid)
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
-    meta.ImplementationVersionName = _lo(f"XRAYEDGE_{edge_version()}")[:_SH_MAX]
+    meta = _file_meta(sop_uid)
     ds.file_meta = meta
     created_da, created_tm = _da_tm(review.decided_wall)
     ds.SpecificCharacterSet = "ISO_IR 192"

@@ -82,13 +82,16 @@ def simulated_set(seed: int, n: int, out: Path, workers: int, threat_rate: float
     return out
 
 
-def write_config(path: Path, detector: Path, scorer: Path | None, flat: Path, energy: Path, state: Path) -> Path:
-    """A service config for offline evaluation (no MQTT; sim source named only because a source is required).
+def write_config(path: Path, detector: Path, scorer: Path | None, flat: Path, energy: Path, state: Path, *,
+                 classifier: Path | None = None) -> Path:
+    """A service config for offline evaluation (no MQTT; sim source named only because a source is required);
+    ``classifier``/``scorer`` fill those model slots when given (the combined decision, issue 32).
 
     ``allow_unsigned``: evaluation runs on the workstation, on bundles (the reference ones, a fresh export) that are
     signed only when released; hashes are still checked. Trust is the box's decision (docs/bundles.md).
     """
-    scorer_line = f"  scorer: {scorer}\n" if scorer is not None else ""
+    scorer_line = "".join(f"  {name}: {bundle}\n" for name, bundle in (("classifier", classifier), ("scorer", scorer))
+                          if bundle is not None)
     path.write_text(f"""site:
   site_id: benchmark
   scanner_id: bench

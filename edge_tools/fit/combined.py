@@ -39,6 +39,7 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
+from edge_tools.eval import scanners
 from edge_tools.eval.scanners import benchmark_seeds_among
 
 SIGNALS = ("classifier", "anomaly")
@@ -226,32 +227,9 @@ def signals_of(key: str, seed: int, truth: object, decision: object) -> ItemSign
 
 def write_config(path: Path, scanner_dir: Path, detector: Path, classifier: Path | None, scorer: Path | None,
                  state: Path) -> Path:
-    """A service config naming the three slots, with the scanner's calibrations (as ``edge eval`` builds one)."""
-    slots = "".join(f"  {name}: {bundle}\n" for name, bundle in (("classifier", classifier), ("scorer", scorer))
-                    if bundle is not None)
-    path.write_text(f"""site:
-  site_id: benchmark
-  scanner_id: bench
-condition:
-  flatfield_file: {scanner_dir / "flatfield.npz"}
-  energy_file: {scanner_dir / "energy.yaml"}
-models:
-  detector: {detector}
-{slots}  backend: openvino
-  threads: 1
-  allow_unsigned: true
-decide:
-  deadline_s: 30
-audit:
-  directory: {state / "audit"}
-mqtt:
-  enabled: false
-  outbox:
-    path: {state / "outbox.sqlite3"}
-service:
-  status_file: {state / "status.json"}
-""", encoding="utf-8")
-    return path
+    """A service config naming the three slots, with the scanner's calibrations (``edge eval``'s own config)."""
+    return scanners.write_config(path, detector, scorer, scanner_dir / "flatfield.npz", scanner_dir / "energy.yaml",
+                                 state, classifier=classifier)
 
 
 def collect(config: Path, data: Path, seed: int) -> list[ItemSignals]:
