@@ -47,7 +47,7 @@ from edge.dicos._io import encode
 from edge.dicos.drop import DropFolder
 from edge.dicos.tdr import build_tdr
 from edge.errors import PublishError
-from edge.files import atomic_write_bytes
+from edge.files import atomic_write_bytes, atomic_write_group
 from edge.ports import FrameSource
 from edge.publish.payloads import decision_payload
 from edge.publish.topics import RecordKind
@@ -131,11 +131,14 @@ class AuditStore:
         try:
             day = self._day_dir(decision.decided_wall)
             stem = self._stem(day, decision.item_id, str(body["record_id"]))
+            # Picture and report first, the JSON (which marks a stored record) last: one group flush.
+            files: list[tuple[Path, bytes]] = []
             if decision.overlay_jpeg is not None:
-                written += self._write(day / f"{stem}.jpg", decision.overlay_jpeg)
+                files.append((day / f"{stem}.jpg", decision.overlay_jpeg))
             if report is not None:
-                written += self._write(day / f"{stem}{TDR_SUFFIX}", report)
-            written += self._write(day / f"{stem}.json", json.dumps(body, sort_keys=True).encode())
+                files.append((day / f"{stem}{TDR_SUFFIX}", report))
+            files.append((day / f"{stem}.json", json.dumps(body, sort_keys=True).encode()))
+            written += self._write_group(files)
         except OSError as exc:
             self._write_problem = f"audit store cannot write: {_reason(exc)} ({self._root})"
             self._wake.set()  # pruning may make room
@@ -256,6 +259,21 @@ class AuditStore:
             before = 0
         atomic_write_bytes(path, data)
         return len(data) - before
+
+    def _write_group(self, files: list[tuple[Path, bytes]]) -> int:
+        """Write the files of one record (``edge.files.atomic_write_group``: one flush for all); return how many
+        bytes the store grew by. A failure part-way leaves the files already renamed: they are counted here."""
+        paths = [path for path, _ in files]
+        for path in paths:
+            self._claim(path)
+        before = _sizes(paths)
+        try:
+            atomic_write_group(files)
+        except OSError:
+            with self._lock:
+                self._usage += _sizes(paths) - before
+            raise
+        return sum(len(data) for _, data in files) - before
 
     def _claim(self, path: Path) -> None:
         """Mark ``path`` as counted by its writer, before it is written (see ``_fresh``)."""
@@ -450,6 +468,15 @@ TDR_SUFFIX = ".tdr.dcs"
 
 _RECORD_SUFFIXES = (TDR_SUFFIX, ".actions.json", ".json", ".jpg", ".npz")
 _VERDICT_MARK = ".verdict-"
+
+
+def _sizes(paths: list[Path]) -> int:
+    """Bytes the files that exist among ``paths`` hold."""
+    total = 0
+    for path in paths:
+        with contextlib.suppress(FileNotFoundError):
+            total += path.stat().st_size
+    return total
 
 
 def record_stem(name: str) -> str:
