@@ -57,6 +57,9 @@ log = logging.getLogger(__name__)
 
 _MB = 1024 * 1024
 _MAX_FREE_FRACTION = 0.1
+_STALE_TEMP_S = 60.0
+"""A hidden temporary file this much older than the store's start is a crashed write's leftover (no writer of
+this process is that old), removed by the first scan; younger ones are left to the day's retention."""
 
 
 def _reason(exc: OSError) -> str:
@@ -91,6 +94,7 @@ class AuditStore:
             self.drop = DropFolder(config.tdr.drop_folder, config.tdr.drop_max_files, config.tdr.drop_max_mb,
                                    config.tdr.drop_queue)
         self._usage = 0
+        self._started_wall = time.time()
         self._fresh: set[str] | None = set()
         """Paths this process writes while the first scan runs: the scan leaves them to the writer's count (file
         times come from a coarse kernel clock, so "written after the start" cannot be told by mtime)."""
@@ -359,10 +363,14 @@ class AuditStore:
 
     def _initial_scan(self) -> None:
         """Count what was there before this process started; later files are counted as they are written."""
+        stale = 0
         for day in _dirs(self._root):
             for entry in _entries(day):
                 if entry.name.startswith("."):
-                    continue  # a write in progress: its writer counts the file when it is renamed into place
+                    # A write in progress (its writer counts the file when it is renamed into place), or one a
+                    # crash interrupted: never renamed, never counted, and it kept its day folder from going.
+                    stale += self._remove_stale_temp(entry)
+                    continue
                 try:
                     size = entry.stat().st_size
                 except OSError:
@@ -373,6 +381,21 @@ class AuditStore:
                         self._usage += size
         with self._lock:
             self._fresh = None
+        if stale:
+            log.warning("audit store removed temporary files of interrupted writes",
+                        extra={"files": stale, "directory": str(self._root)})
+
+    def _remove_stale_temp(self, entry: os.DirEntry[str]) -> int:
+        """Remove ``entry`` if it is a temporary file left by a write before this start; 1 if removed."""
+        if not entry.name.endswith(".tmp"):
+            return 0
+        try:
+            if entry.stat().st_mtime >= self._started_wall - _STALE_TEMP_S:
+                return 0
+            os.unlink(entry.path)
+        except OSError:
+            return 0
+        return 1
 
     def prune(self, now_wall: float | None = None) -> int:
         """Apply retention, quota and minimum free space; return how many records were removed."""

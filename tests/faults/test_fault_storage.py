@@ -534,3 +534,24 @@ def test_records_written_while_the_first_scan_runs_are_counted_once(tmp_path: Pa
         on_disk = sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
         assert store.usage_bytes() == on_disk, f"attempt {attempt}: the usage total drifted"
         store.close(2)
+
+
+def test_temporary_files_of_writes_a_crash_interrupted_are_removed_at_start(tmp_path: Path) -> None:
+    """A SIGKILL between a record's temporary files and their renames left hidden ``.*.tmp`` files that no scan
+    counted or removed, and that kept their day folder from ever going under the quota. The first scan after the
+    restart removes those from before the start; a temporary file as young as a write in progress stays."""
+    day = tmp_path / "audit" / time.strftime("%Y-%m-%d", time.gmtime())
+    day.mkdir(parents=True)
+    old = [day / ".bench-1.jpg.k2j3.tmp", day / ".bench-1.json.a8x1.tmp"]
+    for path in old:
+        path.write_bytes(bytes(50_000))
+        os.utime(path, (time.time() - 3600, time.time() - 3600))
+    young = day / ".bench-2.json.zz91.tmp"
+    young.write_bytes(b"{")
+    (day / ".keep").write_bytes(b"")  # hidden, not a temporary file: not ours to remove
+    store = AuditStore(audit_config(tmp_path / "audit"), "hub")
+    wait_until(store._scanned.is_set, 10, "the audit store's first scan")
+    assert not any(p.exists() for p in old)
+    assert young.exists() and (day / ".keep").exists()
+    assert store.usage_bytes() == 0, "temporary files are never counted"
+    store.close(2)
