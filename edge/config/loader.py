@@ -76,11 +76,15 @@ def key_lines(path: Path) -> dict[Loc, int]:
 
 
 def line_for(loc: Loc, lines: Mapping[Loc, int]) -> int:
-    """The line of ``loc`` or of its nearest ancestor that the file actually has (line 1 for the root)."""
-    for cut in range(len(loc), 0, -1):
-        if loc[:cut] in lines:
-            return lines[loc[:cut]]
-    return 1
+    """The line of ``loc`` or of its nearest ancestor that the file actually has (line 1 for the root).
+
+    A part the file does not have is passed over, so a discriminated union's tag (``sim`` in
+    ``source.sim.seed``, which pydantic puts in the path) still finds ``source.seed``'s line."""
+    found: Loc = ()
+    for part in loc:
+        if (*found, part) in lines:
+            found = (*found, part)
+    return lines[found] if found else 1
 
 
 def _field_at(model: type[BaseModel], loc: Loc) -> tuple[type[BaseModel] | None, FieldInfo | None]:
@@ -104,6 +108,36 @@ def _field_at(model: type[BaseModel], loc: Loc) -> tuple[type[BaseModel] | None,
         info = current.model_fields[part]
         current = info.annotation
     return owner, info
+
+
+def _models_in(annotation: Any) -> list[type[BaseModel]]:
+    """The models a value of ``annotation`` may be: the model itself, or those inside an optional, a union, a
+    list or a mapping (``CropModelEntry | None``, ``tuple[Rule, ...]``)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    found: list[type[BaseModel]] = []
+    for arg in getattr(annotation, "__args__", ()):
+        found += [m for m in _models_in(arg) if m not in found]
+    return found
+
+
+def _models_at(root: type[BaseModel], loc: Loc) -> list[type[BaseModel]]:
+    """The models the mapping at ``loc`` may be (list indexes and a discriminated union's tag are looked through),
+    so an unknown key is answered with the keys of the section it was written in."""
+    current = [root]
+    for part in loc:
+        owners = [m for m in current if isinstance(part, str) and part in m.model_fields]
+        if not owners:
+            # A discriminated union's tag ('sim' in source.sim.seed) picks the kind whose Literal field holds it;
+            # a list index or a mapping's key leaves the same models to hold the next key.
+            tagged = [m for m in current if any(part in getattr(f.annotation, "__args__", ())
+                                                for f in m.model_fields.values())]
+            current = tagged or current
+            continue
+        current = _models_in(owners[0].model_fields[str(part)].annotation)
+        if not current:
+            return []
+    return current
 
 
 def _bounds(info: FieldInfo | None) -> tuple[Any, Any]:
@@ -139,18 +173,10 @@ def _describe(error: Mapping[str, Any], root: type[BaseModel]) -> str:
     loc: Loc = tuple(error["loc"])
     got = error.get("input")
     ctx = error.get("ctx") or {}
-    owner, info = _field_at(root, loc)
+    _, info = _field_at(root, loc)
     if kind == "extra_forbidden":
         name = str(loc[-1])
-        valid = sorted(owner.model_fields) if owner is not None else []
-        parent_owner, _ = _field_at(root, loc[:-1])
-        if loc[:-1] and parent_owner is not None:
-            _, parent_info = _field_at(root, loc[:-1])
-            annotation = parent_info.annotation if parent_info is not None else None
-            if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-                valid = sorted(annotation.model_fields)
-        elif not loc[:-1]:
-            valid = sorted(root.model_fields)
+        valid = sorted({key for model in _models_at(root, loc[:-1]) for key in model.model_fields})
         hint = difflib.get_close_matches(name, valid, n=1)
         suggestion = f" (did you mean '{hint[0]}'?)" if hint else ""
         return f"unknown key '{name}'{suggestion}; valid keys: {', '.join(valid)}"

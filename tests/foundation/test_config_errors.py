@@ -67,6 +67,24 @@ def test_unknown_key_is_rejected_with_suggestion(tmp_path: Path) -> None:
     assert "host" in problem
 
 
+def test_unknown_key_in_an_optional_section_lists_that_sections_keys(tmp_path: Path) -> None:
+    """models.classifier is ``CropModelEntry | None``: a misspelt key there listed the keys of ``models``."""
+    path = _write(tmp_path, MINIMAL + "  classifier:\n    bundle: /opt/edge/models/cls\n    treshold: 0.9\n")
+    (problem,) = _problems(path)
+    assert problem == (f"{path}:8: models.classifier.treshold: unknown key 'treshold' (did you mean 'threshold'?); "
+                       "valid keys: backend, bundle, precision, threshold")
+
+
+def test_unknown_key_in_a_source_kind_lists_that_kinds_keys(tmp_path: Path) -> None:
+    """source is a union selected by ``type``: a misspelt key listed the top-level sections."""
+    path = _write(tmp_path, MINIMAL + "source:\n  type: sim\n  sead: 3\n")
+    (problem,) = _problems(path)
+    assert problem.startswith(f"{path}:8: source.sim.sead: unknown key 'sead' (did you mean 'seed'?); valid keys: ")
+    valid = problem.split("valid keys: ")[1].split(", ")
+    assert "seed" in valid and "threat_rate" in valid
+    assert "models" not in valid and "directory" not in valid, "the sim source's keys, not the root's or spool's"
+
+
 def test_missing_required_key_names_parent_line(tmp_path: Path) -> None:
     path = _write(tmp_path, "site:\n  site_id: hub\nmodels:\n  detector: /x\n")
     (problem,) = _problems(path)
