@@ -14,6 +14,7 @@ import cv2
 import typer
 
 from calib.camera import calibrate_intrinsics, read_views
+from calib.cli_common import geometry_or_exit
 from calib.detect import BoardSpec
 from calib.energy import energy_command
 from calib.flatfield import flatfield_command
@@ -27,7 +28,7 @@ from calib.homography import (
 )
 from calib.homography import residuals as residuals_of
 from calib.rehearse_cli import rehearse_app
-from calib.target import board_spec, geometry_to_dict, load_geometry, write_target
+from calib.target import board_spec, geometry_to_dict, write_target
 from edge.camera import calibration as calfile
 from edge.camera.mapping import CameraMapper
 from edge.errors import CalibrationError
@@ -37,16 +38,6 @@ calibrate_app = typer.Typer(help="Commission the scanner: targets, camera, homog
                             no_args_is_help=True)
 
 DEFAULT_CAL = Path("/var/lib/edge/calibration/camera.yaml")
-
-
-def _geometry(board: Path | None) -> TargetGeometry:
-    if board is None:
-        return TargetGeometry()
-    try:
-        return load_geometry(board)
-    except (OSError, ValueError) as exc:
-        typer.echo(f"error: {board}: {exc}", err=True)
-        raise typer.Exit(2) from None
 
 
 def _fail(msg: str, code: int = 2) -> typer.Exit:
@@ -97,7 +88,7 @@ def camera_cmd(
 
     Example: edge calibrate camera views/*.png -c /var/lib/edge/calibration/camera.yaml
     """
-    g = _geometry(board)
+    g = geometry_or_exit(board)
     spec = BoardSpec(squares_x or g.squares_x, squares_y or g.squares_y, square_mm or g.square_mm,
                      marker_mm or g.marker_mm, dictionary or g.dictionary)
     try:
@@ -135,7 +126,7 @@ def homography_cmd(
 
     Example: edge calibrate homography /data/pass-01 -c /var/lib/edge/calibration/camera.yaml
     """
-    g = _geometry(board)
+    g = geometry_or_exit(board)
     try:
         cal = calfile.load(calibration)
         cap = load_capture_set(capture)
@@ -182,7 +173,7 @@ def check_cmd(
 
     Example: edge calibrate check /data/pass-02 -c /var/lib/edge/calibration/camera.yaml --overlay /tmp/check.png
     """
-    g = _geometry(board)
+    g = geometry_or_exit(board)
     try:
         cal = calfile.load(calibration)
         cap = load_capture_set(capture)

@@ -13,9 +13,8 @@ from pathlib import Path
 
 import typer
 
+from calib.cli_common import geometry_or_exit
 from calib.rehearse import RehearsalCamera, write_pass, write_views
-from calib.target import load_geometry
-from sim.board import TargetGeometry
 from sim.target import TargetPlacement
 
 rehearse_app = typer.Typer(
@@ -39,16 +38,6 @@ def _camera(scale: float, downstream_mm: float, camera_seed: int, bump_deg: floa
         raise typer.Exit(2) from None
 
 
-def _geometry(board: Path | None) -> TargetGeometry:
-    if board is None:
-        return TargetGeometry()
-    try:
-        return load_geometry(board)
-    except (OSError, ValueError) as exc:
-        typer.echo(f"error: {board}: {exc}", err=True)
-        raise typer.Exit(2) from None
-
-
 @rehearse_app.command("views")
 def views_cmd(
     out: Path = typer.Option(..., "--out", help="folder for view_NN.png"),
@@ -64,7 +53,7 @@ def views_cmd(
     Example: edge calibrate rehearse views --out /tmp/lane/views && edge calibrate camera /tmp/lane/views/*.png
     -c /tmp/lane/camera.yaml
     """
-    paths = write_views(out, _camera(scale, downstream_mm, camera_seed), _geometry(board), n=n, seed=seed)
+    paths = write_views(out, _camera(scale, downstream_mm, camera_seed), geometry_or_exit(board), n=n, seed=seed)
     typer.echo(f"wrote {len(paths)} views to {out} ({paths[0].name} .. {paths[-1].name})")
 
 
@@ -98,6 +87,6 @@ def pass_cmd(
         typer.echo("error: --offsets: at least one frame", err=True)
         raise typer.Exit(2)
     camera = _camera(scale, downstream_mm, camera_seed, bump_deg)
-    meta = write_pass(out, camera, _geometry(board), TargetPlacement(x_mm, y_mm, rotation_deg), scanner_seed, seed,
-                      shifts)
+    meta = write_pass(out, camera, geometry_or_exit(board), TargetPlacement(x_mm, y_mm, rotation_deg),
+                      scanner_seed, seed, shifts)
     typer.echo(f"wrote a target pass to {out}: X-ray scan and {len(shifts)} camera frames ({meta.name})")
