@@ -25,6 +25,12 @@ Layout written (DICOS v03, tag numbers as the Stratovan toolkit writes them; see
   probability = the reason's score. They come from :func:`object_reasons`, the one place that reads them from
   an ``ObjectResult``.
 
+How a MACHINE report is made: ``_machine_report`` describes it once, as ``(keyword, value)`` elements;
+``build_tdr`` turns them into a pydicom ``Dataset`` (for ``edge dicos show``, the OPERATOR report and tests) and
+``encode_machine_tdr`` straight into the bytes ``encode(build_tdr(...))`` would give, at a tenth of the CPU
+(``edge.dicos._explicit``; the audit store and ``write_tdr`` use it, ``tests/dicos/test_tdr_fast.py`` proves the bytes
+equal).
+
 ``build_operator_tdr`` writes the OPERATOR report of a verdict sent back from the control room: the machine
 report's item, study and objects, TDR Type ``OPERATOR``, the operator's decision and time, Operators' Name, and a
 reference to the machine report it reviews.
@@ -40,19 +46,23 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
-from typing import Final, Protocol
+from typing import Final, Protocol, TypeVar, cast
 
 import numpy as np
 from numpy.typing import NDArray
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence as DicomSequence
-from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, UID, ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian, generate_uid
+from pydicom.valuerep import VALIDATORS
 
+from edge.dicos._explicit import Element, Elements, Unencodable, encode_part10, vr_of
 from edge.dicos._io import encode, write_atomic
 from edge.dicos.tags import DICOS_VERSION, SOP_CLASS_DX_PROCESSING, SOP_CLASS_TDR, abort_reason_codes
 from edge.records import Decision, ObjectResult, Verdict
 
 ALGORITHM_NAME: Final = "xray-edge"
+_CHARACTER_SET: Final = "ISO_IR 192"
+"""Specific Character Set of every report: UTF-8, so item and scanner ids keep their characters."""
 _CS_BAD = re.compile(r"[^A-Z0-9 _]")
 _LO_MAX: Final = 64
 _SH_MAX: Final = 16
@@ -77,7 +87,10 @@ def _cs(text: str, default: str) -> str:
 
 def _lo(text: str) -> str:
     """A Long String value: no backslash (the value separator), no control characters, at most 64 chars."""
-    return "".join(c for c in text.replace("\\", "/") if c.isprintable())[:_LO_MAX]
+    text = text.replace("\\", "/")
+    if not text.isprintable():  # the usual id is all printable: no need to test it character by character
+        text = "".join(c for c in text if c.isprintable())
+    return text[:_LO_MAX]
 
 
 def _dt(wall_s: float) -> str:
@@ -177,18 +190,19 @@ def _reason_category(reason: ReasonLike) -> str:
     return _cs(reason.kind, "ANOMALY")
 
 
-def _reason_assessment(reason: ReasonLike) -> Dataset:
+def _reason_assessment(reason: ReasonLike) -> Elements:
     """One ATD Assessment per reason: what fired, with its score against its threshold."""
-    assessment = Dataset()
-    assessment.ThreatCategory = _reason_category(reason)
     fired = math.isfinite(reason.score) and reason.score >= reason.threshold
     relation = ">=" if fired else "<"
-    assessment.ThreatCategoryDescription = (
-        f"{reason.code}: score {reason.score:.4f} {relation} threshold {reason.threshold:.4f}")
-    assessment.ATDAbilityAssessment = "NO_INTERFERENCE"
-    assessment.ATDAssessmentFlag = "THREAT" if fired else "NO_THREAT"
+    assessment: list[Element] = [
+        ("ThreatCategory", _reason_category(reason)),
+        ("ThreatCategoryDescription",
+         f"{reason.code}: score {reason.score:.4f} {relation} threshold {reason.threshold:.4f}"),
+        ("ATDAbilityAssessment", "NO_INTERFERENCE"),
+        ("ATDAssessmentFlag", "THREAT" if fired else "NO_THREAT"),
+    ]
     if math.isfinite(reason.score):
-        assessment.ATDAssessmentProbability = float(min(1.0, max(0.0, reason.score)))
+        assessment.append(("ATDAssessmentProbability", float(min(1.0, max(0.0, reason.score)))))
     return assessment
 
 
@@ -197,66 +211,169 @@ def _is_threat(obj: ObjectResult, reasons: Sequence[ReasonLike]) -> bool:
 
 
 def _pto_item(obj: ObjectResult, pto_id: int, dx_uids: Sequence[str], bitmaps: bool,
-              reasons: Sequence[ReasonLike] = ()) -> Dataset:
+              reasons: Sequence[ReasonLike] = ()) -> Elements:
     x1, y1, x2, y2 = _snapped_box(obj)
     width, height = x2 - x1, y2 - y1
 
-    roi = Dataset()
-    roi.ThreatROIBase = [float(x1), float(y1), 0.0]
-    roi.ThreatROIExtents = [float(width), float(height), 1.0]
     bitmap = b""
     if bitmaps and len(obj.polygon_xray) >= 3:
         bitmap = pack_bitmap(polygon_bitmap(obj.polygon_xray, x1, y1, width, height))
-    roi.ThreatROIBitmap = bitmap
+    roi: Elements = [
+        ("ThreatROIBase", [float(x1), float(y1), 0.0]),
+        ("ThreatROIExtents", [float(width), float(height), 1.0]),
+        ("ThreatROIBitmap", bitmap),
+    ]
 
-    representation = Dataset()
+    representation: list[Element] = []
     if dx_uids:
-        refs = []
-        for uid in dx_uids:
-            ref = Dataset()
-            ref.ReferencedSOPClassUID = SOP_CLASS_DX_PROCESSING
-            ref.ReferencedSOPInstanceUID = uid
-            refs.append(ref)
-        representation.ReferencedInstanceSequence = DicomSequence(refs)
-    representation.ThreatROIVoxelSequence = DicomSequence([roi])
+        refs: list[Elements] = [
+            [("ReferencedSOPClassUID", SOP_CLASS_DX_PROCESSING), ("ReferencedSOPInstanceUID", uid)] for uid in dx_uids
+        ]
+        representation.append(("ReferencedInstanceSequence", refs))
+    representation.append(("ThreatROIVoxelSequence", [roi]))
     if len(obj.polygon_xray) >= 2:
-        representation.BoundingPolygon = [float(v) for x, y in obj.polygon_xray for v in (x, y, 0.0)]
+        representation.append(("BoundingPolygon", [float(v) for x, y in obj.polygon_xray for v in (x, y, 0.0)]))
 
     if reasons:
         assessments = [_reason_assessment(reason) for reason in reasons]
     else:
-        assessment = Dataset()
-        assessment.ThreatCategory = _cs(obj.label, "ANOMALY") if obj.label else "ANOMALY"
-        assessment.ThreatCategoryDescription = _description(obj)
-        assessment.ATDAbilityAssessment = "NO_INTERFERENCE"
-        assessment.ATDAssessmentFlag = "THREAT" if obj.anomalous else "NO_THREAT"
+        assessment: list[Element] = [
+            ("ThreatCategory", _cs(obj.label, "ANOMALY") if obj.label else "ANOMALY"),
+            ("ThreatCategoryDescription", _description(obj)),
+            ("ATDAbilityAssessment", "NO_INTERFERENCE"),
+            ("ATDAssessmentFlag", "THREAT" if obj.anomalous else "NO_THREAT"),
+        ]
         probability = _probability(obj)
         if probability is not None:
-            assessment.ATDAssessmentProbability = probability
+            assessment.append(("ATDAssessmentProbability", probability))
         assessments = [assessment]
 
-    pto = Dataset()
-    pto.PotentialThreatObjectID = pto_id
-    pto.PTORepresentationSequence = DicomSequence([representation])
-    pto.ATDAssessmentSequence = DicomSequence(assessments)
-    return pto
+    return [
+        ("PotentialThreatObjectID", pto_id),
+        ("PTORepresentationSequence", [representation]),
+        ("ATDAssessmentSequence", assessments),
+    ]
 
 
 def _file_meta(sop_uid: str) -> FileMetaDataset:
     """The file meta of a TDR (machine or operator): its SOP class and instance, explicit little endian, this
     implementation."""
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = UID(SOP_CLASS_TDR)
-    meta.MediaStorageSOPInstanceUID = UID(sop_uid)
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
-    meta.ImplementationVersionName = _lo(f"XRAYEDGE_{edge_version()}")[:_SH_MAX]
-    return meta
+    return _dataset(_file_meta_elements(sop_uid), FileMetaDataset())
+
+
+def _file_meta_elements(sop_uid: str) -> Elements:
+    return [
+        ("MediaStorageSOPClassUID", SOP_CLASS_TDR),
+        ("MediaStorageSOPInstanceUID", sop_uid),
+        ("TransferSyntaxUID", ExplicitVRLittleEndian),
+        ("ImplementationClassUID", PYDICOM_IMPLEMENTATION_UID),
+        ("ImplementationVersionName", _lo(f"XRAYEDGE_{edge_version()}")[:_SH_MAX]),
+    ]
+
+
+_D = TypeVar("_D", bound=Dataset)
+
+
+def _dataset(elements: Elements, ds: _D) -> _D:
+    """The pydicom dataset of an element list (sequence values become sequences of datasets)."""
+    for keyword, value in elements:
+        if vr_of(keyword) == "SQ":
+            setattr(ds, keyword, DicomSequence([_dataset(item, Dataset()) for item in cast(Sequence[Elements], value)]))
+        else:
+            setattr(ds, keyword, value)
+    return ds
 
 
 def _uid(*parts: str) -> str:
     """A UID derived from the parts: the same item always gets the same UIDs, so a rewrite is idempotent."""
     return str(generate_uid(entropy_srcs=list(parts)))
+
+
+def _machine_report(
+    decision: Decision,
+    *,
+    dx_uids: Sequence[str],
+    study_uid: str | None,
+    ooi_type: str,
+    include_benign: bool,
+    bitmaps: bool,
+    reasons_of: ReasonsOf,
+    site_id: str | None,
+) -> tuple[str, Elements]:
+    """The MACHINE report of a decision as its SOP Instance UID and its elements: the one description that both
+    ``build_tdr`` (a pydicom dataset) and ``encode_machine_tdr`` (bytes) turn into a report."""
+    key = (decision.scanner_id, decision.item_id, repr(decision.decided_wall))
+    sop_uid = _uid("tdr", *key)
+    judged = [(obj, tuple(reasons_of(obj))) for obj in decision.objects]
+    chosen = [(obj, reasons) for obj, reasons in judged if _is_threat(obj, reasons) or include_benign]
+    ptos = [
+        _pto_item(obj, obj.object_id if 0 <= obj.object_id <= 0xFFFF else index, dx_uids, bitmaps, reasons)
+        for index, (obj, reasons) in enumerate(chosen)
+    ]
+    aborted = decision.verdict is Verdict.UNSCREENED
+
+    created_da, created_tm = _da_tm(decision.decided_wall)
+    start_da, start_tm = _da_tm(decision.scan_start_wall)
+    ds: list[Element] = [
+        ("SpecificCharacterSet", _CHARACTER_SET),
+        ("InstanceCreationDate", created_da), ("InstanceCreationTime", created_tm),
+        ("SOPClassUID", SOP_CLASS_TDR),
+        ("SOPInstanceUID", sop_uid),
+        ("StudyDate", start_da), ("StudyTime", start_tm),
+        ("SeriesDate", start_da), ("SeriesTime", start_tm),
+        ("ContentDate", created_da), ("ContentTime", created_tm),
+        ("Modality", "TDR"),
+        # General Equipment, OOI, Study and Frame of Reference modules as the toolkit's reports carry them
+        # (tests/dicos/test_tdr_structure.py compares the element paths with the real samples).
+        ("Manufacturer", ALGORITHM_NAME),
+        ("InstitutionName", _lo(site_id or "unknown")),
+        ("InstitutionAddress", ""),
+        ("StationName", _lo(decision.scanner_id)[:_SH_MAX]),
+        ("InstitutionalDepartmentName", ""),
+        ("ManufacturerModelName", ALGORITHM_NAME),
+        ("DeviceSerialNumber", _lo(decision.scanner_id)),
+        ("SoftwareVersions", _lo(edge_version())),
+    ]
+    if dx_uids:
+        ds.append(("ReferencedStudySequence",
+                   [[("ReferencedSOPClassUID", SOP_CLASS_DX_PROCESSING), ("ReferencedSOPInstanceUID", dx_uids[0])]]))
+    ds += [
+        ("PatientID", _lo(decision.item_id)),
+        ("IssuerOfPatientID", _lo(decision.scanner_id)),
+        ("TypeOfPatientID", "TEXT"),
+        ("PatientSex", "U"),  # the OOI owner's, unknown
+        ("OtherPatientIDsSequence", []),
+        ("StudyInstanceUID", study_uid or _uid("study", decision.scanner_id, decision.item_id)),
+        ("SeriesInstanceUID", _uid("tdr-series", *key)),
+        ("StudyID", _uid("study-id", decision.scanner_id, decision.item_id).replace(".", "")[-_SH_MAX:]),
+        ("InstanceNumber", 1),
+        ("FrameOfReferenceUID", _uid("frame", decision.scanner_id, decision.item_id)),
+        ("PositionReferenceIndicator", ""),
+        ("DICOSVersion", DICOS_VERSION),
+        ("OOIType", _cs(ooi_type, "BAGGAGE")),
+    ]
+    if decision.verdict is not Verdict.UNSCREENED:  # an aborted item says why in Abort Flag and Abort Reason
+        ds.append(("AcquisitionStatus", "SUCCESSFUL"))
+    ds += [
+        ("ScanType", "OPERATIONAL"),
+        ("AlgorithmRoutingCodeSequence", []),
+        ("TDRType", "MACHINE"),
+        ("AbortFlag", "ABORT" if aborted else "SUCCESS"),
+    ]
+    if aborted and decision.reason is not None:
+        ds.append(("AbortReason", abort_reason_codes()[str(decision.reason.value)]))
+    ds += [
+        ("ThreatDetectionAlgorithmAndVersion", algorithm_values(decision)),
+        # UNSCREENED is reported as ALARM: the box never clears what it did not see (see module docstring).
+        ("AlarmDecision", "CLEAR" if decision.verdict is Verdict.CLEAR else "ALARM"),
+        ("AlarmDecisionTime", _dt(decision.decided_wall)),
+        ("NumberOfTotalObjects", len(ptos)),
+        ("NumberOfAlarmObjects", sum(1 for obj, reasons in chosen if _is_threat(obj, reasons))),
+        ("TotalProcessingTime", float(decision.latency_ms)),
+        ("AdditionalScreeningPerformed", "NO"),
+        ("ThreatSequence", ptos),
+    ]
+    return sop_uid, ds
 
 
 def build_tdr(
@@ -283,76 +400,53 @@ def build_tdr(
         reasons_of: an object's alarm reasons (one ATD Assessment each); ``object_reasons`` by default.
         site_id: the site, written as Institution Name (``unknown`` when not given, as the toolkit writes).
     """
-    key = (decision.scanner_id, decision.item_id, repr(decision.decided_wall))
-    sop_uid = _uid("tdr", *key)
-    judged = [(obj, tuple(reasons_of(obj))) for obj in decision.objects]
-    chosen = [(obj, reasons) for obj, reasons in judged if _is_threat(obj, reasons) or include_benign]
-    ptos = [
-        _pto_item(obj, obj.object_id if 0 <= obj.object_id <= 0xFFFF else index, dx_uids, bitmaps, reasons)
-        for index, (obj, reasons) in enumerate(chosen)
-    ]
-    aborted = decision.verdict is Verdict.UNSCREENED
-
-    meta = _file_meta(sop_uid)
-
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SpecificCharacterSet = "ISO_IR 192"
-    created_da, created_tm = _da_tm(decision.decided_wall)
-    start_da, start_tm = _da_tm(decision.scan_start_wall)
-    ds.InstanceCreationDate, ds.InstanceCreationTime = created_da, created_tm
-    ds.SOPClassUID = SOP_CLASS_TDR
-    ds.SOPInstanceUID = sop_uid
-    ds.StudyDate, ds.StudyTime = start_da, start_tm
-    ds.SeriesDate, ds.SeriesTime = start_da, start_tm
-    ds.ContentDate, ds.ContentTime = created_da, created_tm
-    ds.Modality = "TDR"
-    # General Equipment, OOI, Study and Frame of Reference modules as the toolkit's reports carry them
-    # (tests/dicos/test_tdr_structure.py compares the element paths with the real samples).
-    ds.Manufacturer = ALGORITHM_NAME
-    ds.InstitutionName = _lo(site_id or "unknown")
-    ds.InstitutionAddress = ""
-    ds.StationName = _lo(decision.scanner_id)[:_SH_MAX]
-    ds.InstitutionalDepartmentName = ""
-    ds.ManufacturerModelName = ALGORITHM_NAME
-    ds.DeviceSerialNumber = _lo(decision.scanner_id)
-    ds.SoftwareVersions = _lo(edge_version())
-    if dx_uids:
-        study_ref = Dataset()
-        study_ref.ReferencedSOPClassUID = SOP_CLASS_DX_PROCESSING
-        study_ref.ReferencedSOPInstanceUID = dx_uids[0]
-        ds.ReferencedStudySequence = DicomSequence([study_ref])
-    ds.PatientID = _lo(decision.item_id)
-    ds.IssuerOfPatientID = _lo(decision.scanner_id)
-    ds.TypeOfPatientID = "TEXT"
-    ds.PatientSex = "U"  # the OOI owner's, unknown
-    ds.OtherPatientIDsSequence = DicomSequence([])
-    ds.StudyInstanceUID = study_uid or _uid("study", decision.scanner_id, decision.item_id)
-    ds.SeriesInstanceUID = _uid("tdr-series", *key)
-    ds.StudyID = _uid("study-id", decision.scanner_id, decision.item_id).replace(".", "")[-_SH_MAX:]
-    ds.InstanceNumber = 1
-    ds.FrameOfReferenceUID = _uid("frame", decision.scanner_id, decision.item_id)
-    ds.PositionReferenceIndicator = ""
-    ds.DICOSVersion = DICOS_VERSION
-    ds.OOIType = _cs(ooi_type, "BAGGAGE")
-    if decision.verdict is not Verdict.UNSCREENED:  # an aborted item says why in Abort Flag and Abort Reason
-        ds.AcquisitionStatus = "SUCCESSFUL"
-    ds.ScanType = "OPERATIONAL"
-    ds.AlgorithmRoutingCodeSequence = DicomSequence([])
-    ds.TDRType = "MACHINE"
-    ds.AbortFlag = "ABORT" if aborted else "SUCCESS"
-    if aborted and decision.reason is not None:
-        ds.AbortReason = abort_reason_codes()[str(decision.reason.value)]
-    ds.ThreatDetectionAlgorithmAndVersion = algorithm_values(decision)
-    # UNSCREENED is reported as ALARM: the box never clears what it did not see (see module docstring).
-    ds.AlarmDecision = "CLEAR" if decision.verdict is Verdict.CLEAR else "ALARM"
-    ds.AlarmDecisionTime = _dt(decision.decided_wall)
-    ds.NumberOfTotalObjects = len(ptos)
-    ds.NumberOfAlarmObjects = sum(1 for obj, reasons in chosen if _is_threat(obj, reasons))
-    ds.TotalProcessingTime = float(decision.latency_ms)
-    ds.AdditionalScreeningPerformed = "NO"
-    ds.ThreatSequence = DicomSequence(ptos)
+    sop_uid, elements = _machine_report(
+        decision, dx_uids=dx_uids, study_uid=study_uid, ooi_type=ooi_type, include_benign=include_benign,
+        bitmaps=bitmaps, reasons_of=reasons_of, site_id=site_id)
+    ds = _dataset(elements, Dataset())
+    ds.file_meta = _file_meta(sop_uid)
     return ds
+
+
+def encode_machine_tdr(
+    decision: Decision,
+    *,
+    dx_uids: Sequence[str] = (),
+    study_uid: str | None = None,
+    ooi_type: str = "BAGGAGE",
+    include_benign: bool = False,
+    bitmaps: bool = True,
+    reasons_of: ReasonsOf = object_reasons,
+    site_id: str | None = None,
+) -> bytes:
+    """``encode(build_tdr(decision, ...))``, the same bytes, at a fraction of the CPU: what the audit store calls
+    for every decision.
+
+    The report's elements go straight to bytes (``edge.dicos._explicit``), without a pydicom ``DataElement`` per
+    value and without pydicom's per-value validation, which is redundant here: every value is valid by
+    construction (code strings through ``_cs``, long and short strings through ``_lo`` and cut to their VR's
+    length, dates and times from ``strftime`` of the decision's times, UIDs from ``generate_uid`` or this module's
+    constants, numbers converted to ``float``/``int`` as their VR takes them), except the caller's ``dx_uids`` and
+    ``study_uid``, which are checked here, and the free texts of Threat Category Description, whose length the
+    encoder checks. A report with any value the encoder would not write as pydicom does (an invalid caller UID, an
+    outline too long for a 16-bit length, a text that cannot be encoded) is built and encoded by pydicom instead,
+    with its warnings. Arguments as :func:`build_tdr`.
+    """
+    if all(_valid_uid(uid) for uid in (*dx_uids, *([study_uid] if study_uid else []))):
+        sop_uid, elements = _machine_report(
+            decision, dx_uids=dx_uids, study_uid=study_uid, ooi_type=ooi_type, include_benign=include_benign,
+            bitmaps=bitmaps, reasons_of=reasons_of, site_id=site_id)
+        try:
+            return encode_part10(_file_meta_elements(sop_uid), elements)
+        except Unencodable:
+            pass
+    return encode(build_tdr(decision, dx_uids=dx_uids, study_uid=study_uid, ooi_type=ooi_type,
+                            include_benign=include_benign, bitmaps=bitmaps, reasons_of=reasons_of, site_id=site_id))
+
+
+def _valid_uid(uid: str) -> bool:
+    """pydicom would write ``uid`` without a warning (its own UI check, a value per backslash-separated part)."""
+    return isinstance(uid, str) and all(VALIDATORS["UI"]("UI", part)[0] for part in uid.split("\\"))
 
 
 def write_tdr(
@@ -369,23 +463,14 @@ def write_tdr(
 ) -> bytes:
     """Write the item's TDR to ``path`` atomically and return the same bytes (for optional publishing).
 
-    Writing the same decision twice gives identical bytes (UIDs and times come from the decision).
+    Writing the same decision twice gives identical bytes (UIDs and times come from the decision), the bytes of
+    ``encode(build_tdr(...))``.
 
     Raises:
         OSError: the directory is missing or not writable; nothing is left behind.
     """
-    data = encode(
-        build_tdr(
-            decision,
-            dx_uids=dx_uids,
-            study_uid=study_uid,
-            ooi_type=ooi_type,
-            include_benign=include_benign,
-            bitmaps=bitmaps,
-            reasons_of=reasons_of,
-            site_id=site_id,
-        )
-    )
+    data = encode_machine_tdr(decision, dx_uids=dx_uids, study_uid=study_uid, ooi_type=ooi_type,
+                              include_benign=include_benign, bitmaps=bitmaps, reasons_of=reasons_of, site_id=site_id)
     write_atomic(Path(path), data)
     return data
 
@@ -432,7 +517,7 @@ def build_operator_tdr(review: OperatorReview, machine: Dataset | None = None) -
     meta = _file_meta(sop_uid)
     ds.file_meta = meta
     created_da, created_tm = _da_tm(review.decided_wall)
-    ds.SpecificCharacterSet = "ISO_IR 192"
+    ds.SpecificCharacterSet = _CHARACTER_SET
     ds.InstanceCreationDate, ds.InstanceCreationTime = created_da, created_tm
     ds.SOPClassUID = SOP_CLASS_TDR
     ds.SOPInstanceUID = sop_uid

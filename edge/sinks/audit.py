@@ -43,9 +43,8 @@ from pathlib import Path
 import numpy as np
 
 from edge.config.audit import AuditConfig
-from edge.dicos._io import encode
 from edge.dicos.drop import DropFolder
-from edge.dicos.tdr import build_tdr
+from edge.dicos.tdr import encode_machine_tdr
 from edge.errors import PublishError
 from edge.files import atomic_write_bytes, atomic_write_group
 from edge.ports import FrameSource
@@ -167,7 +166,7 @@ class AuditStore:
         """The item's TDR bytes, or None (logged, counted, shown in health) when it cannot be built: a report
         that fails must not cost the decision its record, which is what every other reader relies on."""
         try:
-            data = encode(build_tdr(decision, include_benign=self._config.tdr.include_benign, site_id=self._site_id))
+            data = encode_machine_tdr(decision, include_benign=self._config.tdr.include_benign, site_id=self._site_id)
         except Exception as exc:  # a bug in building the report: keep the record, say so
             self.tdr_failures += 1
             self._tdr_problem = f"DICOS report not built for {decision.item_id} ({type(exc).__name__}: {exc})"

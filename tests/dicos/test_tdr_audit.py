@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 
 from edge.config.audit import AuditConfig, TdrConfig
 from edge.dicos import OperatorReview, build_operator_tdr, build_tdr, read_tdr
+from edge.dicos.tdr import encode_machine_tdr
 from edge.records import Decision, UnscreenedReason, Verdict
 from edge.sinks.audit import AuditStore, record_stem
 from edge_tools.dicos_cli import dicos_app
@@ -27,7 +28,7 @@ EDGE = Path(sys.executable).with_name("edge")
 
 
 def _store(root: Path, **tdr: object) -> AuditStore:
-    return AuditStore(AuditConfig(directory=root, tdr=TdrConfig(**tdr)), "hub-7", prune_every=10_000)  # type: ignore[arg-type]
+    return AuditStore(AuditConfig(directory=root, tdr=TdrConfig(**tdr)), "hub-7", prune_every=10_000)
 
 
 def _decisions() -> list[Decision]:
@@ -108,12 +109,12 @@ def test_a_report_that_cannot_be_built_costs_no_record(tmp_path: Path, monkeypat
 
     store = _store(tmp_path / "audit")
     try:
-        monkeypatch.setattr(audit_module, "build_tdr", broken)
+        monkeypatch.setattr(audit_module, "encode_machine_tdr", broken)
         store.publish(decision(Verdict.ALARM, item_id="bag-1"))
         assert list((tmp_path / "audit").glob("*/bag-1.json")) and not list((tmp_path / "audit").glob("*/*.dcs"))
         assert store.problem is not None and "DICOS report not built for bag-1" in store.problem
         assert store.tdr_failures == 1
-        monkeypatch.setattr(audit_module, "build_tdr", build_tdr)
+        monkeypatch.setattr(audit_module, "encode_machine_tdr", encode_machine_tdr)
         store.publish(decision(Verdict.ALARM, item_id="bag-2"))
         assert store.problem is None and _tdr_of(tmp_path / "audit", "bag-2").exists()
     finally:
