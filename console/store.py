@@ -14,6 +14,7 @@ import time
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
+from itertools import pairwise
 from typing import Any
 
 from sqlalchemy import Connection, Engine, and_, delete, func, insert, or_, select, update
@@ -100,6 +101,18 @@ class PendingVerdict:
     topic: str
     payload: bytes
     sends: int
+
+
+@dataclass(frozen=True, slots=True)
+class Pruned:
+    """What one :meth:`ConsoleStore.prune` did: rows deleted, and the open alarms older than the cutoff it kept
+    (they wait for an operator's verdict) with the time the oldest of them was received."""
+
+    items: int
+    images: int
+    actions: int
+    kept_open: int
+    oldest_open_wall: float | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -500,15 +513,74 @@ class ConsoleStore:
             rejects = conn.execute(select(func.count()).select_from(self.t.rejects)).scalar_one()
         return {"items": int(total), "open": int(open_), "images": int(images), "rejects": int(rejects)}
 
-    def prune(self, before_wall: float) -> int:
-        """Delete decisions, images and actions received before ``before_wall`` (verdicts and audit stay)."""
+    def _open(self) -> Any:
+        """An item that needs an operator: an alarm (or UNSCREENED, or a verdict the console does not know) without
+        a verdict (never given, or withdrawn by a re-open)."""
+        t = self.t.items
+        return and_(t.c.is_alarm.is_(True), t.c.verdict.is_(None))
+
+    def open_alarms_before(self, before_wall: float, conn: Connection | None = None) -> dict[str, tuple[int, float]]:
+        """Per lane (topic prefix): how many open alarms were received before ``before_wall``, and the oldest one's
+        received time. The page and the prune's log say these: alarms nobody reviewed within ``keep_days``."""
+        t = self.t.items
+        query = (select(t.c.prefix, func.count().label("n"), func.min(t.c.received_wall).label("oldest"))
+                 .where(and_(self._open(), t.c.received_wall < before_wall)).group_by(t.c.prefix))
+        if conn is not None:
+            rows = list(conn.execute(query))
+        else:
+            with self.engine.connect() as own:
+                rows = list(own.execute(query))
+        return {r.prefix: (int(r.n), float(r.oldest)) for r in rows}
+
+    def prune(self, before_wall: float) -> Pruned:
+        """Delete decisions, images and actions received before ``before_wall`` (verdicts and audit stay), except
+        an item that still needs an operator's verdict, with its pictures and actions.
+
+        Why: retention used to delete open alarms too, so an alarm left in the queue over a long shutdown left the
+        queue without anyone deciding it. An open item stays however old; once decided (its received time is past
+        the cutoff) the next prune deletes it, like every decided and CLEAR item.
+        """
+        t, act = self.t.items, self.t.actions
         with self.engine.begin() as conn:
-            n = conn.execute(delete(self.t.items).where(self.t.items.c.received_wall < before_wall)).rowcount
-            conn.execute(delete(self.t.images).where(self.t.images.c.received_wall < before_wall))
-            conn.execute(delete(self.t.actions).where(self.t.actions.c.received_wall < before_wall))
+            items = conn.execute(delete(t).where(and_(
+                t.c.received_wall < before_wall, or_(t.c.is_alarm.is_(False), t.c.verdict.is_not(None))))).rowcount
+            opened = select(t.c.record_id).where(and_(t.c.record_id == act.c.record_id, self._open()))
+            actions = conn.execute(delete(act).where(and_(act.c.received_wall < before_wall,
+                                                          ~opened.exists()))).rowcount
+            images = self._prune_images(conn, before_wall)
             e = self.t.ended_sessions
             conn.execute(delete(e).where(e.c.until_wall < time.time()))
-        return int(n or 0)
+            kept = self.open_alarms_before(before_wall, conn)
+        return Pruned(int(items or 0), images, int(actions or 0), sum(n for n, _ in kept.values()),
+                      min((oldest for _, oldest in kept.values()), default=None))
+
+    def _prune_images(self, conn: Connection, before_wall: float) -> int:
+        """Delete pictures received before ``before_wall`` but those of open items (any age: a picture may come in
+        just before its item's record). Which pictures belong to an item is decided as the page decides it
+        (:func:`_image_key`), so in Python; the deletes run on id ranges between the kept pictures (no statement
+        holds a list of ids whatever the number of open alarms)."""
+        t, im = self.t.items, self.t.images
+        keep = {(r.prefix, _image_key(r)) for r in conn.execute(
+            select(t.c.prefix, t.c.item_id, t.c.image_topic).where(self._open()))}
+        keys = sorted({key for _, key in keep})
+        kept: list[int] = []
+        for start in range(0, len(keys), 500):  # bounded IN lists, as in _views
+            kept += [r.id for r in conn.execute(
+                select(im.c.id, im.c.prefix, im.c.item_key).where(and_(
+                    im.c.received_wall < before_wall, im.c.item_key.in_(keys[start:start + 500]))))
+                if (r.prefix, r.item_key) in keep]
+        edges: list[int | None] = [None, *sorted(kept), None]
+        deleted = 0
+        for low, high in pairwise(edges):
+            if low is not None and high is not None and high - low <= 1:
+                continue
+            where = [im.c.received_wall < before_wall]
+            if low is not None:
+                where.append(im.c.id > low)
+            if high is not None:
+                where.append(im.c.id < high)
+            deleted += int(conn.execute(delete(im).where(and_(*where))).rowcount or 0)
+        return deleted
 
     # ---- users and who-did-what ----
 
