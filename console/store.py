@@ -31,6 +31,12 @@ class StoreError(Exception):
     """A request the store refuses (unknown item, verdict already given, unknown user); the message says why."""
 
 
+class LastSupervisorError(StoreError):
+    """A user change that would leave no active supervisor (the page answers 409): nobody could then manage users
+    or re-open a verdict on the page, and only ``edge console add-user --role supervisor`` on the console machine
+    would get them back."""
+
+
 @dataclass(frozen=True, slots=True)
 class ImageView:
     id: int
@@ -609,14 +615,46 @@ class ConsoleStore:
         self._change_user(login, by, "user_disable" if disabled else "user_enable", "", disabled=disabled)
 
     def _change_user(self, login: str, by: str, action: str, detail: str, **values: Any) -> None:
+        """Change one user; refused (:class:`LastSupervisorError`) when it would leave no active supervisor.
+
+        The check and the change are one serialised step: the users table is locked for writing first (SQLite:
+        the database's write lock; PostgreSQL: ``LOCK TABLE ... SHARE ROW EXCLUSIVE``, which lets sign-ins read
+        on). Checked and changed separately, two supervisors demoting each other at the same moment would each see
+        the other still active, and both changes would go through.
+        """
         u = self.t.users
         now = time.time()
         with self.engine.begin() as conn:
-            if conn.execute(update(u).where(u.c.login == login).values(**values)).rowcount != 1:
+            self._lock_users(conn, login)
+            row = conn.execute(select(u.c.role, u.c.disabled).where(u.c.login == login)).first()
+            if row is None:
                 raise StoreError(f"no user {login!r}")
+            active = row.role == "supervisor" and not row.disabled
+            stays = values.get("role", row.role) == "supervisor" and not values.get("disabled", row.disabled)
+            if active and not stays and not conn.execute(
+                    select(func.count()).select_from(u).where(and_(
+                        u.c.login != login, u.c.role == "supervisor", u.c.disabled.is_(False)))).scalar_one():
+                change = "demoting" if "role" in values else "disabling"
+                raise LastSupervisorError(
+                    f"{login} is the last active supervisor: {change} them would leave nobody to manage users; "
+                    "make another user supervisor (or enable one) first")
+            conn.execute(update(u).where(u.c.login == login).values(**values))
             if "password_hash" in values or values.get("disabled"):
                 self._end_sessions_of(conn, login, now)  # the user signs in again (with the new password)
             self._audit(conn, by, action, login, detail, None, now)
+
+    def _lock_users(self, conn: Connection, login: str) -> None:
+        """Take the write lock on the users table for the rest of ``conn``'s transaction (see ``_change_user``).
+
+        SQLite: the Python driver opens the transaction at the first write, so the first statement is one (it
+        rewrites ``login``'s login unchanged; SQLite waits ``busy_timeout`` for another writer). PostgreSQL: a
+        table lock that conflicts with every other change of a user but not with reads.
+        """
+        u = self.t.users
+        if conn.dialect.name == "postgresql":
+            conn.exec_driver_sql(f'LOCK TABLE "{u.name}" IN SHARE ROW EXCLUSIVE MODE')
+        else:
+            conn.execute(update(u).where(u.c.login == login).values(login=u.c.login))
 
     def user(self, login: str) -> User | None:
         u = self.t.users

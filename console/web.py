@@ -45,7 +45,7 @@ from console.auth import check_password, hash_password, may
 from console.config import ConsoleConfig
 from console.db import ROLES, VERDICTS
 from console.hub import Hub
-from console.store import ConsoleStore, StoreError, User
+from console.store import ConsoleStore, LastSupervisorError, StoreError, User
 
 log = logging.getLogger(__name__)
 HERE = Path(__file__).resolve().parent
@@ -351,6 +351,8 @@ class ConsoleWeb:
             if body.get("password"):
                 await run_in_threadpool(self.store.set_password, login, hash_password(str(body["password"])),
                                         user.login)
+        except LastSupervisorError as exc:  # a conflict with the users as they are, not a malformed request
+            return JSONResponse({"error": str(exc)}, status_code=409)
         except (ValueError, StoreError) as exc:
             return JSONResponse({"error": str(exc)}, status_code=400)
         return JSONResponse({"ok": True})

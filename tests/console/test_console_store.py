@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from console_helpers import make_database
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from console.config import DatabaseConfig
 from console.db import Tables, create_tables, drop_tables, open_engine
@@ -187,3 +187,72 @@ def test_the_prune_warns_once_about_open_alarms_past_keep_days(store: ConsoleSto
     assert [v.record_id for v in store.items(status="open")] == ["old-1", "old-2"]
     assert store.item("old-clear") is None
     assert one_prune(300) == [], "nothing open past keep_days: no warning"
+
+
+def _sam_and(store: ConsoleStore, *others: tuple[str, str]) -> None:
+    store.add_user("sam", None, "supervisor", by="test")
+    for login, role in others:
+        store.add_user(login, None, role, by="test")
+
+
+def test_the_last_active_supervisor_cannot_be_demoted_or_disabled(store: ConsoleStore) -> None:
+    """Demoting or disabling the only active supervisor left nobody who could manage users (nor re-open a
+    verdict) on the page. Such a change is refused with the reason; with another active supervisor it is allowed,
+    a supervisor demoting themself included."""
+    from console.store import StoreError
+
+    _sam_and(store, ("olga", "operator"), ("carl", "supervisor"))
+    store.set_disabled("carl", True, by="sam")  # carl disabled: sam is the last active supervisor
+    with pytest.raises(StoreError, match="sam is the last active supervisor: demoting"):
+        store.set_role("sam", "operator", by="sam")
+    with pytest.raises(StoreError, match="sam is the last active supervisor: disabling"):
+        store.set_disabled("sam", True, by="sam")
+    sam = store.user("sam")
+    assert sam is not None and sam.role == "supervisor" and not sam.disabled, "the refused change was made"
+    # changes that leave sam in place stay allowed: an operator disabled, sam "made supervisor" again
+    store.set_disabled("olga", True, by="sam")
+    store.set_role("sam", "supervisor", by="sam")
+    store.set_role("carl", "operator", by="sam")  # a disabled supervisor demoted: no active one less
+    # with a second active supervisor, sam may demote himself
+    store.set_role("olga", "supervisor", by="sam")
+    store.set_disabled("olga", False, by="sam")
+    store.set_role("sam", "operator", by="sam")
+    assert [(u.login, u.role, u.disabled) for u in store.users()] == [
+        ("carl", "operator", True), ("olga", "supervisor", False), ("sam", "operator", False)]
+    with pytest.raises(StoreError, match="olga is the last active supervisor"):
+        store.set_disabled("olga", True, by="olga")
+    actions = [(a["login"], a["action"], a["target"]) for a in store.audit_log()]
+    assert ("sam", "user_role", "sam") in actions and ("olga", "user_disable", "olga") not in actions
+
+
+def test_two_supervisors_demoting_each_other_at_once_leave_one(store: ConsoleStore) -> None:
+    """Two supervisors, two requests at the same moment, each demoting the other: a check that reads the users
+    and then changes them lets both through (each sees the other still active in its snapshot). Here carl's
+    demotion is a transaction still open when sam's starts: sam's check waits for it, then refuses."""
+    import threading
+
+    from console.store import StoreError
+
+    _sam_and(store, ("carl", "supervisor"))
+    u = store.t.users
+    with store.engine.connect() as conn:  # another console's request, committed only after ours has started
+        conn.begin()
+        conn.execute(update(u).where(u.c.login == "carl").values(role="operator"))
+        outcome: list[BaseException | None] = []
+
+        def demote_sam() -> None:
+            try:
+                store.set_role("sam", "operator", by="carl")
+                outcome.append(None)
+            except BaseException as exc:  # handed to the test thread
+                outcome.append(exc)
+
+        worker = threading.Thread(target=demote_sam)
+        worker.start()
+        worker.join(0.5)
+        waited = not outcome  # the check waited for the other change instead of reading past it
+        conn.commit()
+    worker.join(15)
+    assert outcome and isinstance(outcome[0], StoreError), f"sam was demoted too: {outcome}"
+    assert "last active supervisor" in str(outcome[0]) and waited
+    assert store.user("sam").role == "supervisor"  # type: ignore[union-attr]
