@@ -59,7 +59,8 @@ class DatabaseConfig(_Base):
     password_file: Path | None = Field(None, description="file holding the database password (PostgreSQL), "
                                                          "kept out of the URL")
     keep_days: float = Field(90.0, gt=0, le=3650, description="decisions, images and actions older than this are "
-                                                             "deleted (verdicts and the who-did-what log are kept)")
+                                                             "deleted, but never an alarm still waiting for a "
+                                                             "verdict (verdicts and the who-did-what log are kept)")
 
     @field_validator("url")
     @classmethod

@@ -22,7 +22,7 @@ from console.config import ConsoleConfig
 from console.db import Tables, create_tables, open_engine
 from console.hub import Hub
 from console.intake import BrokerLink, VerdictSender, Writer, open_links
-from console.store import ConsoleStore
+from console.store import ConsoleStore, Pruned
 
 log = logging.getLogger(__name__)
 PRUNE_EVERY_S = 3600.0
@@ -155,12 +155,28 @@ def build(config: ConsoleConfig, store: ConsoleStore | None = None) -> ConsolePa
     return ConsoleParts(config, store, hub, writer, links, VerdictSender(store, links, config.verdicts.resend_s))
 
 
+def prune_once(store: ConsoleStore, keep_days: float, now: float | None = None) -> Pruned:
+    """One retention pass: decisions, pictures and actions older than ``keep_days`` go, open alarms stay.
+
+    Logs what went, and one warning when open alarms older than ``keep_days`` were kept: they were never reviewed
+    (a queue left over a long shutdown, a lane nobody watches), and the retention no longer hides that.
+    """
+    now = time.time() if now is None else now
+    result = store.prune(now - keep_days * 86400)
+    if result.items or result.images or result.actions:
+        log.info("pruned %d decisions, %d pictures and %d actions older than %.0f days", result.items,
+                 result.images, result.actions, keep_days)
+    if result.kept_open and result.oldest_open_wall is not None:
+        log.warning("%d open alarm%s older than %.0f days kept (the oldest received %.0f days ago): they wait for "
+                    "an operator's verdict and are pruned once decided", result.kept_open,
+                    "" if result.kept_open == 1 else "s", keep_days, (now - result.oldest_open_wall) / 86400)
+    return result
+
+
 def _pruner(parts: ConsoleParts, stop: threading.Event) -> None:
     while not stop.wait(PRUNE_EVERY_S):
         try:
-            removed = parts.store.prune(time.time() - parts.config.database.keep_days * 86400)
-            if removed:
-                log.info("pruned %d decisions older than %.0f days", removed, parts.config.database.keep_days)
+            prune_once(parts.store, parts.config.database.keep_days)
         except Exception:
             log.exception("pruning old decisions failed; retrying in an hour")
 

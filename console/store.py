@@ -14,6 +14,7 @@ import time
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
+from itertools import pairwise
 from typing import Any
 
 from sqlalchemy import Connection, Engine, and_, delete, func, insert, or_, select, update
@@ -28,6 +29,12 @@ not know: fail-safe)."""
 
 class StoreError(Exception):
     """A request the store refuses (unknown item, verdict already given, unknown user); the message says why."""
+
+
+class LastSupervisorError(StoreError):
+    """A user change that would leave no active supervisor (the page answers 409): nobody could then manage users
+    or re-open a verdict on the page, and only ``edge console add-user --role supervisor`` on the console machine
+    would get them back."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +107,18 @@ class PendingVerdict:
     topic: str
     payload: bytes
     sends: int
+
+
+@dataclass(frozen=True, slots=True)
+class Pruned:
+    """What one :meth:`ConsoleStore.prune` did: rows deleted, and the open alarms older than the cutoff it kept
+    (they wait for an operator's verdict) with the time the oldest of them was received."""
+
+    items: int
+    images: int
+    actions: int
+    kept_open: int
+    oldest_open_wall: float | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -500,15 +519,74 @@ class ConsoleStore:
             rejects = conn.execute(select(func.count()).select_from(self.t.rejects)).scalar_one()
         return {"items": int(total), "open": int(open_), "images": int(images), "rejects": int(rejects)}
 
-    def prune(self, before_wall: float) -> int:
-        """Delete decisions, images and actions received before ``before_wall`` (verdicts and audit stay)."""
+    def _open(self) -> Any:
+        """An item that needs an operator: an alarm (or UNSCREENED, or a verdict the console does not know) without
+        a verdict (never given, or withdrawn by a re-open)."""
+        t = self.t.items
+        return and_(t.c.is_alarm.is_(True), t.c.verdict.is_(None))
+
+    def open_alarms_before(self, before_wall: float, conn: Connection | None = None) -> dict[str, tuple[int, float]]:
+        """Per lane (topic prefix): how many open alarms were received before ``before_wall``, and the oldest one's
+        received time. The page and the prune's log say these: alarms nobody reviewed within ``keep_days``."""
+        t = self.t.items
+        query = (select(t.c.prefix, func.count().label("n"), func.min(t.c.received_wall).label("oldest"))
+                 .where(and_(self._open(), t.c.received_wall < before_wall)).group_by(t.c.prefix))
+        if conn is not None:
+            rows = list(conn.execute(query))
+        else:
+            with self.engine.connect() as own:
+                rows = list(own.execute(query))
+        return {r.prefix: (int(r.n), float(r.oldest)) for r in rows}
+
+    def prune(self, before_wall: float) -> Pruned:
+        """Delete decisions, images and actions received before ``before_wall`` (verdicts and audit stay), except
+        an item that still needs an operator's verdict, with its pictures and actions.
+
+        Why: retention used to delete open alarms too, so an alarm left in the queue over a long shutdown left the
+        queue without anyone deciding it. An open item stays however old; once decided (its received time is past
+        the cutoff) the next prune deletes it, like every decided and CLEAR item.
+        """
+        t, act = self.t.items, self.t.actions
         with self.engine.begin() as conn:
-            n = conn.execute(delete(self.t.items).where(self.t.items.c.received_wall < before_wall)).rowcount
-            conn.execute(delete(self.t.images).where(self.t.images.c.received_wall < before_wall))
-            conn.execute(delete(self.t.actions).where(self.t.actions.c.received_wall < before_wall))
+            items = conn.execute(delete(t).where(and_(
+                t.c.received_wall < before_wall, or_(t.c.is_alarm.is_(False), t.c.verdict.is_not(None))))).rowcount
+            opened = select(t.c.record_id).where(and_(t.c.record_id == act.c.record_id, self._open()))
+            actions = conn.execute(delete(act).where(and_(act.c.received_wall < before_wall,
+                                                          ~opened.exists()))).rowcount
+            images = self._prune_images(conn, before_wall)
             e = self.t.ended_sessions
             conn.execute(delete(e).where(e.c.until_wall < time.time()))
-        return int(n or 0)
+            kept = self.open_alarms_before(before_wall, conn)
+        return Pruned(int(items or 0), images, int(actions or 0), sum(n for n, _ in kept.values()),
+                      min((oldest for _, oldest in kept.values()), default=None))
+
+    def _prune_images(self, conn: Connection, before_wall: float) -> int:
+        """Delete pictures received before ``before_wall`` but those of open items (any age: a picture may come in
+        just before its item's record). Which pictures belong to an item is decided as the page decides it
+        (:func:`_image_key`), so in Python; the deletes run on id ranges between the kept pictures (no statement
+        holds a list of ids whatever the number of open alarms)."""
+        t, im = self.t.items, self.t.images
+        keep = {(r.prefix, _image_key(r)) for r in conn.execute(
+            select(t.c.prefix, t.c.item_id, t.c.image_topic).where(self._open()))}
+        keys = sorted({key for _, key in keep})
+        kept: list[int] = []
+        for start in range(0, len(keys), 500):  # bounded IN lists, as in _views
+            kept += [r.id for r in conn.execute(
+                select(im.c.id, im.c.prefix, im.c.item_key).where(and_(
+                    im.c.received_wall < before_wall, im.c.item_key.in_(keys[start:start + 500]))))
+                if (r.prefix, r.item_key) in keep]
+        edges: list[int | None] = [None, *sorted(kept), None]
+        deleted = 0
+        for low, high in pairwise(edges):
+            if low is not None and high is not None and high - low <= 1:
+                continue
+            where = [im.c.received_wall < before_wall]
+            if low is not None:
+                where.append(im.c.id > low)
+            if high is not None:
+                where.append(im.c.id < high)
+            deleted += int(conn.execute(delete(im).where(and_(*where))).rowcount or 0)
+        return deleted
 
     # ---- users and who-did-what ----
 
@@ -537,14 +615,46 @@ class ConsoleStore:
         self._change_user(login, by, "user_disable" if disabled else "user_enable", "", disabled=disabled)
 
     def _change_user(self, login: str, by: str, action: str, detail: str, **values: Any) -> None:
+        """Change one user; refused (:class:`LastSupervisorError`) when it would leave no active supervisor.
+
+        The check and the change are one serialised step: the users table is locked for writing first (SQLite:
+        the database's write lock; PostgreSQL: ``LOCK TABLE ... SHARE ROW EXCLUSIVE``, which lets sign-ins read
+        on). Checked and changed separately, two supervisors demoting each other at the same moment would each see
+        the other still active, and both changes would go through.
+        """
         u = self.t.users
         now = time.time()
         with self.engine.begin() as conn:
-            if conn.execute(update(u).where(u.c.login == login).values(**values)).rowcount != 1:
+            self._lock_users(conn, login)
+            row = conn.execute(select(u.c.role, u.c.disabled).where(u.c.login == login)).first()
+            if row is None:
                 raise StoreError(f"no user {login!r}")
+            active = row.role == "supervisor" and not row.disabled
+            stays = values.get("role", row.role) == "supervisor" and not values.get("disabled", row.disabled)
+            if active and not stays and not conn.execute(
+                    select(func.count()).select_from(u).where(and_(
+                        u.c.login != login, u.c.role == "supervisor", u.c.disabled.is_(False)))).scalar_one():
+                change = "demoting" if "role" in values else "disabling"
+                raise LastSupervisorError(
+                    f"{login} is the last active supervisor: {change} them would leave nobody to manage users; "
+                    "make another user supervisor (or enable one) first")
+            conn.execute(update(u).where(u.c.login == login).values(**values))
             if "password_hash" in values or values.get("disabled"):
                 self._end_sessions_of(conn, login, now)  # the user signs in again (with the new password)
             self._audit(conn, by, action, login, detail, None, now)
+
+    def _lock_users(self, conn: Connection, login: str) -> None:
+        """Take the write lock on the users table for the rest of ``conn``'s transaction (see ``_change_user``).
+
+        SQLite: the Python driver opens the transaction at the first write, so the first statement is one (it
+        rewrites ``login``'s login unchanged; SQLite waits ``busy_timeout`` for another writer). PostgreSQL: a
+        table lock that conflicts with every other change of a user but not with reads.
+        """
+        u = self.t.users
+        if conn.dialect.name == "postgresql":
+            conn.exec_driver_sql(f'LOCK TABLE "{u.name}" IN SHARE ROW EXCLUSIVE MODE')
+        else:
+            conn.execute(update(u).where(u.c.login == login).values(login=u.c.login))
 
     def user(self, login: str) -> User | None:
         u = self.t.users

@@ -45,7 +45,7 @@ from console.auth import check_password, hash_password, may
 from console.config import ConsoleConfig
 from console.db import ROLES, VERDICTS
 from console.hub import Hub
-from console.store import ConsoleStore, StoreError, User
+from console.store import ConsoleStore, LastSupervisorError, StoreError, User
 
 log = logging.getLogger(__name__)
 HERE = Path(__file__).resolve().parent
@@ -287,9 +287,13 @@ class ConsoleWeb:
         return JSONResponse(view.as_json())
 
     async def lanes(self, request: Request, user: User) -> Response:
-        lanes = await run_in_threadpool(self.store.lanes, time.time())
+        now = time.time()
+        lanes = await run_in_threadpool(self.store.lanes, now)
+        keep_days = self.config.database.keep_days
+        overdue = await run_in_threadpool(self.store.open_alarms_before, now - keep_days * 86400)
         return JSONResponse({"lanes": [lane.as_json() for lane in lanes], "brokers": self.brokers(),
-                             "sites": sorted({lane.site_id for lane in lanes if lane.site_id}), "now": time.time()})
+                             "sites": sorted({lane.site_id for lane in lanes if lane.site_id}), "now": now,
+                             "overdue": _overdue(overdue, keep_days)})
 
     async def image(self, request: Request, user: User) -> Response:
         image_id = int(request.path_params["image_id"])
@@ -347,6 +351,8 @@ class ConsoleWeb:
             if body.get("password"):
                 await run_in_threadpool(self.store.set_password, login, hash_password(str(body["password"])),
                                         user.login)
+        except LastSupervisorError as exc:  # a conflict with the users as they are, not a malformed request
+            return JSONResponse({"error": str(exc)}, status_code=409)
         except (ValueError, StoreError) as exc:
             return JSONResponse({"error": str(exc)}, status_code=400)
         return JSONResponse({"ok": True})
@@ -425,6 +431,14 @@ def _int(value: str | None, default: int) -> int | None:
         return int(value)
     except ValueError:
         return None
+
+
+def _overdue(per_lane: dict[str, tuple[int, float]], keep_days: float) -> dict[str, Any]:
+    """The open alarms older than ``keep_days`` as ``/api/lanes`` tells the page: the retention keeps them until
+    an operator decides them, and the page says they are there (per lane, and how old the oldest is)."""
+    return {"keep_days": keep_days, "count": sum(n for n, _ in per_lane.values()),
+            "oldest_wall": min((oldest for _, oldest in per_lane.values()), default=None),
+            "lanes": {prefix: n for prefix, (n, _) in per_lane.items()}}
 
 
 def _float(value: str | None) -> float | None:

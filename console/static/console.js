@@ -12,7 +12,8 @@ function fmt(n) { return (n === null || n === undefined) ? "–" : Number(n).toF
 function ago(s) {
   s = Math.max(0, Math.floor(s));
   return s < 60 ? s + " s" : s < 3600 ? Math.floor(s / 60) + " min " + (s % 60) + " s"
-       : Math.floor(s / 3600) + " h " + Math.floor((s % 3600) / 60) + " min";
+       : s < 172800 ? Math.floor(s / 3600) + " h " + Math.floor((s % 3600) / 60) + " min"
+       : Math.floor(s / 86400) + " days " + Math.floor((s % 86400) / 3600) + " h";   // an alarm kept past keep_days
 }
 function wallOf(input) { return input.value ? new Date(input.value).getTime() / 1000 : null; }
 function isQueue() { return f.verdict.value === "open"; }
@@ -174,7 +175,9 @@ async function loadLanes() {
   const r = await fetch("/api/lanes", {credentials: "same-origin"});
   if (!r.ok) return;
   const data = await r.json();
+  overdue = data.overdue || overdue;
   data.lanes.forEach((lane) => showLane(lane, data.now));
+  showOverdue();
   document.getElementById("brokers").replaceChildren(...data.brokers.map((b) => {
     const li = el("li", "lane-state " + (b.connected ? "online" : "offline"));
     li.append(el("b", null, b.name), el("span", "state", b.connected ? " connected" : " not connected"),
@@ -190,6 +193,19 @@ function option(select, value) {
   const o = el("option", null, value); o.value = value; select.append(o);
 }
 
+// Open alarms older than keep_days: the retention keeps them until they are decided; the page says so, in total
+// above the queue and per lane (kept across the lane events, which do not carry it).
+let overdue = {keep_days: null, count: 0, oldest_wall: null, lanes: {}};
+function olderThan(n) {
+  return n + " open alarm" + (n === 1 ? "" : "s") + " older than " + overdue.keep_days + " days";
+}
+function showOverdue() {
+  const p = document.getElementById("overdue");
+  p.hidden = !overdue.count;
+  p.textContent = overdue.count ? olderThan(overdue.count) + " (keep_days; the oldest received "
+    + new Date(overdue.oldest_wall * 1000).toLocaleString() + "): kept until an operator gives a verdict" : "";
+}
+
 const lanes = new Map();
 function showLane(lane, now) {
   let li = lanes.get(lane.prefix);
@@ -203,6 +219,8 @@ function showLane(lane, now) {
   li.replaceChildren(el("b", null, (lane.site_id || "?") + " / " + (lane.scanner_id || "?")),
     el("span", "state", " " + lane.state), el("div", "why", lane.why || ""),
     el("div", "muted", "broker " + lane.broker + " · last item " + last + (lane.last_item_id ? " (" + lane.last_item_id + ")" : "")));
+  const old = overdue.lanes[lane.prefix];
+  if (old) li.append(el("div", "overdue", olderThan(old)));
 }
 
 function live() {

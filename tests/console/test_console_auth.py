@@ -363,3 +363,31 @@ def test_an_oversized_body_is_refused_unread(console: ConsoleProc) -> None:
     chunked = c.post("/login", content=iter([big[i:i + 65536] for i in range(0, len(big), 65536)]), headers=headers)
     assert chunked.status_code == 413
     assert session(console, "olga", OPERATOR).get("/api/items").status_code == 200
+
+
+def test_the_last_active_supervisor_cannot_be_demoted_or_disabled_on_the_page(console: ConsoleProc) -> None:
+    """A supervisor who made themself an operator, or disabled themself, as the only active supervisor locked
+    everyone out of user management (and of re-opening verdicts) on the page. Refused with 409 and the reason;
+    with another active supervisor the same change is allowed."""
+    sam: Any = session(console, "sam", SUPERVISOR)
+    others = [u["login"] for u in sam.get("/api/users").json()["users"]
+              if u["role"] == "supervisor" and not u["disabled"] and u["login"] != "sam"]
+    for login in others:  # sam becomes the only active supervisor
+        assert sam.post(f"/api/users/{login}", json={"disabled": True}).status_code == 200
+    try:
+        for change in ({"role": "operator"}, {"disabled": True}, {"role": "operator", "disabled": True}):
+            refused = sam.post("/api/users/sam", json=change)
+            assert refused.status_code == 409, (change, refused.status_code, refused.text)
+            assert "sam is the last active supervisor" in refused.json()["error"]
+        users = {u["login"]: u for u in sam.get("/api/users").json()["users"]}
+        assert users["sam"]["role"] == "supervisor" and not users["sam"]["disabled"]
+        assert sam.get("/api/audit").status_code == 200, "sam is still signed in as a supervisor"
+    finally:
+        for login in others:
+            assert sam.post(f"/api/users/{login}", json={"disabled": False}).status_code == 200
+    # with sam active, a second supervisor may make themself an operator
+    assert sam.post("/api/users", json={"login": "vera", "password": "vera-pass-12", "role": "supervisor"}
+                    ).status_code == 201
+    vera: Any = session(console, "vera", "vera-pass-12")
+    assert vera.post("/api/users/vera", json={"role": "operator"}).status_code == 200
+    assert vera.get("/api/audit").status_code == 403  # an operator now

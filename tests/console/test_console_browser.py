@@ -258,3 +258,52 @@ def test_lane_health_shows_online_degraded_and_why(signed_in: Any, lanes: list[L
     lane.publish_status(StatusState.OFFLINE, "connection lost")
     WebDriverWait(driver, 5).until(
         lambda d: "offline" in d.find_element(By.CSS_SELECTOR, selector).get_attribute("class"))
+
+
+def test_an_open_alarm_older_than_keep_days_stays_in_the_queue_and_is_said(signed_in: Any, console: ConsoleProc,
+                                                                            lanes: list[Lane]) -> None:
+    """An alarm nobody decided within keep_days (90 days, the default) used to leave the queue at the next hourly
+    prune. After the prune it is still a card with its picture, and the page says how many open alarms are older
+    than keep_days, above the queue and on their lane; once decided, it goes at the next prune."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from console.config import load_console_config
+    from console.service import open_store
+
+    driver = signed_in
+    lane = lanes[1]
+    record_id = f"old-{uuid.uuid4().hex[:8]}"
+    received = time.time() - 100 * 86400
+    body = {"record_id": record_id, "site_id": lane.site_id, "scanner_id": lane.scanner_id,
+            "item_id": f"bag-{record_id}", "verdict": "alarm", "image": {"topic": f"{lane.prefix}/images/{record_id}"}}
+    store = open_store(load_console_config(console.config))
+    try:
+        with store.engine.begin() as conn:  # what the console stored 100 days ago
+            store.ingest_decision(conn, lane.prefix, "site-a", body, json.dumps(body), received)
+            store.ingest_image(conn, f"{lane.prefix}/images/{record_id}", lane.prefix, record_id,
+                               overlay_jpeg("old"), received)
+        pruned = store.prune(time.time() - 90 * 86400)  # the console's hourly prune, keep_days 90
+
+        driver.get(console.url)
+        WebDriverWait(driver, 10).until(lambda d: d.find_element(By.ID, "live").text == "live")
+        card = _card(driver, record_id)
+        assert pruned.kept_open == 1 and pruned.oldest_open_wall == received
+        WebDriverWait(driver, 3).until(lambda _d: "waiting 100 days" in card.find_element(By.CLASS_NAME, "waited").text)
+        assert card.find_elements(By.CSS_SELECTOR, ".images img")
+        banner = driver.find_element(By.ID, "overdue")
+        WebDriverWait(driver, 5).until(lambda _d: banner.is_displayed())
+        assert "1 open alarm older than 90 days" in banner.text and "kept until an operator" in banner.text
+        selector = f'#lanes li[data-prefix="{lane.prefix}"] .overdue'
+        assert driver.find_element(By.CSS_SELECTOR, selector).text == "1 open alarm older than 90 days"
+
+        card.find_element(By.CSS_SELECTOR, "button[data-verdict=cleared]").click()
+        _gone(driver, record_id)
+        from console.service import prune_once
+
+        assert prune_once(store, keep_days=90).items == 1 and store.item(record_id) is None
+        driver.execute_script("loadLanes()")
+        WebDriverWait(driver, 5).until(lambda _d: not banner.is_displayed())
+        assert not driver.find_elements(By.CSS_SELECTOR, selector)
+    finally:
+        store.engine.dispose()
