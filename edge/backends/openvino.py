@@ -67,7 +67,7 @@ class OpenVinoSession:
                 # Measured for CPU per call (docs/performance.md, "OpenVINO session settings"): with one thread
                 # a stream, no other CPU property (pinning, hyper-threading, core type, TBB partitioner, no
                 # hint, a single-stream copy per caller) lowers it with two callers; a second thread a stream
-                # brings in a TBB worker that busy-waits after each call (+30% CPU per call).
+                # brings in a TBB worker that busy-waits after each call (+15-55% CPU per call).
                 config["PERFORMANCE_HINT"] = "THROUGHPUT"
                 config["NUM_STREAMS"] = streams
             model = self._read(core, model_path)
