@@ -64,6 +64,10 @@ class OpenVinoSession:
                 config["INFERENCE_NUM_THREADS"] = options.threads * streams
             if streams > 1:
                 # The latency hint pins one stream whatever NUM_STREAMS says; the throughput hint honours it.
+                # Measured for CPU per call (docs/performance.md, "OpenVINO session settings"): with one thread
+                # a stream, no other CPU property (pinning, hyper-threading, core type, TBB partitioner, no
+                # hint, a single-stream copy per caller) lowers it with two callers; a second thread a stream
+                # brings in a TBB worker that busy-waits after each call (+15-55% CPU per call).
                 config["PERFORMANCE_HINT"] = "THROUGHPUT"
                 config["NUM_STREAMS"] = streams
             model = self._read(core, model_path)
@@ -123,12 +127,20 @@ class OpenVinoSession:
             self._running += 1
             request = self._thread_request()
         try:
-            request.infer({self._input_name: batch})
-            # Copy: the request reuses its output memory on the next call.
-            return {
-                name: np.array(request.get_tensor(port).data, copy=True)
-                for name, port in zip(self._output_names, self._compiled.outputs, strict=True)
-            }
+            # The batch goes in as a Tensor over the caller's memory (OpenVINO will not wrap a read-only array:
+            # that one is copied), and ``infer`` hands the outputs back already copied into fresh arrays the
+            # caller owns (the request reuses its output memory on the next call), in the compiled model's
+            # output order. The dict form, ``infer({name: batch})`` then a copy of each output, copied the
+            # batch into the request and the outputs twice: ~0.3 ms more process CPU per detector call and
+            # ~0.15 ms per classifier call, for the same bits (docs/performance.md, "OpenVINO session
+            # settings"). It also reshaped the request's own tensor to any height and width; a Tensor off the
+            # IR's declared input shape is refused (a BackendError).
+            tensor = ov.Tensor(batch, shared_memory=batch.flags.writeable)
+            outputs = request.infer(tensor).to_tuple()
+            # The request points at the batch's memory until this thread's next call: holding the Tensor (which
+            # holds the array) until then keeps that memory alive.
+            self._local.input = tensor
+            return dict(zip(self._output_names, outputs, strict=True))
         except Exception as exc:
             raise BackendError(f"{self._where}: inference failed for batch {batch.shape}: {exc}") from exc
         finally:
