@@ -577,3 +577,19 @@ def build(weights: Path | None = None, in_channels: int = 3, width: int = 16, fp
           context: bool = False, refiner: RefinerShape | None = None) -> AgnosticDetector:
     """Factory for ``edge-export --factory export.recipes.detector:build --weights W``: eval-mode model."""
     return cast(AgnosticDetector, load_eval(AgnosticDetector(in_channels, width, fpn, context, refiner), weights))
+
+
+def checkpoint_model(ckpt: Path, iterations: int = 0) -> tuple[AgnosticDetector, TrainConfig]:
+    """(model, config) of a detector or refiner checkpoint, as ``eval-detector`` and ``pack-detector`` read it;
+    ``iterations`` > 0 overrides a refiner's passes (0 = as trained)."""
+    from export.errors import RecipeOptionError
+
+    cfg: TrainConfig = torch.load(ckpt, weights_only=False)["config"]
+    shape: RefinerShape | None = getattr(cfg, "shape", None)
+    if iterations < 0 or (iterations and shape is None):
+        raise RecipeOptionError(f"--iterations {iterations}: give 0 (as trained), or a positive number of passes "
+                                "for a refiner checkpoint (train refiner)")
+    if shape is not None and iterations > 0:
+        shape = RefinerShape(shape.top, shape.crop, iterations)
+    return build(ckpt, 3 if cfg.channels == "pc" else 1, cfg.width, cfg.fpn, getattr(cfg, "context", False),
+                 shape), cfg

@@ -1,7 +1,8 @@
-"""The figures of ``edge-export train eval-detector`` and ``eval-detector-classes``: a detector's raw outputs on a
-held-out sim cache (and the real images) → COCO metrics, overlap subsets and a threshold sweep.
+"""The figures of ``edge-export train eval-detector`` and ``eval-detector-classes``: a detector (a checkpoint, or
+a bundle rebuilt or run as shipped) → its raw outputs on a held-out sim cache (and the real images) → COCO
+metrics, overlap subsets and a threshold sweep.
 
-Where it sits: between the recipes' CLI (``export.recipes.cli``, which parses arguments and builds the model) and
+Where it sits: between the recipes' CLI (``export.recipes.cli_detector``, which parses arguments) and
 the metrics (``export.recipes.evaluate``, the one COCO evaluator underneath). Detector outputs are post-processed
 as the runtime's detect stage does. Must not: train, write files, or be imported by the runtime.
 """
@@ -13,10 +14,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from numpy.typing import NDArray
 
 from edge.boxes import box_iou
+from export.errors import RecipeOptionError
 from export.recipes import detector as det
+from export.recipes import detector_classes as dc
 from export.recipes.evaluate import (
     OVERLAP_BANDS,
     DetectFn,
@@ -30,6 +34,7 @@ from export.recipes.evaluate import (
     realdata_root,
     recall_at,
 )
+from export.recipes.inputs import sim_only
 from export.recipes.simdata import load_det
 
 AGNOSTIC_SWEEP = (0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65)
@@ -99,3 +104,94 @@ def class_report(raw: Sequence[Labelled], gts: Sequence[NDArray[np.floating]], g
                     "dets_per_gt": round(n / max(n_gt, 1), 2)}
     out["threshold_sweep"] = sweep
     return out
+
+
+def _torch_detect(model: torch.nn.Module) -> DetectFn:
+    def run(x: NDArray[np.float32]) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
+        with torch.inference_mode():
+            b, s = model(torch.from_numpy(x))
+        return b.numpy(), s.numpy()
+    return run
+
+
+def eval_agnostic(ckpt: Path | None, bundle: Path | None, data: Path, threshold: float, nms_iou: float,
+                  real_threshold: float, vote_iou: float | None, iterations: int,
+                  pack_vote_iou: float) -> dict[str, object]:
+    """``train eval-detector``: :func:`agnostic_report` of a checkpoint (a refiner's at ``iterations`` passes, 0 =
+    as trained) or of a class-agnostic bundle rebuilt from its ONNX weights (its input channels and size).
+    ``vote_iou`` None: the bundle's ``thresholds.vote_iou``, or ``pack_vote_iou`` (what the packs write) for a
+    checkpoint."""
+    if ckpt is not None:
+        model, cfg = det.checkpoint_model(ckpt, iterations)
+    elif bundle is not None:
+        from edge.bundles import load_bundle
+        from edge.bundles.outputs import VOTE_IOU_KEY
+
+        model = det.agnostic_from_bundle(bundle)
+        shipped = load_bundle(bundle, verify_hashes=False)
+        width, fpn = det.size_of(model)
+        cfg = det.TrainConfig(channels=",".join(str(c) for c in shipped.contract.channels),
+                              size=shipped.contract.width, width=width, fpn=fpn, context=det.has_context(model))
+        if vote_iou is None:
+            vote_iou = float(shipped.manifest.thresholds.get(VOTE_IOU_KEY, 0.0))
+    vote_iou = pack_vote_iou if vote_iou is None else vote_iou
+    torch.set_num_threads(1)
+    return agnostic_report(_torch_detect(model), cfg.channels, cfg.size, data, threshold, nms_iou, real_threshold,
+                           vote_iou)
+
+
+def _checkpoint_outputs(ckpt: Path, ds: dc.ClassDetSet) -> tuple[list[Labelled], int, dict[str, object]]:
+    """A class-aware checkpoint's raw (boxes, scores, labels) per item, its input size and its name."""
+    state = torch.load(ckpt, weights_only=False)
+    cfg: dc.ClassTrainConfig = state["config"]
+    model = dc.build(ckpt, 3 if cfg.channels == "pc" else 1, cfg.width, cfg.fpn, getattr(cfg, "context", False))
+    raw: list[Labelled] = []
+    for i in range(0, len(ds.images), 16):
+        x = np.stack([det.plain(im, cfg.channels, cfg.size) for im in ds.images[i:i + 16]])
+        with torch.inference_mode():
+            b, s, lab = model(torch.from_numpy(x))
+        raw.extend((b[k].numpy(), s[k].numpy(), lab[k].numpy()) for k in range(len(x)))
+    return raw, cfg.size, {"checkpoint": str(ckpt), "step": int(state["step"])}
+
+
+def _bundle_outputs(bundle: Path, ds: dc.ClassDetSet, vote_iou: float | None) -> tuple[
+        list[Labelled], int, dict[str, object], float | None]:
+    """A class-aware bundle's raw outputs (its ONNX FP32 model under ONNX Runtime), input size, name, and
+    ``vote_iou`` or else its ``thresholds.vote_iou``."""
+    from edge.bundles import load_bundle
+    from edge.bundles.outputs import VOTE_IOU_KEY
+    from export.parity import Candidate, run_candidate
+
+    loaded = load_bundle(bundle, verify_hashes=False)
+    man = loaded.manifest
+    if not man.classes:
+        raise RecipeOptionError(f"{bundle} is not a class-aware detector (no classes)")
+    if tuple(man.classes) != tuple(dc.CLASSES):
+        raise RecipeOptionError(f"{bundle} has classes {list(man.classes)}, the recipes {list(dc.CLASSES)}")
+    onnx = next(mm for mm in man.models if mm.format == "onnx" and mm.precision == "fp32")
+    channels, size = ",".join(str(c) for c in loaded.contract.channels), loaded.contract.width
+    if vote_iou is None:
+        vote_iou = float(man.thresholds.get(VOTE_IOU_KEY, 0.0))
+    x = np.stack([det.plain(im, channels, size) for im in ds.images])
+    got = run_candidate(Candidate("onnxruntime", onnx.precision, loaded.root / onnx.path), x, threads=1)
+    raw = [(got["boxes"][k], got["scores"][k], got["labels"][k]) for k in range(len(x))]
+    return raw, size, {"bundle": f"{man.name}@{man.version}"}, vote_iou
+
+
+def eval_classes(data: Path, ckpt: Path | None, bundle: Path | None, threshold: float, nms_iou: float,
+                 heavy_iou: Sequence[float], vote_iou: float | None, pack_vote_iou: float) -> dict[str, object]:
+    """``train eval-detector-classes``: :func:`class_report` of a class-aware checkpoint or bundle on a sim cache,
+    with the heavy-overlap subsets at each of ``heavy_iou``; ``vote_iou`` None as in :func:`eval_agnostic`."""
+    torch.set_num_threads(1)
+    sim_only(data, "eval-detector-classes")
+    ds = dc.load_class_det(data)
+    if ckpt is not None:
+        raw, size, source = _checkpoint_outputs(ckpt, ds)
+    elif bundle is not None:
+        raw, size, source, vote_iou = _bundle_outputs(bundle, ds, vote_iou)
+    vote_iou = pack_vote_iou if vote_iou is None else vote_iou
+    scale = size / ds.images.shape[-1]
+    gts, gls = zip(*[ds.labelled(i) for i in range(len(ds.images))], strict=True)
+    heavy = {t: [ds.heavy(i, t)[ds.labels[i] >= 0] for i in range(len(ds.images))] for t in heavy_iou}
+    report = class_report(raw, [g * scale for g in gts], gls, heavy, dc.CLASSES, threshold, nms_iou, vote_iou)
+    return {**source, "vote_iou": vote_iou, "items": len(gts), **report}

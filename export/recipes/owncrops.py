@@ -1,6 +1,6 @@
 """Own-data object crops: a labelled dataset → the crop cache layout the scorer and classifier recipes train on.
 
-Where it sits: ``edge-export train classifier|scorer --data DATASET`` (:mod:`export.recipes.cli`) reads the
+Where it sits: ``edge-export train classifier|scorer --data DATASET`` (:mod:`export.recipes.inputs`) reads the
 dataset through the readers ``edge eval`` uses (:mod:`edge_tools.eval.datasets`) and crops every labelled box
 (grown by the recipes' margin) with the runtime's composer, exactly as the score stage crops a detector's box.
 The crops land in a :class:`export.recipes.simdata.CropSet` (channels hlz then pc); a channel group the images

@@ -1,7 +1,7 @@
 """The real-data detector figures of docs/models.md: one ``edge eval`` run (the service's own pipeline, config and
 bundles) on a labelled dataset, plus the per-class AP its report does not print.
 
-Where it sits: ``edge-export train eval-own`` (:mod:`export.recipes.cli`). It calls ``edge eval``'s runner
+Where it sits: ``edge-export train eval-own`` (:mod:`export.recipes.cli_own`). It calls ``edge eval``'s runner
 (:func:`edge_tools.eval.cli.evaluate`, detector only) and computes, from the very outcomes that report is built
 from, AP and AP50 per class with the same COCO code (:func:`edge_tools.eval.metrics.coco_curves`). ``rename`` maps
 a detector's class names onto the dataset's (e.g. ``gun=handgun`` for GDXray) before the class-aware figures.

@@ -1,7 +1,7 @@
 """Own-data detector training: the OLN-style detector (class-aware or class-agnostic) on a site's labelled images.
 
-Where it sits: ``edge-export train detector --data DATASET`` (:mod:`export.recipes.cli`) reads the dataset through
-:mod:`export.recipes.owndata` and trains here; the network, losses and geometric augmentation are the
+Where it sits: ``edge-export train detector --data DATASET`` (:mod:`export.recipes.owndetector`) reads the
+dataset through :mod:`export.recipes.owndata` and trains here; the network, losses and geometric augmentation are the
 virtual-scanner recipes' (:mod:`export.recipes.detector`, :mod:`export.recipes.detector_classes`), so a shipped
 bundle (``models/detector-agnostic``, ``models/detector-classes``) can be fine-tuned (``init``), or the same
 architecture trained from scratch.

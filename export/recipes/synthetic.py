@@ -20,12 +20,15 @@ Must not: import ``sim`` threats or read threat crops (the point is benign-only 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from pathlib import Path
+
 import cv2
 import numpy as np
 from numpy.typing import NDArray
 
 from edge.contracts import Z_SCALE
-from export.recipes.simdata import CropSet
+from export.recipes.simdata import CropSet, crop_shards, load_crops, save_crops
 
 IRON_R = (1.4, 2.2)
 IRON_Z = (24.0, 28.0)
@@ -113,3 +116,16 @@ def synthetic_crops(benign: CropSet, share: float, rng: np.random.Generator, sha
     return CropSet(np.concatenate([b.crops, fake]), np.r_[b.item, b.item[pick]], np.r_[b.kind, b.kind[pick]],
                    np.concatenate([b.group, np.full(len(pick), SYNTHETIC_GROUP)]), flag,
                    np.zeros(len(flag), bool), flag.copy())
+
+
+def write_cache(data: Sequence[Path], out: Path, share: float, seed: int, shapes: int = len(SHAPES)) -> tuple[int, int]:
+    """``train synthetic-cache``: :func:`synthetic_crops` of every shard of the ``data`` caches into ``out``, shard
+    by shard (one random stream, in folder and shard order); returns (crops written, synthetic ones)."""
+    rng = np.random.default_rng(seed)
+    total = fake = 0
+    for n, folder in enumerate(data):
+        for shard in crop_shards(folder):
+            c = synthetic_crops(load_crops(folder, [shard]), share, rng, shapes)
+            save_crops(c, out / f"crops_{n}{shard.name.removeprefix('crops_')}")
+            total, fake = total + len(c.crops), fake + int(c.threat.sum())
+    return total, fake
