@@ -55,10 +55,14 @@ def eval_own_command(
 
     Example: edge-export train eval-own ../shared/realdata/xray/sixray-labelled/val -c /tmp/own/edge.yaml
     """
+    from edge.errors import EdgeError
     from export.recipes.owneval import eval_own
 
     pairs = dict(r.split("=", 1) for r in rename if "=" in r)
-    show(eval_own(data, config, workers, pairs, limit))
+    try:
+        show(eval_own(data, config, workers, pairs, limit))
+    except EdgeError as exc:  # not a dataset, a config that does not load: one line, not a traceback
+        fail(exc)
 
 
 def image_hits_command(

@@ -320,3 +320,15 @@ def test_init_from_the_class_aware_bundle_keeps_its_network() -> None:
         _, scores, labels = same.eval()(torch.from_numpy(x))
     np.testing.assert_allclose(scores.numpy(), want["scores"], atol=1e-4)
     assert (labels.numpy() == want["labels"]).mean() > 0.99
+
+
+def test_eval_own_on_a_folder_that_is_no_dataset_says_so_in_one_line(tmp_path: Path) -> None:
+    """It ended in a DatasetError traceback."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    (folder / "readme.txt").write_text("not a dataset")
+    config = tmp_path / "edge.yaml"
+    config.write_text("site: {site_id: a, scanner_id: b}\nmodels: {detector: /nowhere}\n")
+    res = CliRunner().invoke(app, ["eval-own", str(folder), "-c", str(config)])
+    assert res.exit_code == 1 and isinstance(res.exception, SystemExit), res.output
+    assert "edge-export: error" in res.output and str(folder) in res.output
