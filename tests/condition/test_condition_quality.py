@@ -172,8 +172,9 @@ def test_quality_and_bounds_config_errors_name_file_line_and_key(tmp_path: Path)
     with pytest.raises(ConfigError) as info:
         load_config(path)
     assert info.value.problems == [
-        # The loader places errors inside the ``source:`` union at the section's line (its existing behaviour).
-        f"{path}:6: source.spool.max_lines: input should be greater than or equal to 2, got 1",
+        # Inside the ``source:`` union the key's own line (the loader passes over the union's tag ``spool``; it
+        # used to give the section's line, 6).
+        f"{path}:9: source.spool.max_lines: input should be greater than or equal to 2, got 1",
         f"{path}:12: condition.quality.max_saturated_fraction: must be 0.0..1.0, got 1.5",
         f"{path}:13: condition.quality.dark_level: unknown key 'dark_level' (did you mean 'degraded_black_level'?); "
         "valid keys: dark_transmission, degraded_black_level, degraded_white_level, enabled, full_scale_counts, "
