@@ -435,12 +435,13 @@ class AuditStore:
         freed = 0
         stems = set()
         for entry in _entries(day):
+            if entry.name.startswith("."):
+                continue  # a temporary file: never counted, so its bytes are not taken off the total
             try:
                 freed += entry.stat().st_size
             except OSError:
                 continue
-            if not entry.name.startswith("."):
-                stems.add(record_stem(entry.name))
+            stems.add(record_stem(entry.name))
         records = len(stems)
         shutil.rmtree(day, ignore_errors=True)
         with self._lock:

@@ -555,3 +555,22 @@ def test_temporary_files_of_writes_a_crash_interrupted_are_removed_at_start(tmp_
     assert young.exists() and (day / ".keep").exists()
     assert store.usage_bytes() == 0, "temporary files are never counted"
     store.close(2)
+
+
+def test_retention_of_a_day_with_a_young_temporary_file_keeps_the_usage_total_true(tmp_path: Path) -> None:
+    """A temporary file younger than the start minus 60 s (a crash then systemd's restart 2 s later) is left "to
+    the day's retention" by the first scan; it was never counted, so removing its day must not take its bytes off
+    the usage total (it did: the total went 50,000 below the files on disk, here negative)."""
+    root = tmp_path / "audit"
+    day = root / "2020-01-01"  # far past retention
+    atomic_write_bytes(day / "bag-1.json", b"x" * 1000)
+    (day / ".bag-2.json.k2j3ab9x.tmp").write_bytes(bytes(50_000))  # the interrupted write, seconds old
+    store = AuditStore(audit_config(root, min_free_mb=0), "hub", prune_every=10_000)
+    try:
+        wait_until(store._scanned.is_set, 10, "the audit store's first scan")
+        assert store.usage_bytes() == 1000
+        assert store.prune() == 1 and not day.exists()
+        on_disk = sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
+        assert store.usage_bytes() == on_disk == 0
+    finally:
+        store.close(2)
