@@ -574,3 +574,39 @@ def test_retention_of_a_day_with_a_young_temporary_file_keeps_the_usage_total_tr
         assert store.usage_bytes() == on_disk == 0
     finally:
         store.close(2)
+
+
+def test_a_record_stored_again_at_start_before_the_first_scan_reaches_it_is_counted(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The journal re-publishes its ``deciding`` rows at start: the same decision, the same files, rewritten in
+    place while the first scan runs. When the writer claimed the record before the scan reached its folder, the
+    scan left the file to the writer, and the writer counted only what it added to the file from before the
+    start, never the file itself: the total stayed 0 with the record's 22 kB on disk."""
+    import edge.sinks.audit as audit_module
+
+    root = tmp_path / "audit"
+    decision = make_decision(7, overlay=b"\xff\xd8" + b"j" * 20_000)
+    first = AuditStore(audit_config(root, min_free_mb=0), "hub")
+    first.publish(decision)  # stored, then the crash before the journal forgot it
+    first.close(2)
+    on_disk = sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
+
+    go = threading.Event()
+    real_dirs = audit_module._dirs
+
+    def scan_held(where: Path) -> list[Path]:  # the first scan reaches the folders only once told to
+        if threading.current_thread().name == "audit-prune":
+            go.wait(10)
+        return real_dirs(where)
+
+    monkeypatch.setattr(audit_module, "_dirs", scan_held)
+    store = AuditStore(audit_config(root, min_free_mb=0), "hub")
+    try:
+        store.publish(decision)  # the journal's re-publish
+        go.set()
+        wait_until(store._scanned.is_set, 10, "the audit store's first scan")
+        assert sum(p.stat().st_size for p in root.rglob("*") if p.is_file()) == on_disk
+        assert store.usage_bytes() == on_disk
+    finally:
+        go.set()
+        store.close(2)
