@@ -94,9 +94,11 @@ class AuditStore:
                                    config.tdr.drop_queue)
         self._usage = 0
         self._started_wall = time.time()
-        self._fresh: set[str] | None = set()
-        """Paths this process writes while the first scan runs: the scan leaves them to the writer's count (file
-        times come from a coarse kernel clock, so "written after the start" cannot be told by mtime)."""
+        self._fresh: dict[str, int] | None = {}
+        """Paths this process writes while the first scan runs, with the size of the file each held when first
+        claimed: the scan counts that size, not the file it finds (which the writer may have replaced and counts
+        itself, as its new size less that one); file times come from a coarse kernel clock, so "written after the
+        start" cannot be told by mtime."""
         self._scanned = threading.Event()
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -281,8 +283,11 @@ class AuditStore:
     def _claim(self, path: Path) -> None:
         """Mark ``path`` as counted by its writer, before it is written (see ``_fresh``)."""
         with self._lock:
-            if self._fresh is not None:
-                self._fresh.add(str(path))
+            if self._fresh is not None and str(path) not in self._fresh:
+                try:  # a file from before the start (a record stored again): the writer counts only its growth
+                    self._fresh[str(path)] = path.stat().st_size
+                except OSError:
+                    self._fresh[str(path)] = 0
 
     def _over_bounds(self) -> bool:
         if self._usage > self._config.quota_mb * _MB:
@@ -375,9 +380,9 @@ class AuditStore:
                 except OSError:
                     continue
                 with self._lock:
-                    if self._fresh is not None and entry.path not in self._fresh:
-                        # a file a writer claims later replaces this one and counts only what it adds
-                        self._usage += size
+                    if self._fresh is not None:
+                        # a file a writer claimed counts as it was then: the writer adds what it changed since
+                        self._usage += self._fresh.get(entry.path, size)
         with self._lock:
             self._fresh = None
         if stale:
@@ -435,12 +440,13 @@ class AuditStore:
         freed = 0
         stems = set()
         for entry in _entries(day):
+            if entry.name.startswith("."):
+                continue  # a temporary file: never counted, so its bytes are not taken off the total
             try:
                 freed += entry.stat().st_size
             except OSError:
                 continue
-            if not entry.name.startswith("."):
-                stems.add(record_stem(entry.name))
+            stems.add(record_stem(entry.name))
         records = len(stems)
         shutil.rmtree(day, ignore_errors=True)
         with self._lock:

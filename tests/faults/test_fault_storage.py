@@ -555,3 +555,58 @@ def test_temporary_files_of_writes_a_crash_interrupted_are_removed_at_start(tmp_
     assert young.exists() and (day / ".keep").exists()
     assert store.usage_bytes() == 0, "temporary files are never counted"
     store.close(2)
+
+
+def test_retention_of_a_day_with_a_young_temporary_file_keeps_the_usage_total_true(tmp_path: Path) -> None:
+    """A temporary file younger than the start minus 60 s (a crash then systemd's restart 2 s later) is left "to
+    the day's retention" by the first scan; it was never counted, so removing its day must not take its bytes off
+    the usage total (it did: the total went 50,000 below the files on disk, here negative)."""
+    root = tmp_path / "audit"
+    day = root / "2020-01-01"  # far past retention
+    atomic_write_bytes(day / "bag-1.json", b"x" * 1000)
+    (day / ".bag-2.json.k2j3ab9x.tmp").write_bytes(bytes(50_000))  # the interrupted write, seconds old
+    store = AuditStore(audit_config(root, min_free_mb=0), "hub", prune_every=10_000)
+    try:
+        wait_until(store._scanned.is_set, 10, "the audit store's first scan")
+        assert store.usage_bytes() == 1000
+        assert store.prune() == 1 and not day.exists()
+        on_disk = sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
+        assert store.usage_bytes() == on_disk == 0
+    finally:
+        store.close(2)
+
+
+def test_a_record_stored_again_at_start_before_the_first_scan_reaches_it_is_counted(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The journal re-publishes its ``deciding`` rows at start: the same decision, the same files, rewritten in
+    place while the first scan runs. When the writer claimed the record before the scan reached its folder, the
+    scan left the file to the writer, and the writer counted only what it added to the file from before the
+    start, never the file itself: the total stayed 0 with the record's 22 kB on disk."""
+    import edge.sinks.audit as audit_module
+
+    root = tmp_path / "audit"
+    decision = make_decision(7, overlay=b"\xff\xd8" + b"j" * 20_000)
+    first = AuditStore(audit_config(root, min_free_mb=0), "hub")
+    first.publish(decision)  # stored, then the crash before the journal forgot it
+    first.close(2)
+    on_disk = sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
+
+    go = threading.Event()
+    real_dirs = audit_module._dirs
+
+    def scan_held(where: Path) -> list[Path]:  # the first scan reaches the folders only once told to
+        if threading.current_thread().name == "audit-prune":
+            go.wait(10)
+        return real_dirs(where)
+
+    monkeypatch.setattr(audit_module, "_dirs", scan_held)
+    store = AuditStore(audit_config(root, min_free_mb=0), "hub")
+    try:
+        store.publish(decision)  # the journal's re-publish
+        go.set()
+        wait_until(store._scanned.is_set, 10, "the audit store's first scan")
+        assert sum(p.stat().st_size for p in root.rglob("*") if p.is_file()) == on_disk
+        assert store.usage_bytes() == on_disk
+    finally:
+        go.set()
+        store.close(2)
