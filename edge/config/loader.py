@@ -200,7 +200,8 @@ def _describe(error: Mapping[str, Any], root: type[BaseModel]) -> str:
         suggestion = f" (did you mean '{hint[0]}'?)" if hint else ""
         return f"{ctx.get('tag')!r} is not valid; expected one of {ctx.get('expected_tags')}{suggestion}"
     if kind == "union_tag_not_found":
-        return f"key '{ctx.get('discriminator')}' is missing; it selects the kind of this section"
+        key = str(ctx.get("discriminator", "type")).strip("'")  # pydantic quotes it already: ''type''
+        return f"key '{key}' is missing; it selects the kind of this section"
     if kind.endswith("_parsing") or kind.endswith("_type"):
         base = kind.removesuffix("_parsing").removesuffix("_type")
         expected = _TYPE_WORDS.get(base, base.replace("_", " "))

@@ -85,6 +85,13 @@ def test_unknown_key_in_a_source_kind_lists_that_kinds_keys(tmp_path: Path) -> N
     assert "models" not in valid and "directory" not in valid, "the sim source's keys, not the root's or spool's"
 
 
+def test_a_source_without_its_type_names_the_key_once_quoted(tmp_path: Path) -> None:
+    """It said "key ''type'' is missing" (pydantic's context already carries the quotes)."""
+    path = _write(tmp_path, MINIMAL + "source:\n  directory: /var/spool/edge\n")
+    (problem,) = _problems(path)
+    assert problem == f"{path}:6: source.type: key 'type' is missing; it selects the kind of this section"
+
+
 def test_missing_required_key_names_parent_line(tmp_path: Path) -> None:
     path = _write(tmp_path, "site:\n  site_id: hub\nmodels:\n  detector: /x\n")
     (problem,) = _problems(path)
