@@ -26,6 +26,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 from edge.config import EdgeConfig, load_config
 from edge.config.preflight import refuse_if_never_alarms
@@ -58,6 +59,7 @@ class Service:
         self._stall_override = stall_s
         self._stop_timeout_override = stop_timeout_s
         self._log_level_override = log_level
+        self._previous_handlers: dict[signal.Signals, Any] = {}
         self._stop = threading.Event()
         self._reload = threading.Event()
         self.status_text = "starting"
@@ -94,9 +96,18 @@ class Service:
     # -------------------------------------------------------------- signals
     def install_signal_handlers(self) -> None:
         """SIGTERM/SIGINT stop, SIGHUP reloads (handlers only set flags; the main loop does the work)."""
-        signal.signal(signal.SIGTERM, self._on_stop)
-        signal.signal(signal.SIGINT, self._on_stop)
-        signal.signal(signal.SIGHUP, self._on_hup)
+        for sig, handler in ((signal.SIGTERM, self._on_stop), (signal.SIGINT, self._on_stop),
+                             (signal.SIGHUP, self._on_hup)):
+            self._previous_handlers.setdefault(sig, signal.getsignal(sig))
+            signal.signal(sig, handler)
+
+    def restore_signal_handlers(self) -> None:
+        """Put back the handlers ``install_signal_handlers`` replaced: a process that ran the service in-process
+        (``edge demo``, the tests) must not keep flag-only handlers that make SIGTERM and Ctrl-C do nothing once the
+        service is gone (a child it forks later inherits them too)."""
+        for sig, handler in self._previous_handlers.items():
+            signal.signal(sig, handler)
+        self._previous_handlers.clear()
 
     def _on_stop(self, signum: int, frame: FrameType | None) -> None:
         self._stop.set()

@@ -209,6 +209,7 @@ def run_demo(workdir: Path, items: int | None, per_minute: float, seed: int, mod
     fw.send(XrayState(True, 0))
     client = None
     camera = None
+    service: Service | None = None
     try:
         camera = start_camera(workdir, fw, echo)
         cfg_path = write_demo_config(workdir, port, items, per_minute, seed, signed, fw.port, demo_key)
@@ -233,6 +234,8 @@ def run_demo(workdir: Path, items: int | None, per_minute: float, seed: int, mod
         echo(f"edge demo: stopped; decisions {dict(runtime.pipeline.ledger.counts)}; overlays in {overlays}")
         return code
     finally:
+        if service is not None:
+            service.restore_signal_handlers()
         if client is not None:
             time.sleep(0.5)
             client.loop_stop()

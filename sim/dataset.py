@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import multiprocessing as mp
+import signal
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -249,6 +250,14 @@ def _init_worker(config: GenerateConfig, out: Path) -> None:
     _WORKER = ItemRenderer(config, out)
 
 
+def _default_signals() -> None:
+    """A forked worker starts with the default SIGTERM/SIGHUP actions, whatever its parent installed: a parent that
+    had set a flag-only stop handler (``edge run``'s, installed by ``edge demo``) passed it on, and ``Pool``'s
+    ``terminate`` (SIGTERM) then left an idle worker waiting for work forever, hanging ``generate``."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
+
+
 def _work(index: int) -> ItemResult:
     assert _WORKER is not None, "worker not initialised"
     return _WORKER.render(index)
@@ -326,7 +335,7 @@ def _run(config: GenerateConfig, out: Path, main: ItemRenderer,
     if "fork" in mp.get_all_start_methods():
         # Forked workers inherit the renderer already built here (spekpy/xraydb set-up takes seconds).
         _WORKER = main
-        pool_factory = mp.get_context("fork").Pool(config.workers)
+        pool_factory = mp.get_context("fork").Pool(config.workers, initializer=_default_signals)
     else:
         pool_factory = mp.get_context("spawn").Pool(config.workers, initializer=_init_worker, initargs=(config, out))
     with pool_factory as pool:

@@ -18,6 +18,7 @@ Distances are printed (``-s``).
 from __future__ import annotations
 
 import json
+import signal
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -102,10 +103,17 @@ def lane_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     # at 0.6376 and seed 1 then has no ALARM in 4 items): this test is about the lane, not about detection.
     mp.setitem(demo.DEMO_THRESHOLDS, "scorer-stfpm", 0.55)
     lines: list[str] = []
+    handlers_before = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
     try:
         code = demo.run_demo(tmp_path_factory.mktemp("lane") / "run", ITEMS, 30.0, SEED, MODELS, lines.append)
     finally:
         mp.undo()
+        handlers_after = {sig: signal.getsignal(sig) for sig in handlers_before}
+        for sig, handler in handlers_before.items():  # whatever the outcome, the rest of the session gets its own
+            signal.signal(sig, handler)
+    assert handlers_after == handlers_before, (
+        "edge demo left the service's flag-only signal handlers installed: SIGTERM and Ctrl-C did nothing "
+        "afterwards, and a fork pool's workers inherited them (sim.dataset.generate hung in Pool.terminate)")
     assert code == 0, "\n".join(lines)
     if not any(t.endswith("/items") for t, _ in messages):
         pytest.skip("no MQTT broker (mosquitto) on this machine: nothing was published")

@@ -142,3 +142,28 @@ def test_cli_gallery_needs_real_images(tmp_path: Path) -> None:
     assert result.exit_code == 2
     assert "real X-ray images not found" in result.output
     assert not (tmp_path / "g.png").exists()
+
+
+def _sigterm_is_default() -> bool:
+    import signal
+
+    return signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+
+
+def test_forked_generate_workers_take_sigterm_by_default_whatever_the_parent_installed() -> None:
+    """A parent with a flag-only SIGTERM handler (``edge run``'s, left by an in-process ``edge demo``) passed it to
+    the fork pool's workers; ``Pool.terminate`` at the end of ``generate`` then could not stop an idle worker, and
+    the run hung (seen in CI: the eval tests' assets timed out after 300 s)."""
+    import multiprocessing as mp
+    import signal
+
+    from sim import dataset
+
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: None)
+    try:
+        with mp.get_context("fork").Pool(1, initializer=dataset._default_signals) as pool:
+            assert pool.apply(_sigterm_is_default)
+        with mp.get_context("fork").Pool(1) as pool:
+            assert not pool.apply(_sigterm_is_default), "the parent's handler is inherited without the initializer"
+    finally:
+        signal.signal(signal.SIGTERM, previous)
