@@ -90,13 +90,12 @@ def collect(config: Path, items: int) -> dict[str, object]:
     """Screen ``items`` virtual-scanner items with the service, keeping raw inputs in the audit store."""
     from edge.config import load_config
     from edge.runtime import build_runtime, build_source
-    from edge.sinks.audit import AuditStore, InputSavingSource
     from edge.sinks.memory import MemorySink
 
     cfg = load_config(config)
     memory = MemorySink()
-    source = InputSavingSource(build_source(cfg), AuditStore(cfg.audit, cfg.site.site_id))
-    runtime = build_runtime(cfg, source=source, extra_sinks=[memory])
+    # build_runtime keeps the raw inputs itself (audit.save_inputs), under each record's name.
+    runtime = build_runtime(cfg, source=build_source(cfg), extra_sinks=[memory])
     started = time.monotonic()
     runtime.pipeline.start()
     try:

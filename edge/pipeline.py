@@ -203,6 +203,7 @@ class Pipeline:
         backpressure: bool = False,
         models: Sequence[ModelRef] | Callable[[], Sequence[ModelRef]] = (),
         journal: IntakeJournal | None = None,
+        on_accept: Callable[[RawItem], None] | None = None,
         unscreened_overlay: DrawUnscreened | None = None,
         overlay_budget_s: float = 2.0,
         clock_mono: Callable[[], float] = time.monotonic,
@@ -223,6 +224,9 @@ class Pipeline:
         fixed = tuple(models) if not callable(models) else ()
         self._model_refs: Callable[[], Sequence[ModelRef]] = models if callable(models) else (lambda: fixed)
         self._journal = journal
+        self._on_accept = on_accept
+        """Called with each item once it has its final identity (a restart's journal identity, an in-run rename),
+        before it is screened: the audit store keeps its raw inputs under the name its record will have."""
         self._mono = clock_mono
         self._wall = clock_wall
         self._stall_s = source_stall_s
@@ -508,6 +512,11 @@ class Pipeline:
         if item.source_ref is not None:
             with self._refs_lock:
                 self._refs[meta.uid] = item.source_ref
+        if self._on_accept is not None:
+            try:
+                self._on_accept(item)
+            except Exception:  # keeping a copy of the item must never cost it its decision
+                log.exception("item accept hook failed", extra={"item_id": meta.item_id})
         if self._stop_workers.is_set():  # handed over after stop() gave up waiting for the source
             self._settle_unscreened(meta, UnscreenedReason.SHUTDOWN, "service stopped before the item was screened")
             return

@@ -25,7 +25,7 @@ from edge.pipeline import Pipeline, Stage, screening_stages
 from edge.ports import FrameSource, LinkMonitor, ResultSink
 from edge.publish.mqtt import MqttSink
 from edge.screening import ModelHolder, load_models
-from edge.sinks.audit import AuditStore, InputSavingSource
+from edge.sinks.audit import AuditStore
 from edge.stages.condition import ConditionStage
 from edge.stages.decide import DecideStage
 from edge.stages.detect import DetectStage
@@ -198,9 +198,6 @@ def build_runtime(cfg: EdgeConfig, source: FrameSource | None = None, extra_sink
         frame_source = source if source is not None else build_source(cfg)
     except (OSError, ValueError) as exc:
         raise ConfigError([f"source: cannot open {cfg.source.type} source ({exc})"]) from exc
-    if cfg.audit.save_inputs:
-        # Raw inputs kept beside the decisions: what `edge fit` refits the scorer from on site.
-        frame_source = InputSavingSource(frame_source, audit)
     pipeline = Pipeline(
         frame_source,
         build_stages(cfg, models, conditioner, missing, camera_overlay),
@@ -213,6 +210,8 @@ def build_runtime(cfg: EdgeConfig, source: FrameSource | None = None, extra_sink
         scanning=tracker.scanning if tracker is not None else None,
         backpressure=cfg.source.type in ("voti", "dicos"),
         models=lambda: models.current.refs,  # after a reload, decisions name the models that made them
+        # Raw inputs kept beside the decisions, under their records' names: what `edge fit` refits the scorer from.
+        on_accept=audit.keep_inputs if cfg.audit.save_inputs else None,
         journal=IntakeJournal(journal_path(cfg)),
         unscreened_overlay=UnscreenedOverlay(
             camera_overlay if isinstance(camera_overlay, ParcelOverlay) else None, overlay_max_bytes(cfg)),

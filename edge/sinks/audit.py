@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import io
 import json
 import logging
 import os
@@ -47,8 +48,8 @@ from edge.dicos.drop import DropFolder
 from edge.dicos.tdr import encode_machine_tdr
 from edge.errors import PublishError
 from edge.files import atomic_write_bytes, atomic_write_group
-from edge.ports import FrameSource
 from edge.publish.payloads import decision_payload
+from edge.publish.payloads import record_id as make_record_id
 from edge.publish.topics import RecordKind
 from edge.records import Decision, RawItem
 
@@ -310,23 +311,34 @@ class AuditStore:
         return min(self._config.min_free_mb * _MB, total * _MAX_FREE_FRACTION)
 
     def save_inputs(self, item: RawItem) -> None:
-        """Keep the raw inputs of an item (for ``edge fit`` and audits) when the config asks for it."""
+        """Keep the raw inputs of an item (for ``edge fit`` and audits) when the config asks for it, as
+        ``<record stem>.npz``: the name its JSON record will have, so ``edge fit`` pairs them. Called by the pipeline
+        once the item has its final identity (``Pipeline(on_accept=...)``, see ``keep_inputs``): saved by the source
+        before that, a second item under a used id overwrote the first one's inputs (the pipeline renames it
+        ``<id>-2`` only later), and an id reused after a restart had its inputs under a name no record had.
+
+        Raises:
+            OSError: they could not be written (nothing half-written is left).
+        """
         if not self._config.save_inputs or item.high is None or item.low is None:
             return
-        day = self._day_dir(item.meta.scan_end_wall)
-        tmp = day / f".{item.meta.item_id}.npz.tmp"
-        try:
-            with open(tmp, "wb") as handle:
-                np.savez_compressed(handle, high=item.high, low=item.low)
-            target = day / f"{item.meta.item_id}.npz"
-            self._claim(target)
-            grew = tmp.stat().st_size - (target.stat().st_size if target.exists() else 0)
-            os.replace(tmp, target)
-        except OSError:
-            tmp.unlink(missing_ok=True)
-            raise
+        meta = item.meta
+        day = self._day_dir(meta.scan_end_wall)
+        item_record = make_record_id(self._site_id, meta.scanner_id, meta.item_id, RecordKind.ITEM, meta.uid)
+        target = day / f"{self._stem(day, meta.item_id, item_record)}.npz"
+        buffer = io.BytesIO()
+        np.savez_compressed(buffer, high=item.high, low=item.low)
+        grew = self._write_group([(target, buffer.getvalue())])
         with self._lock:
             self._usage += grew
+
+    def keep_inputs(self, item: RawItem) -> None:
+        """``save_inputs`` for the pipeline's accept hook: a failed save is logged and never costs the item its
+        decision."""
+        try:
+            self.save_inputs(item)
+        except OSError as exc:
+            log.error("audit inputs not saved", extra={"item_id": item.meta.item_id, "error": str(exc)})
 
     def usage_bytes(self) -> int:
         """Bytes used by the store: a running total, not a walk (files from before the start are in it once the
@@ -555,32 +567,3 @@ def _entries(day: Path) -> list[os.DirEntry[str]]:
         return []
 
 
-class InputSavingSource:
-    """A :class:`~edge.ports.FrameSource` that hands every item on unchanged after keeping its raw inputs in
-    ``store`` (when ``audit.save_inputs`` is on): the raw material ``edge fit`` learns from. A failed save
-    is logged and never costs the item its decision."""
-
-    def __init__(self, source: FrameSource, store: AuditStore) -> None:
-        self._source = source
-        self._store = store
-
-    def next_item(self, timeout_s: float) -> RawItem | None:
-        item = self._source.next_item(timeout_s)
-        if item is not None and item.problem is None:
-            try:
-                self._store.save_inputs(item)
-            except OSError as exc:
-                log.error("audit inputs not saved", extra={"item_id": item.meta.item_id, "error": str(exc)})
-        return item
-
-    def acknowledge(self, source_ref: str) -> None:
-        """Passed through: the wrapped source lets the item go once its decision is stored."""
-        self._source.acknowledge(source_ref)
-
-    def close(self) -> None:
-        self._source.close()
-
-    @property
-    def exhausted(self) -> bool:
-        """Passed through: the pipeline asks a finite source (sim, replay) whether it has run dry."""
-        return self._source.exhausted

@@ -9,7 +9,7 @@ real X-ray data (raw counts and flat-fielded transmissions, or the degraded imag
 with ``no_xray``, ``saturated``, ``lines_missing`` or ``dead_columns``, so the item is UNSCREENED, never CLEAR.
 
 The raw counts stop here: the ``ConditionedItem`` carries the conditioned image only (the audit store keeps the
-inputs it is asked to keep from the source, ``edge.sinks.audit.InputSavingSource``).
+inputs it is asked to keep when the pipeline accepts the item, ``edge.sinks.audit.AuditStore.keep_inputs``).
 """
 
 from __future__ import annotations

@@ -19,10 +19,8 @@ import cv2
 import numpy as np
 import pytest
 
-from edge.config.audit import AuditConfig
 from edge.dicos.dx_source import write_dx_pair
 from edge.ports import FrameSource
-from edge.sinks.audit import AuditStore, InputSavingSource
 from edge.sources.dicos import DicosFrameSource
 from edge.sources.spool import SpoolSource
 from edge.sources.voti import VotiSource, write_voti
@@ -125,12 +123,6 @@ def _demo_scanner(tmp: Path, items: list[str], on_teardown: Callable[[Callable[[
     return DemoScanner(_sim(tmp, items, on_teardown), firmware)  # type: ignore[arg-type]
 
 
-def _input_saving(tmp: Path, items: list[str], on_teardown: Callable[[Callable[[], object]], None]) -> FrameSource:
-    store = AuditStore(AuditConfig(directory=tmp / "audit", save_inputs=True), "site")
-    on_teardown(lambda: store.close(2.0))
-    return InputSavingSource(_spool(tmp, items, on_teardown), store)
-
-
 def _bench_replay(tmp: Path, items: list[str], on_teardown: Callable[[Callable[[], object]], None]) -> FrameSource:
     from edge_tools.bench.items import ReplaySource
 
@@ -174,7 +166,6 @@ SOURCES = [
     SourceCase("dicos", _dicos),
     SourceCase("sim", _sim, takes_bad_data=False),
     SourceCase("demo-scanner", _demo_scanner, takes_bad_data=False),
-    SourceCase("input-saving", _input_saving),
     SourceCase("bench-replay", _bench_replay),
     SourceCase("eval-dataset", _eval_dataset),
 ]

@@ -53,7 +53,7 @@ def fit_assets(tmp_path_factory: pytest.TempPathFactory) -> FitAssets:
     cfg = load_config(config)
     assert cfg.audit.save_inputs
     memory = MemorySink()
-    # The service itself keeps the inputs (build_runtime wraps the source when audit.save_inputs is on).
+    # The service itself keeps the inputs (build_runtime's pipeline hands each accepted item to the audit store).
     runtime = build_runtime(cfg, source=build_source(cfg), extra_sinks=[memory])
     runtime.pipeline.start()
     try:

@@ -43,3 +43,53 @@ def test_prunes_by_age_and_quota(tmp_path: Path) -> None:
     assert store.usage_bytes() <= 10 * 1024 * 1024
     remaining = sorted(p.stem for p in tmp_path.rglob("*.json"))
     assert remaining and "new29" in remaining, "the newest records survive"
+
+
+def test_saved_inputs_are_named_as_their_records_when_an_item_id_is_used_twice(tmp_path: Path) -> None:
+    """A spool file dropped twice under one name: the pipeline renames the second item ``<id>-2``. The inputs were
+    saved by a source wrapper before that rename, so the second item's raw frames overwrote the first one's under
+    ``<id>.npz`` (``edge fit`` then refitted on a record paired with another parcel) and ``<id>-2`` had none. An id
+    reused after a restart (a new store over the old records) had its inputs under a name no record had."""
+    import numpy as np
+
+    from edge.pipeline import Pipeline, Stage
+    from edge.sinks.memory import MemorySink
+    from edge.sources.spool import SpoolSource
+    from edge.stages.decide import decide
+
+    spool, root = tmp_path / "spool", tmp_path / "audit"
+    rng = np.random.default_rng(4)
+    frames = [rng.integers(1000, 60000, size=(32, 16), dtype=np.uint16) for _ in range(3)]
+
+    def run(first: int, count: int) -> list[Decision]:
+        store = AuditStore(AuditConfig(directory=root, save_inputs=True), "hub")
+        sink = MemorySink()
+        source = SpoolSource(spool, "lane1", deadline_s=30, poll_s=0.02)
+        pipeline = Pipeline(source, [Stage("decide", lambda item: decide(item.meta, [], time.time(),
+                                                                         time.monotonic()))],
+                            [store, sink], on_accept=store.keep_inputs)
+        pipeline.start()
+        try:
+            for k in range(first, first + count):  # the same name each time, once the previous one was taken
+                with open(spool / "parcel.npz.part", "wb") as handle:  # written, then renamed into the spool
+                    np.savez(handle, high=frames[k], low=frames[k])
+                (spool / "parcel.npz.part").rename(spool / "parcel.npz")
+                assert sink.wait_for(k - first + 1, timeout_s=20), "not decided"
+        finally:
+            pipeline.stop(timeout_s=5)
+            store.close(2)
+        return sink.decisions
+
+    decided = run(0, 2) + run(2, 1)  # two in one run, then the id again after a restart
+    day = next(d for d in root.iterdir() if d.is_dir())
+    records = {json.loads(p.read_bytes())["record_id"]: p for p in day.glob("*.json")}
+    assert len(records) == 3, sorted(p.name for p in day.iterdir())
+    for k, decision in enumerate(decided):
+        body = next(json.loads(p.read_bytes()) for p in records.values()
+                    if json.loads(p.read_bytes())["item_id"] == decision.item_id
+                    and json.loads(p.read_bytes())["decided_wall"] == decision.decided_wall)
+        stem = records[body["record_id"]].name[: -len(".json")]
+        with np.load(day / f"{stem}.npz") as saved:
+            assert np.array_equal(saved["high"], frames[k]), f"{stem}.npz holds another parcel's frames"
+    names = {p.name for p in day.glob("*.npz")}
+    assert len(names) == 3 and {"lane1-parcel.npz", "lane1-parcel-2.npz"} <= names, names
