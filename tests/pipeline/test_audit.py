@@ -75,6 +75,11 @@ def test_saved_inputs_are_named_as_their_records_when_an_item_id_is_used_twice(t
                     np.savez(handle, high=frames[k], low=frames[k])
                 (spool / "parcel.npz.part").rename(spool / "parcel.npz")
                 assert sink.wait_for(k - first + 1, timeout_s=20), "not decided"
+                # The next file under this name only once the spool has let this one go (moved to done/ after its
+                # decision was stored): dropped over a file still being taken, it would be that file.
+                deadline = time.monotonic() + 20
+                while (spool / "parcel.npz").exists() and time.monotonic() < deadline:
+                    time.sleep(0.02)
         finally:
             pipeline.stop(timeout_s=5)
             store.close(2)
