@@ -87,17 +87,17 @@ def sim_only(data: Path, command: str) -> None:
 
 
 def conditioner(config: Path | None) -> Conditioner | None:
-    """The site's conditioner (flat-field and energy calibrations of the service config), for raw datasets."""
-    if config is None:
-        return None
-    from edge.condition.conditioner import Conditioner
-    from edge.config import load_config
-    from edge.errors import EdgeError
+    """The site's conditioner (flat-field and energy calibrations of the service config), for raw datasets: the
+    one loader ``edge-export``'s calibration data uses (``export.calibration.conditioner_from``), its refusal
+    reported as a bad input."""
+    from export.calibration import conditioner_from
+    from export.errors import ExportError
 
     try:
-        return Conditioner.from_config(load_config(config).condition)
-    except EdgeError as exc:
+        conditioned: Conditioner | None = conditioner_from(config)
+    except ExportError as exc:
         raise RecipeInputError(str(exc)) from exc
+    return conditioned
 
 
 def crops(path: Path, channels: str = "hlz", skip_bad: bool = False,
