@@ -24,7 +24,8 @@ from numpy.typing import NDArray
 from edge.condition.composer import MissingChannelsError, compose
 from edge.contracts import Channel, InputContract, ResizePolicy
 from edge_tools.eval.datasets import check_labels, load_raw_item, read_dataset
-from edge_tools.eval.records import DatasetError, Modality
+from edge_tools.eval.records import DatasetError
+from export.recipes.owndata import conditioned_image
 from export.recipes.simdata import CROP_MARGIN, CROP_SIZE, CropSet, expand
 
 BACKGROUND = "background"
@@ -64,7 +65,6 @@ def dataset_crops(path: Path, channels: str = "pc", *, threat_kinds: Collection[
             ``channels``, or (without ``skip_bad``) a bad label, naming its file.
     """
     from edge.sources.item_meta import file_item_meta
-    from edge.stages.condition import degraded_image
 
     if channels not in GROUPS:
         raise DatasetError(f"crop channels {channels!r}: expected one of {', '.join(GROUPS)}")
@@ -86,14 +86,7 @@ def dataset_crops(path: Path, channels: str = "pc", *, threat_kinds: Collection[
         raw = load_raw_item(item, file_item_meta("crops", n, item.key, 30.0), grey_as_colour=channels == "pc")
         why = f"{item.source + ': ' if item.source else ''}unreadable image: {raw.problem}" if raw.problem else None
         if why is None:
-            if item.modality is Modality.RAW:
-                if conditioner is None:
-                    raise DatasetError(f"{item.files[0]}: raw dual-energy counts need --config (the site's "
-                                       "calibrations)")
-                image = conditioner.condition(raw.low, raw.high)  # type: ignore[attr-defined]
-            else:
-                assert raw.image is not None
-                image = degraded_image(raw.image)
+            image = conditioned_image(item, raw, conditioner)
             height, width = image.shape
             why = check_labels(item, height, width)
         if why is not None:

@@ -23,7 +23,9 @@ import numpy as np
 from numpy.typing import NDArray
 
 from edge.condition.composer import MissingChannelsError, compose, geometry
+from edge.condition.image import ConditionedImage
 from edge.contracts import Channel, InputContract, ResizePolicy
+from edge.records import RawItem
 from edge_tools.eval.datasets import check_labels, load_raw_item, read_dataset
 from edge_tools.eval.records import DatasetError, DatasetItem, Modality
 
@@ -101,7 +103,6 @@ def load_labelled(path: Path, channels: str = "pc", size: int = 320, *, classes:
     from tqdm import tqdm
 
     from edge.sources.item_meta import file_item_meta
-    from edge.stages.condition import degraded_image
 
     bad: list[str] = []
     ds = read_dataset(Path(path), layout, modality="auto", exclude_groups=("container",),
@@ -127,14 +128,7 @@ def load_labelled(path: Path, channels: str = "pc", size: int = 320, *, classes:
         if raw.problem is not None:
             reject(f"{item.source + ': ' if item.source else ''}unreadable image: {raw.problem}")
             continue
-        if item.modality is Modality.RAW:
-            if conditioner is None:
-                raise DatasetError(f"{item.files[0]}: raw dual-energy counts need the site's calibrations to be "
-                                   "conditioned: pass --config with the service config that names them")
-            image = conditioner.condition(raw.low, raw.high)  # type: ignore[attr-defined]
-        else:
-            assert raw.image is not None
-            image = degraded_image(raw.image)
+        image = conditioned_image(item, raw, conditioner)
         height, width = image.shape
         why = check_labels(item, height, width, names)
         if why is not None:
@@ -158,6 +152,24 @@ def load_labelled(path: Path, channels: str = "pc", size: int = 320, *, classes:
                            if bad else f"{path}: no usable items")
     data = LabelledSet(np.stack(images), boxes, labels, names, tuple(keys), channels)
     return Loaded(data, tuple(bad), ds.notes, ds.layout)
+
+
+def conditioned_image(item: DatasetItem, raw: RawItem, conditioner: object | None) -> ConditionedImage:
+    """A readable dataset item conditioned as the service conditions it: raw counts by the site's ``Conditioner``,
+    a colour or grey image by ``degraded_image`` (the one place the own-data readers do this).
+
+    Raises:
+        DatasetError: raw counts and no conditioner (no ``--config``).
+    """
+    from edge.stages.condition import degraded_image
+
+    if item.modality is Modality.RAW:
+        if conditioner is None:
+            raise DatasetError(f"{item.files[0]}: raw dual-energy counts need the site's calibrations to be "
+                               "conditioned: pass --config with the service config that names them")
+        return conditioner.condition(raw.low, raw.high)  # type: ignore[attr-defined]
+    assert raw.image is not None
+    return degraded_image(raw.image)
 
 
 def split(n: int, fraction: float, seed: int) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
