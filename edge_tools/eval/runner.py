@@ -136,8 +136,8 @@ class EvalRuntime:
     def model_set(self) -> ModelSet:
         return self.models.current
 
-    def run(self, items: Sequence[DatasetItem]) -> list[ItemOutcome]:
-        """Screen ``items`` through a fresh pipeline; one outcome per item, in the given order."""
+    def decisions(self, items: Sequence[DatasetItem]) -> dict[str, Decision]:
+        """Screen ``items`` through a fresh pipeline; the service's decision of each, by item key."""
         source = DatasetSource(items, self.cfg.site.scanner_id, self.settings.deadline_s,
                                self.settings.grey_as_colour)
         sink = MemorySink()
@@ -149,8 +149,11 @@ class EvalRuntime:
             pipeline.wait_idle(timeout_s=self.settings.deadline_s + 30.0 * max(1, len(items)))
         finally:
             pipeline.stop(timeout_s=5.0)  # anything still open is settled UNSCREENED (shutdown), never lost
-        by_key = {source.keys.get(d.item_id, d.item_id): outcome_of(source.keys.get(d.item_id, d.item_id), d)
-                  for d in sink.decisions}
+        return {source.keys.get(d.item_id, d.item_id): d for d in sink.decisions}
+
+    def run(self, items: Sequence[DatasetItem]) -> list[ItemOutcome]:
+        """Screen ``items`` through a fresh pipeline; one outcome per item, in the given order."""
+        by_key = {key: outcome_of(key, d) for key, d in self.decisions(items).items()}
         return [by_key.get(item.key) or ItemOutcome(item.key, "unscreened", "internal_error",
                                                     "the pipeline returned no decision for this item", (), 0.0)
                 for item in items]

@@ -234,27 +234,15 @@ def write_config(path: Path, scanner_dir: Path, detector: Path, classifier: Path
 
 def collect(config: Path, data: Path, seed: int) -> list[ItemSignals]:
     """Every item of the dataset at ``data`` through the service's pipeline (config ``config``), in one process."""
-    from edge.pipeline import Pipeline
-    from edge.sinks.memory import MemorySink
     from edge_tools.eval.datasets import read_dataset
-    from edge_tools.eval.runner import DatasetSource, EvalRuntime, RunSettings
+    from edge_tools.eval.runner import EvalRuntime, RunSettings
 
     dataset = read_dataset(data)
-    runtime = EvalRuntime(RunSettings(config))
+    runtime = EvalRuntime(RunSettings(config))  # edge eval's runtime: a 600 s deadline, grey as colour
     try:
-        source = DatasetSource(dataset.items, runtime.cfg.site.scanner_id, 600.0, True)
-        sink = MemorySink()
-        pipeline = Pipeline(source, runtime.stages, [sink], queue_depth=runtime.cfg.decide.queue_depth,
-                            source_stall_s=runtime.cfg.decide.source_stall_s, backpressure=True,
-                            models=runtime.models.current.refs)
-        pipeline.start()
-        try:
-            pipeline.wait_idle(timeout_s=600.0 + 30.0 * len(dataset.items))
-        finally:
-            pipeline.stop(timeout_s=5.0)
+        by_key = runtime.decisions(dataset.items)
     finally:
         runtime.close()
-    by_key = {source.keys.get(d.item_id, d.item_id): d for d in sink.decisions}
     return [signals_of(item.key, seed, item.truth, by_key[item.key]) for item in dataset.items]
 
 
